@@ -1,0 +1,40 @@
+# Two entry points for a fresh machine: `make demo` and `make test`.
+# Both create .venv, install the pinned Python packages and the Debian packages the
+# project uses, and are fast (seconds) when nothing changed.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+PY_STAMP := $(VENV)/.installed
+DEB_STAMP := $(VENV)/.debs
+# Debian packages used by the embedded corpus and the tests (speech synthesis, sound tools).
+DEB_PACKAGES := flite espeak-ng sox
+
+# The demo uses the bundled MUSE checkpoint when ../shared has it (offline here).
+SHARED_G_BEST := $(abspath ../shared/muse/g_best)
+export JAXPROBE_MUSE_CHECKPOINT ?= $(if $(wildcard $(SHARED_G_BEST)),$(SHARED_G_BEST),)
+
+.PHONY: setup demo test bench clean-venv
+
+setup: $(PY_STAMP) $(DEB_STAMP)
+
+$(PY_STAMP): pyproject.toml requirements.lock
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -c requirements.lock -e ".[dev,bench]"
+	@touch $@
+
+$(DEB_STAMP): Makefile scripts/install-debs.sh
+	@test -x $(PY) || python3 -m venv $(VENV)
+	bash scripts/install-debs.sh $(DEB_PACKAGES)
+	@touch $@
+
+demo: setup
+	$(VENV)/bin/jaxprobe demo
+
+test: setup
+	$(PY) -m pytest -q
+
+bench: setup
+	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean-venv:
+	rm -rf $(VENV)

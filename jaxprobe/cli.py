@@ -1,0 +1,41 @@
+"""The `jaxprobe` command. It parses arguments and calls the library; nothing more.
+
+Each subcommand lives in its own module and is imported only when it runs, so
+`jaxprobe --help` stays fast and never imports torch.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module, help). The module defines `add_arguments(parser)` and `main(args) -> int`.
+_COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("jaxprobe._cmd_demo", "Run the main job on the embedded default."),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="jaxprobe", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_text) in _COMMANDS.items():
+        p = sub.add_parser(name, help=help_text)
+        p.set_defaults(_module=module)
+        mod = importlib.import_module(module)
+        if hasattr(mod, "add_arguments"):
+            mod.add_arguments(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    mod = importlib.import_module(args._module)
+    return int(mod.main(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,43 @@
+"""Pure, jitted array math for jaxprobe: Gram matrices and bandwidth rules, centering,
+HSIC/CKA estimators, count-weighted bootstrap GEMMs, Gaussian affinities.
+
+No I/O, no configuration objects, no printing. Every function takes arrays and
+keyword-only static settings and returns arrays; shapes are in the docstrings.
+Validation of user input happens once, in `jaxprobe`, before these are called.
+"""
+from kernels.gram import (
+    center_columns,
+    center_gram,
+    center_gram_unbiased,
+    linear_gram,
+    median_sq_distance,
+    rbf_gram,
+    rbf_gram_grid,
+    rbf_sigma,
+    sq_distances,
+)
+from kernels.hsic import (
+    cka_from_grams,
+    cka_linear_features,
+    hsic_biased,
+    hsic_unbiased,
+)
+from kernels.resample import bootstrap_hsic_terms, bootstrap_weighted_means
+
+__all__ = [
+    "bootstrap_hsic_terms",
+    "bootstrap_weighted_means",
+    "center_columns",
+    "center_gram",
+    "center_gram_unbiased",
+    "cka_from_grams",
+    "cka_linear_features",
+    "hsic_biased",
+    "hsic_unbiased",
+    "linear_gram",
+    "median_sq_distance",
+    "rbf_gram",
+    "rbf_gram_grid",
+    "rbf_sigma",
+    "sq_distances",
+]
