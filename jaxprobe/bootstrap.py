@@ -1,0 +1,363 @@
+"""Bootstrap confidence intervals for CKA and for means of per-item statistics.
+
+Every resampling scheme is expressed as a matrix of counts ``C`` (B, n): row b says
+how often each sample enters replicate b. Replicate b's counts come from
+``jax.random.fold_in(key, b)``, so a replicate does not depend on the chunking, the
+batch it is computed in or the device count. The statistics are then matrix
+products with ``C`` (see ``kernels.resample`` for the HSIC derivation); no resampled
+data set or Gram matrix is ever materialised.
+
+Schemes
+-------
+* iid (``groups=None``): n rows drawn with replacement.
+* cluster (``groups`` given): the G groups (e.g. noise types) are drawn with
+  replacement and every row of a drawn group enters with its group's count.
+* hierarchical (``groups`` and ``hierarchical=True``): groups drawn with
+  replacement, then, for every drawn group, its own number of rows drawn with
+  replacement from within it (two-level bootstrap, e.g. noise types x utterances).
+
+Intervals
+---------
+* ``percentile``: the (1 - level)/2 and (1 + level)/2 quantiles of the replicates
+  (linear interpolation, numpy's default).
+* ``bca``: bias-corrected and accelerated (Efron 1987). Bias ``z0 = Phi^-1(#{theta* <
+  theta_hat} / B)``; acceleration from the jackknife over the resampling unit (rows
+  for iid, groups for cluster and hierarchical), itself computed through count rows
+  ``1 - e_i``: ``a = sum (m - theta_i)^3 / (6 (sum (m - theta_i)^2)^1.5)``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from scipy.special import ndtr, ndtri
+
+from jaxprobe._validate import as_float_array, check_choice, check_finite, check_int, check_open_interval
+from jaxprobe.cka import KERNELS, _resolve_sigma, _validate_pair
+from kernels import gram as _gram
+from kernels import resample as _resample
+
+METHODS = ("percentile", "bca")
+
+
+@dataclass(frozen=True)
+class BootstrapResult:
+    """Point estimate, interval and replicates.
+
+    Attributes
+    ----------
+    estimate, low, high : arrays of shape (...) (the statistic's batch shape)
+    replicates : array of shape (n_boot, ...)
+    level : float, method : str
+    """
+
+    estimate: Any
+    low: Any
+    high: Any
+    replicates: Any
+    level: float
+    method: str
+
+    @property
+    def n_boot(self) -> int:
+        return int(self.replicates.shape[0])
+
+    @property
+    def se(self):
+        """Bootstrap standard error (std of the replicates, ddof=1)."""
+        return jnp.std(self.replicates, axis=0, ddof=1)
+
+
+# ----------------------------------------------------------------------------- counts
+
+class _Design:
+    """The resampling design: group structure as static arrays for jitted drawing."""
+
+    def __init__(self, n: int, groups, hierarchical: bool, fn: str):
+        self.n = n
+        self.hierarchical = bool(hierarchical)
+        if groups is None:
+            if hierarchical:
+                raise ValueError(f"The 'hierarchical' option of {fn} needs 'groups' (the upper level).")
+            self.labels = None
+            return
+        g = np.asarray(groups)
+        if g.ndim != 1 or g.shape[0] != n:
+            raise ValueError(
+                f"The 'groups' parameter of {fn} must be a 1-D array of n = {n} labels, one per "
+                f"sample; got shape {g.shape}."
+            )
+        _, inv = np.unique(g, return_inverse=True)
+        self.labels = inv.astype(np.int32)
+        self.n_groups = int(inv.max()) + 1
+        if self.n_groups < 2:
+            raise ValueError(f"The 'groups' parameter of {fn} has a single group; a cluster bootstrap needs at least 2.")
+        sizes = np.bincount(inv, minlength=self.n_groups)
+        self.sizes = sizes.astype(np.int32)
+        width = int(sizes.max())
+        members = np.zeros((self.n_groups, width), np.int32)
+        for k in range(self.n_groups):
+            idx = np.flatnonzero(inv == k)
+            members[k, : idx.size] = idx
+        self.members = members
+
+    def counts(self, key, n_boot: int):
+        """(n_boot, n) int32 count matrix; replicate b from ``fold_in(key, b)``."""
+        ids = jnp.arange(n_boot)
+        if self.labels is None:
+            return _iid_counts(key, ids, self.n)
+        if not self.hierarchical:
+            return _cluster_counts(key, ids, jnp.asarray(self.labels), self.n_groups)
+        return _hier_counts(key, ids, jnp.asarray(self.members), jnp.asarray(self.sizes), self.n)
+
+    def jackknife(self):
+        """Leave-one-unit-out count rows (J, n): rows for iid, groups otherwise."""
+        if self.labels is None:
+            return 1 - np.eye(self.n, dtype=np.int32)
+        return (self.labels[None, :] != np.arange(self.n_groups)[:, None]).astype(np.int32)
+
+
+@partial(jax.jit, static_argnames=("n",))
+def _iid_counts(key, ids, n):
+    def one(b):
+        idx = jax.random.randint(jax.random.fold_in(key, b), (n,), 0, n)
+        return jnp.zeros(n, jnp.int32).at[idx].add(1)
+
+    return jax.vmap(one)(ids)
+
+
+@partial(jax.jit, static_argnames=("n_groups",))
+def _cluster_counts(key, ids, labels, n_groups):
+    def one(b):
+        gidx = jax.random.randint(jax.random.fold_in(key, b), (n_groups,), 0, n_groups)
+        gc = jnp.zeros(n_groups, jnp.int32).at[gidx].add(1)
+        return gc[labels]
+
+    return jax.vmap(one)(ids)
+
+
+@partial(jax.jit, static_argnames=("n",))
+def _hier_counts(key, ids, members, sizes, n):
+    n_groups, width = members.shape
+
+    def one(b):
+        k1, k2 = jax.random.split(jax.random.fold_in(key, b))
+        gidx = jax.random.randint(k1, (n_groups,), 0, n_groups)  # drawn groups
+        size = sizes[gidx]  # rows to draw inside each drawn group
+        u = jax.random.uniform(k2, (n_groups, width))
+        pos = jnp.minimum(jnp.floor(u * size[:, None]).astype(jnp.int32), size[:, None] - 1)
+        rows = members[gidx[:, None], pos]
+        valid = jnp.arange(width)[None, :] < size[:, None]
+        return jnp.zeros(n, jnp.int32).at[rows.reshape(-1)].add(valid.reshape(-1).astype(jnp.int32))
+
+    return jax.vmap(one)(ids)
+
+
+def resample_counts(key, n_boot: int, n: int, *, groups=None, hierarchical: bool = False):
+    """Count matrix (n_boot, n) of a bootstrap design (see the module docstring)."""
+    fn = "resample_counts"
+    n_boot = check_int(n_boot, "n_boot", fn=fn, low=1)
+    n = check_int(n, "n", fn=fn, low=1)
+    return _Design(n, groups, hierarchical, fn).counts(key, n_boot)
+
+
+# ----------------------------------------------------------------------------- intervals
+
+def _interval(reps, est, jack, level, method):
+    """reps (B, ...), est (...), jack (J, ...) or None -> low, high (numpy float64 math)."""
+    r = np.asarray(reps, dtype=np.float64)
+    alpha = (1.0 - level) / 2.0
+    if method == "percentile":
+        lo, hi = np.quantile(r, [alpha, 1.0 - alpha], axis=0)
+    else:
+        e = np.asarray(est, dtype=np.float64)
+        frac = np.mean(r < e, axis=0)
+        if np.any((frac == 0) | (frac == 1)):
+            raise ValueError(
+                "BCa interval undefined: for some statistic every bootstrap replicate lies on one "
+                "side of the estimate (bias correction z0 = +-inf). Use method='percentile' or more replicates."
+            )
+        z0 = ndtri(frac)
+        j = np.asarray(jack, dtype=np.float64)
+        d = j.mean(axis=0) - j
+        num = np.sum(d**3, axis=0)
+        den = 6.0 * np.sum(d**2, axis=0) ** 1.5
+        a = np.divide(num, den, out=np.zeros_like(num), where=den > 0)
+        zl, zh = ndtri(alpha), ndtri(1.0 - alpha)
+        ql = ndtr(z0 + (z0 + zl) / (1.0 - a * (z0 + zl)))
+        qh = ndtr(z0 + (z0 + zh) / (1.0 - a * (z0 + zh)))
+        flat = r.reshape(r.shape[0], -1)
+        ql_f, qh_f = np.ravel(ql), np.ravel(qh)
+        lo = np.array([np.quantile(flat[:, i], ql_f[i]) for i in range(flat.shape[1])]).reshape(np.shape(ql))
+        hi = np.array([np.quantile(flat[:, i], qh_f[i]) for i in range(flat.shape[1])]).reshape(np.shape(qh))
+    dt = np.asarray(reps).dtype
+    return jnp.asarray(lo, dtype=dt), jnp.asarray(hi, dtype=dt)
+
+
+def _check_common(n_boot, level, method, fn):
+    n_boot = check_int(n_boot, "n_boot", fn=fn, low=1)
+    level = check_open_interval(level, "level", fn=fn)
+    check_choice(method, "method", METHODS, fn=fn)
+    return n_boot, level
+
+
+# ----------------------------------------------------------------------------- CKA
+
+@partial(jax.jit, static_argnames=("debiased", "chunk"))
+def _boot_cka_from_grams(K, L, C, *, debiased, chunk):
+    """K, L (..., n, n) sharing one count matrix C (B, n) -> CKA (B, ...)."""
+    def one(k, l):
+        kl, kk, ll = _resample.bootstrap_hsic_terms(k, l, C, debiased=debiased, chunk=chunk)
+        return kl, kk, ll
+
+    f = one
+    for _ in range(K.ndim - 2):
+        f = jax.vmap(f)
+    kl, kk, ll = f(K, L)
+    kl, kk, ll = (jnp.moveaxis(a, -1, 0) for a in (kl, kk, ll))
+    return kl, kk, ll
+
+
+@partial(jax.jit, static_argnames=("kernel",))
+def _grams(X, Y, sx, sy, *, kernel):
+    def g(A, s):
+        if kernel == "linear":
+            Ac = _gram.center_columns(A)  # HSIC is shift invariant; centering helps float32
+            return Ac @ Ac.T
+        return _gram.rbf_gram(A, s)
+
+    f = g
+    for _ in range(X.ndim - 2):
+        f = jax.vmap(f)
+    return f(X, sx), f(Y, sy)
+
+
+def bootstrap_cka(
+    X,
+    Y,
+    *,
+    key,
+    n_boot: int = 1000,
+    groups=None,
+    hierarchical: bool = False,
+    level: float = 0.95,
+    method: str = "percentile",
+    debiased: bool = False,
+    kernel: str = "linear",
+    sigma=None,
+    chunk: int = 256,
+) -> BootstrapResult:
+    """Bootstrap interval of CKA(X, Y), all replicates from count-matrix GEMMs.
+
+    Parameters
+    ----------
+    X : array of shape (..., n, d1)
+    Y : array of shape (..., n, d2)
+        Rows are matched samples; leading axes broadcast and all share the same
+        resamples (a paired bootstrap across, e.g., layers and SNRs).
+    key : jax PRNG key. Replicate b uses ``fold_in(key, b)``.
+    n_boot : int >= 1
+    groups : optional array of shape (n,), cluster labels (e.g. noise type per row).
+    hierarchical : bool, resample groups then rows within groups.
+    level : float in (0, 1)
+    method : {"percentile", "bca"}
+    debiased : bool, unbiased HSIC (needs n >= 4 and >= 4 rows in every replicate).
+    kernel, sigma : as in :func:`jaxprobe.cka`; the RBF bandwidth is set once on the
+        full sample and kept for every replicate.
+    chunk : replicates per GEMM (memory O(chunk * 5n) per batch item).
+
+    Returns
+    -------
+    BootstrapResult with estimate/low/high of shape (...) and replicates (n_boot, ...).
+    """
+    fn = "bootstrap_cka"
+    n_boot, level = _check_common(n_boot, level, method, fn)
+    check_choice(kernel, "kernel", KERNELS, fn=fn)
+    chunk = check_int(chunk, "chunk", fn=fn, low=1)
+    X, Y, batch = _validate_pair(X, Y, fn, debiased)
+    X = jnp.broadcast_to(X, batch + X.shape[-2:])
+    Y = jnp.broadcast_to(Y, batch + Y.shape[-2:])
+    n = X.shape[-2]
+    design = _Design(n, groups, hierarchical, fn)
+    if kernel == "linear":
+        if sigma is not None:
+            raise ValueError("The 'sigma' parameter of bootstrap_cka applies to kernel='rbf' only.")
+        sx = sy = jnp.zeros(batch, X.dtype)
+    else:
+        sx, sy = _resolve_sigma(X, sigma, fn), _resolve_sigma(Y, sigma, fn)
+    K, L = _grams(X, Y, sx, sy, kernel=kernel)
+
+    C = design.counts(key, n_boot)
+    chunk = min(chunk, n_boot)
+    kl, kk, ll = _boot_cka_from_grams(K, L, C, debiased=debiased, chunk=chunk)
+    full = jnp.ones((1, n), jnp.int32)
+    ekl, ekk, ell = _boot_cka_from_grams(K, L, full, debiased=debiased, chunk=1)
+    estimate = (ekl / jnp.sqrt(ekk * ell))[0]
+
+    bad = np.asarray((kk <= 0) | (ll <= 0))
+    if bad.any():
+        b = int(np.argwhere(bad)[0][0])
+        raise ValueError(
+            f"{int(bad.sum())} bootstrap replicate(s) of {fn} (first: replicate {b}) resampled a "
+            "degenerate set (fewer distinct rows than the estimator needs, so HSIC(K, K) <= 0). "
+            "Use more samples, the cluster design, or debiased=False."
+        )
+    reps = kl / jnp.sqrt(kk * ll)
+    jack = None
+    if method == "bca":
+        J = jnp.asarray(design.jackknife())
+        jkl, jkk, jll = _boot_cka_from_grams(K, L, J, debiased=debiased, chunk=min(chunk, J.shape[0]))
+        jack = jkl / jnp.sqrt(jkk * jll)
+    low, high = _interval(reps, estimate, jack, level, method)
+    return BootstrapResult(estimate, low, high, reps, level, method)
+
+
+# ----------------------------------------------------------------------------- means
+
+def bootstrap_mean(
+    values,
+    *,
+    key,
+    n_boot: int = 1000,
+    groups=None,
+    hierarchical: bool = False,
+    level: float = 0.95,
+    method: str = "percentile",
+) -> BootstrapResult:
+    """Bootstrap interval of the mean of per-item statistics (last axis = items).
+
+    E.g. per-utterance CKA values of shape (layers, SNRs, noise x utterance items)
+    averaged over items, with ``groups`` = the noise type of each item for the
+    paper's across-noise-type bootstrap. All statistics share the same resamples.
+
+    Parameters
+    ----------
+    values : array of shape (..., n)
+    key, n_boot, groups, hierarchical, level, method : as in :func:`bootstrap_cka`.
+
+    Returns
+    -------
+    BootstrapResult with estimate/low/high of shape (...) and replicates (n_boot, ...).
+    """
+    fn = "bootstrap_mean"
+    n_boot, level = _check_common(n_boot, level, method, fn)
+    v = as_float_array(values, "values", fn=fn)
+    check_finite(v, "values", fn=fn)
+    n = v.shape[-1]
+    if n < 2:
+        raise ValueError(f"The 'values' parameter of {fn} needs at least 2 items on the last axis; got {n}.")
+    design = _Design(n, groups, hierarchical, fn)
+    flat = v.reshape(-1, n).T  # (n, k)
+    C = design.counts(key, n_boot)
+    reps = _resample.bootstrap_weighted_means(flat, C).reshape((n_boot,) + v.shape[:-1])
+    estimate = jnp.mean(v, axis=-1)
+    jack = None
+    if method == "bca":
+        J = jnp.asarray(design.jackknife())
+        jack = _resample.bootstrap_weighted_means(flat, J).reshape((J.shape[0],) + v.shape[:-1])
+    low, high = _interval(reps, estimate, jack, level, method)
+    return BootstrapResult(estimate, low, high, reps, level, method)
