@@ -10,6 +10,11 @@ import importlib
 
 _EXPORTS: dict[str, str] = {
     # name: module  (one line per export; keep sorted within each group)
+    # capture
+    "Captured": "torch_bridge.capture",
+    "capture": "torch_bridge.capture",
+    "forward_batches": "torch_bridge.capture",
+    "to_jax": "torch_bridge.capture",
 }
 
 __all__ = sorted(_EXPORTS)
