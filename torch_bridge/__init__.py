@@ -15,6 +15,40 @@ _EXPORTS: dict[str, str] = {
     "capture": "torch_bridge.capture",
     "forward_batches": "torch_bridge.capture",
     "to_jax": "torch_bridge.capture",
+    # activation store
+    "ActivationStore": "torch_bridge.store",
+    "Plan": "torch_bridge.store",
+    "StoreIndex": "torch_bridge.store",
+    "StoreWriter": "torch_bridge.store",
+    "open_store": "torch_bridge.store",
+    # mixing
+    "Clip": "torch_bridge.mixing",
+    "DEFAULT_SNRS": "torch_bridge.mixing",
+    "MUSE_CHUNK": "torch_bridge.mixing",
+    "Mixture": "torch_bridge.mixing",
+    "Reverb": "torch_bridge.mixing",
+    "SNRSweep": "torch_bridge.mixing",
+    "item_seed": "torch_bridge.mixing",
+    "loudness": "torch_bridge.mixing",
+    "measure_snr": "torch_bridge.mixing",
+    "mix_at_snr": "torch_bridge.mixing",
+    "snr_sweep": "torch_bridge.mixing",
+    "synthetic_rir": "torch_bridge.mixing",
+    "window_starts": "torch_bridge.mixing",
+    "windows": "torch_bridge.mixing",
+    # data
+    "AudioError": "torch_bridge.data",
+    "AudioFolder": "torch_bridge.data",
+    "AudioRecord": "torch_bridge.data",
+    "Demand": "torch_bridge.data",
+    "LibriSpeech": "torch_bridge.data",
+    "Musan": "torch_bridge.data",
+    "VoiceBank": "torch_bridge.data",
+    "read_audio": "torch_bridge.data",
+    # corpus
+    "Corpus": "torch_bridge.corpus",
+    "build_corpus": "torch_bridge.corpus",
+    "load_corpus": "torch_bridge.corpus",
 }
 
 __all__ = sorted(_EXPORTS)
