@@ -1,0 +1,38 @@
+"""Deformable convolution against the float64 loop reference and against a plain conv."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tests.reference.deform_ref import deform_conv2d_depthwise_ref
+from torch_bridge.models.deform import deform_conv2d_depthwise
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("kernel", [3, 5])
+def test_matches_loop_reference(rng, dtype, kernel):
+    b, c, h, w = 2, 3, 6, 7
+    x = rng.standard_normal((b, c, h, w))
+    # Offsets up to 1.7 pixels push samples across the border (zero padding) and beyond it.
+    off = rng.uniform(-1.7, 1.7, (b, 2 * kernel * kernel, h, w))
+    off[0, :, 0, 0] = 1.0  # integer displacements (bilinear weights 0/1) are exact too
+    wgt = rng.standard_normal((c, 1, kernel, kernel))
+    got = deform_conv2d_depthwise(*(torch.tensor(a, dtype=dtype) for a in (x, off, wgt)))
+    assert got.dtype == dtype and got.shape == (b, c, h, w)
+    want = deform_conv2d_depthwise_ref(x, off, wgt)
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    np.testing.assert_allclose(got.numpy(), want, rtol=tol, atol=tol)
+
+
+def test_zero_offsets_is_depthwise_conv(rng):
+    x = torch.tensor(rng.standard_normal((1, 4, 9, 11)))
+    wgt = torch.tensor(rng.standard_normal((4, 1, 3, 3)))
+    got = deform_conv2d_depthwise(x, torch.zeros(1, 18, 9, 11, dtype=x.dtype), wgt)
+    torch.testing.assert_close(got, F.conv2d(x, wgt, padding=1, groups=4), rtol=1e-12, atol=1e-12)
+
+
+def test_offset_shape_is_checked():
+    with pytest.raises(ValueError, match="'offset' parameter"):
+        deform_conv2d_depthwise(torch.zeros(1, 2, 4, 4), torch.zeros(1, 9, 4, 4), torch.zeros(2, 1, 3, 3))
