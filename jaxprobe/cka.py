@@ -47,19 +47,31 @@ def _validate_pair(X, Y, fn, debiased):
         why = "the debiased (unbiased HSIC) estimator needs n >= 4" if debiased else "CKA needs n >= 2"
         raise ValueError(f"{fn} got n = {n} samples; {why}.")
     for name, A in (("X", X), ("Y", Y)):
-        check_finite(A, name, fn=fn)
-        _check_not_constant(A, name, fn)
+        check_representation(A, name, fn)
     dtype = jnp.result_type(X.dtype, Y.dtype)
     return X.astype(dtype), Y.astype(dtype), batch
 
 
-def _check_not_constant(A, name, fn):
-    var = np.asarray(jnp.sum((A - jnp.mean(A, axis=-2, keepdims=True)) ** 2, axis=(-2, -1)))
-    scale = np.asarray(jnp.sum(A * A, axis=(-2, -1)))
-    bad = var <= 1e-12 * np.maximum(scale, np.finfo(np.float32).tiny)
-    if np.any(bad):
-        where = np.argwhere(np.atleast_1d(bad))[0]
-        at = f" at batch index {tuple(int(i) for i in where)}" if np.ndim(bad) else ""
+@jax.jit
+def _item_summary(A):
+    """One fused pass: per item (leading index) the non-finite count, the centred and
+    the raw sum of squares."""
+    bad = jnp.sum(~jnp.isfinite(A), axis=(-2, -1))
+    Af = jnp.where(jnp.isfinite(A), A, 0)
+    ss = jnp.sum(Af * Af, axis=(-2, -1))
+    cs = jnp.sum((Af - jnp.mean(Af, axis=-2, keepdims=True)) ** 2, axis=(-2, -1))
+    return bad, cs, ss
+
+
+def check_representation(A, name, fn):
+    """Raise if any (n, d) item of ``A`` (..., n, d) is non-finite or constant over rows."""
+    bad, cs, ss = (np.asarray(v) for v in _item_summary(A))
+    if bad.any():
+        check_finite(A, name, fn=fn)  # slow path: locates the first bad value
+    const = cs <= 1e-12 * np.maximum(ss, np.finfo(np.float32).tiny)
+    if np.any(const):
+        where = np.argwhere(np.atleast_1d(const))[0]
+        at = f" at batch index {tuple(int(i) for i in where)}" if np.ndim(const) else ""
         raise ValueError(
             f"The '{name}' parameter of {fn} is a constant representation{at}: every sample "
             "(row) is identical, so its centered Gram matrix is zero and CKA is undefined (0/0)."
@@ -98,9 +110,43 @@ def _linear_cka_batched(X, Y, *, debiased, features):
         Yb = jnp.broadcast_to(Y, bshape + Y.shape[-2:])
         f = _vmapped(partial(_hsic.cka_linear_features, debiased=debiased), len(bshape))
         return f(Xb, Yb)
+    if X.shape[:-2] == Y.shape[:-2] and X.ndim > 2:
+        return _paired_chunks(X, Y, debiased=debiased)
     gx = _vmapped(partial(_normed_linear_gram, debiased=debiased), X.ndim - 2)(X)
     gy = _vmapped(partial(_normed_linear_gram, debiased=debiased), Y.ndim - 2)(Y)
     return jnp.sum(gx * gy, axis=(-2, -1))
+
+
+_PAIR_CHUNK = 256
+
+
+def _paired_chunks(X, Y, *, debiased):
+    """Many independent (X_b, Y_b) pairs: a fused per-pair kernel mapped over chunks.
+
+    XLA on CPU runs one huge batched small-matrix product poorly (~15 GFLOP/s); a
+    sequential map over cache-sized chunks, each a fused centre + 2 Grams + 3
+    reductions, keeps the working set in cache and runs ~3-6x faster (bench_cka).
+    """
+    bshape = X.shape[:-2]
+    Xf = X.reshape((-1,) + X.shape[-2:])
+    Yf = Y.reshape((-1,) + Y.shape[-2:])
+    B = Xf.shape[0]
+    chunk = min(_PAIR_CHUNK, B)
+    nchunk = -(-B // chunk)
+    pad = nchunk * chunk - B
+    if pad:  # pad with copies of the first pair (finite), dropped below
+        Xf = jnp.concatenate([Xf, jnp.broadcast_to(Xf[:1], (pad,) + Xf.shape[1:])])
+        Yf = jnp.concatenate([Yf, jnp.broadcast_to(Yf[:1], (pad,) + Yf.shape[1:])])
+    Xc = Xf.reshape((nchunk, chunk) + Xf.shape[1:])
+    Yc = Yf.reshape((nchunk, chunk) + Yf.shape[1:])
+
+    def one(x, y):
+        gx = _normed_linear_gram(x, debiased=debiased)
+        gy = _normed_linear_gram(y, debiased=debiased)
+        return jnp.sum(gx * gy)
+
+    out = jax.lax.map(lambda xy: jax.vmap(one)(*xy), (Xc, Yc))
+    return out.reshape(-1)[:B].reshape(bshape)
 
 
 @partial(jax.jit, static_argnames=("debiased",))
@@ -186,8 +232,7 @@ def normed_grams(Xs, *, kernel="linear", sigma=None, debiased=False, name="Xs", 
             raise ValueError(f"All representations given to {fn} must share n; '{name}[{i}]' has n = {A.shape[0]}, expected {n0}.")
         if n0 < (4 if debiased else 2):
             raise ValueError(f"{fn} got n = {n0} samples; the {'debiased' if debiased else 'biased'} estimator needs n >= {4 if debiased else 2}.")
-        check_finite(A, f"{name}[{i}]", fn=fn)
-        _check_not_constant(A, f"{name}[{i}]", fn)
+        check_representation(A, f"{name}[{i}]", fn)
         if kernel == "linear":
             out.append(_normed_linear_gram(A, debiased=debiased))
         else:
