@@ -12,6 +12,7 @@ import sys
 # name -> (module, help). The module defines `add_arguments(parser)` and `main(args) -> int`.
 _COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("jaxprobe._cmd_demo", "Run the main job on the embedded default."),
+    "corpus": ("jaxprobe._cmd_corpus", "Build or verify the embedded default corpus (speech and noise)."),
 }
 
 

@@ -7,6 +7,7 @@ with soundfile. Errors name the file, say what was expected and what arrived.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from pathlib import Path
 from typing import Any
@@ -154,18 +155,26 @@ def check_waveform(
     return arr
 
 
+@functools.lru_cache(maxsize=16)
+def _resampler(orig_rate: int, new_rate: int):
+    import torchaudio.transforms as AT
+
+    return AT.Resample(orig_rate, new_rate, dtype=__import__("torch").float64)
+
+
 def resample(x: np.ndarray, orig_rate: int, new_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """Resample a mono float waveform with torchaudio's band-limited sinc resampler.
+    """Resample a mono float waveform with torchaudio's band-limited sinc resampler
+    (``torchaudio.transforms.Resample``, its kernel cached per rate pair).
 
     x : array of shape (n,) -> array of shape (ceil(n * new_rate / orig_rate),), same dtype.
     """
     if int(orig_rate) == int(new_rate):
         return x
     import torch
-    import torchaudio.functional as AF
 
-    t = torch.from_numpy(np.ascontiguousarray(x))
-    y = AF.resample(t, int(orig_rate), int(new_rate))
+    t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64))
+    with torch.no_grad():
+        y = _resampler(int(orig_rate), int(new_rate))(t)
     return y.numpy().astype(x.dtype, copy=False)
 
 
