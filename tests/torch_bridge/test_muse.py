@@ -1,0 +1,272 @@
+"""MUSE: strict loading, golden reproduction of the official implementation, the inference
+pipeline (any length, batches), and the canonical layer map.
+
+Golden data: ``../shared/muse/golden_case1.npz`` from the official code (see GOLDEN.md there).
+Errors are max|a - b| / max|b| unless stated; phases are compared wrapped to (-pi, pi].
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from torch_bridge import (
+    MUSE,
+    MUSE_BLOCKS,
+    MUSE_LAYERS,
+    MuseLayer,
+    enhance,
+    load_muse,
+    muse_forward_inputs,
+    muse_join,
+    muse_layers_by_block,
+    muse_reconstruct,
+    muse_segments,
+)
+from torch_bridge.enhance import SEGMENT_SIZE as S
+
+STAGES = ("encoder_level1", "encoder_level2", "latent", "decoder_level2", "decoder_level1", "mag_refinement")
+REL_TOL = 1e-4
+PHASE_TOL = 1e-3
+
+
+def rel_err(got, want) -> float:
+    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    assert got.shape == want.shape, (got.shape, want.shape)
+    return float(np.abs(got - want).max() / np.abs(want).max())
+
+
+def phase_err(got, want) -> float:
+    d = np.asarray(got, np.float64) - np.asarray(want, np.float64)
+    return float(np.abs(np.angle(np.exp(1j * d))).max())
+
+
+@pytest.fixture(scope="module")
+def golden():
+    from tests.conftest import MUSE_DIR
+
+    if not (MUSE_DIR / "golden_case1.npz").exists():
+        pytest.skip(f"needs {MUSE_DIR}/golden_case1.npz (../shared is absent on this machine)")
+    with np.load(MUSE_DIR / "golden_case1.npz") as data:
+        return {k: data[k] for k in data.files}
+
+
+@pytest.fixture(scope="module")
+def model():
+    from tests.conftest import MUSE_DIR
+
+    if not (MUSE_DIR / "g_best").exists():
+        pytest.skip(f"needs {MUSE_DIR}/g_best (../shared is absent on this machine)")
+    return load_muse(MUSE_DIR / "g_best")
+
+
+@pytest.fixture(scope="module")
+def golden_run(model, golden):
+    """Case 1 through the public ``enhance`` as a (1, L) batch (one forward pass), with hooks on
+    the model itself and on every module the golden file describes."""
+    wanted = {f"TCFTransformer.{st}.mhca_blks.0.transformer_layers.{l}.norm1" for st in STAGES for l in range(4)}
+    wanted |= {"dense_encoder", "TCFTransformer.patch_embed_encoder_level1"}
+    wanted |= {f"TCFTransformer.{st}" for st in (*STAGES, "pha_refinement")}
+    acts, io, hooks = {}, {}, []
+    for name, module in model.named_modules():
+        if name in wanted:
+            hooks.append(module.register_forward_hook(lambda m, i, o, name=name: acts.__setitem__(name, o[0].numpy())))
+    hooks.append(model.register_forward_hook(lambda m, i, o: io.update(inputs=i, outputs=o)))
+    try:
+        wave = enhance(model, golden["noisy"][None])
+    finally:
+        for h in hooks:
+            h.remove()
+    assert wanted == set(acts)
+    (mag_c, pha), (est_mag_c, est_pha, _) = io["inputs"], io["outputs"]
+    return dict(mag_c=mag_c[0].numpy(), pha=pha[0].numpy(), est_mag_c=est_mag_c[0].numpy(),
+                est_pha=est_pha[0].numpy(), mask=(est_mag_c / mag_c)[0].numpy().T, wave=wave, acts=acts)
+
+
+# ----------------------------------------------------------------------------- loading
+def test_strict_load(model):
+    assert isinstance(model, MUSE) and not model.training
+    assert sum(p.numel() for p in model.parameters()) == 513_015
+    assert len(model.state_dict()) == 586 and not list(model.buffers())
+
+
+def test_state_dict_keys_and_shapes_match_the_spec(muse_dir):
+    listed = {}
+    for line in (muse_dir / "muse-state-dict-keys.txt").read_text().splitlines():
+        if line and not line.startswith("#"):
+            key, shape, _ = line.split("\t")
+            listed[key] = tuple(int(s) for s in shape.strip("()").split(",") if s.strip())
+    ours = {k: tuple(v.shape) for k, v in MUSE().state_dict().items()}
+    assert ours == listed
+
+
+def test_incompatible_checkpoint_is_a_clear_error(tmp_path, muse_dir):
+    state = torch.load(muse_dir / "g_best", map_location="cpu", weights_only=True)["generator"]
+    del state["mask_decoder.lsigmoid.slope"]
+    path = tmp_path / "partial.pt"
+    torch.save({"generator": state}, path)
+    with pytest.raises(ValueError, match="(?s)does not match the MUSE generator.*lsigmoid"):
+        load_muse(path, sha256=None)
+    path.write_bytes(b"not a torch file")
+    with pytest.raises(ValueError, match="Could not read the MUSE checkpoint"):
+        load_muse(path, sha256=None)
+
+
+# ----------------------------------------------------------------------------- golden
+def test_golden_model_inputs(golden_run, golden):
+    assert muse_segments(golden["noisy"]).norm_factor == pytest.approx(float(golden["norm_factor"]), rel=1e-6)
+    assert rel_err(golden_run["mag_c"], golden["stft_mag_c"]) < 1e-6
+    assert phase_err(golden_run["pha"], golden["stft_pha"]) < 1e-5
+
+
+def test_golden_early_layers(golden_run, golden):
+    """Localises errors: the dense encoder and the first deformable embedding."""
+    acts = golden_run["acts"]
+    assert rel_err(acts["dense_encoder"], golden["dense_encoder_out"]) < 1e-5
+    assert rel_err(acts["TCFTransformer.patch_embed_encoder_level1"], golden["patch_embed_encoder_level1_out"]) < 1e-5
+    assert rel_err(acts["TCFTransformer.encoder_level1.mhca_blks.0.transformer_layers.0.norm1"],
+                   golden["norm1_full.encoder_level1.0"]) < 1e-5
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_golden_norm1_time_means(golden_run, golden, stage):
+    for l in range(4):
+        got = golden_run["acts"][f"TCFTransformer.{stage}.mhca_blks.0.transformer_layers.{l}.norm1"].mean(axis=1)
+        assert rel_err(got, golden[f"norm1_mean.{stage}.{l}"]) < REL_TOL, (stage, l)
+
+
+def test_golden_stage_outputs(golden_run, golden):
+    for stage in (*STAGES, "pha_refinement"):
+        got = golden_run["acts"][f"TCFTransformer.{stage}"].mean(axis=1)
+        assert rel_err(got, golden[f"stage_out_mean.{stage}"]) < REL_TOL, stage
+
+
+def test_golden_outputs(golden_run, golden):
+    assert rel_err(golden_run["est_mag_c"], golden["est_mag_c"]) < REL_TOL
+    assert rel_err(golden_run["mask"], golden["mask"]) < REL_TOL
+    # The least stable bin is where the phase decoder's (r, i) is ~1/1000 of its median size.
+    assert phase_err(golden_run["est_pha"], golden["est_pha"]) < PHASE_TOL
+    wave = golden_run["wave"]
+    assert wave.shape == (1, S) and wave.dtype == np.float32
+    assert rel_err(wave[0], golden["enhanced"]) < REL_TOL
+
+
+# ----------------------------------------------------------------------------- pipeline
+class _Identity(torch.nn.Module):
+    """Stands in for MUSE: returns its inputs, so enhance must give the input back."""
+
+    def forward(self, mag_c, pha):
+        return mag_c, pha, None
+
+
+@pytest.mark.parametrize("length", [1, 100, S - 1, S, S + 1, 2 * S, 2 * S + 12345])
+def test_segmentation_round_trip(length, rng):
+    x = rng.standard_normal(length).astype(np.float32) * 0.1
+    segs = muse_segments(x)
+    assert segs.segments.shape == (max(1, -(-length // S)), S)
+    y = enhance(_Identity(), x)
+    assert y.shape == (length,) and y.dtype == np.float32
+    np.testing.assert_allclose(y, x, rtol=0, atol=1e-5 * np.abs(x).max())
+
+
+def test_tail_comes_from_the_extra_segment():
+    k, r = 2, 500
+    outputs = np.stack([np.full(S, i, np.float32) for i in range(k + 1)])
+    joined = muse_join(outputs, k * S + r)
+    assert joined.shape == (k * S + r,)
+    np.testing.assert_array_equal(joined[:S], 0)           # segment 0 whole
+    np.testing.assert_array_equal(joined[S : S + r], 1)    # segment 1 cut to its first r samples
+    np.testing.assert_array_equal(joined[S + r :], 2)      # the last S samples from the extra segment
+
+
+def test_segments_start_at_the_end_for_the_tail(rng):
+    x = rng.standard_normal(S + 777).astype(np.float32)
+    segs = muse_segments(x)
+    c = np.float32(segs.norm_factor)
+    np.testing.assert_array_equal(segs.segments[0], x[:S] * c)
+    np.testing.assert_array_equal(segs.segments[1], x[-S:] * c)
+    assert c == pytest.approx(np.sqrt(len(x) / np.sum(x.astype(np.float64) ** 2)), rel=1e-5)
+
+
+def test_forward_inputs_and_reconstruction(rng):
+    segs = rng.standard_normal((2, S)).astype(np.float32)
+    mag_c, pha = muse_forward_inputs(segs)
+    assert mag_c.shape == pha.shape == (2, 256, 308) and mag_c.dtype == torch.float32
+    assert (mag_c >= 0).all() and (pha.abs() <= np.pi).all()
+    np.testing.assert_allclose(muse_reconstruct(mag_c, pha).numpy(), segs, atol=1e-4)
+    with pytest.raises(ValueError, match=r"shape \(n, 30700\)"):
+        muse_forward_inputs(segs[:, :100])
+
+
+@pytest.mark.parametrize("bad, match", [
+    (np.zeros(100, np.float32), "silent"),
+    (np.array([0.1, np.nan], np.float32), "NaN"),
+    (np.zeros((2, 2, 2)), r"shape \(L,\) or \(B, L\)"),
+    (np.array([], np.float32), "empty"),
+])
+def test_bad_waveforms_are_rejected(bad, match):
+    with pytest.raises(ValueError, match=match):
+        enhance(_Identity(), bad)
+
+
+@pytest.fixture(scope="module")
+def three(golden):
+    """Shorter than a segment, exactly one, and longer with a tail (two segments)."""
+    noisy = golden["noisy"]
+    return [noisy[:12345], noisy, np.concatenate([noisy, noisy[:7000]])]
+
+
+@pytest.fixture(scope="module")
+def singles(model, three, golden_run):
+    return [enhance(model, three[0]), golden_run["wave"][0], enhance(model, three[2])]
+
+
+def test_any_length_gives_same_length(singles, three):
+    for x, y in zip(three, singles):
+        assert y.shape == x.shape and y.dtype == np.float32 and np.isfinite(y).all()
+
+
+def test_batch_consistency(model, singles, three):
+    batched = enhance(model, three, batch_size=4)  # all four segments in one forward pass
+    assert isinstance(batched, list) and len(batched) == 3
+    for y, want in zip(batched, singles):
+        assert rel_err(y, want) < 1e-5
+
+
+def test_other_sample_rates_are_resampled():
+    t = np.arange(4410) / 44100  # 0.1 s at 44.1 kHz, tones well inside the 8 kHz band
+    x = (0.3 * np.sin(2 * np.pi * 440 * t) + 0.1 * np.sin(2 * np.pi * 3000 * t)).astype(np.float32)
+    y = enhance(_Identity(), x, sample_rate=44100)
+    assert y.shape == x.shape and y.dtype == np.float32
+    assert rel_err(y[300:-300], x[300:-300]) < 1e-2  # resampling round trip, away from the edges
+
+
+# ----------------------------------------------------------------------------- layer map
+def test_layer_map_records():
+    assert len(MUSE_LAYERS) == 24 and all(isinstance(r, MuseLayer) for r in MUSE_LAYERS)
+    assert MUSE_BLOCKS == ("Enc1", "Enc2", "Latent", "Dec2", "Dec1", "Refine")
+    groups = muse_layers_by_block()
+    assert tuple(groups) == MUSE_BLOCKS
+    for block, stage in zip(MUSE_BLOCKS, STAGES):
+        assert [r.index for r in groups[block]] == [0, 1, 2, 3]
+        assert [r.name for r in groups[block]] == [
+            f"TCFTransformer.{stage}.mhca_blks.0.transformer_layers.{l}.norm1" for l in range(4)
+        ]
+    skips = {(r.block, r.index): r.skip for r in MUSE_LAYERS if r.skip}
+    assert skips == {("Enc1", 3): "output", ("Enc2", 3): "output", ("Dec2", 0): "input", ("Dec1", 0): "input"}
+    with pytest.raises(AttributeError):
+        MUSE_LAYERS[0].skip = "input"  # frozen
+
+
+def test_layer_map_names_and_shapes_match_the_model(golden_run):
+    modules = dict(MUSE().named_modules())
+    for r in MUSE_LAYERS:
+        assert r.name in modules
+        assert golden_run["acts"][r.name].mean(axis=1).shape == r.shape
+
+
+def test_skip_paths_exist_where_the_map_says():
+    """The skip roles rest on the U-Net wiring: e1/e2 are fused into the decoder inputs by the
+    1x1 reductions whose input width is 2C (upsampled path + skip)."""
+    tcf = MUSE().TCFTransformer
+    assert tcf.reduce_chan_level2[0].in_channels == 2 * 32 and tcf.reduce_chan_level1[0].in_channels == 2 * 16
