@@ -477,14 +477,14 @@ def windows(x: np.ndarray, *, size: int = MUSE_CHUNK, mode: str = "center", hop:
 
 # ----------------------------------------------------------------------------- sweeps
 
-def _records(items: Any, what: str) -> list[AudioRecord]:
+def _records(items: Any, what: str, sample_rate: int) -> list[AudioRecord]:
     if isinstance(items, Mapping):
         out = []
         for k, v in items.items():
             if isinstance(v, AudioRecord):
                 out.append(v if v.id == k else dataclasses.replace(v, id=str(k)))
             else:
-                out.append(AudioRecord(id=str(k), speaker=None, waveform=np.asarray(v), sample_rate=16000))
+                out.append(AudioRecord(id=str(k), speaker=None, waveform=np.asarray(v), sample_rate=sample_rate))
         return out
     out = list(items)
     for r in out:
@@ -510,16 +510,16 @@ class SNRSweep(Sequence):
         self.snrs = [check_real(s, "snrs", fn=fn) for s in snrs]
         if not self.snrs:
             raise ValueError("The 'snrs' parameter of snr_sweep must hold at least one SNR; got none.")
-        utts = _records(utterances, "utterances")
-        noise_recs = {r.id: r for r in _records(noises, "noises")}
+        self.mix_kwargs = dict(mix_kwargs)
+        self.mix_kwargs.setdefault("sample_rate", 16000)
+        sr = self.mix_kwargs["sample_rate"]
+        utts = _records(utterances, "utterances", sr)
+        noise_recs = {r.id: r for r in _records(noises, "noises", sr)}
         if noise_types is not None:
             unknown = [t for t in noise_types if t not in noise_recs]
             if unknown:
                 raise KeyError(f"Unknown noise type(s) {unknown} in snr_sweep; available: {sorted(noise_recs)}.")
             noise_recs = {t: noise_recs[t] for t in noise_types}
-        self.mix_kwargs = dict(mix_kwargs)
-        self.mix_kwargs.setdefault("sample_rate", 16000)
-        sr = self.mix_kwargs["sample_rate"]
         dur = self.mix_kwargs.get("duration", 10.0)
         self.skipped: list[str] = []
         if self.mix_kwargs.get("short", "keep") == "skip" and dur is not None:

@@ -81,6 +81,9 @@ def test_tiny_corpus_loads_with_splits_and_attribution(tiny):
     assert street.meta["category"] == "transport" and not street.meta["synthetic"]
     assert all("opensfx.cat:" in comp["member"] for comp in street.meta["components"])
     assert abs(c.noises["white"].duration - 12.0) < 1e-6
+    assert c.noise("hum") is c.noises["hum"]
+    with pytest.raises(KeyError, match="Unknown noise type 'rain'.*'babble'"):
+        c.noise("rain")
 
 
 @pytest.mark.slow
@@ -250,3 +253,17 @@ def test_cli_command_imports_no_torch_and_verifies(tmp_path, tiny):
     base, _ = tiny
     assert _cmd_corpus.main(parser.parse_args(["verify", "--size", "tiny", "--cache-dir", str(base)])) == 0
     assert _cmd_corpus.main(parser.parse_args(["build", "--size", "tiny", "--cache-dir", str(base)])) == 0
+
+
+def test_drop_gaps_shortens_only_long_silences():
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.standard_normal(SR), np.zeros(SR), rng.standard_normal(SR),
+                        np.zeros(SR // 20), rng.standard_normal(SR)])
+    y = nz.drop_gaps(x)
+    assert len(y) == 3 * SR + SR // 10 + SR // 20  # the 1 s gap keeps 0.1 s, the 50 ms one stays
+    f = y[: len(y) // 160 * 160].reshape(-1, 160)
+    runs, run = [], 0
+    for quiet in np.sqrt((f ** 2).mean(1)) < 1e-3:
+        run = run + 1 if quiet else 0
+        runs.append(run)
+    assert max(runs) <= 10

@@ -33,7 +33,7 @@ from ..data.record import SAMPLE_RATE, AudioRecord, check_choice
 from . import noises as nz
 from . import speech as sp
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # bump whenever generated audio changes (code, not only tables)
 _NOISE_LUFS = -30.0
 _MAX_PEAK = 0.99
 
@@ -443,6 +443,12 @@ class Corpus:
     def split(self, name: str) -> list[AudioRecord]:
         check_choice(name, "name", ("train", "dev", "test"), fn="Corpus.split")
         return [u for u in self.utterances if u.meta["split"] == name]
+
+    def noise(self, name: str) -> AudioRecord:
+        """The recording of one noise type; an unknown name is a KeyError listing the known ones."""
+        if name not in self.noises:
+            raise KeyError(f"Unknown noise type {name!r}; this corpus has {sorted(self.noises)}.")
+        return self.noises[name]
 
     @property
     def speakers(self) -> list[str]:

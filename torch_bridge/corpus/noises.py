@@ -8,8 +8,8 @@ Real recordings come from two Debian packages:
   with its top bit as a format flag, gives the table length) followed by entries made of a
   length-prefixed name, which carries title, authors and licence, and a RIFF/WAV file.
 
-Each real noise type concatenates its clips (each downmixed, resampled to 16 kHz and set
-to the same loudness) with 100 ms equal-power crossfades, repeated to the requested length.
+Each real noise type concatenates its clips (each downmixed, resampled to 16 kHz, with
+silent gaps longer than 0.1 s shortened, and set to the same loudness) with 100 ms equal-power crossfades, repeated to the requested length.
 Every clip of both sources is either assigned to a type below or listed, with a reason, in
 ``EXCLUDED`` (the reviewed list: titles, credits and descriptions were read; synthetic,
 musical, tonal-effect, impulsive or creature sounds are out). ``megaglest-data`` (242 MB)
@@ -243,6 +243,33 @@ def _set_loudness(x: np.ndarray, target: float, label: str) -> np.ndarray:
     return x * 10.0 ** ((target - loudness(x, SAMPLE_RATE, name=label)) / 20.0)
 
 
+def drop_gaps(x: np.ndarray, *, floor_db: float = -50.0, max_gap: float = 0.1) -> np.ndarray:
+    """Shorten quiet gaps: runs of 10 ms frames more than ``-floor_db`` dB below the clip's
+    RMS and longer than ``max_gap`` s keep only their first and last ``max_gap / 2`` s.
+    Some recordings (the TV news loop) hold seconds of digital silence between phrases,
+    which would make a noise segment silent and its SNR undefined."""
+    flen = SAMPLE_RATE // 100
+    n = x.shape[0] // flen
+    rms = np.sqrt(np.mean(x[:n * flen].reshape(n, flen) ** 2, axis=1))
+    quiet = rms < np.sqrt(np.mean(x * x)) * 10.0 ** (floor_db / 20.0)
+    keep = np.ones(n, dtype=bool)
+    half = int(round(max_gap * 100)) // 2
+    i = 0
+    while i < n:
+        if not quiet[i]:
+            i += 1
+            continue
+        j = i
+        while j < n and quiet[j]:
+            j += 1
+        if j - i > 2 * half:
+            keep[i + half:j - half] = False
+        i = j
+    mask = np.ones(x.shape[0], dtype=bool)
+    mask[:n * flen] = np.repeat(keep, flen)
+    return x[mask]
+
+
 def concatenate(clips: list[np.ndarray], n: int) -> np.ndarray:
     """Interleave clips into ``n`` samples joined by 100 ms equal-power crossfades.
 
@@ -288,7 +315,9 @@ def real_noise(kind: NoiseType, seconds: float) -> tuple[np.ndarray, list[dict]]
             m = re.search(r"License: ([^.]+(?:\.\d[^.]*)?)", full)
             credit = {"source": "openttd-opensfx", "member": f"opensfx.cat:{name}",
                       "licence": m.group(1).strip() if m else "CC-BY-SA-3.0", "attribution": full}
-        clips.append(_set_loudness(x, _CLIP_LUFS, f"{source}:{name}"))
+        shorter = drop_gaps(x)
+        credit["gaps_removed_s"] = round((x.shape[0] - shorter.shape[0]) / SAMPLE_RATE, 2)
+        clips.append(_set_loudness(shorter, _CLIP_LUFS, f"{source}:{name}"))
         credits.append(credit)
     return concatenate(clips, int(seconds * SAMPLE_RATE)), credits
 
