@@ -133,6 +133,19 @@ def test_clean_reference_is_the_trimmed_utterance_scaled(utt, noi):
     np.testing.assert_allclose(m.clean, utt.astype(np.float64) * ratio, rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.int16])
+def test_input_dtypes_give_float32_and_the_same_mixture(utt, noi, dtype):
+    ref = mix(utt, noi, 5)
+    scale = 32767 if dtype == np.int16 else 1
+    other = mix((utt * scale).astype(dtype), (noi * scale).astype(dtype), 5)
+    assert other.noisy.dtype == np.float32 and other.clean.dtype == np.float32
+    if dtype == np.float64:  # float32 values widened exactly: bit-identical output
+        assert other.noisy.tobytes() == ref.noisy.tobytes()
+    else:  # int16 quantises the input; loudness normalisation removes the scale
+        np.testing.assert_allclose(other.noisy, ref.noisy, atol=2e-4)
+    assert abs(other.info["snr_achieved_db"] - 5) < 0.01
+
+
 @settings(max_examples=15, deadline=None)
 @given(snr=st.floats(-20, 40), seed=st.integers(0, 2**31 - 1))
 def test_snr_property(utt, noi, snr, seed):
