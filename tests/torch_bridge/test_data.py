@@ -176,3 +176,15 @@ def test_stereo_silent_nan_empty_unreadable_name_the_file(tmp_path):
         AudioFolder(tmp_path / "nothing_here" if (tmp_path / "nothing_here").mkdir() is None else None)
     with pytest.raises(FileNotFoundError, match="not a folder"):
         VoiceBank(tmp_path / "absent")
+
+
+@pytest.mark.parametrize("rates", [(44100, 16000), (48000, 16000), (8012, 16000), (16000, 22050)])
+def test_blockwise_resampling_equals_one_shot_torchaudio(rates):
+    from torch_bridge.data.record import resample
+
+    x = np.random.default_rng(0).standard_normal(123457)
+    ref = AF.resample(torch.from_numpy(x), *rates).numpy()
+    y = resample(x, *rates, block=10000)
+    assert y.shape == ref.shape
+    np.testing.assert_allclose(y, ref, rtol=0, atol=1e-12)
+    assert resample(x.astype(np.float32), *rates).dtype == np.float32

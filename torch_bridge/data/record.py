@@ -157,25 +157,49 @@ def check_waveform(
 
 @functools.lru_cache(maxsize=16)
 def _resampler(orig_rate: int, new_rate: int):
+    import torch
     import torchaudio.transforms as AT
 
-    return AT.Resample(orig_rate, new_rate, dtype=__import__("torch").float64)
+    return AT.Resample(orig_rate, new_rate, dtype=torch.float64)
 
 
-def resample(x: np.ndarray, orig_rate: int, new_rate: int = SAMPLE_RATE) -> np.ndarray:
+def resample(x: np.ndarray, orig_rate: int, new_rate: int = SAMPLE_RATE, *, block: int = 1 << 20) -> np.ndarray:
     """Resample a mono float waveform with torchaudio's band-limited sinc resampler
     (``torchaudio.transforms.Resample``, its kernel cached per rate pair).
 
     x : array of shape (n,) -> array of shape (ceil(n * new_rate / orig_rate),), same dtype.
+
+    Signals longer than about ``block`` input samples are resampled in blocks with a
+    margin of real neighbouring samples (block edges on whole resampling periods), which
+    gives the one-shot result to rounding error while bounding torch's convolution buffers
+    (one shot, a 5-minute 48 kHz file would need over 1 GB).
     """
-    if int(orig_rate) == int(new_rate):
+    orig_rate, new_rate = int(orig_rate), int(new_rate)
+    if orig_rate == new_rate:
         return x
+    import math
+
     import torch
 
-    t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64))
+    g = math.gcd(orig_rate, new_rate)
+    period_in, period_out = orig_rate // g, new_rate // g
+    rs = _resampler(orig_rate, new_rate)
+    xd = np.ascontiguousarray(x, dtype=np.float64)
+    n = xd.shape[0]
+    n_out = math.ceil(n * new_rate / orig_rate)
+    periods = max(1, block // period_in)
+    margin = period_in * math.ceil(64 * max(1.0, orig_rate / new_rate) / period_in + 1)
+    out = []
     with torch.no_grad():
-        y = _resampler(int(orig_rate), int(new_rate))(t)
-    return y.numpy().astype(x.dtype, copy=False)
+        for start in range(0, n, periods * period_in):
+            stop = min(n, start + periods * period_in)
+            lo, hi = max(0, start - margin), min(n, stop + margin)
+            y = rs(torch.from_numpy(xd[lo:hi])).numpy()
+            skip = (start - lo) // period_in * period_out
+            take = math.ceil(stop * new_rate / orig_rate) - start // period_in * period_out
+            out.append(y[skip:skip + take])
+    y = np.concatenate(out)[:n_out]
+    return y.astype(x.dtype, copy=False)
 
 
 def read_audio(
