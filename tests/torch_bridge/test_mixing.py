@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import hashlib
+import json
 import multiprocessing
 import random
 
@@ -212,6 +213,7 @@ def test_bit_identical_across_runs(utt, noi):
     for k in ("noisy", "speech", "noise", "clean"):
         assert getattr(a, k).tobytes() == getattr(b, k).tobytes()
     assert a.info == b.info
+    assert json.loads(json.dumps(a.info)) == a.info  # metadata is plain JSON for manifests
 
 
 def test_item_seed_is_stable():
@@ -382,3 +384,18 @@ def test_windows_content_and_padding():
         windows(short, pad_short=False)
     with pytest.raises(ValueError, match="'mode' parameter"):
         windows(x, mode="last")
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 5 * MUSE_CHUNK), size=st.integers(1, 40000), hop=st.integers(1, 40000),
+       mode=st.sampled_from(["first", "center", "all"]))
+def test_window_starts_property(n, size, hop, mode):
+    starts = window_starts(n, size=size, mode=mode, hop=hop)
+    assert len(starts) >= 1
+    if n >= size:
+        assert all(0 <= s <= n - size for s in starts)
+        if mode == "all":
+            assert starts == list(range(0, n - size + 1, hop))
+            assert starts[-1] + hop > n - size  # no further full window was dropped
+    else:
+        assert starts == [-((size - n) // 2) if mode == "center" else 0]
