@@ -1,0 +1,91 @@
+"""One small figure style for the report, applied through ``rc_context`` (never globally),
+and atomic saving of a figure as PNG and PDF.
+
+Figures are plain ``matplotlib.figure.Figure`` objects rendered by the Agg/PDF canvases on
+save: pyplot and its global backend state are never touched, so the report runs headless
+and leaves a caller's matplotlib setup alone."""
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from pathlib import Path
+
+import matplotlib
+from matplotlib.figure import Figure
+
+COLUMN_WIDTH = 3.4  # in, one column of a two-column paper
+PAGE_WIDTH = 7.0    # in, both columns
+DPI = 220
+SKIP_INPUT = {"marker": "^", "color": "#1b9e3a", "label": "skip input"}
+SKIP_OUTPUT = {"marker": "*", "color": "#f28e00", "label": "skip output"}
+POOR_FIT_COLOR = "#c0182a"
+LAYER_COLORS = ("#2c7bb6", "#7b3294", "#d7191c", "#fdae61")  # layer index 0..3 in a block
+SEQ_CMAP = "viridis"
+DIST_CMAP = "magma_r"
+
+RC = {
+    "font.size": 8,
+    "axes.titlesize": 8,
+    "axes.labelsize": 8,
+    "xtick.labelsize": 7,
+    "ytick.labelsize": 7,
+    "legend.fontsize": 7,
+    "legend.frameon": False,
+    "axes.linewidth": 0.6,
+    "xtick.major.width": 0.6,
+    "ytick.major.width": 0.6,
+    "xtick.major.size": 2.5,
+    "ytick.major.size": 2.5,
+    "lines.linewidth": 1.0,
+    "lines.markersize": 3.5,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "pdf.fonttype": 42,
+    "svg.fonttype": "none",
+    "savefig.dpi": DPI,
+    "figure.dpi": 100,
+}
+
+
+@contextlib.contextmanager
+def style():
+    with matplotlib.rc_context(RC):
+        yield
+
+
+def new_figure(width: float, height: float) -> Figure:
+    """A figure of exactly ``width`` x ``height`` inches (no tight-bbox cropping on save, so a
+    page-width figure prints at page width); constrained layout keeps labels inside."""
+    fig = Figure(figsize=(width, height), layout="constrained")
+    fig.get_layout_engine().set(w_pad=0.03, h_pad=0.03)
+    return fig
+
+
+def _atomic_savefig(fig, path: Path, fmt: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        fig.savefig(tmp, format=fmt, dpi=DPI)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def save(fig, out_dir, stem: str, formats=("png", "pdf")) -> tuple[Path, Path | None]:
+    """Write ``stem.png`` (always) and ``stem.pdf`` (if in ``formats``) into ``out_dir``
+    atomically (temp name, then ``os.replace``)."""
+    formats = tuple(formats)
+    if "png" not in formats or not set(formats) <= {"png", "pdf"}:
+        raise ValueError(f"The 'formats' parameter must be a subset of ('png', 'pdf') that includes 'png' "
+                         f"(the HTML report embeds PNG). Got {formats!r} instead.")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    png, pdf = out / f"{stem}.png", out / f"{stem}.pdf"
+    _atomic_savefig(fig, png, "png")
+    if "pdf" not in formats:
+        return png, None
+    fig.set_layout_engine("none")  # keep the solved layout: the PDF matches the PNG, no second solve
+    _atomic_savefig(fig, pdf, "pdf")
+    return png, pdf

@@ -1,0 +1,176 @@
+"""The study report: ``report.md`` and a self-contained ``report.html`` (figures embedded
+as base64 PNG, inline CSS, no external assets), plus the long-format CSV tables.
+
+Top to bottom: title, settings, data summary, analysis choices, figures with captions,
+Table 1, the regression table, the CKA table summary, and the findings.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import os
+from pathlib import Path
+
+from jaxprobe.report import _results as R
+from jaxprobe.report import tables as T
+from jaxprobe.report.figures import Figure, _interval_words, render_figures
+from jaxprobe.report.summary import findings
+
+CSS = """
+body{font-family:-apple-system,"Segoe UI",Helvetica,Arial,sans-serif;max-width:60rem;margin:2rem auto;
+padding:0 1rem;color:#222;line-height:1.45}
+h1{font-size:1.6rem}h2{font-size:1.25rem;border-bottom:1px solid #ddd;padding-bottom:.2rem;margin-top:2rem}
+table{border-collapse:collapse;font-size:.85rem;margin:.5rem 0 1rem}
+th,td{border:1px solid #ccc;padding:.2rem .5rem;text-align:left;vertical-align:top}
+th{background:#f3f3f3}td.num{font-variant-numeric:tabular-nums;white-space:nowrap}
+figure{margin:1rem 0 2rem}figure img{max-width:100%;height:auto;border:1px solid #eee}
+figcaption{font-size:.85rem;color:#444}.small{font-size:.85rem;color:#555}
+"""
+
+
+def _title(results) -> str:
+    model = R.find_setting(results.get("settings", {}), "model_name", "model", default="MUSE")
+    if isinstance(model, dict):
+        model = model.get("name", "MUSE")
+    return f"Probing {model} across input SNRs: CKA and diffusion-map study"
+
+
+def _choices(results, combo) -> list[str]:
+    """Sentences stating the analysis choices the figures and tables rest on, and the
+    presentation choices the report itself makes."""
+    s = results.get("settings", {})
+    protocol, estimator = combo
+    out = [f"Headline CKA: protocol '{protocol}', estimator '{estimator}'. Every other protocol/estimator "
+           f"in the results is drawn as well (end of the figures), and all are in cka.csv and regression.csv."]
+    orient = R.find_setting(s, "orientation")
+    if orient is not None:
+        out.append(f"Per-utterance CKA orientation: {orient}.")
+    out.append(f"Intervals: {_interval_words(results)}.")
+    diff = [f"{k} = {v}" for k in ("epsilon", "alpha", "t_intra", "t_inter", "energy")
+            if (v := R.find_setting(s, k)) is not None]
+    if diff:
+        out.append("Diffusion maps: " + ", ".join(diff) + ".")
+    thr = R.find_setting(s, "poor_fit_r2", "r2_threshold")
+    if thr is not None:
+        out.append(f"A linear fit of CKA on SNR is flagged poor when R² < {thr}.")
+    out.append("Presentation (the report's own choices): Fig. 4 averages the intra-layer distance matrices "
+               "of each block's layers; Fig. 4 and Fig. 5 share one colour scale across panels; block-level "
+               "numbers in the summary are means of the layers' estimates with the envelope of their "
+               "intervals. Every setting of the run is listed in the settings table.")
+    return out
+
+
+def _md_table(head, rows) -> str:
+    esc = lambda c: str(c).replace("|", "\\|")  # noqa: E731
+    lines = ["| " + " | ".join(map(esc, head)) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(map(esc, r)) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _html_table(head, rows) -> str:
+    th = "".join(f"<th>{html.escape(str(h))}</th>" for h in head)
+    body = "".join(
+        "<tr>" + "".join(f'<td class="num">{html.escape(str(c))}</td>' if any(ch.isdigit() for ch in str(c))
+                         and "[" in str(c) else f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>"
+        for r in rows)
+    return f"<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>\n"
+
+
+def _sections(results, figures, combo):
+    """(kind, title, payload) in reading order; rendered to Markdown and HTML alike."""
+    secs = [("table", "Settings", T.settings_rows(results)),
+            ("table", "Data", T.data_rows(results)),
+            ("list", "Analysis choices", _choices(results, combo)),
+            ("figures", "Figures", figures),
+            ("table", "Table 1 — DC1 versus SNR per block (Spearman ρ and R² of the linear fit)",
+             T.table1_rows(results)),
+            ("table", f"Regression of CKA on SNR per layer ({combo[0]}, {combo[1]})",
+             T.regression_rows(results, *combo)),
+            ("table", f"CKA summary ({combo[0]}, {combo[1]}): estimate [interval] at selected SNRs",
+             T.cka_rows(results, *combo)),
+            ("list", "Summary of findings", findings(results, protocol=combo[0], estimator=combo[1]))]
+    return secs
+
+
+def _render_md(title, secs, out_dir: Path, csvs) -> str:
+    parts = [f"# {title}\n"]
+    for kind, head, payload in secs:
+        parts.append(f"## {head}\n")
+        if kind == "table":
+            parts.append(_md_table(*payload))
+        elif kind == "list":
+            parts.append("\n".join(f"- {s}" for s in payload) + "\n")
+        else:
+            for f in payload:
+                rel = os.path.relpath(f.png, out_dir)
+                pdf = f" ([PDF]({os.path.relpath(f.pdf, out_dir)}))" if f.pdf is not None else ""
+                parts.append(f"### {f.title}\n\n![{f.title}]({rel})\n\n{f.caption}{pdf}\n")
+    parts.append("## Files\n\n" + "\n".join(f"- `{os.path.relpath(p, out_dir)}`" for p in csvs.values()) + "\n")
+    return "\n".join(parts)
+
+
+def _render_html(title, secs, out_dir: Path, csvs) -> str:
+    parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+             f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>",
+             f"<h1>{html.escape(title)}</h1>"]
+    for kind, head, payload in secs:
+        parts.append(f"<h2>{html.escape(head)}</h2>")
+        if kind == "table":
+            parts.append(_html_table(*payload))
+        elif kind == "list":
+            parts.append("<ul>" + "".join(f"<li>{html.escape(s)}</li>" for s in payload) + "</ul>")
+        else:
+            for f in payload:
+                data = base64.b64encode(Path(f.png).read_bytes()).decode("ascii")
+                parts.append(f'<figure><img alt="{html.escape(f.title)}" src="data:image/png;base64,{data}">'
+                             f"<figcaption><b>{html.escape(f.title)}.</b> {html.escape(f.caption)}"
+                             "</figcaption></figure>")
+    files = ", ".join(html.escape(os.path.relpath(p, out_dir)) for p in csvs.values())
+    parts.append(f'<h2>Files</h2><p class="small">Long-format tables next to this report: {files}; '
+                 "figures as PNG and PDF in figures/.</p></body></html>")
+    return "\n".join(parts)
+
+
+def write_report(results, out_dir, figures: list[Figure] | None = None, *,
+                 formats=("png", "pdf")) -> dict[str, Path]:
+    """Write report.md, report.html and cka.csv / regression.csv / table1.csv into ``out_dir``.
+
+    Parameters
+    ----------
+    results : dict
+        The results dictionary (the content of results.json).
+    out_dir : path
+        Output folder (created). Figures are rendered into ``out_dir/figures`` unless given.
+    figures : list of Figure, optional
+        Figures already rendered by :func:`jaxprobe.report.render_figures` (e.g. cached).
+    formats : tuple of str
+        Figure files to write: ("png", "pdf") or ("png",); PNG is always needed (embedded).
+
+    Returns
+    -------
+    dict of str to Path
+        ``md``, ``html``, ``cka_csv``, ``regression_csv``, ``table1_csv``, and per figure
+        ``figures/<stem>.png`` (and ``.pdf``) mapped to its path.
+
+    Raises
+    ------
+    ResultsError
+        When the results lack a key the report needs (the message names it).
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    combo = R.primary_combo(results)
+    secs = _sections(results, [], combo)  # validate everything before drawing anything
+    if figures is None:
+        figures = render_figures(results, out / "figures", formats=formats)
+    secs = [(k, h, figures if k == "figures" else p) for k, h, p in secs]
+    csvs = T.write_csvs(results, out)
+    title = _title(results)
+    md = T.atomic_write_text(out / "report.md", _render_md(title, secs, out, csvs))
+    page = T.atomic_write_text(out / "report.html", _render_html(title, secs, out, csvs))
+    paths = {"md": md, "html": page, **{f"{k}_csv": p for k, p in csvs.items()}}
+    for f in figures:
+        for p in (f.png, f.pdf):
+            if p is not None:
+                paths[f"figures/{Path(p).name}"] = Path(p)
+    return paths

@@ -1,0 +1,167 @@
+"""Long-format CSV tables of a study (cka.csv, regression.csv, table1.csv) and the
+rows of the report's tables. CSVs are written with the csv module, floats as Python's
+shortest round-trip repr, atomically (temp name, then ``os.replace``)."""
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import os
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+from jaxprobe.report import _results as R
+
+CSV_COLUMNS = {
+    "cka": R.CKA_FIELDS,
+    "regression": R.REG_FIELDS,
+    "table1": R.TABLE1_FIELDS,
+}
+
+
+def atomic_write_text(path, text: str) -> Path:
+    """Write ``text`` to ``path`` via a temp file in the same folder and ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, "x", encoding="utf-8", newline="") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def _cell(v):
+    if v is None:
+        return ""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (float, np.floating)):
+        return repr(float(v))
+    return v
+
+
+def _write_csv(path, columns, records) -> Path:
+    """The contract columns first, then any extra keys the records carry (e.g. per-design
+    bounds ``low_hierarchical``), in first-seen order; absent cells are left empty."""
+    cols = list(columns)
+    for r in records:
+        cols += [k for k in r if k not in cols and not isinstance(r[k], (dict, list))]
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(cols)
+    for r in records:
+        w.writerow([_cell(r.get(c)) for c in cols])
+    return atomic_write_text(path, buf.getvalue())
+
+
+def write_csvs(results, out_dir) -> dict[str, Path]:
+    """Write cka.csv, regression.csv and table1.csv (one row per record, every combination)."""
+    out = Path(out_dir)
+    return {
+        "cka": _write_csv(out / "cka.csv", CSV_COLUMNS["cka"], R.cka_records(results)),
+        "regression": _write_csv(out / "regression.csv", CSV_COLUMNS["regression"], R.regression_records(results)),
+        "table1": _write_csv(out / "table1.csv", CSV_COLUMNS["table1"], _table1_raw(results)),
+    }
+
+
+def _table1_raw(results) -> list:
+    R.table1(results)  # validates
+    order = {b: i for i, b in enumerate(R.BLOCK_ORDER)}
+    recs = results["diffusion"]["table1"]
+    return sorted(recs, key=lambda r: order.get(r["block"], len(order)))
+
+
+def read_csv(path) -> list[dict]:
+    """Read a CSV written by :func:`write_csvs` back, converting numbers and booleans."""
+    def conv(s: str):
+        if s == "":
+            return None
+        if s in ("true", "false"):
+            return s == "true"
+        try:
+            return float(s)
+        except ValueError:
+            return s
+
+    with open(path, newline="", encoding="utf-8") as f:
+        return [{k: conv(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def ci(est: float, low: float, high: float, digits: int = 3) -> str:
+    """``0.930 [0.910, 0.950]``; ``0.930 [no interval]`` when a bound is NaN (null in the results)."""
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return f"{est:.{digits}f} [no interval]"
+    return f"{est:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def table1_rows(results) -> tuple[list[str], list[list[str]]]:
+    rows = R.table1(results)
+    head = ["Block", "Spearman ρ [interval]", "R² [interval]"]
+    return head, [[r["block"], ci(r["spearman"], r["spearman_low"], r["spearman_high"]),
+                   ci(r["r2"], r["r2_low"], r["r2_high"])] for r in rows]
+
+
+def regression_rows(results, protocol=None, estimator=None) -> tuple[list[str], list[list[str]]]:
+    head = ["Layer", "Block", "Skip", "Slope (CKA/dB) [interval]", "Intercept at 0 dB [interval]",
+            "R² [interval]", "Fit"]
+    body = []
+    for r in R.regression_by_layer(results, protocol, estimator):
+        layer = r["layer"]
+        body.append([layer.label, layer.block, layer.skip or "",
+                     ci(r["slope"], r["slope_low"], r["slope_high"], 4),
+                     ci(r["intercept"], r["intercept_low"], r["intercept_high"]),
+                     ci(r["r2"], r["r2_low"], r["r2_high"]), "poor" if r["poor_fit"] else "ok"])
+    return head, body
+
+
+def summary_snrs(snrs: np.ndarray) -> list[float]:
+    """The lowest SNR, the one nearest 0 dB and the highest, without repeats."""
+    picks = [float(snrs.min()), float(snrs[np.argmin(np.abs(snrs))]), float(snrs.max())]
+    return sorted(set(picks))
+
+
+def cka_rows(results, protocol=None, estimator=None) -> tuple[list[str], list[list[str]]]:
+    """Per layer: CKA with its interval at the lowest SNR, near 0 dB and at the highest SNR."""
+    g = R.cka_grid(results, protocol, estimator)
+    picks = summary_snrs(g.snrs)
+    cols = [int(np.flatnonzero(g.snrs == s)[0]) for s in picks]
+    head = ["Layer", "Block"] + [f"CKA at {s:g} dB [interval]" for s in picks]
+    body = [[layer.label, layer.block] + [ci(g.estimate[i, j], g.low[i, j], g.high[i, j]) for i in cols]
+            for j, layer in enumerate(g.layers)]
+    return head, body
+
+
+def settings_rows(results) -> tuple[list[str], list[list[str]]]:
+    flat = R.flatten_settings(R.require(results, "settings", "results", why="the settings table"))
+    return ["Setting", "Value"], [[k, _show(v)] for k, v in flat]
+
+
+def data_rows(results) -> tuple[list[str], list[list[str]]]:
+    data = R.require(results, "data", "results", why="the data summary")
+    for key in ("n_utterances", "noises", "snrs", "n_windows", "corpus"):
+        R.require(data, key, "results['data']", why="the data summary")
+    snrs = np.asarray(data["snrs"], dtype=float)
+    step = np.unique(np.round(np.diff(snrs), 9)) if snrs.size > 1 else np.array([])
+    grid = f"{snrs.size} values, {snrs.min():g} to {snrs.max():g} dB" + (
+        f" in steps of {step[0]:g} dB" if step.size == 1 else "")
+    rows = [["Corpus", str(data["corpus"])], ["Utterances", str(data["n_utterances"])],
+            ["Noise types", f"{len(data['noises'])}: {', '.join(map(str, data['noises']))}"],
+            ["SNR grid", grid], ["Windows per utterance", str(data["n_windows"])]]
+    rows += [[k, _show(v)] for k, v in data.items() if k not in ("n_utterances", "noises", "snrs", "n_windows", "corpus")]
+    return ["Item", "Value"], rows
+
+
+def _show(v) -> str:
+    if isinstance(v, float):
+        return f"{v:g}"
+    if isinstance(v, (list, tuple)):
+        return ", ".join(_show(x) for x in v) if len(v) <= 12 else f"{len(v)} values: " + ", ".join(
+            _show(x) for x in v[:5]) + ", ..."
+    return "null" if v is None else str(v)
