@@ -10,27 +10,39 @@ from tests.reference.deform_ref import deform_conv2d_depthwise_ref
 from torch_bridge.models.deform import deform_conv2d_depthwise
 
 
+@pytest.mark.parametrize("method", ["grid", "gather"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("kernel", [3, 5])
-def test_matches_loop_reference(rng, dtype, kernel):
+def test_matches_loop_reference(rng, dtype, kernel, method):
     b, c, h, w = 2, 3, 6, 7
     x = rng.standard_normal((b, c, h, w))
     # Offsets up to 1.7 pixels push samples across the border (zero padding) and beyond it.
     off = rng.uniform(-1.7, 1.7, (b, 2 * kernel * kernel, h, w))
     off[0, :, 0, 0] = 1.0  # integer displacements (bilinear weights 0/1) are exact too
     wgt = rng.standard_normal((c, 1, kernel, kernel))
-    got = deform_conv2d_depthwise(*(torch.tensor(a, dtype=dtype) for a in (x, off, wgt)))
+    got = deform_conv2d_depthwise(*(torch.tensor(a, dtype=dtype) for a in (x, off, wgt)), method=method)
     assert got.dtype == dtype and got.shape == (b, c, h, w)
     want = deform_conv2d_depthwise_ref(x, off, wgt)
     tol = 1e-12 if dtype == torch.float64 else 1e-5
     np.testing.assert_allclose(got.numpy(), want, rtol=tol, atol=tol)
 
 
-def test_zero_offsets_is_depthwise_conv(rng):
+@pytest.mark.parametrize("method", ["grid", "gather"])
+def test_zero_offsets_is_depthwise_conv(rng, method):
     x = torch.tensor(rng.standard_normal((1, 4, 9, 11)))
     wgt = torch.tensor(rng.standard_normal((4, 1, 3, 3)))
-    got = deform_conv2d_depthwise(x, torch.zeros(1, 18, 9, 11, dtype=x.dtype), wgt)
+    got = deform_conv2d_depthwise(x, torch.zeros(1, 18, 9, 11, dtype=x.dtype), wgt, method=method)
     torch.testing.assert_close(got, F.conv2d(x, wgt, padding=1, groups=4), rtol=1e-12, atol=1e-12)
+
+
+def test_samplers_agree_at_muse_scale(rng):
+    """float32 at the first embedding's size, offsets clamped to [-1, 1] (many exactly +-1)."""
+    x = torch.tensor(rng.standard_normal((1, 16, 308, 128)), dtype=torch.float32)
+    off = torch.tensor(rng.uniform(-1.3, 1.3, (1, 18, 308, 128)), dtype=torch.float32).clamp(-1, 1)
+    wgt = torch.tensor(rng.standard_normal((16, 1, 3, 3)), dtype=torch.float32)
+    a = deform_conv2d_depthwise(x, off, wgt, method="grid")
+    b = deform_conv2d_depthwise(x, off, wgt, method="gather")
+    assert (a - b).abs().max() / b.abs().max() < 1e-6
 
 
 def test_offset_shape_is_checked():

@@ -6,16 +6,26 @@ channel 2k as the vertical displacement Δy and channel 2k+1 as the horizontal o
 samples the input at ``(y - pad_h + i + Δy, x - pad_w + j + Δx)`` by bilinear interpolation
 from the four integer neighbours, and neighbours outside the map contribute zero.
 
-The sampling positions and bilinear weights are shared by all channels (one offset group),
-so they are computed once and applied to every channel with one row gather on a
-channels-last copy of the input: no Python loop over pixels, channels or batch items.
+The sampling positions are shared by all channels (one offset group), so they are computed
+once per tap. Two vectorised samplers give the same result (no Python loop over pixels,
+channels or batch items):
+
+* ``method="grid"`` (default, ~3x faster on CPU): torch's ``grid_sample`` (bilinear, zero
+  padding, ``align_corners=True``) on a float64 copy. The positions are computed in the input
+  dtype exactly as torchvision does, then normalised to [-1, 1] in float64, where the round
+  trip back to pixels is exact to ~1e-14 px; in float32 it would shift samples by up to
+  ~1e-5 px (about 3e-5 relative error at the first MUSE embedding).
+* ``method="gather"``: the four neighbours of every sample by one row gather on a
+  channels-last copy of the input, with explicit bilinear weights; the plain formula.
 """
 from __future__ import annotations
 
 import torch
 
 
-def deform_conv2d_depthwise(x: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+def deform_conv2d_depthwise(
+    x: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor, *, method: str = "grid"
+) -> torch.Tensor:
     """Depthwise deformable convolution, stride 1, dilation 1, "same" zero padding.
 
     Parameters
@@ -25,6 +35,8 @@ def deform_conv2d_depthwise(x: torch.Tensor, offset: torch.Tensor, weight: torch
         Channel 2k is Δy and 2k+1 is Δx of tap k (row-major taps).
     weight : tensor of shape (C, 1, kh, kw)
         One kernel per channel; kh and kw odd (padding (kh-1)/2, (kw-1)/2).
+    method : {"grid", "gather"}
+        Sampler; see the module docstring. Both agree to float rounding.
 
     Returns
     -------
@@ -38,6 +50,8 @@ def deform_conv2d_depthwise(x: torch.Tensor, offset: torch.Tensor, weight: torch
             f"The 'offset' parameter of deform_conv2d_depthwise must have shape {(b, 2 * n_taps, h, w)}; "
             f"got {tuple(offset.shape)}."
         )
+    if method not in ("grid", "gather"):
+        raise ValueError(f"The 'method' parameter of deform_conv2d_depthwise must be 'grid' or 'gather'; got {method!r}.")
     dtype = x.dtype
     off = offset.reshape(b, n_taps, 2, h, w)
     tap = torch.arange(n_taps, device=x.device)
@@ -45,8 +59,22 @@ def deform_conv2d_depthwise(x: torch.Tensor, offset: torch.Tensor, weight: torch
     tj = (tap % kw - (kw - 1) // 2).to(dtype).view(1, n_taps, 1, 1)
     ys = torch.arange(h, device=x.device, dtype=dtype).view(1, 1, h, 1)
     xs = torch.arange(w, device=x.device, dtype=dtype).view(1, 1, 1, w)
-    py = ys + ti + off[:, :, 0]  # (B, taps, H, W)
+    py = ys + ti + off[:, :, 0]  # (B, taps, H, W) sampling rows, as torchvision computes them
     px = xs + tj + off[:, :, 1]
+    kernel = weight.reshape(c, n_taps)
+    if method == "grid" and h > 1 and w > 1:
+        grid = torch.stack([px.double() * (2.0 / (w - 1)) - 1.0, py.double() * (2.0 / (h - 1)) - 1.0], dim=-1)
+        samples = torch.nn.functional.grid_sample(
+            x.double(), grid.reshape(b, n_taps * h, w, 2), mode="bilinear", padding_mode="zeros", align_corners=True
+        ).to(dtype)  # (B, C, taps*H, W)
+        return torch.einsum("bckhw,ck->bchw", samples.reshape(b, c, n_taps, h, w), kernel).contiguous()
+    return _gather_sample_and_reduce(x, py, px, kernel)
+
+
+def _gather_sample_and_reduce(x, py, px, kernel):
+    b, c, h, w = x.shape
+    n_taps = kernel.shape[1]
+    dtype = x.dtype
     y0f = torch.floor(py)
     x0f = torch.floor(px)
     ly = py - y0f
@@ -69,6 +97,5 @@ def deform_conv2d_depthwise(x: torch.Tensor, offset: torch.Tensor, weight: torch
             term = rows.index_select(0, idx.reshape(-1)).view(b, n_taps, h, w, c) * wgt.unsqueeze(-1)
             out = term if out is None else out + term
     # out: sampled values (B, taps, H, W, C); contract the taps with the per-channel kernel.
-    kernel = weight.reshape(c, n_taps)
     y = torch.einsum("bkhwc,ck->bchw", out, kernel)
     return y.contiguous()
