@@ -35,6 +35,10 @@ _EXPORTS: dict[str, str] = {
     "StoreIndex": "torch_bridge.store",
     "StoreWriter": "torch_bridge.store",
     "open_store": "torch_bridge.store",
+    # dump
+    "dump": "torch_bridge.dump",
+    "dump_snr_sweep": "torch_bridge.dump",
+    "run_dump": "torch_bridge.dump",
     # mixing
     "Clip": "torch_bridge.mixing",
     "DEFAULT_SNRS": "torch_bridge.mixing",

@@ -20,7 +20,7 @@ import torch
 from .capture import PoolingSpec, capture
 from .store import Plan, StoreWriter
 
-__all__ = ["DumpReport", "Item", "dump", "parse_shard"]
+__all__ = ["MODELS", "DumpModel", "DumpReport", "Item", "dump", "dump_snr_sweep", "muse_dump_model", "parse_shard", "run_dump", "sweep_items"]
 
 
 @dataclass(frozen=True)
@@ -190,3 +190,249 @@ def dump(
         bar.close()
     return DumpReport(str(out), (shard_i, n_shards), written, len(mine) - len(todo) + skipped,
                       n_written_items, time.perf_counter() - t0)
+
+
+# ----------------------------------------------------------------------------- SNR sweeps
+CLEAN = "clean"
+
+
+def _mixture_length(n: int, mix_kwargs: Mapping[str, Any]) -> int:
+    """Length of ``mix_at_snr``'s output for an utterance of ``n`` samples."""
+    sr = mix_kwargs.get("sample_rate", 16000)
+    duration = mix_kwargs.get("duration", 10.0)
+    if duration is None:
+        return n
+    target = int(round(duration * sr))
+    if n >= target:
+        return target
+    return target if mix_kwargs.get("short", "keep") == "pad" else n
+
+
+def sweep_items(sweep, *, window: int, window_mode: str = "center", hop: int | None = None,
+                include_clean: bool = True) -> list[Item]:
+    """The items of an ``SNRSweep`` (all shards of it): per utterance, the clean reference
+    (condition ``{"noise": "clean", "snr": None}``) then every (noise, SNR), each cut into
+    model windows. Ordered by utterance, so one utterance's items share chunks."""
+    from .mixing import window_starts
+
+    items: list[Item] = []
+    for uid, rec in sweep.utterances.items():
+        n_win = len(window_starts(_mixture_length(rec.waveform.shape[0], sweep.mix_kwargs),
+                                  size=window, mode=window_mode, hop=hop))
+        conds = ([{"noise": CLEAN, "snr": None}] if include_clean else []) + [
+            {"noise": t, "snr": s} for t in sweep.noises for s in sweep.snrs]
+        items.extend(Item(c, uid, w) for c in conds for w in range(n_win))
+    return items
+
+
+class _SweepLoader:
+    """item -> (window waveform, info); mixes each (utterance, noise, SNR) once and keeps the
+    last mixture, since the items of one mixture (its windows) are consecutive."""
+
+    def __init__(self, sweep, *, window: int, window_mode: str, hop: int | None,
+                 prepare: Callable[[np.ndarray], tuple[np.ndarray, dict]] | None = None):
+        self.sweep, self.window, self.mode, self.hop, self.prepare = sweep, window, window_mode, hop, prepare
+        self._key = None
+        self._cuts: np.ndarray | None = None
+        self._info: dict = {}
+
+    def __call__(self, item: Item):
+        from .mixing import mix_at_snr, windows
+
+        noise, snr = item.condition["noise"], item.condition["snr"]
+        key = (item.utterance, noise, snr)
+        if key != self._key:
+            sw = self.sweep
+            if noise == CLEAN:  # the clean reference does not depend on the noise or the SNR
+                first = next(iter(sw.noises))
+                mix = mix_at_snr(sw.utterances[item.utterance], sw.noises[first], sw.snrs[0], seed=sw.seed, **sw.mix_kwargs)
+                signal, info = mix.clean, {"utterance_id": item.utterance, "reference": "clean",
+                                           "target_lufs": mix.info.get("target_lufs")}
+            else:
+                mix = mix_at_snr(sw.utterances[item.utterance], sw.noises[noise], snr, seed=sw.seed, **sw.mix_kwargs)
+                signal, info = mix.noisy, dict(mix.info)
+            if self.prepare is not None:
+                signal, extra = self.prepare(signal)
+                info.update(extra)
+            self._cuts = windows(signal, size=self.window, mode=self.mode, hop=self.hop)
+            self._key, self._info = key, info
+        if item.window >= self._cuts.shape[0]:
+            raise RuntimeError(f"{item}: the mixture has {self._cuts.shape[0]} windows; the plan expected more.")
+        return self._cuts[item.window], dict(self._info, window=item.window)
+
+
+def dump_snr_sweep(
+    model: torch.nn.Module,
+    layers: Sequence[Any],
+    sweep,
+    out: str,
+    *,
+    window: int,
+    window_mode: str = "center",
+    hop: int | None = None,
+    include_clean: bool = True,
+    forward: Callable[[torch.nn.Module, torch.Tensor], Any] | None = None,
+    prepare: Callable[[np.ndarray], tuple[np.ndarray, dict]] | None = None,
+    model_info: Mapping[str, Any] | None = None,
+    **kwargs: Any,
+) -> DumpReport:
+    """Dump an SNR sweep (``torch_bridge.snr_sweep(...)``, unsharded) into a store.
+
+    Items are per utterance: the clean reference, then every (noise type, SNR) mixture,
+    each cut into ``window``-sample windows (``window_mode`` first/center/all, see
+    ``torch_bridge.windows``). ``prepare(signal) -> (signal, info)`` runs on each whole
+    mixture before it is cut (MUSE: the official energy normalisation). The mixing settings
+    go to the manifest. ``shard=`` and the other keyword arguments are those of :func:`dump`.
+    """
+    if CLEAN in sweep.noises:
+        raise ValueError(f"A noise type is named {CLEAN!r}, which dump_snr_sweep uses for the clean reference; rename it.")
+    if getattr(sweep, "num_shards", 1) != 1:
+        raise ValueError("Pass dump_snr_sweep the whole sweep (num_shards=1) and shard the dump with shard='i/n'.")
+    items = sweep_items(sweep, window=window, window_mode=window_mode, hop=hop, include_clean=include_clean)
+    mixing = {
+        "seed": sweep.seed,
+        "snrs": list(sweep.snrs),
+        "noises": list(sweep.noises),
+        "utterances": len(sweep.utterances),
+        "skipped_utterances": list(sweep.skipped),
+        "mix_kwargs": {k: (v if isinstance(v, (str, int, float, bool, type(None))) else repr(v))
+                       for k, v in sweep.mix_kwargs.items()},
+        "window": {"size": window, "mode": window_mode, "hop": hop},
+        "clean_reference": include_clean,
+    }
+    load = _SweepLoader(sweep, window=window, window_mode=window_mode, hop=hop, prepare=prepare)
+    return dump(model, layers, items, load, out, forward=forward, model_info=model_info, mixing=mixing, **kwargs)
+
+
+# ----------------------------------------------------------------------------- models
+@dataclass(frozen=True)
+class DumpModel:
+    """What ``jaxprobe dump --model NAME`` runs: the module, its canonical layers, the call
+    on a batch of windows, the whole-signal preparation, the window length and the manifest
+    record."""
+
+    model: torch.nn.Module
+    layers: Sequence[Any]
+    forward: Callable[[torch.nn.Module, torch.Tensor], Any]
+    prepare: Callable[[np.ndarray], tuple[np.ndarray, dict]] | None
+    window: int
+    info: Mapping[str, Any]
+    source: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def _muse_energy_norm(x: np.ndarray) -> tuple[np.ndarray, dict]:
+    """The official inference's first step over the whole signal: x * sqrt(L / sum(x^2)),
+    in float32 torch arithmetic exactly as the official code (and ``muse_segments``) does it:
+    MUSE is sensitive enough that a 1e-7 relative change of its input moves the norm1 means
+    by ~1e-3 relative, so the rounding must match, not only the formula."""
+    t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    energy = torch.sum(t**2.0)
+    if not energy > 0:
+        raise ValueError("A silent mixture cannot be energy-normalised for MUSE (sum of squares is 0).")
+    c = torch.sqrt(t.shape[0] / energy)
+    return (t * c).numpy(), {"muse_norm_factor": float(c)}
+
+
+def _muse_forward(model: torch.nn.Module, batch: torch.Tensor):
+    from .enhance import muse_forward_inputs
+
+    mag_c, pha = muse_forward_inputs(batch)
+    return model(mag_c, pha)
+
+
+def muse_dump_model(checkpoint: str | None = None, *, layers: Sequence[Any] | None = None) -> DumpModel:
+    """MUSE with the official weights (resolved as ``load_muse`` does), its 24 canonical
+    ``norm1`` layers (``MUSE_LAYERS``), the STFT front end and 30,700-sample windows."""
+    from .enhance import SEGMENT_SIZE, load_muse
+    from .weights import resolve_muse_checkpoint, sha256_file
+
+    path = resolve_muse_checkpoint(checkpoint)
+    if layers is None:
+        from .models.muse_layers import MUSE_LAYERS
+
+        layers = MUSE_LAYERS
+    return DumpModel(
+        model=load_muse(path),
+        layers=layers,
+        forward=_muse_forward,
+        prepare=_muse_energy_norm,
+        window=SEGMENT_SIZE,
+        info={"name": "muse", "checkpoint_sha256": sha256_file(path)},
+        source={"checkpoint_path": str(path)},
+    )
+
+
+MODELS: dict[str, Callable[..., DumpModel]] = {"muse": muse_dump_model}
+
+
+def _read_speech(data: str, split: str):
+    if data == "embedded":
+        from .corpus.build import load_corpus
+
+        corpus = load_corpus()
+        return corpus.real_speech if split == "real" else corpus.split(split)
+    from .data.folder import AudioFolder
+
+    return list(AudioFolder(data))
+
+
+def _read_noises(noises: str | None):
+    from pathlib import Path
+
+    if noises is None or noises == "embedded":
+        from .corpus.build import load_corpus
+
+        return list(load_corpus().noises.values())
+    from .data.demand import Demand
+    from .data.folder import AudioFolder
+
+    root = Path(noises)
+    ds = Demand(root) if root.is_dir() and any(root.rglob("ch01.wav")) else AudioFolder(root)
+    return list(ds)
+
+
+def run_dump(
+    *,
+    model: str,
+    data: str,
+    out: str,
+    snrs: Sequence[float],
+    noises: str | None = None,
+    split: str = "test",
+    checkpoint: str | None = None,
+    noise_types: Sequence[str] | None = None,
+    utterances: int | None = None,
+    seed: int = 0,
+    duration: float | None = 10.0,
+    short: str = "keep",
+    window_mode: str = "center",
+    hop: int | None = None,
+    include_clean: bool = True,
+    shard: str | tuple[int, int] = (0, 1),
+    batch_size: int = 4,
+    chunk_size: int | None = None,
+    threads: int | None = None,
+    progress: bool = True,
+) -> DumpReport:
+    """``jaxprobe dump``: read clean speech (``data``: a folder of audio files, or
+    ``"embedded"`` for the embedded corpus, whose ``split`` train/dev/test/real is used) and
+    noise recordings (``noises``: a folder of files, one noise type each, a DEMAND tree, or
+    None / ``"embedded"`` for the corpus noises), take the first ``utterances`` utterances,
+    build the SNR sweep, and dump ``model``'s canonical layers into the store ``out`` (this
+    shard's part)."""
+    from .mixing import snr_sweep
+
+    if model not in MODELS:
+        raise ValueError(f"The 'model' parameter of run_dump must be one of {sorted(MODELS)}. Got {model!r} instead.")
+    spec = MODELS[model](checkpoint)
+    speech = _read_speech(data, split)
+    if utterances is not None:
+        speech = speech[:utterances]
+    sweep = snr_sweep(speech, _read_noises(noises), list(snrs), seed=seed,
+                      noise_types=noise_types, duration=duration, short=short)
+    return dump_snr_sweep(
+        spec.model, spec.layers, sweep, out, window=spec.window, window_mode=window_mode, hop=hop,
+        include_clean=include_clean, forward=spec.forward, prepare=spec.prepare, model_info=spec.info,
+        extra={**spec.source, "data": str(data), "split": split, "noises": str(noises)}, shard=shard,
+        batch_size=batch_size, chunk_size=chunk_size, threads=threads, progress=progress,
+    )
