@@ -55,8 +55,8 @@ def style():
 
 
 def new_figure(width: float, height: float) -> Figure:
-    """A figure of exactly ``width`` x ``height`` inches (no tight-bbox cropping on save, so a
-    page-width figure prints at page width); constrained layout keeps labels inside."""
+    """A ``width`` x ``height`` inch figure with constrained layout (saved with a tight box,
+    so the file may be trimmed by a few hundredths of an inch of white margin)."""
     fig = Figure(figsize=(width, height), layout="constrained")
     fig.get_layout_engine().set(w_pad=0.03, h_pad=0.03)
     return fig
@@ -65,7 +65,9 @@ def new_figure(width: float, height: float) -> Figure:
 def _atomic_savefig(fig, path: Path, fmt: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        fig.savefig(tmp, format=fmt, dpi=DPI)
+        # constrained layout places everything; the tight box only guards against clipping
+        # where fixed-aspect panels overflow the requested height
+        fig.savefig(tmp, format=fmt, dpi=DPI, bbox_inches="tight", pad_inches=0.02)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

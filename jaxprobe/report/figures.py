@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
 from jaxprobe.report import _results as R
@@ -83,6 +84,24 @@ def _snr_edges(snrs: np.ndarray) -> np.ndarray:
     return np.concatenate([[2 * snrs[0] - mid[0]], mid, [2 * snrs[-1] - mid[-1]]])
 
 
+def _snr_ticks(axis, snrs: np.ndarray) -> None:
+    """Tick the SNRs themselves on a short grid; on a long one, round steps inside the grid."""
+    if snrs.size <= 11:
+        axis.set_ticks(snrs, [f"{s:g}" for s in snrs])
+        return
+    loc = MaxNLocator(nbins=9, steps=[1, 2, 5, 10], integer=True)
+    ticks = [t for t in loc.tick_values(snrs.min(), snrs.max()) if snrs.min() <= t <= snrs.max()]
+    axis.set_ticks(ticks, [f"{t:g}" for t in ticks])
+
+
+def _scale(vmax: float) -> tuple[float, str]:
+    """A power of ten that brings ``vmax`` into [0.1, 100), and its label suffix."""
+    if vmax <= 0 or 0.1 <= vmax < 100:
+        return 1.0, ""
+    k = int(np.floor(np.log10(vmax)))
+    return 10.0 ** -k, f" (×10$^{{{k}}}$)"
+
+
 def _stem(base: str, protocol: str, estimator: str, primary) -> str:
     return base if primary else f"{base}_{protocol}_{estimator}"
 
@@ -102,7 +121,7 @@ def fig_cka_heatmap(results, out_dir, *, protocol=None, estimator=None, formats=
             if b:
                 ax.axvline(group[0].depth - 0.5, color="white", lw=1.4)
         _block_axis(ax, g.layers, lines=False)
-        ax.yaxis.set_major_locator(MaxNLocator(nbins=9, steps=[1, 2, 5, 10], integer=True))
+        _snr_ticks(ax.yaxis, g.snrs)
         ax.set_xlabel("Layer (index within block)")
         ax.set_ylabel("Input SNR (dB)")
         for side in ("top", "right"):
@@ -220,6 +239,8 @@ def fig_diffusion_snr(results, out_dir, *, reduce: str = "mean", formats=FORMATS
         raise ValueError(f"The 'reduce' parameter of fig_diffusion_snr must be 'mean' or 'first'. Got {reduce!r}.")
     groups = R.blocks(R.layers(results))
     mats = [(name, *_block_distance(results, group, reduce)) for name, group in groups]
+    factor, suffix = _scale(max(float(m.max()) for _, _, m in mats))
+    mats = [(name, snrs, m * factor) for name, snrs, m in mats]
     vmax = max(float(m.max()) for _, _, m in mats) or 1.0
     with style():
         fig = new_figure(PAGE_WIDTH, 4.6)
@@ -241,11 +262,11 @@ def fig_diffusion_snr(results, out_dir, *, reduce: str = "mean", formats=FORMATS
         for ax in grid[-1]:
             ax.set_xlabel("SNR (dB)")
         cb = fig.colorbar(mesh, ax=list(axes[: len(mats)]), shrink=0.8, aspect=30, pad=0.02)
-        cb.set_label("Diffusion distance (intra-layer map)")
+        cb.set_label("Diffusion distance (intra-layer map)" + suffix)
         png, pdf = save(fig, out_dir, "fig4_diffusion_snr", formats)
     how = "averaged over the layers of each block" if reduce == "mean" else "of the first layer of each block"
     cap = (f"Pairwise diffusion distances between input SNRs, {how}; each layer's diffusion map is "
-           f"computed on its (noise, SNR) centroids. One colour scale (0 to {vmax:.3g}) is shared by all "
+           f"computed on its (noise, SNR) centroids. One colour scale (0 to {vmax / factor:.3g}) is shared by all "
            f"panels so blocks can be compared.")
     return Figure("fig4", "Fig. 4 — Diffusion distances across SNRs per block", png, pdf, cap)
 
@@ -261,11 +282,13 @@ def fig_inter_layer(results, out_dir, *, snrs=FIG5_SNRS, formats=FORMATS) -> Fig
     if not pick:
         idx = np.unique(np.linspace(0, len(entries) - 1, min(6, len(entries))).round().astype(int))
         pick = [entries[i] for i in idx]
+    factor, suffix = _scale(max(float(m.max()) for _, _, m in pick))
+    pick = [(snr, labels, m * factor) for snr, labels, m in pick]
     vmax = max(float(m.max()) for _, _, m in pick) or 1.0
     with style():
-        fig = new_figure(PAGE_WIDTH, 4.9 if len(pick) > 3 else 2.6)
         ncol = min(3, len(pick))
         nrow = (len(pick) + ncol - 1) // ncol
+        fig = new_figure(PAGE_WIDTH, 2.75 * nrow)
         axes = np.atleast_1d(fig.subplots(nrow, ncol)).ravel()
         for k, (ax, (snr, labels, m)) in enumerate(zip(axes, pick)):
             mesh = ax.imshow(m, cmap=DIST_CMAP, vmin=0, vmax=vmax, interpolation="nearest")
@@ -288,15 +311,16 @@ def fig_inter_layer(results, out_dir, *, snrs=FIG5_SNRS, formats=FORMATS) -> Fig
             if k + ncol >= len(pick):
                 ax.set_xlabel(what)
         cb = fig.colorbar(mesh, ax=list(axes[: len(pick)]), shrink=0.8, aspect=30, pad=0.02)
-        cb.set_label("Diffusion distance (inter-layer map)")
+        cb.set_label("Diffusion distance (inter-layer map)" + suffix)
         png, pdf = save(fig, out_dir, "fig5_inter_layer", formats)
     shown = ", ".join(f"{s:g}" for s, _, _ in pick)
     missing = [s for s in snrs if not np.any(np.isclose(have, s))]
     blocks_shown = {lab.split(".")[0] for _, labels, _ in pick for lab in labels}
     latent = "" if "Latent" in blocks_shown else " (Latent excluded: different dimensionality)"
+    unit = f"; values shown in units of 10^{-round(np.log10(factor))}" if factor != 1.0 else ""
     cap = (f"Pairwise diffusion distances between layers in the diffusion map computed per SNR over the "
            f"layers shown{latent}, at {shown} dB. One colour scale "
-           f"(0 to {vmax:.3g}) is shared by all panels."
+           f"(0 to {vmax / factor:.3g}) is shared by all panels{unit}."
            + (f" Not in the results: {', '.join(f'{s:g}' for s in missing)} dB." if missing else ""))
     return Figure("fig5", "Fig. 5 — Inter-layer diffusion distances", png, pdf, cap)
 
@@ -328,6 +352,8 @@ def fig_dc1(results, out_dir, *, formats=FORMATS) -> Figure:
         for ax in grid[-1]:
             ax.set_xlabel("Input SNR (dB)")
         h, lab = axes[0].get_legend_handles_labels()
+        h = [*h, Line2D([], [], color="0.4", lw=0.5), Line2D([], [], color="0.4", lw=1.6)]
+        lab = [*lab, "per noise type", "noise-pooled"]
         fig.legend(h, lab, loc="outside lower center", ncol=len(lab))
         png, pdf = save(fig, out_dir, "dc1_trajectories", formats)
     cap = (f"First diffusion coordinate (DC1) of each layer's intra-layer diffusion map versus input SNR. "

@@ -111,7 +111,7 @@ def _dc1_sentence(results) -> str:
     rho = np.array([r["spearman"] for r in rows])
     lo = min(rows, key=lambda r: r["spearman"])
     r2lo = min(rows, key=lambda r: r["r2"])
-    return (f"DC1 tracks SNR: median Spearman ρ over {len(rows)} blocks = {np.median(rho):.3f}; lowest "
+    return (f"DC1 versus SNR (Table 1): median Spearman ρ over {len(rows)} blocks = {np.median(rho):.3f}; lowest "
             f"{lo['block']} ρ = {ci(lo['spearman'], lo['spearman_low'], lo['spearman_high'])}; lowest R² "
             f"{r2lo['block']} {ci(r2lo['r2'], r2lo['r2_low'], r2lo['r2_high'])} (paper: ρ ≈ 0.99, R² ≥ 0.97).")
 

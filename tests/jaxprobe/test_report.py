@@ -261,6 +261,7 @@ def test_findings_count_fits_and_quote_intervals(results):
     assert any(f"ρ = {depth_rho:.2f} over 24 layers" in s for s in lines)
     rho = np.median([r["spearman"] for r in results["diffusion"]["table1"]])
     assert any(f"median Spearman ρ over 6 blocks = {rho:.3f}" in s for s in lines)
+    assert not any(s.startswith("DC1 tracks") for s in lines)  # sentences describe, they do not presume
     assert any(re.search(r"Enc1 0\.\d\d \[0\.\d\d, 0\.\d\d\]", s) for s in lines)
 
 
