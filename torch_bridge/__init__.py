@@ -11,10 +11,10 @@ import importlib
 _EXPORTS: dict[str, str] = {
     # name: module  (one line per export; keep sorted within each group)
     # capture
-    "Captured": "torch_bridge.capture",
-    "capture": "torch_bridge.capture",
-    "forward_batches": "torch_bridge.capture",
-    "to_jax": "torch_bridge.capture",
+    "Captured": "torch_bridge.hooks",
+    "capture": "torch_bridge.hooks",
+    "forward_batches": "torch_bridge.hooks",
+    "to_jax": "torch_bridge.hooks",
     # MUSE
     "MUSE": "torch_bridge.models.muse",
     "MUSE_BLOCKS": "torch_bridge.models.muse_layers",
@@ -36,7 +36,6 @@ _EXPORTS: dict[str, str] = {
     "StoreWriter": "torch_bridge.store",
     "open_store": "torch_bridge.store",
     # dump
-    "dump": "torch_bridge.dump",
     "dump_snr_sweep": "torch_bridge.dump",
     "run_dump": "torch_bridge.dump",
     # mixing

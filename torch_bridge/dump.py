@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .capture import PoolingSpec, capture
+from .hooks import PoolingSpec, capture
 from .store import Plan, StoreWriter
 
 __all__ = ["MODELS", "DumpModel", "DumpReport", "Item", "dump", "dump_snr_sweep", "muse_dump_model", "parse_shard", "run_dump", "sweep_items"]

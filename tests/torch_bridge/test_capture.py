@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from torch_bridge.capture import Captured, capture, forward_batches, resolve_modules, to_jax
+from torch_bridge.hooks import Captured, capture, forward_batches, resolve_modules, to_jax
 
 
 class Tiny(nn.Module):
@@ -221,3 +221,16 @@ def test_to_jax_shares_memory_with_torch():
     np.testing.assert_array_equal(np.asarray(a), t.numpy())
     # a non-contiguous view is made contiguous first (a copy, by necessity) and still correct
     np.testing.assert_array_equal(np.asarray(to_jax(t.T)), t.T.numpy())
+
+
+def test_package_exports_are_the_functions_not_modules():
+    import importlib
+
+    import torch_bridge
+
+    for mod in ("torch_bridge.hooks", "torch_bridge.store", "torch_bridge.dump"):
+        importlib.import_module(mod)  # importing a submodule must not shadow an export
+    from torch_bridge import hooks
+
+    assert torch_bridge.capture is hooks.capture and torch_bridge.to_jax is hooks.to_jax
+    assert callable(torch_bridge.run_dump) and callable(torch_bridge.dump_snr_sweep)

@@ -77,7 +77,7 @@ def reference(tmp_path_factory):
 def test_reference_run_matches_direct_capture(reference):
     import torch
 
-    from torch_bridge.capture import capture
+    from torch_bridge.hooks import capture
 
     st = open_store(reference)
     model = worker.make_model()
@@ -239,7 +239,7 @@ def test_jaxprobe_dump_muse_on_the_golden_case(muse_dir, tmp_path):
     import torch
 
     from jaxprobe import _cmd_dump as cmd
-    from torch_bridge.capture import capture
+    from torch_bridge.hooks import capture
     from torch_bridge.enhance import load_muse, muse_forward_inputs, muse_segments
     from torch_bridge.mixing import mix_at_snr
     from torch_bridge.models.muse_layers import MUSE_LAYERS
