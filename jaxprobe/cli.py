@@ -11,10 +11,11 @@ import sys
 
 # name -> (module, help). The module defines `add_arguments(parser)` and `main(args) -> int`.
 _COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("jaxprobe._cmd_demo", "Run the main job on the embedded default."),
+    "demo": ("jaxprobe._cmd_demo", "Run the main job (the SNR-sweep study of MUSE) on the embedded default."),
+    "sweep": ("jaxprobe._cmd_sweep", "The SNR-sweep probing study of MUSE, end to end, with its report."),
     "dump": ("jaxprobe._cmd_dump", "Dump a model's pooled activations over an SNR sweep into a resumable store."),
-    "enhance": ("jaxprobe._cmd_enhance", "Denoise a speech file with MUSE (official inference pipeline)."),
     "corpus": ("jaxprobe._cmd_corpus", "Build or verify the embedded default corpus (speech and noise)."),
+    "enhance": ("jaxprobe._cmd_enhance", "Denoise a speech file with MUSE (official inference pipeline)."),
 }
 
 

@@ -1,0 +1,23 @@
+"""`jaxprobe sweep --config CONFIG [--out DIR] [--checkpoint PATH]`."""
+from __future__ import annotations
+
+
+def add_arguments(p):
+    p.add_argument("--config", default="demo",
+                   help="TOML config file, or a shipped name: demo, paper (default: demo)")
+    p.add_argument("--out", default=None, help="output folder (default: runs/<config name>)")
+    p.add_argument("--checkpoint", default=None,
+                   help="MUSE g_best path (else $JAXPROBE_MUSE_CHECKPOINT, the cache, the verified download)")
+
+
+def main(args) -> int:
+    from pathlib import Path
+
+    from jaxprobe.studies.sweep import run
+
+    out = args.out or str(Path("runs") / Path(str(args.config)).stem)
+    paths = run(args.config, out, checkpoint=args.checkpoint)
+    print("outputs:")
+    for k, v in paths.items():
+        print(f"  {k:10s} {v}")
+    return 0

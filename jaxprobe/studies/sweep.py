@@ -1,0 +1,250 @@
+"""`jaxprobe sweep`: the SNR-sweep probing study of MUSE, end to end.
+
+Stages, each cached in the output folder under a fingerprint of the settings it
+depends on, so a re-run recomputes only what changed and a killed run resumes:
+
+1. data      corpus / folders -> the utterances and noise recordings (torch_bridge)
+2. dump      mixtures -> MUSE -> 24 pooled layers -> activation store (resumable, torch_bridge)
+3. analysis  store -> CKA tables, bootstraps, regressions, diffusion maps -> results.json, CSV
+4. report    results -> figures (PNG, PDF), report.md, report.html
+
+torch is imported only inside the data and dump stages, through torch_bridge.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from jaxprobe.config import fingerprint, load_sweep_config, snr_grid
+
+CLEAN = "clean"
+
+
+def _log(msg: str) -> None:
+    print(f"[sweep {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def _atomic_json(path: Path, obj: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=1, default=_json_default))
+    os.replace(tmp, path)
+
+
+def _json_default(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+# ----------------------------------------------------------------------------- data + dump
+
+def _select_utterances(records, n: int, min_seconds: float):
+    """Deterministic choice: long enough for one model window, round-robin over speakers."""
+    ok = [r for r in records if r.waveform.shape[0] / r.sample_rate >= min_seconds]
+    by_spk: dict[str, list] = {}
+    for r in sorted(ok, key=lambda r: r.id):
+        by_spk.setdefault(str(r.speaker), []).append(r)
+    out, i = [], 0
+    while (n == 0 or len(out) < n) and any(by_spk.values()):
+        spk = sorted(by_spk)[i % len(by_spk)]
+        if by_spk[spk]:
+            out.append(by_spk[spk].pop(0))
+        i += 1
+        if all(not v for v in by_spk.values()):
+            break
+    return out
+
+
+def _load_data(cfg: dict):
+    d = cfg["data"]
+    window_s = 30700 / 16000.0
+    if d["source"] == "embedded":
+        from torch_bridge.corpus import load_corpus
+
+        corpus = load_corpus(d["cache_dir"] or None, size=d["corpus_size"], log=_log)
+        split = d["speech_split"]
+        if split == "real":
+            pool = corpus.real_speech
+        else:
+            pool = [u for u in corpus.utterances if split == "all" or u.meta.get("split") == split]
+        utts = _select_utterances(pool, d["utterances"], window_s + 0.1)
+        noises = corpus.noises
+        desc = f"embedded corpus ({d['corpus_size']}, {corpus.root})"
+    else:
+        from torch_bridge.data import Demand, VoiceBank
+
+        utts = _select_utterances(list(VoiceBank(d["voicebank"])), d["utterances"], window_s + 0.1)
+        noises = {r.id: r for r in Demand(d["demand"])}
+        desc = f"VoiceBank {d['voicebank']} + DEMAND {d['demand']}"
+    noise_map = noises if isinstance(noises, dict) else {r.id: r for r in noises}
+    wanted = d["noises"] or sorted(noise_map)
+    unknown = [w for w in wanted if w not in noise_map]
+    if unknown:
+        raise ValueError(f"Unknown noise type(s) {unknown} in data.noises; available: {sorted(noise_map)}.")
+    if not utts:
+        raise ValueError("No utterance is long enough for one 1.92 s MUSE window; check data.* settings.")
+    return utts, {k: noise_map[k] for k in wanted}, desc
+
+
+def _dump_stage(cfg: dict, out: Path, checkpoint: str | None):
+    from torch_bridge.dump import dump_snr_sweep, muse_dump_model
+    from torch_bridge.mixing import snr_sweep
+
+    d, m = cfg["data"], cfg["model"]
+    key = fingerprint({"data": d, "sweep": cfg["sweep"], "model": m["name"]})
+    store_dir = out / "store" / key
+    utts, noises, desc = _load_data(cfg)
+    spec = muse_dump_model(checkpoint or (m["checkpoint"] or None))
+    sweep = snr_sweep(
+        utts, list(noises.values()), snr_grid(cfg), seed=cfg["sweep"]["seed"],
+        duration=d["duration"], short=d["short"], target_lufs=d["target_lufs"],
+    )
+    n_items = len(utts) * (1 + len(noises) * len(snr_grid(cfg)))
+    _log(f"dump: {len(utts)} utterances x {len(noises)} noises x {len(snr_grid(cfg))} SNRs (+ clean) "
+         f"= {n_items} mixtures -> {store_dir}")
+    report = dump_snr_sweep(
+        spec.model, spec.layers, sweep, str(store_dir), window=spec.window, window_mode=d["window"],
+        hop=d["hop"] or None, forward=spec.forward, prepare=spec.prepare, model_info=spec.info,
+        extra={**spec.source, "data": desc}, batch_size=m["batch_size"], threads=m["threads"] or None,
+    )
+    _log(f"dump: {report.items_written} new items in {report.seconds:.1f} s")
+    return store_dir, desc, [u.id for u in utts]
+
+
+# ----------------------------------------------------------------------------- store -> arrays
+
+def load_sweep_arrays(store_dir: Path, snrs: list[float]):
+    """Read a complete sweep store into per-layer arrays.
+
+    Returns
+    -------
+    layers : list of layer records (dicts) from the manifest, in depth order
+    noisy : dict layer -> float32 array (K, S, U, C, F), items = (utterance, window)
+    clean : dict layer -> float32 array (U, C, F)
+    noises : list of K noise names; items : list of U (utterance id, window)
+    """
+    from torch_bridge.store import open_store
+
+    store = open_store(store_dir)
+    store.require_complete()
+    idx = store.index()
+    noise = idx.condition_field("noise")
+    snr = idx.condition_field("snr")
+    utt = idx.utterance_ids()
+    win = np.asarray(idx.window)
+    items = sorted({(u, int(w)) for u, w in zip(utt, win)})
+    item_pos = {it: i for i, it in enumerate(items)}
+    noises = sorted({str(n) for n in noise if n != CLEAN})
+    K, S, U = len(noises), len(snrs), len(items)
+    snr_pos = {float(s): i for i, s in enumerate(snrs)}
+    rows_noisy = np.full((K, S, U), -1, np.int64)
+    rows_clean = np.full(U, -1, np.int64)
+    for r in range(len(idx)):
+        it = item_pos[(utt[r], int(win[r]))]
+        if noise[r] == CLEAN:
+            rows_clean[it] = idx.item[r]
+        else:
+            rows_noisy[noises.index(str(noise[r])), snr_pos[float(snr[r])], it] = idx.item[r]
+    if (rows_noisy < 0).any() or (rows_clean < 0).any():
+        raise RuntimeError(f"Store {store_dir} lacks some (noise, SNR, item) cells of the requested grid.")
+    layers = store.manifest["layers"]
+    noisy, clean = {}, {}
+    for entry in layers:
+        name = entry["name"]
+        noisy[name] = store.read(name, rows_noisy.reshape(-1)).reshape((K, S, U) + store.layer_shape(name))
+        clean[name] = store.read(name, rows_clean)
+    return layers, noisy, clean, noises, items
+
+
+# ----------------------------------------------------------------------------- analysis
+
+def _analysis_stage(cfg, store_dir: Path, out: Path, data_desc: str) -> dict:
+    from jaxprobe.studies.sweep_analysis import CkaSettings, analyze_cka
+    from jaxprobe.studies.sweep_diffusion import analyze_diffusion
+
+    snrs = snr_grid(cfg)
+    key = fingerprint({"store": str(store_dir.name), "cka": cfg["cka"], "diffusion": cfg["diffusion"], "seed": cfg["sweep"]["seed"], "v": 1})
+    res_path = out / "results.json"
+    if res_path.exists():
+        old = json.loads(res_path.read_text())
+        if old.get("settings", {}).get("analysis_fingerprint") == key:
+            _log("analysis: cached (settings unchanged)")
+            return old
+    t0 = time.perf_counter()
+    layers, noisy, clean, noises, items = load_sweep_arrays(store_dir, snrs)
+    _log(f"analysis: {len(layers)} layers, {len(noises)} noises x {len(snrs)} SNRs x {len(items)} items loaded")
+    c = cfg["cka"]
+    settings = CkaSettings(
+        protocols=tuple(c["protocols"]), estimators=tuple(c["estimators"]), orientation=c["orientation"],
+        n_boot=c["n_boot"], level=c["level"], method=c["method"], designs=tuple(c["designs"]),
+        poor_fit_r2=c["poor_fit_r2"], seed=cfg["sweep"]["seed"],
+    )
+    cka_part = analyze_cka(noisy, clean, layers, snrs, noises, settings)
+    t1 = time.perf_counter()
+    diff_part = analyze_diffusion(noisy, layers, snrs, noises, cfg["diffusion"], seed=cfg["sweep"]["seed"])
+    t2 = time.perf_counter()
+    import jax
+
+    results = {
+        "settings": {
+            **cfg,
+            "analysis_fingerprint": key,
+            "store": str(store_dir),
+            "versions": {"jax": jax.__version__, "numpy": np.__version__},
+            "timings_s": {"cka": t1 - t0, "diffusion": t2 - t1},
+        },
+        "data": {
+            "corpus": data_desc, "n_utterances": len({u for u, _ in items}), "n_items": len(items),
+            "noises": noises, "snrs": snrs, "n_windows": len(items),
+            "items": [list(it) for it in items],
+        },
+        "layers": layers,
+        "cka": cka_part["cka"],
+        "regression": cka_part["regression"],
+        "diffusion": diff_part,
+    }
+    _atomic_json(res_path, results)
+    arrays = {k.replace("/", "__"): v for k, v in cka_part["arrays"].items()}
+    tmp = out / ".cka_values.tmp.npz"
+    np.savez_compressed(tmp, **arrays)
+    os.replace(tmp, out / "cka_values.npz")
+    _log(f"analysis: CKA {t1 - t0:.1f} s, diffusion {t2 - t1:.1f} s -> {res_path}")
+    return results
+
+
+# ----------------------------------------------------------------------------- entry point
+
+def run(config, out_dir, *, checkpoint: str | None = None) -> dict:
+    """Run (or resume) the sweep study. ``config``: a path, a shipped name ("demo",
+    "paper") or a dict. Returns the paths of the outputs."""
+    cfg = load_sweep_config(config) if not isinstance(config, dict) or "settings" not in config else config
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    _enable_compilation_cache()
+    _atomic_json(out / "config.json", cfg)
+    store_dir, desc, _ = _dump_stage(cfg, out, checkpoint)
+    results = _analysis_stage(cfg, store_dir, out, desc)
+    from jaxprobe.report import write_report
+
+    paths = write_report(results, out, formats=tuple(cfg["report"]["formats"]))
+    _log(f"report: {paths.get('html', out / 'report.html')}")
+    return {"results": str(out / "results.json"), **{k: str(v) for k, v in paths.items()}}
+
+
+def _enable_compilation_cache():
+    """Persist XLA compilations so re-runs skip the compile cost."""
+    import jax
+
+    cache = Path(os.environ.get("JAXPROBE_CACHE", Path.home() / ".cache" / "jaxprobe")) / "xla"
+    try:
+        jax.config.update("jax_compilation_cache_dir", str(cache))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    except Exception:  # pragma: no cover - older jax without these options
+        pass
