@@ -84,14 +84,19 @@ def _snr_edges(snrs: np.ndarray) -> np.ndarray:
     return np.concatenate([[2 * snrs[0] - mid[0]], mid, [2 * snrs[-1] - mid[-1]]])
 
 
-def _snr_ticks(axis, snrs: np.ndarray) -> None:
+def _snr_ticks(axis, snrs: np.ndarray, *, max_listed: int = 11) -> None:
     """Tick the SNRs themselves on a short grid; on a long one, round steps inside the grid."""
-    if snrs.size <= 11:
-        axis.set_ticks(snrs, [f"{s:g}" for s in snrs])
+    if snrs.size <= max_listed:
+        axis.set_ticks(snrs, [_num(s) for s in snrs])
         return
-    loc = MaxNLocator(nbins=9, steps=[1, 2, 5, 10], integer=True)
+    loc = MaxNLocator(nbins=max_listed - 2, steps=[1, 2, 5, 10], integer=True)
     ticks = [t for t in loc.tick_values(snrs.min(), snrs.max()) if snrs.min() <= t <= snrs.max()]
-    axis.set_ticks(ticks, [f"{t:g}" for t in ticks])
+    axis.set_ticks(ticks, [_num(t) for t in ticks])
+
+
+def _num(v: float) -> str:
+    """A tick label with a typographic minus, like matplotlib's own formatters."""
+    return f"{v:g}".replace("-", "\N{MINUS SIGN}")
 
 
 def _scale(vmax: float) -> tuple[float, str]:
@@ -198,7 +203,7 @@ def fig_cka_curves(results, out_dir, *, protocol=None, estimator=None, formats=F
             for layer in group:
                 c = LAYER_COLORS[layer.index % len(LAYER_COLORS)]
                 j = layer.depth
-                ax.fill_between(g.snrs, g.low[:, j], g.high[:, j], color=c, alpha=0.18, lw=0)
+                ax.fill_between(g.snrs, g.low[:, j], g.high[:, j], color=c, alpha=0.15, lw=0)
                 ax.plot(g.snrs, g.estimate[:, j], color=c, marker="o", ms=2, label=f"layer {layer.index}")
             ax.set_title(name, fontweight="bold")
             ax.grid(color="0.92", lw=0.5)
@@ -250,8 +255,8 @@ def fig_diffusion_snr(results, out_dir, *, reduce: str = "mean", formats=FORMATS
             mesh = ax.pcolormesh(e, e, m, cmap=DIST_CMAP, vmin=0, vmax=vmax, rasterized=True)
             ax.set_aspect("equal")
             ax.set_title(name, fontweight="bold")
-            ax.xaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))
-            ax.yaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))
+            _snr_ticks(ax.xaxis, snrs, max_listed=6)
+            _snr_ticks(ax.yaxis, snrs, max_listed=6)
             for side in ("top", "right"):
                 ax.spines[side].set_visible(True)
         for ax in axes[len(mats):]:

@@ -89,7 +89,23 @@ def _sections(results, figures, combo):
             ("table", f"CKA summary ({combo[0]}, {combo[1]}): estimate [interval] at selected SNRs",
              T.cka_rows(results, *combo)),
             ("list", "Summary of findings", findings(results, protocol=combo[0], estimator=combo[1]))]
+    notes = _notes(results)
+    if notes:
+        secs.append(("list", "Notes from the analysis", notes))
     return secs
+
+
+def _notes(results) -> list[str]:
+    """Free-text notes the analysis left (``results['notes']``, ``results['diffusion']['notes']``)
+    and the layers it excluded from the inter-layer maps."""
+    out = [str(n) for n in results.get("notes", []) or []]
+    diff = results.get("diffusion", {})
+    out += [str(n) for n in diff.get("notes", []) or []]
+    excluded = diff.get("inter_layer_excluded")
+    if excluded:
+        out.append("Excluded from the inter-layer diffusion maps: "
+                   + ", ".join(R.short_label(results, n) for n in excluded) + ".")
+    return out
 
 
 def _render_md(title, secs, out_dir: Path, csvs) -> str:

@@ -241,6 +241,18 @@ def test_inter_layer_block_labels_are_used(results, tmp_path):
     assert "Enc1-Dec2" in findings(r)[-1]
 
 
+def test_analysis_notes_are_reported(results, tmp_path):
+    r = copy.deepcopy(results)
+    r["diffusion"]["notes"] = ["epsilon fell back to the BGH rule for layer X"]
+    r["diffusion"]["inter_layer_excluded"] = [r["layers"][8]["name"]]
+    figs = [rep.fig_dc1(r, tmp_path / "figures", formats=("png",))]
+    paths = rep.write_report(r, tmp_path, figures=figs)
+    page = paths["html"].read_text(encoding="utf-8")
+    assert "Notes from the analysis" in page and "BGH rule for layer X" in page
+    assert "Excluded from the inter-layer diffusion maps: Latent.0." in page
+    assert page.count("data:image/png;base64,") == 1
+
+
 def test_formats_must_include_png(results, tmp_path):
     with pytest.raises(ValueError, match="formats"):
         rep.fig_dc1(results, tmp_path, formats=("pdf",))
