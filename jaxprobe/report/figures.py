@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.lines import Line2D
+from matplotlib.patheffects import Normal, Stroke
 from matplotlib.ticker import MaxNLocator
 
 from jaxprobe.report import _results as R
@@ -343,10 +344,11 @@ def fig_dc1(results, out_dir, *, formats=FORMATS) -> Figure:
                 c = LAYER_COLORS[layer.index % len(LAYER_COLORS)]
                 for noise, v in rec.dc1.items():
                     if noise != "pooled":
-                        ax.plot(rec.snrs, v, color=c, lw=0.5, alpha=0.35)
+                        ax.plot(rec.snrs, v, color=c, lw=0.5, alpha=0.35, zorder=1)
                         if noise not in noises:
                             noises.append(noise)
-                ax.plot(rec.snrs, rec.dc1["pooled"], color=c, lw=1.6, label=f"layer {layer.index}")
+                ax.plot(rec.snrs, rec.dc1["pooled"], color=c, lw=1.6, label=f"layer {layer.index}", zorder=3,
+                        path_effects=[Stroke(linewidth=2.6, foreground="white"), Normal()])
             ax.set_title(name, fontweight="bold")
             ax.grid(color="0.92", lw=0.5)
         for ax in axes[len(groups):]:
