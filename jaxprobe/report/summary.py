@@ -46,6 +46,13 @@ def _block_envelope(g: R.CkaGrid, row: int):
     return out
 
 
+def _overlaps(a: dict, b: dict) -> bool:
+    """Whether two layers' slope intervals intersect (True when either has no interval)."""
+    lo = max(a["slope_low"], b["slope_low"])
+    hi = min(a["slope_high"], b["slope_high"])
+    return not (lo > hi)  # NaN bounds compare False: counted as overlapping
+
+
 def _cka_sentence(results, protocol, estimator) -> str:
     g = R.cka_grid(results, protocol, estimator)
     row = int(np.argmin(g.snrs))
@@ -87,9 +94,12 @@ def _trend_sentences(results, protocol, estimator) -> list[str]:
         for r in skip_in:
             peers = by_block[r["layer"].block]
             top = max(peers, key=lambda q: q["slope"])
+            others = [q for q in peers if q is not r]
+            overlap = sum(_overlaps(r, q) for q in others)
             verdicts.append(f"{r['layer'].label} {ci(r['slope'], r['slope_low'], r['slope_high'], 4)} "
                             + ("is" if top is r else f"is not (top: {top['layer'].label})")
-                            + " the steepest of its block")
+                            + f" the steepest of its block (its interval overlaps those of {overlap} of "
+                            + f"the other {len(others)})")
         out.append("Skip-input layers: " + "; ".join(verdicts) + " (paper: local maxima at decoder skip entries).")
     return out
 

@@ -275,6 +275,11 @@ def test_findings_count_fits_and_quote_intervals(results):
     assert any(f"median Spearman ρ over 6 blocks = {rho:.3f}" in s for s in lines)
     assert not any(s.startswith("DC1 tracks") for s in lines)  # sentences describe, they do not presume
     assert any(re.search(r"Enc1 0\.\d\d \[0\.\d\d, 0\.\d\d\]", s) for s in lines)
+    # the fixture's skip inputs are the steepest of their blocks, clear of the other layers
+    d20 = next(r for r in results["regression"] if r["layer"] == results["layers"][12]["name"])
+    want = (f"Dec2.0 {d20['slope']:.4f} [{d20['slope_low']:.4f}, {d20['slope_high']:.4f}] is the steepest of "
+            "its block (its interval overlaps those of 0 of the other 3)")
+    assert any(want in s for s in lines)
 
 
 def test_given_summary_is_used_verbatim(results):
