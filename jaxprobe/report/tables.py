@@ -153,15 +153,18 @@ def data_rows(results) -> tuple[list[str], list[list[str]]]:
         f" in steps of {step[0]:g} dB" if step.size == 1 else "")
     rows = [["Corpus", str(data["corpus"])], ["Utterances", str(data["n_utterances"])],
             ["Noise types", f"{len(data['noises'])}: {', '.join(map(str, data['noises']))}"],
-            ["SNR grid", grid], ["Windows per utterance", str(data["n_windows"])]]
+            ["SNR grid", grid], ["Windows", str(data["n_windows"])]]
     rows += [[k, _show(v)] for k, v in data.items() if k not in ("n_utterances", "noises", "snrs", "n_windows", "corpus")]
     return ["Item", "Value"], rows
 
 
-def _show(v) -> str:
+def _show(v, nested: bool = False) -> str:
     if isinstance(v, float):
         return f"{v:g}"
     if isinstance(v, (list, tuple)):
-        return ", ".join(_show(x) for x in v) if len(v) <= 12 else f"{len(v)} values: " + ", ".join(
-            _show(x) for x in v[:5]) + ", ..."
+        parts = [_show(x, True) for x in v[:12 if len(v) <= 12 else 5]]
+        text = ", ".join(parts) if len(v) <= 12 else f"{len(v)} values: " + ", ".join(parts) + ", ..."
+        return f"({text})" if nested else text
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k}: {_show(x, True)}" for k, x in v.items()) + "}"
     return "null" if v is None else str(v)

@@ -245,12 +245,13 @@ def test_analysis_notes_are_reported(results, tmp_path):
     r = copy.deepcopy(results)
     r["diffusion"]["notes"] = ["epsilon fell back to the BGH rule for layer X"]
     r["diffusion"]["inter_layer_excluded"] = [r["layers"][8]["name"]]
-    figs = [rep.fig_dc1(r, tmp_path / "figures", formats=("png",))]
-    paths = rep.write_report(r, tmp_path, figures=figs)
+    r["data"]["items"] = [["utt-000", 0], ["utt-001", 1]]
+    paths = rep.write_report(r, tmp_path, figures=[])
     page = paths["html"].read_text(encoding="utf-8")
     assert "Notes from the analysis" in page and "BGH rule for layer X" in page
     assert "Excluded from the inter-layer diffusion maps: Latent.0." in page
-    assert page.count("data:image/png;base64,") == 1
+    assert "(utt-000, 0), (utt-001, 1)" in page
+    assert "data:image/png;base64," not in page
 
 
 def test_formats_must_include_png(results, tmp_path):
