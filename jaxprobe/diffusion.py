@@ -50,7 +50,7 @@ from kernels.gram import sq_distances
 
 EPSILON_RULES = ("median", "bgh")
 SOLVERS = ("auto", "eigh", "lobpcg")
-DENSE_MAX_N = 4096  # above this n, affinities are built in tiles (block_size=None)
+DENSE_MAX_N = 8192  # above this n, affinities are built in tiles (block_size=None)
 AUTO_EIGH_MAX_N = 256  # solver="auto" uses eigh up to this n
 BLOCK_SIZE = 1024
 EPSILON_SUBSAMPLE = 2048  # the top-k path estimates epsilon rules on this many points
@@ -368,7 +368,7 @@ def diffusion_map(
         Build affinities in ``block_size`` tiles at every operator product instead of
         storing the (n, n) matrix: memory ``O(n (d + k) + block_size^2)``, LOBPCG only;
         epsilon rules and the degeneracy check then use a random subsample of 2048
-        points. None: tiles of 1024 when n > 4096, dense otherwise.
+        points. None: tiles of 1024 when n > 8192, dense otherwise.
     maxiter, tol : LOBPCG iterations and tolerance
         (``jax.experimental.sparse.linalg.lobpcg_standard``).
 
@@ -413,7 +413,7 @@ def diffusion_map(
             raise ValueError(
                 f"The 'solver' parameter of {_FN} cannot be 'eigh' with tiled affinities (n = {n}, block_size = "
                 f"{block_size}): eigh needs the dense (n, n) matrix. Use solver='lobpcg' with n_components, "
-                "or block_size=None for n <= 4096."
+                "or block_size=None for n <= 8192."
             )
         k = n - 1 if n_components is None else int(n_components)
     else:
