@@ -200,15 +200,18 @@ def _resample(x: np.ndarray, orig: int, new: int) -> np.ndarray:
     return AF.resample(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), orig, new).numpy()
 
 
-def _enhance_16k(model: torch.nn.Module, waves: list[np.ndarray], batch_size: int) -> list[np.ndarray]:
+def _enhance_16k(model: torch.nn.Module, waves: list[np.ndarray], batch_size: int | None) -> list[np.ndarray]:
     cut = [muse_segments(w) for w in waves]
     segments = np.concatenate([c.segments for c in cut])
+    device = next(model.parameters(), torch.empty(0)).device
+    if batch_size is None:
+        batch_size = 1 if device.type == "cpu" else 8
     outs = []
     with torch.inference_mode():
         for start in range(0, len(segments), batch_size):
             mag_c, pha = muse_forward_inputs(segments[start : start + batch_size])
-            est_mag_c, est_pha, _ = model(mag_c, pha)
-            outs.append(muse_reconstruct(est_mag_c, est_pha).numpy())
+            est_mag_c, est_pha, _ = model(mag_c.to(device), pha.to(device))
+            outs.append(muse_reconstruct(est_mag_c.cpu(), est_pha.cpu()).numpy())
     outs = np.concatenate(outs)
     result, start = [], 0
     for c in cut:
@@ -224,7 +227,7 @@ def enhance(
     waveform,
     sample_rate: int = SAMPLE_RATE,
     *,
-    batch_size: int = 4,
+    batch_size: int | None = None,
 ):
     """Enhance speech with MUSE, exactly as the official inference does.
 
@@ -238,8 +241,10 @@ def enhance(
         Rate of ``waveform``. Other rates than 16 kHz are resampled to 16 kHz with
         ``torchaudio.functional.resample`` and the output back to ``sample_rate`` (the official
         script resamples with librosa instead, so results then differ slightly from it).
-    batch_size : int
-        Segments per forward pass (memory ~0.5 GB per segment).
+    batch_size : int, optional
+        Segments per forward pass. Default 1 on CPU (larger batches are slower per segment
+        there: 0.92 s vs 1.7 s per segment at 4, one thread) and 8 on a GPU. Inputs go to the
+        device of the model's parameters.
 
     Returns
     -------
@@ -247,7 +252,9 @@ def enhance(
     """
     if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
         raise ValueError(f"The 'sample_rate' parameter of enhance must be a positive int; got {sample_rate!r}.")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+    if batch_size is not None and (
+        isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1
+    ):
         raise ValueError(f"The 'batch_size' parameter of enhance must be an int in [1, inf); got {batch_size!r}.")
     is_list = isinstance(waveform, (list, tuple))
     if is_list:
@@ -263,7 +270,7 @@ def enhance(
     lengths = [len(w) for w in waves]
     if sample_rate != SAMPLE_RATE:
         waves = [_resample(w, sample_rate, SAMPLE_RATE) for w in waves]
-    out = _enhance_16k(model, waves, int(batch_size))
+    out = _enhance_16k(model, waves, None if batch_size is None else int(batch_size))
     if sample_rate != SAMPLE_RATE:
         out = [_fit(_resample(y, SAMPLE_RATE, sample_rate), n) for y, n in zip(out, lengths)]
     if is_list:

@@ -209,6 +209,15 @@ def test_bad_waveforms_are_rejected(bad, match):
         enhance(_Identity(), bad)
 
 
+@pytest.mark.parametrize("kwargs, match", [
+    ({"batch_size": 0}, "'batch_size' parameter"),
+    ({"sample_rate": 0}, "'sample_rate' parameter"),
+])
+def test_bad_settings_are_rejected(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        enhance(_Identity(), np.ones(10, np.float32), **kwargs)
+
+
 @pytest.fixture(scope="module")
 def three(golden):
     """Shorter than a segment, exactly one, and longer with a tail (two segments)."""
