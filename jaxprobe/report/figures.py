@@ -1,7 +1,7 @@
 """Figures of the SNR-sweep study, each drawn from the results dictionary alone.
 
 Every ``fig_*`` function takes the results dict (the content of ``results.json``) and an
-output folder, writes ``<stem>.png`` (220 dpi) and ``<stem>.pdf`` atomically, and returns a
+output folder, writes ``<stem>.png`` (200 dpi) and ``<stem>.pdf`` atomically, and returns a
 :class:`Figure` record (paths and caption). :func:`render_figures` draws all of them.
 
 Layer axes follow ``results['layers']`` (depth order); blocks and skip roles come from
