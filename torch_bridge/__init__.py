@@ -26,6 +26,7 @@ _EXPORTS: dict[str, str] = {
     "muse_forward_inputs": "torch_bridge.enhance",
     "muse_join": "torch_bridge.enhance",
     "muse_layers_by_block": "torch_bridge.models.muse_layers",
+    "muse_normalise": "torch_bridge.enhance",
     "muse_reconstruct": "torch_bridge.enhance",
     "muse_segments": "torch_bridge.enhance",
     "resolve_muse_checkpoint": "torch_bridge.weights",

@@ -11,7 +11,7 @@ Steps (``shared/muse/muse-architecture.md`` §1), per utterance x of length L at
 4. the generator → ``est_mag_c``, ``est_pha``; iSTFT of ``est_mag_c**(1/0.3) * exp(i est_pha)``;
 5. outputs joined, cropped to L and divided by c.
 
-For activation capture, run steps 1–3 yourself and call the model on the segments::
+For activation capture, run steps 1–3 yourself (``muse_normalise`` alone gives step 1) and call the model on the segments::
 
     segs = muse_segments(waveform)                  # MuseSegments(segments=(n, 30700), ...)
     mag_c, pha = muse_forward_inputs(segs.segments)  # two (n, 256, 308) float32 tensors
@@ -114,6 +114,28 @@ def _as_waveform(waveform, name: str = "waveform") -> np.ndarray:
     return x.astype(np.float32, copy=False)
 
 
+def muse_normalise(waveform) -> tuple[np.ndarray, float]:
+    """The official energy normalisation of one utterance, in float32.
+
+    Parameters
+    ----------
+    waveform : array of shape (L,)
+
+    Returns
+    -------
+    normalised : float32 ndarray of shape (L,)
+        ``c * waveform``, which has unit RMS.
+    norm_factor : float
+        ``c = sqrt(L / sum(waveform**2))``.
+    """
+    x = torch.from_numpy(np.ascontiguousarray(_as_waveform(waveform)))
+    energy = torch.sum(x**2.0)
+    if not energy > 0:
+        raise ValueError("The 'waveform' parameter is silent (all zeros); MUSE's energy normalisation needs signal.")
+    c = torch.sqrt(x.shape[0] / energy)
+    return (x * c).numpy(), float(c)
+
+
 def muse_segments(waveform) -> MuseSegments:
     """Normalise the energy of one utterance and cut it into 30,700-sample segments.
 
@@ -126,13 +148,9 @@ def muse_segments(waveform) -> MuseSegments:
     -------
     MuseSegments with ``segments`` of shape (n, 30700), n = max(1, ceil(L / 30700)).
     """
-    x = torch.from_numpy(np.ascontiguousarray(_as_waveform(waveform)))
+    normalised, c = muse_normalise(waveform)
+    x = torch.from_numpy(normalised)
     length = x.shape[0]
-    energy = torch.sum(x**2.0)
-    if not energy > 0:
-        raise ValueError("The 'waveform' parameter is silent (all zeros); MUSE's energy normalisation needs signal.")
-    c = torch.sqrt(length / energy)
-    x = x * c
     s = SEGMENT_SIZE
     if length < s:
         segs = torch.nn.functional.pad(x, (0, s - length))[None]
@@ -141,7 +159,7 @@ def muse_segments(waveform) -> MuseSegments:
         segs = x[: k * s].reshape(k, s)
         if r:
             segs = torch.cat([segs, x[-s:][None]])
-    return MuseSegments(segments=segs.numpy(), norm_factor=float(c), length=length)
+    return MuseSegments(segments=segs.numpy(), norm_factor=c, length=length)
 
 
 def muse_join(outputs, length: int) -> np.ndarray:

@@ -20,6 +20,7 @@ from torch_bridge import (
     muse_forward_inputs,
     muse_join,
     muse_layers_by_block,
+    muse_normalise,
     muse_reconstruct,
     muse_segments,
 )
@@ -186,6 +187,10 @@ def test_segments_start_at_the_end_for_the_tail(rng):
     np.testing.assert_array_equal(segs.segments[0], x[:S] * c)
     np.testing.assert_array_equal(segs.segments[1], x[-S:] * c)
     assert c == pytest.approx(np.sqrt(len(x) / np.sum(x.astype(np.float64) ** 2)), rel=1e-5)
+    normalised, c2 = muse_normalise(x)
+    assert c2 == segs.norm_factor
+    np.testing.assert_array_equal(normalised, x * c)
+    assert np.sqrt(np.mean(normalised.astype(np.float64) ** 2)) == pytest.approx(1.0, rel=1e-5)
 
 
 def test_forward_inputs_and_reconstruction(rng):
