@@ -143,7 +143,7 @@ def _render_html(title, secs, out_dir: Path, csvs) -> str:
                              "</figcaption></figure>")
     files = ", ".join(html.escape(os.path.relpath(p, out_dir)) for p in csvs.values())
     parts.append(f'<h2>Files</h2><p class="small">Long-format tables next to this report: {files}; '
-                 "figures as PNG and PDF in figures/.</p></body></html>")
+                 "figure files (PNG, and PDF where asked for) in figures/.</p></body></html>")
     return "\n".join(parts)
 
 

@@ -288,6 +288,17 @@ def test_given_summary_is_used_verbatim(results):
     assert findings(r) == ["A finding.", "Another."]
 
 
+def test_cli_names_the_missing_key(results, tmp_path, capsys):
+    from jaxprobe.report.__main__ import main
+
+    bad = _drop(results, ("diffusion", "table1"))
+    path = tmp_path / "results.json"
+    path.write_text(__import__("json").dumps(bad))
+    assert main([str(path), "--out", str(tmp_path / "out")]) == 2
+    assert "'table1'" in capsys.readouterr().err
+    assert main([str(tmp_path / "absent.json")]) == 2
+
+
 def test_import_does_not_load_torch():
     code = "import sys, jaxprobe.report; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0
