@@ -1,0 +1,80 @@
+"""The SNR-sweep study end to end on the real MUSE checkpoint (from ../shared), at a
+test size: tiny embedded corpus, 2 utterances x 2 noise types x 4 SNRs."""
+import json
+
+import numpy as np
+import pytest
+
+pytestmark = [pytest.mark.slow, pytest.mark.shared]
+
+
+@pytest.fixture(scope="module")
+def sweep_run(tmp_path_factory, request):
+    from tests.conftest import MUSE_DIR
+
+    if not (MUSE_DIR / "g_best").exists():
+        pytest.skip(f"needs {MUSE_DIR}/g_best (../shared is absent on this machine)")
+    from jaxprobe.studies.sweep import run
+
+    root = tmp_path_factory.mktemp("sweep")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("JAXPROBE_CACHE", str(root / "cache"))
+    request.addfinalizer(mp.undo)
+    cfg = {
+        "name": "e2e",
+        "model": {"batch_size": 3},
+        "data": {"corpus_size": "tiny", "speech_split": "all", "utterances": 2, "noises": ["pink", "babble"]},
+        "sweep": {"snrs": [-10, 0, 10, 30]},
+        "cka": {"n_boot": 300},
+        "diffusion": {"inter_snrs": [-10, 0, 10, 30]},
+    }
+    out = root / "out"
+    paths = run(cfg, out, checkpoint=str(MUSE_DIR / "g_best"))
+    return cfg, out, paths, run
+
+
+def test_outputs_and_schema(sweep_run):
+    cfg, out, paths, _ = sweep_run
+    res = json.loads((out / "results.json").read_text())
+    assert len(res["layers"]) == 24
+    assert {"cka", "regression", "diffusion", "settings", "data"} <= set(res)
+    rec = res["cka"][0]
+    assert {"layer", "block", "snr", "protocol", "estimator", "estimate", "low", "high"} <= set(rec)
+    reg = res["regression"][0]
+    assert {"slope", "intercept", "r2", "slope_low", "slope_high", "intercept_low", "intercept_high"} <= set(reg)
+    assert {r["block"] for r in res["diffusion"]["table1"]} == {"Enc1", "Enc2", "Latent", "Dec2", "Dec1", "Refine"}
+    inter = res["diffusion"]["inter_layer"]["-10"]
+    assert "Latent" not in inter["blocks"] and len(inter["matrix"]) == 5
+    for name in ("report.html", "report.md", "cka.csv", "regression.csv", "table1.csv",
+                 "figures/fig2_cka_heatmap.png", "figures/fig3_regression.pdf"):
+        assert (out / name).stat().st_size > 0, name
+    html = (out / "report.html").read_text()
+    assert "data:image/png;base64" in html and "src=\"http" not in html
+    for rec in res["cka"]:
+        assert np.isfinite(rec["estimate"])
+
+
+def test_robust_findings_with_intervals(sweep_run):
+    """Encoder layer 0 stays close to clean at 0 dB while the latent block does not; the
+    latent block is more SNR-sensitive (steeper slope) than encoder layer 0."""
+    _, out, _, _ = sweep_run
+    res = json.loads((out / "results.json").read_text())
+    reg = {r["layer"]: r for r in res["regression"] if r["protocol"] == "utterance" and r["estimator"] == "biased"}
+    layers = res["layers"]
+    enc0 = reg[layers[0]["name"]]
+    latent = [reg[l["name"]] for l in layers if l["block"] == "Latent"]
+    assert enc0["intercept_low"] > max(r["intercept_high"] for r in latent)
+    assert enc0["slope_high"] < min(r["slope_low"] for r in latent)
+    # DC1 follows SNR in the per-(layer, noise) maps
+    t1 = res["diffusion"]["table1_per_noise_maps"]
+    assert np.mean([r["spearman"] for r in t1]) > 0.8
+
+
+def test_rerun_uses_caches(sweep_run, capsys):
+    cfg, out, _, run = sweep_run
+    from tests.conftest import MUSE_DIR
+
+    run(cfg, out, checkpoint=str(MUSE_DIR / "g_best"))
+    log = capsys.readouterr().out
+    assert "analysis: cached" in log
+    assert "dump: 0 new items" in log
