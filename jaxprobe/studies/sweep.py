@@ -202,8 +202,8 @@ def _analysis_stage(cfg, store_dir: Path, out: Path, data_desc: str) -> dict:
         },
         "data": {
             "corpus": data_desc, "n_utterances": len({u for u, _ in items}), "n_items": len(items),
-            "noises": noises, "snrs": snrs, "n_windows": len(items),
-            "items": [list(it) for it in items],
+            "noises": noises, "snrs": snrs, "n_windows": max(w for _, w in items) + 1,
+            "utterance_ids": sorted({u for u, _ in items}),
         },
         "layers": layers,
         "cka": cka_part["cka"],
