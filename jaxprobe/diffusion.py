@@ -53,7 +53,7 @@ SOLVERS = ("auto", "eigh", "lobpcg")
 DENSE_MAX_N = 8192  # above this n, affinities are built in tiles (block_size=None)
 AUTO_EIGH_MAX_N = 256  # solver="auto" uses eigh up to this n
 BLOCK_SIZE = 1024
-EPSILON_SUBSAMPLE = 2048  # the top-k path estimates epsilon rules on this many points
+EPSILON_SUBSAMPLE = 2048  # the tiled path estimates epsilon rules on this many points
 ALMOST_ONE = 0.99  # smallest off-diagonal affinity above this: kernel ~ all ones
 ALMOST_ZERO = 1e-6  # largest off-diagonal affinity of a point below this: isolated point
 

@@ -26,7 +26,6 @@ from functools import partial
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from kernels.gram import sq_distances
 
@@ -49,11 +48,37 @@ def gaussian_affinity(D2, epsilon):
     return jnp.exp(-D2 / (2.0 * epsilon))
 
 
+def _triu_pairs(n):
+    """Row and column of the ``n (n - 1) / 2`` pairs ``i < j``, in row-major order.
+
+    Computed in the program from an iota (``np.triu_indices`` would embed two
+    constant arrays of that length, which XLA then folds slowly). Row ``i`` starts at
+    flat index ``i n - i (i + 1) / 2``; the row of flat index k comes from the integer
+    square root of ``(2n - 1)^2 - 8k`` (float estimate, then exact integer fixes).
+    int32 arithmetic: n <= 23170.
+    """
+    k = jnp.arange(n * (n - 1) // 2, dtype=jnp.int32)
+    b = 2 * n - 1
+    disc = b * b - 8 * k
+    s = jnp.floor(jnp.sqrt(disc.astype(jnp.float32))).astype(jnp.int32)
+    s = jnp.where(s * s > disc, s - 1, s)
+    s = jnp.where((s + 1) * (s + 1) <= disc, s + 1, s)
+
+    def start(i):
+        return i * n - (i * (i + 1)) // 2
+
+    i = jnp.clip((b - s) // 2, 0, n - 2)
+    i = jnp.where(start(i) > k, i - 1, i)
+    i = jnp.where(start(i + 1) <= k, i + 1, i)
+    return i, k - start(i) + i + 1
+
+
 @jax.jit
 def epsilon_median(D2):
     """Median rule: median squared distance over the distinct pairs ``i < j``.
 
-    Exact order statistics without a sort: the upper triangle is gathered once, then
+    Exact order statistics without a sort: the upper triangle is gathered once
+    (``n <= 23170``), then
     the lower middle value is found by bisection on the bit patterns of the
     (non-negative) values, whose integer order is their float order (one counting
     pass per bit); the upper middle value is that one again or the next larger value.
@@ -69,9 +94,9 @@ def epsilon_median(D2):
     n = D2.shape[0]
     wide = D2.dtype == jnp.float64
     itype = jnp.int64 if wide else jnp.int32
-    iu, ju = np.triu_indices(n, 1)
+    iu, ju = _triu_pairs(n)
     bits = jax.lax.bitcast_convert_type(jnp.maximum(D2[iu, ju], 0.0), itype)
-    count = iu.size
+    count = n * (n - 1) // 2
     rank = (count - 1) // 2  # 0-based rank of the lower middle value
 
     def halve(_, lohi):

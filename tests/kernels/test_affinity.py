@@ -117,3 +117,13 @@ def test_median_under_vmap(rng):
     meds = jax.vmap(epsilon_median)(D2)
     iu = np.triu_indices(9, 1)
     np.testing.assert_array_equal(np.asarray(meds), [np.median(np.asarray(d)[iu]) for d in D2])
+
+
+@pytest.mark.parametrize("n", [2, 3, 4, 5, 17, 738, 2048])
+def test_triu_pairs_match_numpy(n):
+    from kernels.affinity import _triu_pairs
+
+    i, j = _triu_pairs(n)
+    iu, ju = np.triu_indices(n, 1)
+    np.testing.assert_array_equal(np.asarray(i), iu)
+    np.testing.assert_array_equal(np.asarray(j), ju)
