@@ -185,21 +185,25 @@ def muse_forward_inputs(segments) -> tuple[torch.Tensor, torch.Tensor]:
 
     Parameters
     ----------
-    segments : array of shape (n, 30700)
-        From :func:`muse_segments` (several utterances' segments may be stacked).
+    segments : array or tensor of shape (n, 30700)
+        From :func:`muse_segments` (several utterances' segments may be stacked). A tensor
+        stays on its device (the STFT runs there).
 
     Returns
     -------
     mag_c, pha : float32 tensors of shape (n, 256, 308)
         ``|STFT|**0.3`` and ``angle(STFT)``, ready for ``model(mag_c, pha)``.
     """
-    x = torch.as_tensor(np.asarray(segments, dtype=np.float32))
+    if isinstance(segments, torch.Tensor):
+        x = segments.to(torch.float32)
+    else:
+        x = torch.as_tensor(np.asarray(segments, dtype=np.float32))
     if x.ndim != 2 or x.shape[1] != SEGMENT_SIZE:
         raise ValueError(
             f"The 'segments' parameter must have shape (n, {SEGMENT_SIZE}); got {tuple(x.shape)}. "
             "Cut waveforms with muse_segments first."
         )
-    spec = torch.stft(x, N_FFT, hop_length=HOP_SIZE, win_length=WIN_SIZE, window=_window(),
+    spec = torch.stft(x, N_FFT, hop_length=HOP_SIZE, win_length=WIN_SIZE, window=_window().to(x.device),
                       center=True, pad_mode="reflect", normalized=False, return_complex=True)
     return spec.abs() ** COMPRESS_FACTOR, spec.angle()
 
@@ -208,7 +212,8 @@ def muse_reconstruct(est_mag_c: torch.Tensor, est_pha: torch.Tensor) -> torch.Te
     """iSTFT of the model outputs ``(n, 256, T)`` → normalised waveforms ``(n, 100*(T-1))``."""
     mag = est_mag_c ** (1.0 / COMPRESS_FACTOR)
     spec = torch.complex(mag * torch.cos(est_pha), mag * torch.sin(est_pha))
-    return torch.istft(spec, N_FFT, hop_length=HOP_SIZE, win_length=WIN_SIZE, window=_window(), center=True)
+    return torch.istft(spec, N_FFT, hop_length=HOP_SIZE, win_length=WIN_SIZE, window=_window().to(spec.device),
+                       center=True)
 
 
 # ----------------------------------------------------------------------------- enhance

@@ -199,6 +199,8 @@ def test_forward_inputs_and_reconstruction(rng):
     assert mag_c.shape == pha.shape == (2, 256, 308) and mag_c.dtype == torch.float32
     assert (mag_c >= 0).all() and (pha.abs() <= np.pi).all()
     np.testing.assert_allclose(muse_reconstruct(mag_c, pha).numpy(), segs, atol=1e-4)
+    from_tensor = muse_forward_inputs(torch.from_numpy(segs))
+    assert torch.equal(from_tensor[0], mag_c) and torch.equal(from_tensor[1], pha)
     with pytest.raises(ValueError, match=r"shape \(n, 30700\)"):
         muse_forward_inputs(segs[:, :100])
 
