@@ -56,7 +56,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-clean", action="store_true", help="do not dump the clean reference")
     p.add_argument("--out", required=True, help="store folder (created, or resumed when it exists)")
     p.add_argument("--shard", type=_shard, default="0/1", help="do shard i of n (chunks k with k %% n == i)")
-    p.add_argument("--batch-size", type=int, default=4, help="windows per forward pass (default 4)")
+    p.add_argument("--batch-size", type=int, default=1, help="windows per forward pass (default 1, the fastest "
+                   "per window for MUSE on a CPU; use 8 or more on a GPU)")
+    p.add_argument("--device", default="cpu", help="torch device of the model, e.g. cpu or cuda (default cpu)")
     p.add_argument("--chunk-size", type=int, help="windows per committed chunk (default 4 x batch size)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -71,7 +73,7 @@ def main(args: argparse.Namespace) -> int:
         utterances=args.utterances, seed=args.seed, duration=args.duration, short=args.short,
         window_mode=args.windows, hop=args.hop, include_clean=not args.no_clean, out=args.out,
         shard=args.shard, batch_size=args.batch_size, chunk_size=args.chunk_size,
-        threads=args.threads, progress=not args.quiet,
+        threads=args.threads, device=args.device, progress=not args.quiet,
     )
     print(f"{report.store}: shard {report.shard[0]}/{report.shard[1]}: wrote {report.chunks_written} chunk(s) "
           f"({report.items_written} windows) in {report.seconds:.1f} s; {report.chunks_skipped} already done.")

@@ -109,7 +109,8 @@ def dump(
     items : sequence of Item, the plan; must be identical for every run and shard of a store
     load : item -> waveform (np.ndarray of shape (S,)) or (waveform, info dict); the info
         (e.g. mixing metadata) is stored per item
-    forward : (model, batch tensor (B, S)) -> anything; default ``model(batch)``
+    forward : (model, batch tensor (B, S) on the CPU) -> anything; default ``model(batch)``
+        with the batch moved to the model's device
     pooling, side, select : as in ``capture``
     batch_size : items per forward pass
     chunk_size : items per committed chunk (default ``4 * batch_size``)
@@ -147,7 +148,7 @@ def dump(
 
     bar = tqdm(total=total_items, initial=done_items, unit="seg", disable=not progress,
                desc=f"dump {shard_i}/{n_shards}", dynamic_ncols=True)
-    call = forward or (lambda m, b: m(b))
+    call = forward or _plain_forward
     t0 = time.perf_counter()
     written = skipped = n_written_items = 0
     try:
@@ -321,28 +322,36 @@ class DumpModel:
 
 
 def _muse_energy_norm(x: np.ndarray) -> tuple[np.ndarray, dict]:
-    """The official inference's first step over the whole signal: x * sqrt(L / sum(x^2)),
-    in float32 torch arithmetic exactly as the official code (and ``muse_segments``) does it:
-    MUSE is sensitive enough that a 1e-7 relative change of its input moves the norm1 means
-    by ~1e-3 relative, so the rounding must match, not only the formula."""
-    t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-    energy = torch.sum(t**2.0)
-    if not energy > 0:
-        raise ValueError("A silent mixture cannot be energy-normalised for MUSE (sum of squares is 0).")
-    c = torch.sqrt(t.shape[0] / energy)
-    return (t * c).numpy(), {"muse_norm_factor": float(c)}
+    """The official inference's first step over the whole mixture (``muse_normalise``: float32,
+    as the official code computes it; MUSE is sensitive enough that a 1e-7 relative change of
+    its input moves the norm1 means by ~1e-3 relative, so the rounding must match too)."""
+    from .enhance import muse_normalise
+
+    x, c = muse_normalise(x)
+    return x, {"muse_norm_factor": c}
+
+
+def _model_device(model: torch.nn.Module) -> torch.device:
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+def _plain_forward(model: torch.nn.Module, batch: torch.Tensor):
+    return model(batch.to(_model_device(model)))
 
 
 def _muse_forward(model: torch.nn.Module, batch: torch.Tensor):
     from .enhance import muse_forward_inputs
 
-    mag_c, pha = muse_forward_inputs(batch)
-    return model(mag_c, pha)
+    mag_c, pha = muse_forward_inputs(batch)  # STFT on the CPU, as the official code
+    dev = _model_device(model)
+    return model(mag_c.to(dev), pha.to(dev))
 
 
-def muse_dump_model(checkpoint: str | None = None, *, layers: Sequence[Any] | None = None) -> DumpModel:
-    """MUSE with the official weights (resolved as ``load_muse`` does), its 24 canonical
-    ``norm1`` layers (``MUSE_LAYERS``), the STFT front end and 30,700-sample windows."""
+def muse_dump_model(checkpoint: str | None = None, *, layers: Sequence[Any] | None = None,
+                    device: str = "cpu") -> DumpModel:
+    """MUSE with the official weights (resolved as ``load_muse`` does) on ``device``, its 24
+    canonical ``norm1`` layers (``MUSE_LAYERS``), the STFT front end and 30,700-sample windows."""
     from .enhance import SEGMENT_SIZE, load_muse
     from .weights import resolve_muse_checkpoint, sha256_file
 
@@ -352,7 +361,7 @@ def muse_dump_model(checkpoint: str | None = None, *, layers: Sequence[Any] | No
 
         layers = MUSE_LAYERS
     return DumpModel(
-        model=load_muse(path),
+        model=load_muse(path).to(device),
         layers=layers,
         forward=_muse_forward,
         prepare=_muse_energy_norm,
@@ -412,6 +421,7 @@ def run_dump(
     batch_size: int = 4,
     chunk_size: int | None = None,
     threads: int | None = None,
+    device: str = "cpu",
     progress: bool = True,
 ) -> DumpReport:
     """``jaxprobe dump``: read clean speech (``data``: a folder of audio files, or
@@ -424,7 +434,7 @@ def run_dump(
 
     if model not in MODELS:
         raise ValueError(f"The 'model' parameter of run_dump must be one of {sorted(MODELS)}. Got {model!r} instead.")
-    spec = MODELS[model](checkpoint)
+    spec = MODELS[model](checkpoint, device=device)
     speech = _read_speech(data, split)
     if utterances is not None:
         speech = speech[:utterances]
