@@ -1,0 +1,190 @@
+"""MUSE segments per second on this CPU: plain forward, forward + capture of the 24 canonical
+layers, and the end-to-end dump (mixing + forward + capture + store write).
+
+The three workloads run interleaved in rounds (plain, capture, dump, plain, ...) so that a
+machine shared with other jobs slows them alike; the ratios are medians of per-round ratios.
+Before timing, the capture is checked against the official code's golden norm1 means.
+Writes bench/results/bridge.json.
+
+    python bench/bench_bridge.py [--rounds 5] [--batch 2] [--threads 2]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_MUSE = ROOT.parent / "shared" / "muse"
+
+
+def _machine(threads: int) -> dict:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "logical_cpus": os.cpu_count(),
+        "torch_threads": threads,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "load_average_start": list(os.getloadavg()),
+    }
+
+
+def _check_against_golden(model, layers) -> float:
+    """Largest relative (Frobenius) difference of the captured norm1 time means to the
+    official code's, on the golden input; raises if above 1e-4."""
+    from torch_bridge import capture
+    from torch_bridge.enhance import muse_forward_inputs, muse_segments
+
+    gold = np.load(SHARED_MUSE / "golden_case1.npz")
+    stages = {"Enc1": "encoder_level1", "Enc2": "encoder_level2", "Latent": "latent",
+              "Dec2": "decoder_level2", "Dec1": "decoder_level1", "Refine": "mag_refinement"}
+    with capture(model, layers) as acts:
+        model(*muse_forward_inputs(torch.from_numpy(muse_segments(gold["noisy"]).segments)))
+    worst = 0.0
+    for layer in layers:
+        want = gold[f"norm1_mean.{stages[layer.block]}.{layer.index}"]
+        worst = max(worst, float(np.linalg.norm(acts[layer.name][0] - want) / np.linalg.norm(want)))
+    if worst > 1e-4:
+        raise SystemExit(f"capture disagrees with the golden norm1 means: {worst:.2e} relative")
+    return worst
+
+
+def _hook_cost(layers, batch: int, threads: int, plain_s_per_segment: float) -> dict:
+    """Time the work the 24 hooks add, alone: time-mean pooling of each layer's [B, C, T, F]
+    output and the copy to numpy, on tensors of MUSE's shapes (best of 20)."""
+    from torch_bridge.hooks import _POOL_FNS, _to_numpy
+
+    frames = {16: 308, 32: 154, 48: 77}
+    xs = [torch.randn(batch, c, frames[c], f) for c, f in (tuple(layer.shape) for layer in layers)]
+    pool = _POOL_FNS["time_mean"]
+    best = float("inf")
+    with torch.inference_mode():
+        for _ in range(20):
+            t0 = time.perf_counter()
+            for x in xs:
+                _to_numpy(pool(x), x)
+            best = min(best, time.perf_counter() - t0)
+    per_segment = best / batch
+    return {"seconds_per_segment": per_segment, "fraction_of_best_plain_forward": per_segment / plain_s_per_segment}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--batch", type=int, default=2, help="segments per forward pass and per round")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "bridge.json"))
+    args = ap.parse_args()
+
+    from torch_bridge import capture, dump_snr_sweep, snr_sweep
+    from torch_bridge.dump import muse_dump_model
+    from torch_bridge.enhance import SEGMENT_SIZE
+
+    torch.set_num_threads(args.threads)
+    machine = _machine(args.threads)
+    ckpt = os.environ.get("JAXPROBE_MUSE_CHECKPOINT") or (SHARED_MUSE / "g_best")
+    spec = muse_dump_model(str(ckpt))
+    model, layers = spec.model, list(spec.layers)
+    golden_rel = _check_against_golden(model, layers)
+
+    # Inputs: the golden sentence mixed with seeded noise at `batch` SNRs; one segment each.
+    gold = np.load(SHARED_MUSE / "golden_case1.npz")
+    clean = gold["clean"]
+    noise = np.random.default_rng(0).standard_normal(4 * SEGMENT_SIZE).astype(np.float32)
+    snrs = list(range(0, 5 * args.batch, 5))
+    sweep = snr_sweep({"case1": clean}, {"white": noise}, snrs, seed=0, duration=None)
+    segs = np.stack([spec.prepare(sweep[i].noisy)[0] for i in range(len(sweep))])
+    batch = torch.from_numpy(segs)
+
+    def plain():
+        with torch.inference_mode():
+            spec.forward(model, batch)
+
+    def captured():
+        with capture(model, layers) as acts:
+            spec.forward(model, batch)
+        assert acts[layers[0].name].shape == (args.batch, 16, 128)
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench_bridge_"))
+
+    def end_to_end(r):
+        rep = dump_snr_sweep(model, layers, sweep, tmp / f"store{r}", window=spec.window, include_clean=False,
+                             forward=spec.forward, prepare=spec.prepare, model_info=spec.info,
+                             batch_size=args.batch, chunk_size=args.batch, progress=False)
+        assert rep.items_written == args.batch
+
+    plain()  # warm-up: allocator, oneDNN primitive caches, pyloudnorm filters
+    captured()
+    end_to_end(-1)
+    times = {"plain": [], "capture": [], "end_to_end": []}
+    cpu = {"plain": [], "capture": [], "end_to_end": []}
+    try:
+        for r in range(args.rounds):
+            for name, fn in (("plain", plain), ("capture", captured), ("end_to_end", lambda: end_to_end(r))):
+                t0, c0 = time.perf_counter(), time.process_time()
+                fn()
+                times[name].append(time.perf_counter() - t0)
+                cpu[name].append(time.process_time() - c0)
+            print(f"round {r}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in times.items()), file=sys.stderr)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    n = args.batch
+    hook = _hook_cost(layers, n, args.threads, min(times["plain"]) / n)
+    overhead = [c / p for c, p in zip(times["capture"], times["plain"])]
+    efficiency = [p / e for p, e in zip(times["plain"], times["end_to_end"])]
+    result = {
+        "benchmark": "bridge",
+        "workload": {"model": "MUSE (official g_best)", "segment_samples": SEGMENT_SIZE, "batch": n,
+                     "layers_captured": len(layers), "pooling": "time_mean", "rounds": args.rounds,
+                     "end_to_end": "mixing (exact SNR, -23 LUFS) + energy norm + STFT + forward + capture + store write (fsync)"},
+        "check": {"golden_norm1_max_relative_frobenius": golden_rel, "tolerance": 1e-4},
+        "segments_per_second": {k: n / statistics.median(v) for k, v in times.items()},
+        "segments_per_second_best": {k: n / min(v) for k, v in times.items()},
+        "seconds_per_round": times,
+        "cpu_seconds_per_round": cpu,
+        "ratios": {
+            "capture_over_plain_median": statistics.median(overhead),
+            "capture_overhead_percent": 100 * (statistics.median(overhead) - 1),
+            "capture_over_plain_cpu_time": statistics.median(cpu["capture"]) / statistics.median(cpu["plain"]),
+            "end_to_end_efficiency_median": statistics.median(efficiency),
+            "end_to_end_efficiency_cpu_time": statistics.median(cpu["plain"]) / statistics.median(cpu["end_to_end"]),
+        },
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "hook_cost": hook,
+        "machine": {**machine, "load_average_end": list(os.getloadavg())},
+        "note": "Ratios are medians of per-round ratios (the three workloads alternate within a round). "
+                "The CPU is shared with other jobs; see load_average_* and the per-round times.",
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    r = result["ratios"]
+    print(f"plain {result['segments_per_second']['plain']:.3f} seg/s, capture overhead "
+          f"{r['capture_overhead_percent']:+.1f}%, end-to-end efficiency {r['end_to_end_efficiency_median']:.3f} -> {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
