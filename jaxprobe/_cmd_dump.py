@@ -59,7 +59,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=1, help="windows per forward pass (default 1, the fastest "
                    "per window for MUSE on a CPU; use 8 or more on a GPU)")
     p.add_argument("--device", default="cpu", help="torch device of the model, e.g. cpu or cuda (default cpu)")
-    p.add_argument("--chunk-size", type=int, help="windows per committed chunk (default 4 x batch size)")
+    p.add_argument("--chunk-size", type=int, help="windows per committed chunk (default: the existing store's, else 16)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 

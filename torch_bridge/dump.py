@@ -54,6 +54,20 @@ def parse_shard(text: str) -> tuple[int, int]:
     return i, n
 
 
+DEFAULT_CHUNK_SIZE = 16
+
+
+def _existing_chunk_size(out) -> int | None:
+    import json
+    from pathlib import Path
+
+    path = Path(out) / "manifest.json"
+    if not path.is_file():
+        return None
+    with open(path) as f:
+        return int(json.load(f)["chunk_size"])
+
+
 def _layer_entry(layer: Any) -> dict[str, Any]:
     if isinstance(layer, str):
         return {"name": layer}
@@ -113,7 +127,9 @@ def dump(
         with the batch moved to the model's device
     pooling, side, select : as in ``capture``
     batch_size : items per forward pass
-    chunk_size : items per committed chunk (default ``4 * batch_size``)
+    chunk_size : items per committed chunk, fixed for the life of a store (default: the
+        existing store's, else 16); independent of ``batch_size``, so a resumed dump may use
+        another batch size
     shard : (i, n) or "i/n": do chunks k with k % n == i
     model_info, mixing, extra : recorded in the manifest (model name, checkpoint sha256, ...)
     """
@@ -122,7 +138,8 @@ def dump(
     shard_i, n_shards = shard
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"The 'batch_size' parameter of dump must be an int in [1, inf). Got {batch_size!r} instead.")
-    chunk_size = 4 * batch_size if chunk_size is None else chunk_size
+    if chunk_size is None:
+        chunk_size = _existing_chunk_size(out) or DEFAULT_CHUNK_SIZE
     entries = [_layer_entry(layer) for layer in layers]
     names = [e["name"] for e in entries]
     plan = Plan.from_items(items)

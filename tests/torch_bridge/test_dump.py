@@ -133,6 +133,21 @@ def test_two_shard_writers_fill_one_store_concurrently(reference, tmp_path):
     _assert_equal_stores(out, reference)
 
 
+def test_resume_with_another_batch_size_keeps_the_chunking(tmp_path):
+    model, items = worker.make_model(), worker.items()
+    kw = dict(progress=False, durable=False)
+    first = dump(model, worker.LAYERS, items[:20], worker.load, tmp_path / "s", batch_size=1, shard="0/2", **kw)
+    assert open_store(tmp_path / "s").chunk_size == 16 and first.items_written == 16
+    rest = dump(model, worker.LAYERS, items[:20], worker.load, tmp_path / "s", batch_size=3, **kw)
+    assert rest.chunks_skipped == 1 and rest.items_written == 4
+    dump(model, worker.LAYERS, items[:20], worker.load, tmp_path / "ref", batch_size=1, **kw)
+    for layer in worker.LAYERS:
+        np.testing.assert_allclose(open_store(tmp_path / "s").read(layer), open_store(tmp_path / "ref").read(layer),
+                                   rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="chunk_size"):
+        dump(model, worker.LAYERS, items[:20], worker.load, tmp_path / "s", chunk_size=5, **kw)
+
+
 def test_generic_dump_rejects_mismatched_batches_and_bad_shards(tmp_path):
     model = worker.make_model()
     its = [Item({"snr": 0}, "a"), Item({"snr": 0}, "b")]
