@@ -153,7 +153,7 @@ def data_rows(results) -> tuple[list[str], list[list[str]]]:
         f" in steps of {step[0]:g} dB" if step.size == 1 else "")
     rows = [["Corpus", str(data["corpus"])], ["Utterances", str(data["n_utterances"])],
             ["Noise types", f"{len(data['noises'])}: {', '.join(map(str, data['noises']))}"],
-            ["SNR grid", grid], ["Windows", str(data["n_windows"])]]
+            ["SNR grid", grid], ["Windows per utterance", str(data["n_windows"])]]
     rows += [[k, _show(v)] for k, v in data.items() if k not in ("n_utterances", "noises", "snrs", "n_windows", "corpus")]
     return ["Item", "Value"], rows
 
