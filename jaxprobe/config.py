@@ -18,7 +18,7 @@ SWEEP_DEFAULTS: dict[str, Any] = {
         "name": "muse",
         "checkpoint": "",  # empty: --checkpoint, then $JAXPROBE_MUSE_CHECKPOINT, then cache, then download
         "threads": 0,  # torch threads; 0 = torch's default
-        "batch_size": 4,
+        "batch_size": 1,  # windows per MUSE forward; 1 is fastest per window on CPU
     },
     "data": {
         "source": "embedded",  # "embedded" or "voicebank_demand"
