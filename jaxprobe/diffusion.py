@@ -253,6 +253,7 @@ def _check_real(v, name, lo, hi, *, lo_open=False, fn=_FN):
 
 
 def _check_clouds(X, name, fn):
+    host = X if isinstance(X, np.ndarray) and X.dtype.kind == "f" else None
     X = as_float_array(X, name, fn=fn, min_ndim=2)
     n = X.shape[-2]
     if n < 3:
@@ -260,10 +261,14 @@ def _check_clouds(X, name, fn):
             f"The '{name}' parameter of {fn} must hold at least 3 points on axis -2 (shape (..., n, d)); "
             f"got shape {tuple(X.shape)}. A diffusion map of fewer than 3 points has no structure."
         )
-    check_finite(X, name, fn=fn)
-    spread = np.max(np.ptp(np.asarray(X), axis=-2), axis=-1)
-    if (spread == 0).any():
-        idx = tuple(int(i) for i in np.argwhere(np.atleast_1d(spread == 0))[0]) if spread.ndim else ()
+    Xn = np.asarray(X) if host is None else host  # a device-to-host copy costs more than the checks
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = Xn.sum()  # one pass, no temporary; inf/nan here only if some value is (or it overflowed)
+    if not np.isfinite(total):
+        check_finite(Xn, name, fn=fn)  # the exact check, worded with the first bad index
+    same = np.max(np.ptp(Xn, axis=-2), axis=-1) == 0
+    if same.any():
+        idx = tuple(int(i) for i in np.argwhere(np.atleast_1d(same))[0]) if same.ndim else ()
         raise ValueError(
             f"The '{name}' parameter of {fn} holds a cloud whose points are all identical "
             f"(batch index {idx}); its affinities carry no geometry. Drop that cloud or check how it was built."
