@@ -250,6 +250,7 @@ def bootstrap_cka(
     kernel: str = "linear",
     sigma=None,
     chunk: int = 256,
+    mesh=None,
 ) -> BootstrapResult:
     """Bootstrap interval of CKA(X, Y), all replicates from count-matrix GEMMs.
 
@@ -269,6 +270,8 @@ def bootstrap_cka(
     kernel, sigma : as in :func:`jaxprobe.cka`; the RBF bandwidth is set once on the
         full sample and kept for every replicate.
     chunk : replicates per GEMM (memory O(chunk * 5n) per batch item).
+    mesh : None (one device), or a ``jax.sharding.Mesh``, "all" or N: replicates are split
+        over the devices (``jaxprobe.distributed``); the same replicates for any device count.
 
     Returns
     -------
@@ -291,9 +294,14 @@ def bootstrap_cka(
         sx, sy = _resolve_sigma(X, sigma, fn), _resolve_sigma(Y, sigma, fn)
     K, L = _grams(X, Y, sx, sy, kernel=kernel)
 
-    C = design.counts(key, n_boot)
     chunk = min(chunk, n_boot)
-    kl, kk, ll = _boot_cka_from_grams(K, L, C, debiased=debiased, chunk=chunk)
+    if mesh is None:
+        C = design.counts(key, n_boot)
+        kl, kk, ll = _boot_cka_from_grams(K, L, C, debiased=debiased, chunk=chunk)
+    else:
+        from jaxprobe.distributed import sharded_bootstrap_cka_terms
+
+        kl, kk, ll = sharded_bootstrap_cka_terms(K, L, design, key, n_boot, mesh=mesh, debiased=debiased, chunk=chunk)
     full = jnp.ones((1, n), jnp.int32)
     ekl, ekk, ell = _boot_cka_from_grams(K, L, full, debiased=debiased, chunk=1)
     estimate = (ekl / jnp.sqrt(ekk * ell))[0]
@@ -327,6 +335,7 @@ def bootstrap_mean(
     hierarchical: bool = False,
     level: float = 0.95,
     method: str = "percentile",
+    mesh=None,
 ) -> BootstrapResult:
     """Bootstrap interval of the mean of per-item statistics (last axis = items).
 
@@ -337,7 +346,7 @@ def bootstrap_mean(
     Parameters
     ----------
     values : array of shape (..., n)
-    key, n_boot, groups, hierarchical, level, method : as in :func:`bootstrap_cka`.
+    key, n_boot, groups, hierarchical, level, method, mesh : as in :func:`bootstrap_cka`.
 
     Returns
     -------
@@ -352,8 +361,13 @@ def bootstrap_mean(
         raise ValueError(f"The 'values' parameter of {fn} needs at least 2 items on the last axis; got {n}.")
     design = _Design(n, groups, hierarchical, fn)
     flat = v.reshape(-1, n).T  # (n, k)
-    C = design.counts(key, n_boot)
-    reps = _resample.bootstrap_weighted_means(flat, C).reshape((n_boot,) + v.shape[:-1])
+    if mesh is None:
+        reps = _resample.bootstrap_weighted_means(flat, design.counts(key, n_boot))
+    else:
+        from jaxprobe.distributed import sharded_weighted_means
+
+        reps = sharded_weighted_means(flat, design, key, n_boot, mesh=mesh)
+    reps = reps.reshape((n_boot,) + v.shape[:-1])
     estimate = jnp.mean(v, axis=-1)
     jack = None
     if method == "bca":

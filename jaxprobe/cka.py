@@ -172,7 +172,7 @@ def _resolve_sigma(A, sigma, fn):
     return jnp.broadcast_to(jnp.asarray(s, dtype=A.dtype), A.shape[:-2])
 
 
-def cka(X, Y, *, kernel="linear", sigma=None, debiased=False):
+def cka(X, Y, *, kernel="linear", sigma=None, debiased=False, mesh=None):
     """Centered Kernel Alignment between two representations of the same samples.
 
     Parameters
@@ -190,6 +190,8 @@ def cka(X, Y, *, kernel="linear", sigma=None, debiased=False):
     debiased : bool
         Use the unbiased HSIC estimator of Song et al. (2012) (needs n >= 4). Its CKA
         can be negative; it is never clamped.
+    mesh : None (one device), or a ``jax.sharding.Mesh``, "all" or N: the broadcast
+        leading batch is split over the devices (``jaxprobe.distributed.sharded_cka``).
 
     Returns
     -------
@@ -209,9 +211,18 @@ def cka(X, Y, *, kernel="linear", sigma=None, debiased=False):
         if sigma is not None:
             raise ValueError("The 'sigma' parameter of cka applies to kernel='rbf' only; got kernel='linear'.")
         n, d1, d2 = X.shape[-2], X.shape[-1], Y.shape[-1]
-        return _linear_cka_batched(X, Y, debiased=debiased, features=_use_features(n, d1, d2))
+        features = _use_features(n, d1, d2)
+        if mesh is not None:
+            from jaxprobe.distributed import sharded_cka
+
+            return sharded_cka(X, Y, 0.0, 0.0, mesh=mesh, kernel=kernel, debiased=debiased, features=features)
+        return _linear_cka_batched(X, Y, debiased=debiased, features=features)
     sx = _resolve_sigma(X, sigma, fn)
     sy = _resolve_sigma(Y, sigma, fn)
+    if mesh is not None:
+        from jaxprobe.distributed import sharded_cka
+
+        return sharded_cka(X, Y, sx, sy, mesh=mesh, kernel=kernel, debiased=debiased, features=False)
     return _rbf_cka_batched(X, Y, sx, sy, debiased=debiased)
 
 
