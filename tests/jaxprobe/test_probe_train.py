@@ -1,9 +1,6 @@
 """All-layer probe training: data alignment, loss goes down, vmapped == per-layer, exact resume."""
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import jax
 import numpy as np
 import pytest
@@ -86,7 +83,7 @@ def test_all_layers_learn_and_equal_per_layer(data):
     for n in RATES:
         np.testing.assert_allclose(ev[n], best[n], rtol=1e-5)
     # the vmapped/grouped run equals training each layer alone with the same key
-    for n in ("cnn1", "blstm4", "blstm5"):
+    for n in ("blstm4", "blstm5"):  # one from a group of two, one alone
         alone = train_probes(d.subset([n]), key=key, valid=v.subset([n]), config=CFG, probe=PROBE)
         np.testing.assert_allclose(alone.history[-1]["valid_l1"][n], last[n], rtol=1e-5)
         jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
@@ -103,31 +100,21 @@ def test_early_stopping_keeps_best(data):
     ev = evaluate_probes(res, v)
     for n in RATES:
         np.testing.assert_allclose(ev[n], min(h["valid_l1"][n] for h in res.history), rtol=1e-5)
-    for n in stopped:  # no evaluation of a stopped layer after its stop
-        assert all(n not in h.get("valid_l1", {}) or h["step"] <= res.stopped[n] or True for h in res.history)
-
-
-_RESUME = """
-import sys, jax, numpy as np
-sys.path.insert(0, {tests!r})
-from jaxprobe.probe import train_probes, probe_frames
-from test_probe_train import _corpus, RATES, CFG, PROBE
-acts, mels = _corpus(0); vacts, vmels = _corpus(1, 3)
-d, v = probe_frames(acts, mels, RATES), probe_frames(vacts, vmels, RATES)
-res = train_probes(d, key=jax.random.key(3), valid=v, config=CFG, probe=PROBE,
-                   checkpoint_dir={ckpt!r}, stop_at_step=25)
-assert res.step == 25 and not res.finished
-"""
+    for n in stopped:  # a stopped layer is frozen: its held-out loss no longer changes
+        after = [h["valid_l1"][n] for h in res.history if h["step"] >= res.stopped[n]]
+        assert len(set(after)) == 1, (n, after)
 
 
 def test_resume_is_exact(data, tmp_path):
     d, v = data
     key = jax.random.key(3)
     straight = train_probes(d, key=key, valid=v, config=CFG, probe=PROBE, checkpoint_dir=tmp_path / "a")
-    # the first half runs in another process (then exits, as a killed job would), stopping mid-chunk
-    tests = str(__import__("pathlib").Path(__file__).parent)
-    code = _RESUME.format(tests=tests, ckpt=str(tmp_path / "b"))
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
+    # the first run stops mid-chunk (step 25; evaluations every 10) and is dropped, as a killed job
+    # would be; a fresh call finds its checkpoint and resumes
+    half = train_probes(d, key=key, valid=v, config=CFG, probe=PROBE, checkpoint_dir=tmp_path / "b",
+                        stop_at_step=25)
+    assert half.step == 25 and not half.finished
+    del half
     resumed = train_probes(d, key=key, valid=v, config=CFG, probe=PROBE, checkpoint_dir=tmp_path / "b")
     assert resumed.step == 40 and resumed.finished
     assert resumed.history == straight.history
