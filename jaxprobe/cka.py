@@ -110,43 +110,34 @@ def _linear_cka_batched(X, Y, *, debiased, features):
         Yb = jnp.broadcast_to(Y, bshape + Y.shape[-2:])
         f = _vmapped(partial(_hsic.cka_linear_features, debiased=debiased), len(bshape))
         return f(Xb, Yb)
-    if X.shape[:-2] == Y.shape[:-2] and X.ndim > 2:
-        return _paired_chunks(X, Y, debiased=debiased)
-    gx = _vmapped(partial(_normed_linear_gram, debiased=debiased), X.ndim - 2)(X)
-    gy = _vmapped(partial(_normed_linear_gram, debiased=debiased), Y.ndim - 2)(Y)
+    gx = _chunked_normed_grams(X, debiased=debiased)
+    gy = _chunked_normed_grams(Y, debiased=debiased)
     return jnp.sum(gx * gy, axis=(-2, -1))
 
 
-_PAIR_CHUNK = 256
+_GRAM_CHUNK = 256
 
 
-def _paired_chunks(X, Y, *, debiased):
-    """Many independent (X_b, Y_b) pairs: a fused per-pair kernel mapped over chunks.
+def _chunked_normed_grams(A, *, debiased):
+    """Unit-norm centered Grams of every (n, d) item of A (..., n, d) -> (..., n, n).
 
-    XLA on CPU runs one huge batched small-matrix product poorly (~15 GFLOP/s); a
-    sequential map over cache-sized chunks, each a fused centre + 2 Grams + 3
-    reductions, keeps the working set in cache and runs ~3-6x faster (bench_cka).
+    Each distinct item is done once (a broadcast partner is never expanded). XLA on CPU
+    runs one huge batch of small matrix products poorly (~15 GFLOP/s); a sequential map
+    over cache-sized chunks of a fused centre + Gram + normalise kernel keeps the
+    working set in cache and is several times faster (bench/bench_cka.py).
     """
-    bshape = X.shape[:-2]
-    Xf = X.reshape((-1,) + X.shape[-2:])
-    Yf = Y.reshape((-1,) + Y.shape[-2:])
-    B = Xf.shape[0]
-    chunk = min(_PAIR_CHUNK, B)
+    bshape, (n, d) = A.shape[:-2], A.shape[-2:]
+    if not bshape:
+        return _normed_linear_gram(A, debiased=debiased)
+    flat = A.reshape((-1, n, d))
+    B = flat.shape[0]
+    chunk = min(_GRAM_CHUNK, B)
     nchunk = -(-B // chunk)
     pad = nchunk * chunk - B
-    if pad:  # pad with copies of the first pair (finite), dropped below
-        Xf = jnp.concatenate([Xf, jnp.broadcast_to(Xf[:1], (pad,) + Xf.shape[1:])])
-        Yf = jnp.concatenate([Yf, jnp.broadcast_to(Yf[:1], (pad,) + Yf.shape[1:])])
-    Xc = Xf.reshape((nchunk, chunk) + Xf.shape[1:])
-    Yc = Yf.reshape((nchunk, chunk) + Yf.shape[1:])
-
-    def one(x, y):
-        gx = _normed_linear_gram(x, debiased=debiased)
-        gy = _normed_linear_gram(y, debiased=debiased)
-        return jnp.sum(gx * gy)
-
-    out = jax.lax.map(lambda xy: jax.vmap(one)(*xy), (Xc, Yc))
-    return out.reshape(-1)[:B].reshape(bshape)
+    if pad:  # pad with copies of the first item (finite), dropped below
+        flat = jnp.concatenate([flat, jnp.broadcast_to(flat[:1], (pad, n, d))])
+    g = jax.lax.map(jax.vmap(partial(_normed_linear_gram, debiased=debiased)), flat.reshape((nchunk, chunk, n, d)))
+    return g.reshape((nchunk * chunk, n, n))[:B].reshape(bshape + (n, n))
 
 
 @partial(jax.jit, static_argnames=("debiased",))
