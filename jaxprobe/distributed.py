@@ -222,40 +222,63 @@ def _cka_block(X, Y, sx, sy, *, kernel, debiased, features):
     return _rbf_cka_batched(X, Y, sx, sy, debiased=debiased)
 
 
-def _cka_shard_body(X, Y, sx, sy, *, kernel, debiased, features):
-    return _cka_block(X, Y, sx, sy, kernel=kernel, debiased=debiased, features=features)
-
-
 @lru_cache(maxsize=64)
 def _compiled_cka(mesh: Mesh, statics: tuple):
+    """X, Y, sx, sy: split "x" (X side sharded, Y side replicated), "y", or "both"."""
     spec = _spec(mesh)
-    f = partial(_cka_shard_body, **dict(statics))
-    return jax.jit(jax.shard_map(f, mesh=mesh, in_specs=(spec,) * 4, out_specs=spec, check_vma=False))
+    split = dict(statics)["split"]
+    x_spec = spec if split in ("x", "both") else P()
+    y_spec = spec if split in ("y", "both") else P()
+    f = partial(_cka_block, **{k: v for k, v in statics if k != "split"})
+    return jax.jit(jax.shard_map(f, mesh=mesh, in_specs=(x_spec, y_spec, x_spec, y_spec), out_specs=spec,
+                                 check_vma=False))
+
+
+def _pad_rows(a, total):
+    a = np.asarray(a)
+    if total > a.shape[0]:  # copies of item 0 (finite, valid), trimmed afterwards
+        a = np.concatenate([a, np.repeat(a[:1], total - a.shape[0], axis=0)])
+    return a
 
 
 def sharded_cka(X, Y, sx, sy, *, mesh, kernel, debiased, features):
-    """CKA of validated, dtype-matched X (..., n, d1), Y (..., n, d2) with the broadcast
-    leading batch flattened and split over ``mesh``; sx, sy are the RBF bandwidths
-    (shape X.shape[:-2], Y.shape[:-2]; ignored for the linear kernel). Returns (...).
+    """CKA of validated, dtype-matched X (..., n, d1), Y (..., n, d2) split over ``mesh``;
+    sx, sy are the RBF bandwidths (shape X.shape[:-2], Y.shape[:-2]; ignored for the
+    linear kernel). Returns (...), the broadcast batch shape.
 
-    Called by ``jaxprobe.cka(..., mesh=...)``, which validates the inputs first.
+    When one side lacks leading batch axes (e.g. noisy (K, S, U, C, F) against clean
+    (U, C, F)), those outer axes are flattened and split while the other side is
+    replicated, so each device still builds every clean Gram once; otherwise the whole
+    broadcast batch is flattened and split pair by pair. Called by
+    ``jaxprobe.cka(..., mesh=...)``, which validates the inputs first.
     """
     mesh = as_mesh(mesh, "cka")
-    batch = jnp.broadcast_shapes(X.shape[:-2], Y.shape[:-2])
-    B = int(np.prod(batch, dtype=np.int64))
-    Xf = jnp.broadcast_to(X, batch + X.shape[-2:]).reshape((B,) + X.shape[-2:])
-    Yf = jnp.broadcast_to(Y, batch + Y.shape[-2:]).reshape((B,) + Y.shape[-2:])
-    sxf = jnp.broadcast_to(jnp.asarray(sx, X.dtype), batch).reshape(B)
-    syf = jnp.broadcast_to(jnp.asarray(sy, X.dtype), batch).reshape(B)
+    batch = tuple(jnp.broadcast_shapes(X.shape[:-2], Y.shape[:-2]))
+    sx = jnp.broadcast_to(jnp.asarray(sx, X.dtype), X.shape[:-2])
+    sy = jnp.broadcast_to(jnp.asarray(sy, X.dtype), Y.shape[:-2])
+    kx, ky, nb = X.ndim - 2, Y.ndim - 2, len(batch)
+    if kx == nb and ky < nb and X.shape[nb - ky:-2] == Y.shape[:-2]:
+        split, outer = "x", batch[: nb - ky]
+    elif ky == nb and kx < nb and Y.shape[nb - kx:-2] == X.shape[:-2]:
+        split, outer = "y", batch[: nb - kx]
+    else:
+        split, outer = "both", batch
+    B = int(np.prod(outer, dtype=np.int64))
     total = _padded(B, mesh)
-    parts = []
-    for a in (Xf, Yf, sxf, syf):  # pad with copies of item 0 (finite, valid), trimmed below
-        a = np.asarray(a)
-        if total > B:
-            a = np.concatenate([a, np.repeat(a[:1], total - B, axis=0)])
-        parts.append(_put(a, mesh, _spec(mesh)))
-    st = tuple(sorted(dict(kernel=kernel, debiased=bool(debiased), features=bool(features)).items()))
-    out = _compiled_cka(mesh, st)(*parts)
+    spec = _spec(mesh)
+
+    def lead(a, k):  # flatten the outer axes of a sharded operand, pad them
+        return _put(_pad_rows(np.asarray(a).reshape((B,) + a.shape[k:]), total), mesh, spec)
+
+    if split == "x":
+        args = (lead(X, len(outer)), _put(Y, mesh, P()), lead(sx, len(outer)), _put(sy, mesh, P()))
+    elif split == "y":
+        args = (_put(X, mesh, P()), lead(Y, len(outer)), _put(sx, mesh, P()), lead(sy, len(outer)))
+    else:
+        args = (lead(jnp.broadcast_to(X, batch + X.shape[-2:]), nb), lead(jnp.broadcast_to(Y, batch + Y.shape[-2:]), nb),
+                lead(jnp.broadcast_to(sx, batch), nb), lead(jnp.broadcast_to(sy, batch), nb))
+    st = tuple(sorted(dict(kernel=kernel, debiased=bool(debiased), features=bool(features), split=split).items()))
+    out = _compiled_cka(mesh, st)(*args)
     return _fetch(out, B).reshape(batch)
 
 

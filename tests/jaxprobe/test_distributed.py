@@ -59,8 +59,11 @@ _SCRIPT = textwrap.dedent(
     Yb = rng.normal(size=(5, 16, 12)).astype(np.float32)
     out["cka_batch_ref"] = np.asarray(jaxprobe.cka(Xb, Yb, debiased=True)).tolist()
     out["cka_batch_4"] = np.asarray(jaxprobe.cka(Xb, Yb, debiased=True, mesh="all")).tolist()
-    out["cka_rbf_ref"] = np.asarray(jaxprobe.cka(Xb, Yb, kernel="rbf")).tolist()
-    out["cka_rbf_3"] = np.asarray(jaxprobe.cka(Xb, Yb, kernel="rbf", mesh=3)).tolist()
+    Yp = rng.normal(size=(3, 1, 16, 12)).astype(np.float32)  # broadcast inside: pairs split
+    out["cka_rbf_ref"] = np.asarray(jaxprobe.cka(Xb, Yp, kernel="rbf")).tolist()
+    out["cka_rbf_3"] = np.asarray(jaxprobe.cka(Xb, Yp, kernel="rbf", mesh=3)).tolist()
+    out["cka_swap_ref"] = np.asarray(jaxprobe.cka(Yb, Xb)).tolist()
+    out["cka_swap_4"] = np.asarray(jaxprobe.cka(Yb, Xb, mesh=4)).tolist()
     # diffusion maps of 5 clouds (uneven over 4); LOBPCG starts from the per-cloud keys
     C = rng.normal(size=(5, 40, 3)).astype(np.float32)
     for solver in ("lobpcg",):
@@ -118,6 +121,8 @@ def test_per_item_cka_sharded_with_uneven_batch(four):
     assert ref.shape == (3, 5)
     np.testing.assert_allclose(np.asarray(four["cka_batch_4"]), ref, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(np.asarray(four["cka_rbf_3"]), np.asarray(four["cka_rbf_ref"]), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(four["cka_swap_4"]), np.asarray(four["cka_swap_ref"]), rtol=1e-4, atol=1e-5)
+    assert np.asarray(four["cka_rbf_3"]).shape == (3, 5)
 
 
 @pytest.mark.parametrize("solver", ["lobpcg"])

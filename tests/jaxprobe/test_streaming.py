@@ -126,7 +126,7 @@ _BOUNDED = textwrap.dedent(
         in_memory = "fits"
     except MemoryError:
         in_memory = "MemoryError"
-    K = store_gram(store, "a")
+    K = store_gram(store, "a", chunk=int(sys.argv[4]))
     np.save(sys.argv[3], K)
     print("RESULT " + json.dumps({"in_memory": in_memory, "rss0_kb": rss0,
                                   "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
@@ -138,8 +138,8 @@ def test_store_gram_in_bounded_memory(tmp_path):
     """RLIMIT_DATA caps the private writable memory (heap and anonymous mmaps: numpy and
     XLA buffers) of the subprocess at its warm baseline + 96 MB; read-only file mappings
     of the store do not count. (RLIMIT_AS cannot be used: XLA reserves far more virtual
-    address space than it uses.) The 256 MB layer cannot be loaded, the streamed Gram is
-    computed and equals its low-rank float64 reference."""
+    address space than it uses.) The 256 MB layer cannot be loaded; the streamed Gram
+    (slabs of 1024 features, 4 MB) is computed and equals its low-rank float64 reference."""
     rng = np.random.default_rng(5)
     Z = rng.normal(size=(N_BIG, RANK))
     W = rng.normal(size=(RANK, int(np.prod(SHAPE_BIG)))).astype(np.float32)
@@ -152,7 +152,7 @@ def test_store_gram_in_bounded_memory(tmp_path):
     assert size_mb > 2 * LIMIT_MB
     env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu")
     out = tmp_path / "K.npy"
-    proc = subprocess.run([sys.executable, "-c", _BOUNDED, str(tmp_path / "big"), str(LIMIT_MB), str(out)],
+    proc = subprocess.run([sys.executable, "-c", _BOUNDED, str(tmp_path / "big"), str(LIMIT_MB), str(out), "1024"],
                           capture_output=True, text=True, timeout=200, env=env, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.loads([l for l in proc.stdout.splitlines() if l.startswith("RESULT ")][-1][7:])
