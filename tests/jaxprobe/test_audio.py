@@ -187,3 +187,12 @@ def test_mel_to_waveform_roundtrip_and_stoi():
         stoi(x, y[:, :-1])
     with pytest.raises(ValueError, match="silent"):
         stoi(np.zeros_like(x), y)
+
+
+def test_import_pulls_neither_torch_nor_pystoi():
+    import subprocess
+    import sys
+
+    code = ("import sys, jaxprobe.probe, jaxprobe.audio; "
+            "sys.exit(('torch' in sys.modules) * 1 + ('pystoi' in sys.modules) * 2)")
+    assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0
