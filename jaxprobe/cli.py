@@ -16,6 +16,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "dump": ("jaxprobe._cmd_dump", "Dump a model's pooled activations over an SNR sweep into a resumable store."),
     "corpus": ("jaxprobe._cmd_corpus", "Build or verify the embedded default corpus (speech and noise)."),
     "enhance": ("jaxprobe._cmd_enhance", "Denoise a speech file with MUSE (official inference pipeline)."),
+    "train-asr": ("jaxprobe._cmd_train_asr", "Train a CTC recogniser (VGG-LSTM or pure-LSTM, baseline or robust) on the embedded corpus."),
 }
 
 
