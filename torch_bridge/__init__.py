@@ -67,6 +67,30 @@ _EXPORTS: dict[str, str] = {
     "Corpus": "torch_bridge.corpus",
     "build_corpus": "torch_bridge.corpus",
     "load_corpus": "torch_bridge.corpus",
+    # ASR recognisers and their training
+    "ASR_LAYERS": "torch_bridge.models.asr",
+    "AsrConfig": "torch_bridge.models.asr",
+    "AsrLayer": "torch_bridge.models.asr",
+    "CTCRecogniser": "torch_bridge.models.asr",
+    "TrainConfig": "torch_bridge.train_asr",
+    "add_noise": "torch_bridge.train_asr",
+    "asr_layers": "torch_bridge.models.asr",
+    "evaluate_asr": "torch_bridge.train_asr",
+    "greedy_decode": "torch_bridge.models.asr",
+    "load_recogniser": "torch_bridge.train_asr",
+    "normalise_text": "torch_bridge.models.asr",
+    "train_asr": "torch_bridge.train_asr",
+    "train_on_corpus": "torch_bridge.train_asr",
+    # speaker embeddings and verification
+    "SpeakerConfig": "torch_bridge.models.speaker",
+    "XVector": "torch_bridge.models.speaker",
+    "cosine_scores": "torch_bridge.models.speaker",
+    "eer": "torch_bridge.models.speaker",
+    "load_speaker_model": "torch_bridge.models.speaker",
+    "speaker_eer": "torch_bridge.models.speaker",
+    "speaker_embeddings": "torch_bridge.models.speaker",
+    "train_speaker_model": "torch_bridge.models.speaker",
+    "verification_trials": "torch_bridge.models.speaker",
 }
 
 __all__ = sorted(_EXPORTS)
