@@ -8,6 +8,8 @@ def add_arguments(p):
     p.add_argument("--out", default=None, help="output folder (default: runs/<config name>)")
     p.add_argument("--checkpoint", default=None,
                    help="MUSE g_best path (else $JAXPROBE_MUSE_CHECKPOINT, the cache, the verified download)")
+    p.add_argument("--devices", default=None,
+                   help="JAX devices for the analysis: 1 (default), all, or a count; results do not depend on it")
 
 
 def main(args) -> int:
@@ -16,7 +18,7 @@ def main(args) -> int:
     from jaxprobe.studies.sweep import run
 
     out = args.out or str(Path("runs") / Path(str(args.config)).stem)
-    paths = run(args.config, out, checkpoint=args.checkpoint)
+    paths = run(args.config, out, checkpoint=args.checkpoint, devices=args.devices)
     print("outputs:")
     for k, v in paths.items():
         print(f"  {k:10s} {v}")

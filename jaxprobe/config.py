@@ -61,6 +61,7 @@ SWEEP_DEFAULTS: dict[str, Any] = {
         "inter_snrs": [-10, -5, 0, 10, 20, 30],
     },
     "report": {"formats": ["png", "pdf"]},
+    "compute": {"devices": "1"},  # JAX devices for the analysis: "1", "all" or a count (see jaxprobe.distributed)
 }
 
 _CHOICES = {
@@ -129,6 +130,9 @@ def _validate(cfg: dict) -> dict:
                 raise ConfigError(f"Configuration key 'data.{k}' must name a folder when data.source = 'voicebank_demand'.")
     if not snr_grid(cfg):
         raise ConfigError("The SNR grid is empty: set 'sweep.snrs' or a valid snr_min <= snr_max with snr_step > 0.")
+    dev = cfg["compute"]["devices"]
+    if dev != "all" and not (dev.isdigit() and int(dev) >= 1):
+        raise ConfigError(f"Configuration key 'compute.devices' must be 'all' or a device count >= 1; got {dev!r}.")
     d = cfg["diffusion"]
     if isinstance(d["epsilon"], str) and d["epsilon"] not in ("median", "bgh"):
         raise ConfigError(f"Configuration key 'diffusion.epsilon' must be 'median', 'bgh' or a number > 0; got {d['epsilon']!r}.")

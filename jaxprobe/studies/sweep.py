@@ -186,7 +186,14 @@ def _analysis_stage(cfg, store_dir: Path, out: Path, data_desc: str) -> dict:
         n_boot=c["n_boot"], level=c["level"], method=c["method"], designs=tuple(c["designs"]),
         poor_fit_r2=c["poor_fit_r2"], seed=cfg["sweep"]["seed"],
     )
-    cka_part = analyze_cka(noisy, clean, layers, snrs, noises, settings)
+    dev = cfg["compute"]["devices"]
+    mesh = None
+    if dev != "1":
+        from jaxprobe.distributed import make_mesh
+
+        mesh = make_mesh("all" if dev == "all" else int(dev))
+        _log(f"analysis: {len(mesh.devices.flat)} devices")
+    cka_part = analyze_cka(noisy, clean, layers, snrs, noises, settings, mesh=mesh)
     t1 = time.perf_counter()
     diff_part = analyze_diffusion(noisy, layers, snrs, noises, cfg["diffusion"], seed=cfg["sweep"]["seed"])
     t2 = time.perf_counter()
@@ -221,10 +228,11 @@ def _analysis_stage(cfg, store_dir: Path, out: Path, data_desc: str) -> dict:
 
 # ----------------------------------------------------------------------------- entry point
 
-def run(config, out_dir, *, checkpoint: str | None = None) -> dict:
+def run(config, out_dir, *, checkpoint: str | None = None, devices: str | None = None) -> dict:
     """Run (or resume) the sweep study. ``config``: a path, a shipped name ("demo",
     "paper") or a dict. Returns the paths of the outputs."""
-    cfg = load_sweep_config(config) if not isinstance(config, dict) or "settings" not in config else config
+    over = {"compute": {"devices": str(devices)}} if devices else {}
+    cfg = load_sweep_config(config, **over)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     _enable_compilation_cache()

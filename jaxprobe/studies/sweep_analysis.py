@@ -54,7 +54,7 @@ def _orient(a, orientation):
     return a if orientation == "channels" else jnp.swapaxes(a, -1, -2)
 
 
-def per_item_cka(noisy, clean, *, debiased, orientation="channels"):
+def per_item_cka(noisy, clean, *, debiased, orientation="channels", mesh=None):
     """CKA of every noisy item against its clean reference.
 
     Parameters
@@ -68,10 +68,10 @@ def per_item_cka(noisy, clean, *, debiased, orientation="channels"):
     """
     X = _orient(jnp.asarray(noisy), orientation)
     Y = _orient(jnp.asarray(clean), orientation)
-    return cka(X, Y, debiased=debiased)
+    return cka(X, Y, debiased=debiased, mesh=mesh)
 
 
-def centroid_cka(noisy, clean, *, debiased, orientation="channels"):
+def centroid_cka(noisy, clean, *, debiased, orientation="channels", mesh=None):
     """CKA of each (noise, SNR) centroid over items against the clean centroid.
 
     Returns
@@ -80,7 +80,7 @@ def centroid_cka(noisy, clean, *, debiased, orientation="channels"):
     """
     cn = jnp.mean(jnp.asarray(noisy), axis=2)  # (K, S, C, F)
     cc = jnp.mean(jnp.asarray(clean), axis=0)  # (C, F)
-    return cka(_orient(cn, orientation), _orient(cc, orientation), debiased=debiased)
+    return cka(_orient(cn, orientation), _orient(cc, orientation), debiased=debiased, mesh=mesh)
 
 
 def _fit_intervals(snrs, reps, level):
@@ -94,12 +94,14 @@ def _fit_intervals(snrs, reps, level):
     return out
 
 
-def analyze_cka(noisy, clean, layers, snrs, noises, settings: CkaSettings):
+def analyze_cka(noisy, clean, layers, snrs, noises, settings: CkaSettings, *, mesh=None):
     """All CKA tables of the sweep.
 
     Parameters
     ----------
     noisy, clean : dicts layer name -> arrays as in the module docstring.
+    mesh : None (one device) or a mesh / "all" / N: per-item CKA batches and bootstrap
+        replicates are split over its devices (same numbers, see jaxprobe.distributed).
     layers : sequence of dicts with at least "name" and "block", in depth order.
     snrs : sequence of S floats; noises : sequence of K names.
 
@@ -121,7 +123,8 @@ def analyze_cka(noisy, clean, layers, snrs, noises, settings: CkaSettings):
             vals = []
             for name in names:
                 f = per_item_cka if protocol == "utterance" else centroid_cka
-                vals.append(np.asarray(f(noisy[name], clean[name], debiased=debiased, orientation=settings.orientation)))
+                vals.append(np.asarray(f(noisy[name], clean[name], debiased=debiased,
+                                         orientation=settings.orientation, mesh=mesh)))
             V = np.stack(vals)  # (L, K, S, U) or (L, K, S)
             arrays[f"{protocol}/{est}"] = V
             if protocol == "utterance":
@@ -146,7 +149,7 @@ def analyze_cka(noisy, clean, layers, snrs, noises, settings: CkaSettings):
                 boots[design] = bootstrap_mean(
                     items, key=sub,
                     n_boot=settings.n_boot, groups=g, hierarchical=hier,
-                    level=settings.level, method=settings.method,
+                    level=settings.level, method=settings.method, mesh=mesh,
                 )
             mean = np.asarray(items.mean(-1), np.float64)  # (L, S)
             lohi = {d: (np.asarray(b.low, np.float64), np.asarray(b.high, np.float64)) for d, b in boots.items()}
