@@ -4,20 +4,35 @@ The public API is what ``__all__`` lists. ``import jaxprobe`` never imports torc
 """
 from jaxprobe.bootstrap import BootstrapResult, bootstrap_cka, bootstrap_mean, resample_counts
 from jaxprobe.cka import cka, cka_matrix
+from jaxprobe.diffusion import DiffusionMap, diffusion_distances, diffusion_map, diffusion_nystrom
+from jaxprobe.diffusion_analysis import InterLayerResult, IntraLayerResult, inter_layer, intra_layer
+from jaxprobe.distributed import make_mesh
 from jaxprobe.stats import LinregressResult, linregress, pearson, rankdata, spearman
+from jaxprobe.streaming import store_gram, streaming_cka
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BootstrapResult",
+    "DiffusionMap",
+    "InterLayerResult",
+    "IntraLayerResult",
     "LinregressResult",
     "bootstrap_cka",
     "bootstrap_mean",
     "cka",
     "cka_matrix",
+    "diffusion_distances",
+    "diffusion_map",
+    "diffusion_nystrom",
+    "inter_layer",
+    "intra_layer",
     "linregress",
+    "make_mesh",
     "pearson",
     "rankdata",
     "resample_counts",
     "spearman",
+    "store_gram",
+    "streaming_cka",
 ]
