@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-every", type=int, default=0, help="steps between held-out evaluations (0: end only)")
     parser.add_argument("--held-out", choices=("dev", "test"), default="dev", help="held-out split (default dev)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=None, help="torch threads")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1; 0: torch default)")
     parser.add_argument("--no-resume", action="store_true", help="start over even if a checkpoint exists")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -36,7 +36,7 @@ def main(args: argparse.Namespace) -> int:
 
     asr = AsrConfig(model=args.model, hidden=args.hidden, channels=tuple(args.channels))
     cfg = TrainConfig(regime=args.regime, batch_size=args.batch_size, lr=args.lr, max_steps=args.max_steps,
-                      max_minutes=args.max_minutes, eval_every=args.eval_every, seed=args.seed, threads=args.threads)
+                      max_minutes=args.max_minutes, eval_every=args.eval_every, seed=args.seed, threads=args.threads or None)
     res = train_on_corpus(args.out, model=args.model, regime=args.regime, size=args.size, asr_config=asr,
                           config=cfg, held_out_split=args.held_out, cache_dir=args.cache_dir,
                           resume=not args.no_resume, progress=not args.quiet, log=print)

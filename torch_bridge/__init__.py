@@ -74,6 +74,7 @@ _EXPORTS: dict[str, str] = {
     "CTCRecogniser": "torch_bridge.models.asr",
     "TrainConfig": "torch_bridge.train_asr",
     "add_noise": "torch_bridge.train_asr",
+    "asr_activations": "torch_bridge.models.asr",
     "asr_layers": "torch_bridge.models.asr",
     "evaluate_asr": "torch_bridge.train_asr",
     "greedy_decode": "torch_bridge.models.asr",
@@ -90,6 +91,7 @@ _EXPORTS: dict[str, str] = {
     "speaker_eer": "torch_bridge.models.speaker",
     "speaker_embeddings": "torch_bridge.models.speaker",
     "train_speaker_model": "torch_bridge.models.speaker",
+    "train_speaker_on_corpus": "torch_bridge.models.speaker",
     "verification_trials": "torch_bridge.models.speaker",
 }
 

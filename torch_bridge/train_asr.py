@@ -59,6 +59,10 @@ class TrainConfig:
     checkpoint_every : steps between checkpoints (one is always written at the end).
     snr_range, p_noise : the robust regime's SNR interval (dB) and mixing probability.
     max_seconds : training utterances are center-trimmed to this length (bounds padding).
+    threads : torch intra-op threads while training (None: leave torch's setting). Default 1:
+        on the shared, oversubscribed 2-core CPU one thread ran about 0.4 s per default
+        VGG-LSTM step where two took 4-18 s (threads wait on each other when the cores are
+        busy); try None on a quiet many-core machine.
     """
 
     regime: str = "baseline"
@@ -73,7 +77,7 @@ class TrainConfig:
     snr_range: tuple[float, float] = (0.0, 20.0)
     p_noise: float = 0.8
     max_seconds: float = 6.0
-    threads: int | None = None
+    threads: int | None = 1
 
     def __post_init__(self):
         if self.regime not in REGIMES:

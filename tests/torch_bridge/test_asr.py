@@ -185,3 +185,30 @@ def test_train_asr_command_is_registered():
 
     args = cli.build_parser().parse_args(["train-asr", "--out", "x", "--model", "lstm", "--regime", "robust"])
     assert args._module == "jaxprobe._cmd_train_asr" and args.model == "lstm" and args.regime == "robust"
+
+
+@pytest.mark.parametrize("model", ["vgg_lstm", "lstm"])
+def test_mel_settings_rebuild_the_front_end(model):
+    import torchaudio
+
+    cfg = AsrConfig(model=model, **TINY)
+    s = cfg.mel_settings()
+    mel = torchaudio.transforms.MelSpectrogram(
+        sample_rate=s["sample_rate"], n_fft=s["n_fft"], win_length=s["win_length"], hop_length=s["hop_length"],
+        n_mels=s["n_mels"], f_min=s["f_min"], f_max=s["f_max"], power=s["power"], mel_scale=s["mel_scale"],
+        norm=s["norm"])
+    x = torch.from_numpy(UTTS[1].waveform)[None]
+    expected = torch.log(mel(x) + s["log_floor"]).transpose(1, 2)
+    torch.testing.assert_close(CTCRecogniser(cfg).log_mel(x), expected)
+
+
+def test_asr_activations_by_label():
+    from torch_bridge.models.asr import asr_activations
+
+    net = CTCRecogniser(AsrConfig(model="vgg_lstm", **TINY)).eval()
+    x = torch.from_numpy(np.stack([UTTS[0].waveform, UTTS[1].waveform]))
+    mel, acts, out = asr_activations(net, x)
+    assert mel.shape == (2, x.shape[1] // 160 + 1, 80)
+    assert list(acts) == ["cnn1", "cnn2", "cnn4"] + [f"blstm{k}" for k in range(1, 6)]
+    assert acts["cnn4"].shape == (2, math.ceil(mel.shape[1] / 2), 4 * 40)
+    np.testing.assert_array_equal(acts["blstm5"].shape[:2], out.log_probs.shape[:2])

@@ -130,6 +130,15 @@ class AsrConfig:
             raise ValueError(f"The 'hop_length' parameter of AsrConfig must be an int in [1, {WIN_LENGTH}]. "
                              f"Got {self.hop_length!r} instead.")
 
+    def mel_settings(self) -> dict:
+        """The log-mel front end's settings, for inverting it (mel -> linear -> Griffin-Lim):
+        torchaudio ``MelSpectrogram`` defaults otherwise (HTK mel scale, no filter norm,
+        f_min 0, f_max 8000, Hann window, ``center=True``, reflect padding); features are
+        ``log(power + log_floor)``."""
+        return {"sample_rate": SAMPLE_RATE, "n_fft": N_FFT, "win_length": WIN_LENGTH,
+                "hop_length": self.hop_length, "n_mels": N_MELS, "f_min": 0.0, "f_max": SAMPLE_RATE / 2,
+                "power": 2.0, "mel_scale": "htk", "norm": None, "log": "natural", "log_floor": LOG_FLOOR}
+
     def to_dict(self) -> dict:
         return {"model": self.model, "channels": list(self.channels), "hidden": self.hidden,
                 "hop_length": self.hop_length, "n_layers": self.n_layers}
@@ -381,3 +390,19 @@ def output_frames(config: AsrConfig, n_samples: int) -> int:
     """Output (CTC) frames of a recogniser for a waveform of ``n_samples``."""
     t = n_samples // config.hop_length + 1
     return math.ceil(t / (4 if config.model == "vgg_lstm" else 8))
+
+
+def asr_activations(model: CTCRecogniser, waveforms, lengths=None) -> tuple:
+    """Frame-level activations of every mapped layer, and the log-mel the model read.
+
+    waveforms : (B, n) float 16 kHz (zero-padded; ``lengths`` in samples, default n).
+    Returns ``(log_mel (B, T, 80) ndarray, {label: ndarray (B, ceil(T / r), width)}, AsrOutput)``
+    through :func:`torch_bridge.capture` with ``pooling="frames"`` (conv maps as
+    ``(B, T_k, C*F)``, channel-major). Frames past an item's length are padding.
+    """
+    from ..hooks import capture
+
+    with capture(model, model.layers, pooling="frames") as acts:
+        out = model(waveforms, lengths)
+        mel = model.log_mel(waveforms)
+    return mel.numpy(), {layer.label: acts[layer.name] for layer in model.layers}, out
