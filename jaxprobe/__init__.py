@@ -5,7 +5,7 @@ The public API is what ``__all__`` lists. ``import jaxprobe`` never imports torc
 from jaxprobe.bootstrap import BootstrapResult, bootstrap_cka, bootstrap_mean, resample_counts
 from jaxprobe.cka import cka, cka_matrix
 from jaxprobe.diffusion import DiffusionMap, diffusion_distances, diffusion_map, diffusion_nystrom
-from jaxprobe.diffusion_analysis import InterLayerResult, IntraLayerResult, inter_layer, intra_layer
+from jaxprobe.diffusion_analysis import InterLayerResult, IntraLayerResult, inter_layer, intra_layer, intra_layer_by_name
 from jaxprobe.distributed import make_mesh
 from jaxprobe.stats import LinregressResult, linregress, pearson, rankdata, spearman
 from jaxprobe.streaming import store_gram, streaming_cka
@@ -27,6 +27,7 @@ __all__ = [
     "diffusion_nystrom",
     "inter_layer",
     "intra_layer",
+    "intra_layer_by_name",
     "linregress",
     "make_mesh",
     "pearson",

@@ -5,6 +5,15 @@ No I/O, no configuration objects, no printing. Every function takes arrays and
 keyword-only static settings and returns arrays; shapes are in the docstrings.
 Validation of user input happens once, in `jaxprobe`, before these are called.
 """
+from kernels.affinity import (
+    affinity_matvec,
+    bgh_curve,
+    cross_affinity,
+    dense_affinity,
+    epsilon_bgh,
+    epsilon_median,
+    gaussian_affinity,
+)
 from kernels.gram import (
     center_columns,
     center_gram,
@@ -25,6 +34,13 @@ from kernels.hsic import (
 from kernels.resample import bootstrap_hsic_terms, bootstrap_weighted_means
 
 __all__ = [
+    "affinity_matvec",
+    "bgh_curve",
+    "cross_affinity",
+    "dense_affinity",
+    "epsilon_bgh",
+    "epsilon_median",
+    "gaussian_affinity",
     "bootstrap_hsic_terms",
     "bootstrap_weighted_means",
     "center_columns",
