@@ -223,11 +223,18 @@ class LogMelFrontEnd(nn.Module):
 
 
 class ConvReLU(nn.Module):
-    """3x3 convolution + ReLU on a ``[B, C, T, F]`` map (one probed cnn layer)."""
+    """3x3 convolution + ReLU on a ``[B, C, T, F]`` map (one probed cnn layer).
+
+    He (Kaiming-normal, fan-in, ReLU gain) initialisation, zero bias: with torch's default
+    conv init the activation scale shrank about 10x over the four layers (std 0.23 -> 0.02 on
+    corpus speech) and the VGG-LSTM sat on the CTC blank plateau for over 1000 steps.
+    """
 
     def __init__(self, c_in: int, c_out: int):
         super().__init__()
         self.conv = nn.Conv2d(c_in, c_out, kernel_size=3, padding=1)
+        nn.init.kaiming_normal_(self.conv.weight, mode="fan_in", nonlinearity="relu")
+        nn.init.zeros_(self.conv.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.relu(self.conv(x))
