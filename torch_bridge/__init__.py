@@ -75,6 +75,7 @@ _EXPORTS: dict[str, str] = {
     "TrainConfig": "torch_bridge.train_asr",
     "add_noise": "torch_bridge.train_asr",
     "asr_activations": "torch_bridge.models.asr",
+    "asr_dump_spec": "torch_bridge.models.asr",
     "asr_layers": "torch_bridge.models.asr",
     "evaluate_asr": "torch_bridge.train_asr",
     "greedy_decode": "torch_bridge.models.asr",

@@ -212,3 +212,23 @@ def test_asr_activations_by_label():
     assert list(acts) == ["cnn1", "cnn2", "cnn4"] + [f"blstm{k}" for k in range(1, 6)]
     assert acts["cnn4"].shape == (2, math.ceil(mel.shape[1] / 2), 4 * 40)
     np.testing.assert_array_equal(acts["blstm5"].shape[:2], out.log_probs.shape[:2])
+
+
+def test_dump_through_the_bridge_store(tmp_path):
+    from torch_bridge.dump import Item, dump
+    from torch_bridge.models.asr import INPUT_LAYER, asr_activations, asr_dump_spec
+
+    net = CTCRecogniser(AsrConfig(model="lstm", **TINY)).eval()
+    layers, pooling = asr_dump_spec(net)
+    items = [Item({"snr": "clean"}, u.id) for u in UTTS[:3]]
+    waves = {u.id: u.waveform for u in UTTS}
+    dump(net, layers, items, lambda it: waves[it.utterance], str(tmp_path / "store"), pooling=pooling,
+         batch_size=2, chunk_size=2, progress=False, durable=False)
+    store = tb.open_store(tmp_path / "store")
+    mel, acts, _ = asr_activations(net, torch.from_numpy(np.stack([waves[i.utterance] for i in items])))
+    np.testing.assert_allclose(store.read(INPUT_LAYER), mel, rtol=1e-5, atol=1e-5)
+    for layer in net.layers:
+        got = store.read(layer.name)
+        assert got.shape == (3, layer.frames(mel.shape[1]), layer.width)
+        np.testing.assert_allclose(got, acts[layer.label], rtol=1e-5, atol=1e-5)
+    assert [e["r"] for e in store.manifest["layers"]] == [1, 1, 2, 4, 8, 1]

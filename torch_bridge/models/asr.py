@@ -413,3 +413,24 @@ def asr_activations(model: CTCRecogniser, waveforms, lengths=None) -> tuple:
         out = model(waveforms, lengths)
         mel = model.log_mel(waveforms)
     return mel.numpy(), {layer.label: acts[layer.name] for layer in model.layers}, out
+
+
+#: Module whose output is the mel power spectrogram the recogniser reads (captured as log-mel).
+INPUT_LAYER = "frontend.mel"
+
+
+def log_mel_frames(t: torch.Tensor) -> torch.Tensor:
+    """Capture pooling for :data:`INPUT_LAYER`: mel power (B, 80, T) -> log-mel frames (B, T, 80)."""
+    return torch.log(t + LOG_FLOOR).transpose(1, 2)
+
+
+def asr_dump_spec(model: CTCRecogniser) -> tuple[list[dict], dict]:
+    """``(layers, pooling)`` for :func:`torch_bridge.dump.dump`: every mapped layer at frame
+    level (records with label, r, width, kind go to the store manifest) plus the input
+    log-mel under :data:`INPUT_LAYER` (label ``"input"``, r = 1), the probes' target. Items
+    of one store must share one waveform length (the store keeps fixed per-item shapes)."""
+    layers = [dataclasses.asdict(layer) for layer in model.layers]
+    layers.append({"label": "input", "name": INPUT_LAYER, "r": 1, "width": N_MELS, "kind": "log_mel"})
+    pooling = {layer.name: "frames" for layer in model.layers}
+    pooling[INPUT_LAYER] = log_mel_frames
+    return layers, pooling
