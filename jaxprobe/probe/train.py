@@ -131,7 +131,7 @@ def probe_frames(activations: Mapping[str, Sequence], targets: Sequence, rates: 
         Mel frames per block; a multiple of every rate. Default: the least common multiple of
         the rates. Each utterance contributes its first ``floor(T' / block)`` whole blocks, where
         ``T'`` is the shortest of its mel length and ``T_l * r_l``; the tail is dropped.
-    dtype : optional float dtype (default: that of the targets).
+    dtype : optional float dtype (default: that of the targets; float64 only with jax x64 enabled).
 
     Returns
     -------
@@ -169,6 +169,8 @@ def probe_frames(activations: Mapping[str, Sequence], targets: Sequence, rates: 
         raise ValueError(f"All targets of {fn} must have the same number of mel bins; got "
                          f"{sorted({y.shape[1] for y in ys})}.")
     dtype = np.dtype(dtype) if dtype is not None else ys[0].dtype
+    if dtype == np.float64 and not jax.config.jax_enable_x64:
+        dtype = np.dtype(np.float32)  # what JAX would silently do; done here explicitly
     hs = {}
     for n, ri in zip(names, r):
         seq = list(activations[n])
@@ -308,8 +310,8 @@ class ProbeResult:
     """What :func:`train_probes` returns.
 
     params : {layer name: probe parameters} (the best held-out parameters when validation data was
-    given, else the last).  history : list of {"step", "train_l1": {name: float},
-    "valid_l1": {name: float}}.  stopped : {name: step at which early stopping froze the layer, or None}.
+    given, else the last).  history : list of {"step", "train_l1": {name: float} (the last
+    mini-batch before the evaluation), "valid_l1": {name: float} (all held-out frames)}.  stopped : {name: step at which early stopping froze the layer, or None}.
     step : steps done.  finished : False when ``stop_at_step`` interrupted the run.
     """
 
