@@ -92,8 +92,12 @@ def spectral_convergence(x, spec, *, n_fft: int = 400, hop_length: int = 160, wi
     """``|| |stft(x)| - mag ||_F / || mag ||_F`` per item: x (..., L), spec (..., T, n_freqs) -> (...)."""
     from jaxprobe.audio.stft import stft
 
+    spec = jnp.asarray(spec)
+    if spec.ndim < 2 or spec.shape[-1] != n_fft // 2 + 1:
+        raise ValueError(f"The 'spec' parameter of spectral_convergence must have shape (..., T, {n_fft // 2 + 1}) "
+                         f"for n_fft = {n_fft}; got {tuple(spec.shape)}. Pass the n_fft that made it.")
     X = jnp.abs(stft(x, n_fft=n_fft, hop_length=hop_length, win_length=win_length))
-    mag = jnp.asarray(spec) ** (1.0 / power)
+    mag = spec ** (1.0 / power)
     T = min(X.shape[-2], mag.shape[-2])
     d = X[..., :T, :] - mag[..., :T, :]
     return jnp.sqrt(jnp.sum(d * d, axis=(-2, -1)) / jnp.sum(mag * mag, axis=(-2, -1)))

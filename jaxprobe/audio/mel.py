@@ -110,6 +110,23 @@ class MelConfig:
         return mel_filterbank(self.n_freqs, self.f_min, f_max, self.n_mels, self.sample_rate,
                               norm=self.norm, mel_scale=self.mel_scale)
 
+    @classmethod
+    def from_settings(cls, settings: dict) -> "MelConfig":
+        """From a front end's settings dict (e.g. ``torch_bridge``'s ``AsrConfig.mel_settings()``):
+        the ``MelConfig`` field names, plus ``log`` (only ``"natural"`` is supported) and
+        ``log_floor`` (an alias of ``log_offset``). Unknown keys are an error."""
+        d = dict(settings)
+        log = d.pop("log", "natural")
+        if log != "natural":
+            raise ValueError(f"MelConfig.from_settings supports natural-log features only; got log={log!r}.")
+        if "log_floor" in d:
+            d["log_offset"] = d.pop("log_floor")
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"MelConfig.from_settings got unknown setting(s) {unknown}; known: {sorted(names)}.")
+        return cls(**d)
+
     def torchaudio_kwargs(self) -> dict:
         d = dataclasses.asdict(self)
         d.pop("log_offset")

@@ -84,8 +84,20 @@ def test_stft_errors():
         istft(jnp.zeros((10, 201), jnp.complex64), n_fft=400, hop_length=400, window=np.hanning(400))
 
 
-def test_log_mel_matches_torchaudio():
-    cfg = MelConfig()
+def test_mel_config_from_front_end_settings():
+    settings = {"sample_rate": 16000, "n_fft": 512, "win_length": 400, "hop_length": 160, "n_mels": 80,
+                "f_min": 0.0, "f_max": 8000.0, "power": 2.0, "mel_scale": "htk", "norm": None, "log": "natural",
+                "log_floor": 1e-6}
+    cfg = MelConfig.from_settings(settings)
+    assert cfg.n_fft == 512 and cfg.win_length == 400 and cfg.log_offset == 1e-6 and cfg.n_freqs == 257
+    with pytest.raises(ValueError, match="natural-log"):
+        MelConfig.from_settings({**settings, "log": "log10"})
+    with pytest.raises(ValueError, match=r"unknown setting\(s\) \['top_db'\]"):
+        MelConfig.from_settings({**settings, "top_db": 80})
+
+
+@pytest.mark.parametrize("cfg", [MelConfig(), MelConfig(n_fft=512, win_length=400)])
+def test_log_mel_matches_torchaudio(cfg):
     x = _chirp(8000, batch=2).astype(np.float32)
     got = np.asarray(log_mel_spectrogram(x, cfg))
     ta = torchaudio.transforms.MelSpectrogram(**cfg.torchaudio_kwargs())
