@@ -13,8 +13,11 @@ deltas and accelerations (torchaudio ``ComputeDeltas``) stacked as 3 channels:
 that a probe reconstructs (the recogniser's input before its affine normalisation).
 
 VGG-LSTM: conv 3x3 (channels[0]) -> ReLU -> conv (channels[1]) -> ReLU -> maxpool 2x2 ->
-conv (channels[2]) -> ReLU -> conv (channels[3]) -> ReLU -> maxpool 2x2 -> 5 BLSTM -> linear.
-Output rate T/4.
+conv (channels[2]) -> ReLU -> conv (channels[3]) -> ReLU -> maxpool 2x2 -> LayerNorm over
+the flattened (C*20) frame -> 5 BLSTM -> linear. Output rate T/4. The LayerNorm (not in the
+paper's description) is there because the un-normalised conv output grew to a standard
+deviation of ~14 during training, saturated the first LSTM's gates, and the model stayed on
+the CTC plateau (loss ~2.45 after 2000 steps, where pure-LSTM reached 0.4).
 
 pure-LSTM: 5 BLSTM; after layers 2, 3 and 4 the frame rate is halved by concatenating
 adjacent frame pairs (pyramidal BLSTM, as in Listen-Attend-Spell). Output rate T/8.
@@ -306,6 +309,7 @@ class CTCRecogniser(nn.Module):
             self.cnn4 = ConvReLU(c[2], c[3])
             self.pool2 = nn.MaxPool2d(2, ceil_mode=True)
             d_in = c[3] * (N_MELS // 4)
+            self.conv_norm = nn.LayerNorm(d_in)
             dims = [d_in] + [2 * h] * 4
         else:
             d_in = 3 * N_MELS
@@ -340,7 +344,7 @@ class CTCRecogniser(nn.Module):
             x = self.pool1(self.cnn2(self.cnn1(x)))
             x = self.pool2(self.cnn4(self.cnn3(x)))  # (B, C, T/4, 20)
             t_len = _pool_len(_pool_len(t_len))
-            x = x.permute(0, 2, 1, 3).flatten(2)  # (B, T/4, C*20)
+            x = self.conv_norm(x.permute(0, 2, 1, 3).flatten(2))  # (B, T/4, C*20)
             for k in range(1, 6):
                 x = getattr(self, f"blstm{k}")(x, t_len)
         else:
