@@ -81,8 +81,8 @@ _EXPORTS: dict[str, str] = {
     "greedy_decode": "torch_bridge.models.asr",
     "load_recogniser": "torch_bridge.train_asr",
     "normalise_text": "torch_bridge.models.asr",
-    "train_asr": "torch_bridge.train_asr",
     "train_on_corpus": "torch_bridge.train_asr",
+    "train_recogniser": "torch_bridge.train_asr",
     # speaker embeddings and verification
     "SpeakerConfig": "torch_bridge.models.speaker",
     "XVector": "torch_bridge.models.speaker",

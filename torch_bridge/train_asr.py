@@ -374,3 +374,7 @@ def train_on_corpus(out_dir, *, model: str = "vgg_lstm", regime: str = "baseline
         config = dataclasses.replace(config, regime=regime)
     return train_asr(corpus.split("train"), held, out_dir, asr_config=asr_config or AsrConfig(model=model),
                      config=config, noises=[n.waveform for n in corpus.noises.values()], **kwargs)
+
+
+#: The package-level name of :func:`train_asr` (``torch_bridge.train_asr`` is this module).
+train_recogniser = train_asr

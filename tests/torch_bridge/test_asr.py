@@ -232,3 +232,10 @@ def test_dump_through_the_bridge_store(tmp_path):
         assert got.shape == (3, layer.frames(mel.shape[1]), layer.width)
         np.testing.assert_allclose(got, acts[layer.label], rtol=1e-5, atol=1e-5)
     assert [e["r"] for e in store.manifest["layers"]] == [1, 1, 2, 4, 8, 1]
+
+
+def test_package_exports_resolve_to_callables():
+    import torch_bridge.train_asr  # noqa: F401  (the submodule shadows nothing exported)
+
+    assert tb.train_recogniser is train_asr and callable(tb.train_on_corpus)
+    assert tb.CTCRecogniser is CTCRecogniser and tb.ASR_LAYERS is ASR_LAYERS
