@@ -22,7 +22,7 @@ def sweep_run(tmp_path_factory, request):
     request.addfinalizer(mp.undo)
     cfg = {
         "name": "e2e",
-        "model": {"batch_size": 1},
+        "model": {"batch_size": 1, "threads": 1},
         "data": {"corpus_size": "tiny", "speech_split": "all", "utterances": 2, "noises": ["pink", "babble"]},
         "sweep": {"snrs": [-10, 0, 10, 30]},
         "cka": {"n_boot": 300},
