@@ -8,10 +8,16 @@ def add_arguments(p):
 
 
 def main(args) -> int:
+    from pathlib import Path
+
     from jaxprobe.studies.sweep import run
 
     paths = run("demo", args.out, checkpoint=args.checkpoint)
+    figs = [v for k, v in paths.items() if k.startswith("figures/")]
     print("outputs:")
     for k, v in paths.items():
-        print(f"  {k:10s} {v}")
+        if not k.startswith("figures/"):
+            print(f"  {k:15s} {v}")
+    if figs:
+        print(f"  {'figures':15s} {len(figs)} files in {Path(figs[0]).parent}")
     return 0

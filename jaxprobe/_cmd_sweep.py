@@ -19,7 +19,11 @@ def main(args) -> int:
 
     out = args.out or str(Path("runs") / Path(str(args.config)).stem)
     paths = run(args.config, out, checkpoint=args.checkpoint, devices=args.devices)
+    figs = [v for k, v in paths.items() if k.startswith("figures/")]
     print("outputs:")
     for k, v in paths.items():
-        print(f"  {k:10s} {v}")
+        if not k.startswith("figures/"):
+            print(f"  {k:15s} {v}")
+    if figs:
+        print(f"  {'figures':15s} {len(figs)} files in {Path(figs[0]).parent}")
     return 0
