@@ -19,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-steps", type=int, default=3000, help="optimiser steps (default 3000)")
     parser.add_argument("--max-minutes", type=float, default=None, help="stop after this much training time")
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--lr", type=float, default=None, help="Adam learning rate (default: 1e-3 vgg_lstm, 3e-3 lstm)")
     parser.add_argument("--hidden", type=int, default=64, help="LSTM units per direction (default 64)")
     parser.add_argument("--channels", type=int, nargs=4, default=(8, 8, 16, 16), help="VGG conv widths (default 8 8 16 16)")
     parser.add_argument("--eval-every", type=int, default=0, help="steps between held-out evaluations (0: end only)")

@@ -17,7 +17,9 @@ conv (channels[2]) -> ReLU -> conv (channels[3]) -> ReLU -> maxpool 2x2 -> Layer
 the flattened (C*20) frame -> 5 BLSTM -> linear. Output rate T/4. The LayerNorm (not in the
 paper's description) is there because the un-normalised conv output grew to a standard
 deviation of ~14 during training, saturated the first LSTM's gates, and the model stayed on
-the CTC plateau (loss ~2.45 after 2000 steps, where pure-LSTM reached 0.4).
+the CTC plateau (loss ~2.45 after 2000 steps, where pure-LSTM reached 0.4). The
+LayerNorm alone did not get it off the plateau at Adam lr 3e-3; lr 1e-3 did (the
+training default for this model, ``train_asr.DEFAULT_LR``).
 
 pure-LSTM: 5 BLSTM; after layers 2, 3 and 4 the frame rate is halved by concatenating
 adjacent frame pairs (pyramidal BLSTM, as in Listen-Attend-Spell). Output rate T/8.
