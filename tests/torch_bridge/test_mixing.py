@@ -256,7 +256,8 @@ def test_sweep_independent_of_order_shards_and_workers():
     with concurrent.futures.ThreadPoolExecutor(3) as pool:
         assert dict(pool.map(_digest, (full[i] for i in order))) == ref
     jobs = [(k, 4, i) for k in range(4) for i in range(len(shards[k]))]
-    with multiprocessing.get_context("fork").Pool(2) as pool:
+    # spawn, not fork: JAX may already be running threads in this test process
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
         assert dict(pool.map(_sweep_item, jobs)) == ref
 
 
