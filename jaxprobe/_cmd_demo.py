@@ -8,16 +8,8 @@ def add_arguments(p):
 
 
 def main(args) -> int:
-    from pathlib import Path
-
+    from jaxprobe._cmd_sweep import print_outputs
     from jaxprobe.studies.sweep import run
 
-    paths = run("demo", args.out, checkpoint=args.checkpoint)
-    figs = [v for k, v in paths.items() if k.startswith("figures/")]
-    print("outputs:")
-    for k, v in paths.items():
-        if not k.startswith("figures/"):
-            print(f"  {k:15s} {v}")
-    if figs:
-        print(f"  {'figures':15s} {len(figs)} files in {Path(figs[0]).parent}")
+    print_outputs(run("demo", args.out, checkpoint=args.checkpoint))
     return 0

@@ -12,13 +12,10 @@ def add_arguments(p):
                    help="JAX devices for the analysis: 1 (default), all, or a count; results do not depend on it")
 
 
-def main(args) -> int:
+def print_outputs(paths: dict) -> None:
+    """The report files one per line, the figures as a count."""
     from pathlib import Path
 
-    from jaxprobe.studies.sweep import run
-
-    out = args.out or str(Path("runs") / Path(str(args.config)).stem)
-    paths = run(args.config, out, checkpoint=args.checkpoint, devices=args.devices)
     figs = [v for k, v in paths.items() if k.startswith("figures/")]
     print("outputs:")
     for k, v in paths.items():
@@ -26,4 +23,13 @@ def main(args) -> int:
             print(f"  {k:15s} {v}")
     if figs:
         print(f"  {'figures':15s} {len(figs)} files in {Path(figs[0]).parent}")
+
+
+def main(args) -> int:
+    from pathlib import Path
+
+    from jaxprobe.studies.sweep import run
+
+    out = args.out or str(Path("runs") / Path(str(args.config)).stem)
+    print_outputs(run(args.config, out, checkpoint=args.checkpoint, devices=args.devices))
     return 0

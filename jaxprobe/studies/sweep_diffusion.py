@@ -73,16 +73,24 @@ def analyze_diffusion(noisy: dict, layers: list, snrs, noises, dcfg: dict, *, se
             "epsilon": float(np.asarray(res.maps.epsilon)),
         }
     blocks = list(dict.fromkeys(block_of[nm] for nm in names))
-    table1 = []
-    for b_i, b in enumerate(blocks):
-        rows = [i for i, nm in enumerate(names) if block_of[nm] == b]
-        rb, qb = rho[rows].mean(axis=0), r2[rows].mean(axis=0)  # per noise type, averaged over the block's layers
-        rec = {"block": b, "spearman": float(rb.mean()), "r2": float(qb.mean()), "n_layers": len(rows), "n_noises": K}
-        if K >= 2:
-            bt = bootstrap_mean(np.stack([rb, qb]), key=jax.random.fold_in(key, 100 + b_i), n_boot=n_boot, level=level)
-            rec.update(spearman_low=float(bt.low[0]), spearman_high=float(bt.high[0]),
-                       r2_low=float(bt.low[1]), r2_high=float(bt.high[1]))
-        table1.append(rec)
+
+    def block_table(rho_of, r2_of, salt):
+        """Per block: rho and R^2 per noise type averaged over the block's layers, then over
+        noise types, with percentile intervals from resampling noise types."""
+        out = []
+        for b_i, b in enumerate(blocks):
+            rows = [nm for nm in names if block_of[nm] == b]
+            rb = np.mean([rho_of[nm] for nm in rows], axis=0)
+            qb = np.mean([r2_of[nm] for nm in rows], axis=0)
+            rec = {"block": b, "spearman": float(rb.mean()), "r2": float(qb.mean()), "n_layers": len(rows), "n_noises": K}
+            if K >= 2:
+                bt = bootstrap_mean(np.stack([rb, qb]), key=jax.random.fold_in(key, salt + b_i), n_boot=n_boot, level=level)
+                rec.update(spearman_low=float(bt.low[0]), spearman_high=float(bt.high[0]),
+                           r2_low=float(bt.low[1]), r2_high=float(bt.high[1]))
+            out.append(rec)
+        return out
+
+    table1 = block_table({nm: rho[i] for i, nm in enumerate(names)}, {nm: r2[i] for i, nm in enumerate(names)}, 100)
 
     # ---- alternative reading: one map per (layer, noise type) over its S SNR centroids
     by_shape: dict = {}
@@ -97,17 +105,7 @@ def analyze_diffusion(noisy: dict, layers: list, snrs, noises, dcfg: dict, *, se
             r2_pn[nm] = np.asarray(res.r2[i], np.float64)
             intra_out[nm]["spearman_per_noise_maps"] = rho_pn[nm].tolist()
             intra_out[nm]["r2_per_noise_maps"] = r2_pn[nm].tolist()
-    table1_pn = []
-    for b_i, b in enumerate(blocks):
-        rows = [nm for nm in names if block_of[nm] == b]
-        rb = np.mean([rho_pn[nm] for nm in rows], axis=0)
-        qb = np.mean([r2_pn[nm] for nm in rows], axis=0)
-        rec = {"block": b, "spearman": float(rb.mean()), "r2": float(qb.mean()), "n_layers": len(rows), "n_noises": K}
-        if K >= 2:
-            bt = bootstrap_mean(np.stack([rb, qb]), key=jax.random.fold_in(key, 200 + b_i), n_boot=n_boot, level=level)
-            rec.update(spearman_low=float(bt.low[0]), spearman_high=float(bt.high[0]),
-                       r2_low=float(bt.low[1]), r2_high=float(bt.high[1]))
-        table1_pn.append(rec)
+    table1_pn = block_table(rho_pn, r2_pn, 200)
 
     # ---- inter-layer: per SNR, the first layer of every block (K centroids each)
     firsts = []
