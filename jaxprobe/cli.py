@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 # name -> (module, help). The module defines `add_arguments(parser)` and `main(args) -> int`.
@@ -39,7 +40,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     mod = importlib.import_module(args._module)
-    return int(mod.main(args) or 0)
+    from jaxprobe.config import ConfigError
+
+    try:
+        return int(mod.main(args) or 0)
+    except (ConfigError, ConnectionError, FileNotFoundError) as exc:
+        if os.environ.get("JAXPROBE_DEBUG"):
+            raise
+        print(f"jaxprobe {args.command}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

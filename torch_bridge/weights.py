@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -120,6 +121,15 @@ def download_checkpoint(
                 f"{ENV_URL}) and try again."
             )
         os.replace(tmp, dest)
+    except (urllib.error.URLError, OSError) as exc:
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, ChecksumError):
+            raise
+        raise ConnectionError(
+            f"Could not download the MUSE checkpoint from {url}: {getattr(exc, 'reason', exc)}. "
+            "Pass a local copy with --checkpoint PATH or the JAXPROBE_MUSE_CHECKPOINT environment "
+            f"variable, or point {ENV_URL} at a reachable mirror."
+        ) from exc
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

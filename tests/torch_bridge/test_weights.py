@@ -142,8 +142,9 @@ def test_mismatching_download_is_rejected_and_nothing_is_left(corrupt, cache, se
 
 def test_http_error_leaves_nothing(cache, server):
     base, _, _ = server
-    with pytest.raises(urllib.error.HTTPError):
+    with pytest.raises(ConnectionError, match="Could not download the MUSE checkpoint.*--checkpoint") as info:
         resolve_muse_checkpoint(url=f"{base}/missing")
+    assert isinstance(info.value.__cause__, urllib.error.HTTPError)
     assert _leftovers(cache) == []
 
 
