@@ -125,6 +125,8 @@ def download_checkpoint(
         tmp.unlink(missing_ok=True)
         if isinstance(exc, ChecksumError):
             raise
+        if isinstance(exc, urllib.error.HTTPError):
+            exc.close()  # an HTTPError is also the open response; release its socket now
         raise ConnectionError(
             f"Could not download the MUSE checkpoint from {url}: {getattr(exc, 'reason', exc)}. "
             "Pass a local copy with --checkpoint PATH or the JAXPROBE_MUSE_CHECKPOINT environment "
