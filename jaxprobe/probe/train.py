@@ -22,6 +22,19 @@ The loss is the L1 distance to the target mel frames (mean over frames and bins)
 the layers' parameters are disjoint, so each gets exactly its own gradient. The default optimiser is
 Adam on a warm-up + cosine schedule; any element-wise optax transformation keeps the layers
 independent (a *global*-norm clip would couple them; use a per-layer clip if you need one).
+
+**Data-parallel** (``mesh=``): step ``s`` draws the same ``batch_blocks`` block indices from
+``fold_in(key, s)`` as on one device; they are padded to a multiple of the device count with block 0
+at weight 0 and split over the mesh (``shard_map``). Each device gathers its blocks, computes its
+part of the loss (weighted L1 sums divided by the *global* ``batch_blocks * block`` frames) and its
+gradient; one ``psum`` per step sums them, so every device holds the gradient of the global-batch
+mean and applies the same optimiser update to replicated parameters and optimiser state. The
+result equals the one-device run up to float summation order, whatever the device count.
+The training (and held-out) frames are *replicated* on every device: random mini-batches touch
+blocks anywhere in the set, so sharding the frames by blocks would need a cross-device gather of
+every mini-batch (or per-device sampling streams, which would make results depend on the device
+count); each device holds what the one-device path holds. Held-out evaluation splits its chunks
+of ``eval_blocks`` over the devices the same way.
 """
 from __future__ import annotations
 
@@ -39,6 +52,7 @@ import numpy as np
 import optax
 
 from jaxprobe._validate import check_choice, check_finite, check_int, check_positive
+from jaxprobe.distributed import _padded, _put, _spec, as_mesh
 from jaxprobe.probe.highway import HighwayBody, Upsample, apply_probe, init_probe
 
 _FN = "train_probes"
@@ -420,35 +434,138 @@ def _select_jit(mask, a, b, *, lay):
     return _select(mask, a, b, lay)
 
 
+# ---------------------------------------------------------------------------------------------
+# data-parallel over a mesh
+
+
+def _padded_batch(idx, n_dev: int):
+    """(B,) block indices -> (Bp,) indices and (Bp,) 0/1 weights, Bp the next multiple of n_dev; the
+    padding is block 0 at weight 0 (a real, finite block, so no NaN can leak into the gradient)."""
+    extra = -idx.shape[0] % n_dev
+    w = jnp.concatenate([jnp.ones(idx.shape[0], jnp.float32), jnp.zeros(extra, jnp.float32)])
+    return jnp.concatenate([idx, jnp.zeros(extra, idx.dtype)]), w
+
+
+def _shard_grads(params, xs, y, idx, w, *, lay, probe, axes, frames):
+    """One device's share of a step: its blocks ``idx`` (weights ``w``) of the replicated frames;
+    per-layer L1 sums over its frames divided by the global ``frames``, psummed with their gradient."""
+    bx = {g: x[:, idx] for g, x in xs.items()}
+    by = y[idx]
+    wf = jnp.repeat(w.astype(y.dtype), y.shape[1])
+
+    def total(p):
+        pred = _forward(p, bx, lay, probe)
+        err = jnp.mean(jnp.abs(pred - by.reshape(1, -1, by.shape[-1])), axis=-1)  # (L, b*block)
+        per = (err @ wf) / frames
+        return jnp.sum(per), per
+
+    (_, per), grads = jax.value_and_grad(total, has_aux=True)(params)
+    return jax.lax.psum((grads, per), axes)
+
+
+def _shard_eval(params, xs, y, idx, w, *, lay, probe, axes):
+    bx = {g: x[:, idx] for g, x in xs.items()}
+    return jax.lax.psum(_eval_sums(params, bx, y[idx], w.astype(y.dtype), lay=lay, probe=probe), axes)
+
+
+@lru_cache(maxsize=32)
+def _sharded_steps(mesh, lay: _Layout, probe: ProbeConfig, batch_blocks: int, block: int,
+                   tx: optax.GradientTransformation, n: int):
+    """jit of ``n`` data-parallel steps: the state and the frames replicated (in and out), the padded
+    mini-batch of each step split over ``mesh`` by ``shard_map``; cached like ``_run_steps``."""
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    spec, rep = _spec(mesh), NamedSharding(mesh, P())
+    grads_fn = jax.shard_map(
+        partial(_shard_grads, lay=lay, probe=probe, axes=spec[0], frames=batch_blocks * block),
+        mesh=mesh, in_specs=(P(), P(), P(), spec, spec), out_specs=P(), check_vma=False)
+
+    def run(state, xs, y, batch_key):
+        def one_step(_, state):
+            step = state["step"]
+            # the same indices as the one-device path, then padded and split over the devices
+            idx = jax.random.randint(jax.random.fold_in(batch_key, step), (batch_blocks,), 0, y.shape[0])
+            idx, w = _padded_batch(idx, mesh.size)
+            grads, per = grads_fn(state["params"], xs, y, idx, w)
+            updates, opt = tx.update(grads, state["opt"], state["params"])
+            new = optax.apply_updates(state["params"], updates)
+            new = _select(state["active"], new, state["params"], lay)
+            return {**state, "params": new, "opt": opt, "step": step + 1, "last": per}
+
+        return jax.lax.fori_loop(0, n, one_step, state)
+
+    return jax.jit(run, in_shardings=(rep, rep, rep, rep), out_shardings=rep)
+
+
+@lru_cache(maxsize=32)
+def _sharded_eval(mesh, lay: _Layout, probe: ProbeConfig):
+    from jax.sharding import PartitionSpec as P
+
+    spec = _spec(mesh)
+    return jax.jit(jax.shard_map(partial(_shard_eval, lay=lay, probe=probe, axes=spec[0]), mesh=mesh,
+                                 in_specs=(P(), P(), P(), spec, spec), out_specs=P(), check_vma=False))
+
+
 class _Trainer:
     def __init__(self, data: ProbeData, valid: ProbeData | None, config: TrainConfig, probe: ProbeConfig,
-                 tx: optax.GradientTransformation, key):
+                 tx: optax.GradientTransformation, key, mesh=None):
         self.data, self.valid, self.config, self.probe, self.tx = data, valid, config, probe, tx
         self.lay = _Layout.of(data)
         self.key = key
+        self.mesh = mesh
         self.xs = _grouped_inputs(data, self.lay)
         self.vxs = None if valid is None else _grouped_inputs(valid, self.lay)
+        self.y, self.vy = data.target, None if valid is None else valid.target
+        if mesh is not None:  # every device holds all frames (see the module notes)
+            self.xs, self.y = self.replicated((self.xs, self.y), host=True)
+            if valid is not None:
+                self.vxs, self.vy = self.replicated((self.vxs, self.vy), host=True)
+
+    def replicated(self, tree, host=False):
+        """``tree`` with every leaf replicated over the mesh (a no-op for leaves already so placed)."""
+        from jax.sharding import NamedSharding
+        from jax.sharding import PartitionSpec as P
+
+        if host:  # from host copies every process holds in full (multi-process safe)
+            return jax.tree.map(lambda a: _put(a, self.mesh, P()), tree)
+        return jax.device_put(tree, NamedSharding(self.mesh, P()))
 
     def init_state(self):
         params = _init_params(jax.random.fold_in(self.key, 0), self.data, self.lay, self.probe)
         L = len(self.data.names)
         dt = self.data.target.dtype
-        return {"params": params, "opt": self.tx.init(params), "best": params,
-                "best_loss": jnp.full((L,), jnp.inf, dt), "bad": jnp.zeros((L,), jnp.int32),
-                "active": jnp.ones((L,), bool), "step": jnp.zeros((), jnp.int32), "last": jnp.zeros((L,), dt)}
+        state = {"params": params, "opt": self.tx.init(params), "best": params,
+                 "best_loss": jnp.full((L,), jnp.inf, dt), "bad": jnp.zeros((L,), jnp.int32),
+                 "active": jnp.ones((L,), bool), "step": jnp.zeros((), jnp.int32), "last": jnp.zeros((L,), dt)}
+        return state if self.mesh is None else self.replicated(state)
 
     def run(self, state, n: int):
-        return _run_steps(state, self.xs, self.data.target, jax.random.fold_in(self.key, 1), lay=self.lay,
+        batch_key = jax.random.fold_in(self.key, 1)
+        if self.mesh is not None:
+            f = _sharded_steps(self.mesh, self.lay, self.probe, self.config.batch_blocks, self.data.block, self.tx, n)
+            return f(self.replicated(state), self.xs, self.y, self.replicated(batch_key))
+        return _run_steps(state, self.xs, self.y, batch_key, lay=self.lay,
                           probe=self.probe, batch_blocks=self.config.batch_blocks, tx=self.tx, n=n)
 
     def select(self, mask, a, b):
         return _select_jit(mask, a, b, lay=self.lay)
 
     def evaluate(self, params, xs, y) -> np.ndarray:
-        """Mean L1 per layer (body order) over all blocks of (xs, y), in fixed-size chunks."""
+        """Mean L1 per layer (body order) over all blocks of (xs, y), in fixed-size chunks (with a mesh,
+        chunks padded to a multiple of the device count and split over the devices)."""
         nb = int(y.shape[0])
         size = min(self.config.eval_blocks, nb)
         total = np.zeros(len(self.data.names))
+        if self.mesh is not None:
+            size = _padded(size, self.mesh)
+            f = _sharded_eval(self.mesh, self.lay, self.probe)
+            for s in range(0, nb, size):
+                idx = np.arange(s, s + size) % nb
+                w = (np.arange(s, s + size) < nb).astype(np.float32)
+                total += np.asarray(f(params, xs, y, _put(idx.astype(np.int32), self.mesh, _spec(self.mesh)),
+                                      _put(w, self.mesh, _spec(self.mesh))), dtype=np.float64)
+            return total / (nb * y.shape[1])
         for s in range(0, nb, size):
             idx = np.arange(s, s + size) % nb
             w = (np.arange(s, s + size) < nb).astype(y.dtype)
@@ -468,7 +585,7 @@ def _fingerprint(data: ProbeData, config: TrainConfig, probe: ProbeConfig, valid
 def train_probes(data: ProbeData, *, key, valid: ProbeData | None = None, config: TrainConfig = TrainConfig(),
                  probe: ProbeConfig = ProbeConfig(), optimizer: optax.GradientTransformation | None = None,
                  checkpoint_dir: str | Path | None = None, stop_at_step: int | None = None,
-                 verbose: bool = False) -> ProbeResult:
+                 verbose: bool = False, mesh=None) -> ProbeResult:
     """Train one reconstruction probe per layer, all layers in one jitted step.
 
     Parameters
@@ -490,6 +607,14 @@ def train_probes(data: ProbeData, *, key, valid: ProbeData | None = None, config
         exactly where an uninterrupted run would have.
     stop_at_step : int, optional
         Stop (after checkpointing) once this many steps are done; call again to resume.
+    verbose : print the losses at every evaluation.
+    mesh : None (one device), or a ``jax.sharding.Mesh``, "all" or N: data-parallel training. Each
+        step's mini-batch (the same blocks as on one device) is split over the devices, padded with
+        zero-weight blocks when ``batch_blocks`` is not a multiple of the device count; parameters,
+        optimiser state and the frames are replicated and the gradients summed over the devices (the
+        gradient of the global-batch mean). Held-out evaluation is split the same way. Results equal
+        the one-device run up to float summation order, for any device count; a checkpoint resumes
+        on any mesh (or none).
 
     Returns
     -------
@@ -513,7 +638,8 @@ def train_probes(data: ProbeData, *, key, valid: ProbeData | None = None, config
     if stop_at_step is not None:
         stop_at_step = check_int(stop_at_step, "stop_at_step", fn=_FN, low=0)
     tx = optimizer if optimizer is not None else default_optimizer(config)
-    tr = _Trainer(data, valid, config, probe, tx, key)
+    mesh = as_mesh(mesh, _FN)
+    tr = _Trainer(data, valid, config, probe, tx, key, mesh)
     state = tr.init_state()
     history: list = []
     stopped = [None] * len(data.names)
@@ -553,7 +679,7 @@ def train_probes(data: ProbeData, *, key, valid: ProbeData | None = None, config
         if step % config.eval_every == 0 or step == config.steps:
             rec = {"step": step, "train_l1": dict(zip(names_body, map(float, np.asarray(state["last"]))))}
             if valid is not None:
-                v = tr.evaluate(state["params"], tr.vxs, valid.target)
+                v = tr.evaluate(state["params"], tr.vxs, tr.vy)
                 rec["valid_l1"] = dict(zip(names_body, map(float, v)))
                 active = np.asarray(state["active"])
                 best = np.asarray(state["best_loss"], dtype=np.float64)
@@ -567,6 +693,8 @@ def train_probes(data: ProbeData, *, key, valid: ProbeData | None = None, config
                          "best": tr.select(jnp.asarray(improved), state["params"], state["best"]),
                          "best_loss": jnp.asarray(np.where(improved, v, best), dt),
                          "bad": jnp.asarray(bad, jnp.int32), "active": jnp.asarray(new_active)}
+                if mesh is not None:
+                    state = tr.replicated(state)
             history.append(rec)
             if verbose:
                 print(f"step {step}: " + " ".join(f"{k}={x:.4f}" for k, x in rec.get("valid_l1", rec["train_l1"]).items()))
@@ -574,6 +702,8 @@ def train_probes(data: ProbeData, *, key, valid: ProbeData | None = None, config
     if mngr is not None and int(state["step"]) != (mngr.latest_step() or 0):
         save()
     final = state["best"] if valid is not None else state["params"]
+    if mesh is not None:  # plain default-device arrays, as from the one-device path
+        final = jax.tree.map(lambda a: jnp.asarray(np.asarray(a)), final)
     finished = step >= config.steps or not bool(np.any(np.asarray(state["active"])))
     if mngr is not None:
         mngr.close()
