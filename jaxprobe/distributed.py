@@ -12,9 +12,14 @@ splits one axis across all devices of the mesh:
   batch is flattened and split; no randomness is involved;
 * diffusion maps over many clouds (:func:`sharded_diffusion_map`): the cloud axis is split
   and XLA partitions the batched solver; cloud i keeps its key ``fold_in(key, i)``.
+* probe training (``jaxprobe.probe.train_probes(..., mesh=...)``): each step's mini-batch
+  (the blocks drawn from ``fold_in(key, step)``, as on one device) is split with
+  ``shard_map``; parameters, optimiser state and the frames are replicated and the
+  gradients summed with one ``psum`` per step.
 
 An axis whose length is not a multiple of the device count is padded (replicate ids past
-the end, or copies of the first item) and trimmed afterwards, so any batch size works.
+the end, copies of the first item, or zero-weight blocks) and trimmed afterwards, so any
+batch size works.
 
 Multi-host: start every process with ``jax.distributed.initialize(...)`` before anything
 else touches JAX (:func:`initialize` wraps it); ``make_mesh("all")`` then spans the devices
