@@ -314,3 +314,43 @@ def find_setting(settings, *names, default=None):
         if key.rsplit(".", 1)[-1] in names:
             return value
     return default
+
+
+TREND_FIELDS = ("statistic", "block", "protocol", "estimator", "estimate", "low", "high")
+DEPTH_TRENDS = ("spearman_slope_depth", "spearman_intercept_depth")
+BLOCK_STATS = ("block_mean_cka_0db", "block_mean_cka_lowest_snr", "block_mean_slope", "block_mean_intercept")
+
+
+def has_trends(results) -> bool:
+    """Whether the results carry the replicate-level trend records (``results['trends']``;
+    results written before they existed do not)."""
+    return isinstance(results, Mapping) and bool(results.get("trends"))
+
+
+def trends(results, protocol=None, estimator=None) -> dict:
+    """The trend records of one protocol/estimator.
+
+    Returns
+    -------
+    dict with, per depth statistic (``DEPTH_TRENDS``) present, a record
+    {estimate, low, high, ...} and under ``"blocks"`` an ordered dict block ->
+    {statistic: record} for the ``BLOCK_STATS``. Estimates and bounds are floats, NaN
+    where the results hold null (no interval, or a statistic undefined for the data).
+    """
+    protocol, estimator = resolve_combo(results, protocol, estimator)
+    recs = _records(results, "trends", TREND_FIELDS, "the depth-trend and block tables")
+    out: dict = {"blocks": {}}
+    for i, r in enumerate(recs):
+        if (r["protocol"], r["estimator"]) != (protocol, estimator):
+            continue
+        w = f"results['trends'][{i}]"
+        rec = dict(r, estimate=bound(r, "estimate", w), low=bound(r, "low", w), high=bound(r, "high", w))
+        if r["block"] is None:
+            out[str(r["statistic"])] = rec
+        else:
+            out["blocks"].setdefault(str(r["block"]), {})[str(r["statistic"])] = rec
+    if not out["blocks"] and not any(k in out for k in DEPTH_TRENDS):
+        raise ResultsError(f"results['trends'] has no {protocol}/{estimator} records.")
+    order = {b: i for i, b in enumerate(BLOCK_ORDER)}
+    out["blocks"] = dict(sorted(out["blocks"].items(), key=lambda kv: order.get(kv[0], len(order))))
+    return out

@@ -2,7 +2,8 @@
 as base64 PNG, inline CSS, no external assets), plus the long-format CSV tables.
 
 Top to bottom: title, settings, data summary, analysis choices, figures with captions,
-Table 1, the regression table, the CKA table summary, and the findings.
+Table 1, the regression table, the depth trends and the block summary (when the results
+carry trend records), the CKA table summary, and the findings.
 """
 from __future__ import annotations
 
@@ -50,13 +51,21 @@ def _choices(results, combo) -> list[str]:
             if (v := R.find_setting(s, k)) is not None]
     if diff:
         out.append("Diffusion maps: " + ", ".join(diff) + ".")
+    if R.has_trends(results):
+        out.append("Depth trends (Spearman ρ of slope and of intercept against layer index) and block means "
+                   "(CKA near 0 dB and at the lowest SNR, slope, intercept) are computed on the mean curves and "
+                   "again inside every bootstrap replicate from the same resampled curves as the per-layer "
+                   "fits; their brackets are percentile intervals of those replicates.")
     thr = R.find_setting(s, "poor_fit_r2", "r2_threshold")
     if thr is not None:
         out.append(f"A linear fit of CKA on SNR is flagged poor when R² < {thr}.")
+    block_words = ("block-level numbers in the summary are block means with their replicate intervals "
+                   "(the block summary table)" if R.has_trends(results) else
+                   "block-level numbers in the summary are means of the layers' estimates with the envelope "
+                   "of their intervals")
     out.append("Presentation (the report's own choices): Fig. 4 averages the intra-layer distance matrices "
-               "of each block's layers; Fig. 4 and Fig. 5 share one colour scale across panels; block-level "
-               "numbers in the summary are means of the layers' estimates with the envelope of their "
-               "intervals. Every setting of the run is listed in the settings table.")
+               f"of each block's layers; Fig. 4 and Fig. 5 share one colour scale across panels; {block_words}. "
+               "Every setting of the run is listed in the settings table.")
     return out
 
 
@@ -86,6 +95,7 @@ def _sections(results, figures, combo):
              T.table1_rows(results)),
             ("table", f"Regression of CKA on SNR per layer ({combo[0]}, {combo[1]})",
              T.regression_rows(results, *combo)),
+            *_trend_sections(results, combo),
             ("table", f"CKA summary ({combo[0]}, {combo[1]}): estimate [interval] at selected SNRs",
              T.cka_rows(results, *combo)),
             ("list", "Summary of findings", findings(results, protocol=combo[0], estimator=combo[1]))]
@@ -93,6 +103,16 @@ def _sections(results, figures, combo):
     if notes:
         secs.append(("list", "Notes from the analysis", notes))
     return secs
+
+
+def _trend_sections(results, combo):
+    """The depth-trend and block tables (results written before trend records had none)."""
+    if not R.has_trends(results):
+        return []
+    return [("table", f"Trends across depth ({combo[0]}, {combo[1]}): rank correlation of the per-layer "
+             "fits with layer depth, recomputed in every bootstrap replicate", T.trend_rows(results, *combo)),
+            ("table", f"Block summary ({combo[0]}, {combo[1]}): means over each block's layers, recomputed "
+             "in every bootstrap replicate", T.block_rows(results, *combo))]
 
 
 def _notes(results) -> list[str]:

@@ -53,10 +53,26 @@ def _overlaps(a: dict, b: dict) -> bool:
     return not (lo > hi)  # NaN bounds compare False: counted as overlapping
 
 
+def _block_stat(results, protocol, estimator, stat):
+    """Per block (estimate, low, high) of a replicate-level block statistic."""
+    t = R.trends(results, protocol, estimator)
+    return {b: (r[stat]["estimate"], r[stat]["low"], r[stat]["high"]) for b, r in t["blocks"].items() if stat in r}
+
+
+def _side(low, high) -> str:
+    """Where an interval lies relative to zero, in words."""
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return "no interval"
+    return "interval above 0" if low > 0 else "interval below 0" if high < 0 else "interval includes 0"
+
+
 def _cka_sentence(results, protocol, estimator) -> str:
     g = R.cka_grid(results, protocol, estimator)
     row = int(np.argmin(g.snrs))
-    env = _block_envelope(g, row)
+    replicate = R.has_trends(results)
+    env = _block_stat(results, protocol, estimator, "block_mean_cka_lowest_snr") if replicate else {}
+    if not env:
+        replicate, env = False, _block_envelope(g, row)
     enc = [b for b in env if b in ENCODER_BLOCKS]
     rest = [b for b in env if b not in ENCODER_BLOCKS]
     part = lambda bs: ", ".join(f"{b} {ci(*env[b], digits=2)}" for b in bs)  # noqa: E731
@@ -66,11 +82,39 @@ def _cka_sentence(results, protocol, estimator) -> str:
         s += f"encoder CKA is {part(enc)}"
     if rest:
         s += ("; " if enc else "") + f"the other blocks reach {part(rest)}, lowest in {low}"
-    return s + (" (block mean of the layers' estimates; brackets: envelope of the layers' intervals; "
+    how = ("brackets: bootstrap interval of the block mean, recomputed in every replicate" if replicate
+           else "brackets: envelope of the layers' intervals")
+    return s + (f" (block mean of the layers' estimates; {how}; "
                 "paper: encoder stays high while latent and decoder drop sharply).")
 
 
+def _replicate_trend_sentences(results, protocol, estimator) -> list[str]:
+    """Depth trends and block means with intervals from the statistic inside every replicate."""
+    t = R.trends(results, protocol, estimator)
+    n = len(R.layers(results))
+    out = []
+    parts = []
+    for key, what in (("spearman_slope_depth", "Slopes versus depth"), ("spearman_intercept_depth", "intercepts versus depth")):
+        if key in t:
+            r = t[key]
+            val = "undefined (a constant fit statistic)" if not np.isfinite(r["estimate"]) else \
+                f"{ci(r['estimate'], r['low'], r['high'], 2)} ({_side(r['low'], r['high'])})"
+            parts.append(f"{what}: Spearman ρ = {val}")
+    if parts:
+        out.append("; ".join(parts) + f" over {n} layers (paper: slopes grow and intercepts fall with depth; "
+                   "brackets: ρ recomputed inside every bootstrap replicate from that replicate's fits).")
+    for stat, words, digits in (("block_mean_slope", "Mean slope per block in CKA/dB", 4),
+                                ("block_mean_intercept", "Mean intercept (CKA at 0 dB of the fit) per block", 3)):
+        vals = _block_stat(results, protocol, estimator, stat)
+        if vals:
+            out.append(f"{words} (brackets: bootstrap interval of the block mean): "
+                       + ", ".join(f"{b} {ci(*v, digits)}" for b, v in vals.items()) + ".")
+    return out
+
+
 def _trend_sentences(results, protocol, estimator) -> list[str]:
+    if R.has_trends(results):
+        return _replicate_trend_sentences(results, protocol, estimator) + _skip_sentences(results, protocol, estimator)
     rows = R.regression_by_layer(results, protocol, estimator)
     depth = np.arange(len(rows))
     slope = np.array([r["slope"] for r in rows])
@@ -88,6 +132,15 @@ def _trend_sentences(results, protocol, estimator) -> list[str]:
         parts.append(f"{name} {ci(mean, lo, hi, 4)}")
     out.append("Mean slope per block in CKA/dB (brackets: envelope of the layers' intervals): "
                + ", ".join(parts) + ".")
+    return out + _skip_sentences(results, protocol, estimator)
+
+
+def _skip_sentences(results, protocol, estimator) -> list[str]:
+    rows = R.regression_by_layer(results, protocol, estimator)
+    by_block = {}
+    for r in rows:
+        by_block.setdefault(r["layer"].block, []).append(r)
+    out = []
     skip_in = [r for r in rows if r["layer"].skip == "input"]
     if skip_in:
         verdicts = []
@@ -136,7 +189,8 @@ def _drift_sentence(results) -> str:
     snr = R.intra_layer(results, lays[0].name).snrs
     return (f"Intra-layer diffusion distance from the lowest SNR ({snr.min():g} dB) to the cleanest "
             f"(mean over each block's layers): " + ", ".join(f"{b} {d:.3g}" for b, d in parts)
-            + " (paper: encoders drift little, latent and decoder strongly, refinement partly reverses).")
+            + " (no interval: the diffusion maps are not bootstrapped; paper: encoders drift little, latent and "
+            "decoder strongly, refinement partly reverses).")
 
 
 def _inter_sentence(results) -> str:
@@ -150,7 +204,8 @@ def _inter_sentence(results) -> str:
     return (f"Inter-layer diffusion distances: mean off-diagonal {off(m0):.3g} at {s0:g} dB versus "
             f"{off(m1):.3g} at {s1:g} dB; the farthest pair at {s0:g} dB is "
             f"{labels0[i]}-{labels0[j]} ({m0[i, j]:.3g}) "
-            f"(paper: cross-block separation grows under noise, most between encoder and decoder).")
+            f"(no interval: the diffusion maps are not bootstrapped; paper: cross-block separation grows under "
+            f"noise, most between encoder and decoder).")
 
 
 def findings(results, *, protocol=None, estimator=None) -> list[str]:

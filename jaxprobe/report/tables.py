@@ -1,4 +1,5 @@
-"""Long-format CSV tables of a study (cka.csv, regression.csv, table1.csv) and the
+"""Long-format CSV tables of a study (cka.csv, regression.csv, table1.csv, and trends.csv
+when the results carry trend records) and the
 rows of the report's tables. CSVs are written with the csv module, floats as Python's
 shortest round-trip repr, atomically (temp name, then ``os.replace``)."""
 from __future__ import annotations
@@ -18,6 +19,7 @@ CSV_COLUMNS = {
     "cka": R.CKA_FIELDS,
     "regression": R.REG_FIELDS,
     "table1": R.TABLE1_FIELDS,
+    "trends": R.TREND_FIELDS,
 }
 
 
@@ -62,13 +64,17 @@ def _write_csv(path, columns, records) -> Path:
 
 
 def write_csvs(results, out_dir) -> dict[str, Path]:
-    """Write cka.csv, regression.csv and table1.csv (one row per record, every combination)."""
+    """Write cka.csv, regression.csv, table1.csv and, when the results have trend records,
+    trends.csv (one row per record, every combination)."""
     out = Path(out_dir)
-    return {
+    paths = {
         "cka": _write_csv(out / "cka.csv", CSV_COLUMNS["cka"], R.cka_records(results)),
         "regression": _write_csv(out / "regression.csv", CSV_COLUMNS["regression"], R.regression_records(results)),
         "table1": _write_csv(out / "table1.csv", CSV_COLUMNS["table1"], _table1_raw(results)),
     }
+    if R.has_trends(results):
+        paths["trends"] = _write_csv(out / "trends.csv", CSV_COLUMNS["trends"], results["trends"])
+    return paths
 
 
 def _table1_raw(results) -> list:
@@ -119,6 +125,49 @@ def regression_rows(results, protocol=None, estimator=None) -> tuple[list[str], 
                      ci(r["intercept"], r["intercept_low"], r["intercept_high"]),
                      ci(r["r2"], r["r2_low"], r["r2_high"]), "poor" if r["poor_fit"] else "ok"])
     return head, body
+
+
+TREND_LABELS = {
+    "spearman_slope_depth": "Spearman ρ, slope vs layer depth",
+    "spearman_intercept_depth": "Spearman ρ, intercept vs layer depth",
+}
+
+
+def trend_rows(results, protocol=None, estimator=None) -> tuple[list[str], list[list[str]]]:
+    """The depth trends of the per-layer fits, each with its replicate interval."""
+    t = R.trends(results, protocol, estimator)
+    n = len(R.layers(results))
+    head = ["Statistic", "Estimate [interval]", "Layers"]
+    body = [[TREND_LABELS[k], _ci_or_undefined(t[k]), str(n)] for k in R.DEPTH_TRENDS if k in t]
+    return head, body
+
+
+def block_rows(results, protocol=None, estimator=None) -> tuple[list[str], list[list[str]]]:
+    """Per block: mean over its layers of the CKA near 0 dB and at the lowest SNR, of the
+    slope and of the intercept, each with its replicate interval."""
+    t = R.trends(results, protocol, estimator)
+    count = {name: len(group) for name, group in R.blocks(R.layers(results))}
+    first = next(iter(t["blocks"].values()), {})
+
+    def snr_of(stat, fallback):
+        v = first.get(stat, {}).get("snr")
+        return f"{float(v):g} dB" if v is not None else fallback
+
+    head = ["Block", "Layers", f"Mean CKA at {snr_of('block_mean_cka_0db', '0 dB')} [interval]",
+            f"Mean CKA at {snr_of('block_mean_cka_lowest_snr', 'the lowest SNR')} [interval]",
+            "Mean slope (CKA/dB) [interval]", "Mean intercept at 0 dB [interval]"]
+    body = []
+    for block, recs in t["blocks"].items():
+        cells = [_ci_or_undefined(recs[k], 4 if k == "block_mean_slope" else 3) if k in recs else "n/a"
+                 for k in R.BLOCK_STATS]
+        body.append([block, str(count.get(block, ""))] + cells)
+    return head, body
+
+
+def _ci_or_undefined(rec, digits: int = 3) -> str:
+    if not np.isfinite(rec["estimate"]):
+        return "undefined"
+    return ci(rec["estimate"], rec["low"], rec["high"], digits)
 
 
 def summary_snrs(snrs: np.ndarray) -> list[float]:
