@@ -170,7 +170,7 @@ def _analysis_stage(cfg, store_dir: Path, out: Path, data_desc: str) -> dict:
     from jaxprobe.studies.sweep_diffusion import analyze_diffusion
 
     snrs = snr_grid(cfg)
-    key = fingerprint({"store": str(store_dir.name), "cka": cfg["cka"], "diffusion": cfg["diffusion"], "seed": cfg["sweep"]["seed"], "v": 2})
+    key = fingerprint({"store": str(store_dir.name), "cka": cfg["cka"], "diffusion": cfg["diffusion"], "seed": cfg["sweep"]["seed"], "v": 3})
     res_path = out / "results.json"
     if res_path.exists():
         old = json.loads(res_path.read_text())
@@ -215,6 +215,7 @@ def _analysis_stage(cfg, store_dir: Path, out: Path, data_desc: str) -> dict:
         "layers": layers,
         "cka": cka_part["cka"],
         "regression": cka_part["regression"],
+        "trends": cka_part["trends"],
         "diffusion": diff_part,
     }
     _atomic_json(res_path, results)

@@ -7,21 +7,26 @@ Inputs per layer (all numpy or jax arrays, float32):
 * ``clean[layer]`` of shape (U, C, F): the clean reference of each item.
 
 Everything is computed in a handful of batched calls per layer shape: per-item CKA
-for all K x S x U conditions (clean Grams reused across conditions), the paired
-bootstrap of the means for every (layer, SNR) cell from one count matrix, the
-CKA-vs-SNR line fitted inside every replicate, and the centroid protocol.
+for all K x S x U conditions and both estimators from one Gram per item (clean Grams
+reused across conditions), the paired bootstrap of the means for every (layer, SNR)
+cell from one count matrix, the CKA-vs-SNR line fitted inside every replicate together
+with the depth trends of those fits and the block means (one jitted call over all
+replicates), and the centroid protocol.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprobe.bootstrap import _interval, bootstrap_mean
+from jaxprobe._validate import as_float_array
+from jaxprobe.bootstrap import bootstrap_mean
 from jaxprobe.cka import cka
-from jaxprobe.stats import linregress
+from jaxprobe.stats import _linregress, rankdata
+from kernels.gram import center_gram_unbiased
 
 PROTOCOLS = ("utterance", "centroid")
 ESTIMATORS = ("biased", "debiased")
@@ -54,6 +59,11 @@ def _orient(a, orientation):
     return a if orientation == "channels" else jnp.swapaxes(a, -1, -2)
 
 
+def _as_device(a):
+    """A float array on the device; numpy input is handed over without a copy when aligned."""
+    return as_float_array(a, "activations", fn="analyze_cka", min_ndim=3, transient=True)
+
+
 def per_item_cka(noisy, clean, *, debiased, orientation="channels", mesh=None):
     """CKA of every noisy item against its clean reference.
 
@@ -66,9 +76,83 @@ def per_item_cka(noisy, clean, *, debiased, orientation="channels", mesh=None):
     -------
     array of shape (K, S, U)
     """
-    X = _orient(jnp.asarray(noisy), orientation)
-    Y = _orient(jnp.asarray(clean), orientation)
+    X = _orient(_as_device(noisy), orientation)
+    Y = _orient(_as_device(clean), orientation)
     return cka(X, Y, debiased=debiased, mesh=mesh)
+
+
+def _unit_grams(A, debiased_flags):
+    """Centred linear Grams of every (n, d) item of A (..., n, d), one per estimator, each
+    scaled to unit Frobenius norm. One Gram product serves both estimators: the debiased
+    (U-centred) Gram of the column-centred data equals that of the raw data, since
+    U-centring removes the a_i + a_j terms a shift of the features adds."""
+    Ac = A - jnp.mean(A, axis=-2, keepdims=True)
+    G = jnp.einsum("...cf,...df->...cd", Ac, Ac)
+    out = []
+    for deb in debiased_flags:
+        g = G
+        if deb:
+            flat = G.reshape((-1,) + G.shape[-2:])
+            g = jax.vmap(center_gram_unbiased)(flat).reshape(G.shape)
+        out.append(g / jnp.sqrt(jnp.sum(g * g, axis=(-2, -1), keepdims=True)))
+    return out
+
+
+@partial(jax.jit, static_argnames=("debiased_flags", "orientation", "cells"))
+def _per_item_cka_fused(X, Y, *, debiased_flags, orientation, cells):
+    """X (K, S, U, C, F), Y (U, C, F) -> (E, K, S, U): every estimator from one Gram per
+    item; a sequential map over ``cells`` (noise, SNR) cells at a time keeps the working
+    set in cache (XLA on CPU runs one huge batch of small products several times slower)."""
+    X, Y = _orient(X, orientation), _orient(Y, orientation)
+    K, S, U, n, d = X.shape
+    gy = _unit_grams(Y, debiased_flags)  # the clean Grams once
+    flat = X.reshape(K * S, U, n, d)
+    m = K * S
+    nch = -(-m // cells)
+    pad = nch * cells - m
+    if pad:  # copies of the first cell (finite), dropped below
+        flat = jnp.concatenate([flat, jnp.broadcast_to(flat[:1], (pad, U, n, d))])
+
+    def step(x):  # (cells, U, n, d) -> (E, cells, U)
+        return jnp.stack([jnp.sum(g * h[None], axis=(-2, -1)) for g, h in zip(_unit_grams(x, debiased_flags), gy)])
+
+    out = jax.lax.map(step, flat.reshape(nch, cells, U, n, d))  # (nch, E, cells, U)
+    out = jnp.moveaxis(out, 1, 0).reshape(len(debiased_flags), nch * cells, U)[:, :m]
+    return out.reshape(len(debiased_flags), K, S, U)
+
+
+_CELL_BYTES = 1 << 20  # activations per map step: about 1 MiB (L2-sized on common CPUs)
+
+
+def per_item_cka_all(noisy, clean, *, estimators=ESTIMATORS, orientation="channels", mesh=None):
+    """:func:`per_item_cka` for several estimators in one pass over the activations.
+
+    Returns
+    -------
+    dict estimator -> array of shape (K, S, U); the same values as one
+    :func:`per_item_cka` call per estimator (which is also the path taken with a mesh,
+    and for the error message when a value is not finite).
+    """
+    if mesh is not None:
+        return {e: per_item_cka(noisy, clean, debiased=e == "debiased", orientation=orientation, mesh=mesh)
+                for e in estimators}
+    X, Y = _as_device(noisy), _as_device(clean)
+    if X.ndim != 5 or Y.shape != X.shape[2:]:
+        raise ValueError(f"per_item_cka_all needs noisy (K, S, U, C, F) and clean (U, C, F); got "
+                         f"{tuple(X.shape)} and {tuple(Y.shape)}.")
+    n = X.shape[-2] if orientation == "channels" else X.shape[-1]
+    if "debiased" in estimators and n < 4:
+        return {e: per_item_cka(noisy, clean, debiased=e == "debiased", orientation=orientation) for e in estimators}
+    per_cell = X.shape[2] * X.shape[3] * X.shape[4] * X.dtype.itemsize
+    cells = 1 << max(0, int(np.floor(np.log2(max(1, _CELL_BYTES // per_cell)))))
+    cells = min(cells, X.shape[0] * X.shape[1])
+    flags = tuple(e == "debiased" for e in estimators)
+    out = _per_item_cka_fused(X, Y, debiased_flags=flags, orientation=orientation, cells=cells)
+    if not bool(jnp.all(jnp.isfinite(out))):  # let cka() locate and word the problem
+        for e in estimators:
+            per_item_cka(noisy, clean, debiased=e == "debiased", orientation=orientation)
+        raise FloatingPointError("per_item_cka_all produced a non-finite CKA value; see jaxprobe.cka.")
+    return {e: out[i] for i, e in enumerate(estimators)}
 
 
 def centroid_cka(noisy, clean, *, debiased, orientation="channels", mesh=None):
@@ -78,19 +162,120 @@ def centroid_cka(noisy, clean, *, debiased, orientation="channels", mesh=None):
     -------
     array of shape (K, S)
     """
-    cn = jnp.mean(jnp.asarray(noisy), axis=2)  # (K, S, C, F)
-    cc = jnp.mean(jnp.asarray(clean), axis=0)  # (C, F)
+    cn = jnp.mean(_as_device(noisy), axis=2)  # (K, S, C, F)
+    cc = jnp.mean(_as_device(clean), axis=0)  # (C, F)
     return cka(_orient(cn, orientation), _orient(cc, orientation), debiased=debiased, mesh=mesh)
 
 
-def _fit_intervals(snrs, reps, level):
-    """Line fits inside every replicate: reps (B, L, S) -> dict of (L,) low/high arrays."""
-    fit = linregress(jnp.asarray(snrs, reps.dtype), reps)
+TREND_STATISTICS = {
+    "spearman_slope_depth": "Spearman rho of the per-layer slope (CKA/dB) against layer depth",
+    "spearman_intercept_depth": "Spearman rho of the per-layer intercept (CKA at 0 dB) against layer depth",
+    "block_mean_slope": "mean over the block's layers of the slope (CKA/dB)",
+    "block_mean_intercept": "mean over the block's layers of the intercept (CKA at 0 dB of the fit)",
+    "block_mean_cka_0db": "mean over the block's layers of the CKA at the grid SNR nearest 0 dB",
+    "block_mean_cka_lowest_snr": "mean over the block's layers of the CKA at the lowest SNR",
+}
+
+
+def _masked_spearman(x, y):
+    """Spearman rho along the last axis without host-side checks (NaN for a constant input)."""
+    rx, ry = rankdata(x), rankdata(y)
+    dx = rx - jnp.mean(rx, axis=-1, keepdims=True)
+    dy = ry - jnp.mean(ry, axis=-1, keepdims=True)
+    return jnp.sum(dx * dy, axis=-1) / jnp.sqrt(jnp.sum(dx * dx, axis=-1) * jnp.sum(dy * dy, axis=-1))
+
+
+@jax.jit
+def _replicate_statistics(x, curves, depth, avg, s0, s_low):
+    """Everything fitted inside every replicate, in one batched call.
+
+    x (S,) SNRs; curves (B, L, S) mean CKA per replicate; depth (L,) layer index;
+    avg (L, G) block-averaging matrix (column g: 1/n_g on the block's layers);
+    s0, s_low: SNR positions (nearest 0 dB, lowest).
+    Returns a dict of (B, L) per-layer fits and (B,) / (B, G) trend statistics.
+    """
+    fit = _linregress(x.astype(curves.dtype), curves)
+    d = jnp.broadcast_to(depth.astype(curves.dtype), fit.slope.shape)
+    return {
+        "slope": fit.slope, "intercept": fit.intercept, "r2": fit.r2,
+        "spearman_slope_depth": _masked_spearman(d, fit.slope),
+        "spearman_intercept_depth": _masked_spearman(d, fit.intercept),
+        "block_mean_slope": fit.slope @ avg,
+        "block_mean_intercept": fit.intercept @ avg,
+        "block_mean_cka_0db": curves[:, :, s0] @ avg,
+        "block_mean_cka_lowest_snr": curves[:, :, s_low] @ avg,
+    }
+
+
+def replicate_statistics(snrs, curves, layer_blocks):
+    """Per-layer line fits and the depth trends for every replicate of the CKA curves.
+
+    Parameters
+    ----------
+    snrs : (S,) SNR grid in dB.
+    curves : array (B, L, S): mean CKA per layer and SNR, one row per bootstrap replicate
+        (B = 1 for the point estimate).
+    layer_blocks : sequence of L block names in depth order.
+
+    Returns
+    -------
+    stats : dict name -> numpy array: "slope", "intercept", "r2" (B, L); the
+        Spearman trends (B,) (absent for fewer than 3 layers); the block means (B, G).
+    blocks : list of the G block names, in order of first appearance.
+    """
+    snrs = np.asarray(snrs, np.float64)
+    blocks = list(dict.fromkeys(layer_blocks))
+    lab = np.array([blocks.index(b) for b in layer_blocks])
+    onehot = (lab[:, None] == np.arange(len(blocks))[None, :]).astype(np.float32)
+    avg = onehot / onehot.sum(0, keepdims=True)
+    s0, s_low = int(np.argmin(np.abs(snrs))), int(np.argmin(snrs))
+    curves = jnp.asarray(curves)
+    out = _replicate_statistics(jnp.asarray(snrs, curves.dtype), curves, jnp.arange(len(layer_blocks)),
+                                jnp.asarray(avg, curves.dtype), s0, s_low)
+    out = {k: np.asarray(v, np.float64) for k, v in out.items()}
+    if len(layer_blocks) < 3:
+        out.pop("spearman_slope_depth")
+        out.pop("spearman_intercept_depth")
+    return out, blocks
+
+
+def _percentile(reps, level):
+    """(B, ...) -> low, high percentile bounds; None-filled where any replicate is NaN."""
     a = (1 - level) / 2
-    out = {}
-    for name in ("slope", "intercept", "r2"):
-        v = np.asarray(getattr(fit, name), np.float64)
-        out[f"{name}_low"], out[f"{name}_high"] = np.quantile(v, [a, 1 - a], axis=0)
+    lo, hi = np.quantile(reps, [a, 1 - a], axis=0)
+    bad = np.isnan(reps).any(axis=0)
+    return np.where(bad, np.nan, lo), np.where(bad, np.nan, hi)
+
+
+def _num(v):
+    v = float(v)
+    return v if np.isfinite(v) else None
+
+
+def _trend_records(point, rep_stats, blocks, snrs, protocol, est, primary, level):
+    """Records of the depth trends and block means: estimate from the mean curves, percentile
+    bounds from the same statistic computed inside every replicate (one set per design)."""
+    s0, s_low = float(snrs[int(np.argmin(np.abs(snrs)))]), float(np.min(snrs))
+    bounds = {d: {k: _percentile(v, level) for k, v in st.items()} for d, st in rep_stats.items()}
+    out = []
+    for stat in TREND_STATISTICS:
+        if stat not in point:
+            continue
+        per_block = stat.startswith("block_")
+        for g in range(len(blocks) if per_block else 1):
+            idx = (0, g) if per_block else (0,)
+            rec = {"statistic": stat, "block": blocks[g] if per_block else None,
+                   "protocol": protocol, "estimator": est, "estimate": _num(point[stat][idx]),
+                   "low": None, "high": None,
+                   "snr": s0 if stat == "block_mean_cka_0db" else s_low if stat == "block_mean_cka_lowest_snr" else None,
+                   "interval": f"percentile, level {level:g}, statistic recomputed in every replicate",
+                   "description": TREND_STATISTICS[stat]}
+            for d, b in bounds.items():
+                lo, hi = b[stat][0][idx[1:]], b[stat][1][idx[1:]]
+                rec[f"low_{d}"], rec[f"high_{d}"] = _num(lo), _num(hi)
+                if d == primary:
+                    rec["low"], rec["high"] = _num(lo), _num(hi)
+            out.append(rec)
     return out
 
 
@@ -107,24 +292,41 @@ def analyze_cka(noisy, clean, layers, snrs, noises, settings: CkaSettings, *, me
 
     Returns
     -------
-    dict with "cka" (records) and "regression" (records), plus raw arrays under
-    "arrays" (per-item CKA values, for caching and plotting).
+    dict with "cka", "regression" and "trends" (records), plus raw arrays under
+    "arrays" (per-item CKA values, for caching and plotting) and, under "replicates",
+    per "protocol/estimator" and design the bootstrap replicates (B, ...) of the mean CKA
+    curves ("cka", (B, L, S)) and of every statistic fitted inside them (see
+    :func:`replicate_statistics`); these are not written to results.json.
+
+    The "trends" records ({statistic, block, protocol, estimator, estimate, low, high,
+    snr, ...}; see ``TREND_STATISTICS``) are the depth trends of the per-layer fits
+    (Spearman rho of slope and of intercept against layer index) and per-block means
+    (slope, intercept, CKA near 0 dB and at the lowest SNR). Each is computed on the mean
+    curves (estimate) and inside every bootstrap replicate (percentile bounds per design;
+    ``low``/``high`` from the first design).
     """
     key = jax.random.key(settings.seed)
     snrs = np.asarray(snrs, np.float64)
     K, S = len(noises), len(snrs)
     names = [l["name"] for l in layers]
     blocks = {l["name"]: l["block"] for l in layers}
-    cka_records, reg_records, arrays = [], [], {}
+    cka_records, reg_records, trend_records, arrays, replicates = [], [], [], {}, {}
 
+    per_item = {}
+    if "utterance" in settings.protocols:  # every estimator from one pass over each layer
+        for name in names:
+            got = per_item_cka_all(noisy[name], clean[name], estimators=tuple(settings.estimators),
+                                   orientation=settings.orientation, mesh=mesh)
+            for est, v in got.items():
+                per_item.setdefault(est, []).append(np.asarray(v))
     for est in settings.estimators:
         debiased = est == "debiased"
         for protocol in settings.protocols:
-            vals = []
-            for name in names:
-                f = per_item_cka if protocol == "utterance" else centroid_cka
-                vals.append(np.asarray(f(noisy[name], clean[name], debiased=debiased,
-                                         orientation=settings.orientation, mesh=mesh)))
+            if protocol == "utterance":
+                vals = per_item[est]
+            else:
+                vals = [np.asarray(centroid_cka(noisy[name], clean[name], debiased=debiased,
+                                                orientation=settings.orientation, mesh=mesh)) for name in names]
             V = np.stack(vals)  # (L, K, S, U) or (L, K, S)
             arrays[f"{protocol}/{est}"] = V
             if protocol == "utterance":
@@ -166,21 +368,32 @@ def analyze_cka(noisy, clean, layers, snrs, noises, settings: CkaSettings, *, me
                         rec[f"low_{design}"] = float(lo[li, si])
                         rec[f"high_{design}"] = float(hi[li, si])
                     cka_records.append(rec)
-            fit = linregress(jnp.asarray(snrs), jnp.asarray(mean))
-            fit = type(fit)(*(np.asarray(v, np.float64) for v in fit))
-            ints = {d: _fit_intervals(snrs, b.replicates, settings.level) for d, b in boots.items()}
+            # the point fits and, inside every replicate, the same fits plus the depth trends
+            layer_blocks = [blocks[nm] for nm in names]
+            point, block_names = replicate_statistics(snrs, mean[None], layer_blocks)
+            rep_stats = {d: replicate_statistics(snrs, b.replicates, layer_blocks)[0] for d, b in boots.items()}
+            primary_design = settings.designs[0] if settings.designs[0] in rep_stats else next(iter(rep_stats), None)
+            trend_records += _trend_records(point, rep_stats, block_names, snrs, protocol, est, primary_design,
+                                            settings.level)
+            replicates[f"{protocol}/{est}"] = {d: {"cka": np.asarray(boots[d].replicates), **st}
+                                               for d, st in rep_stats.items()}
+            ints = {d: {k: _percentile(st[k], settings.level) for k in ("slope", "intercept", "r2")}
+                    for d, st in rep_stats.items()}
             for li, name in enumerate(names):
+                r2 = float(point["r2"][0, li])
                 rec = {
                     "layer": name, "block": blocks[name], "protocol": protocol, "estimator": est,
-                    "slope": float(fit.slope[li]), "intercept": float(fit.intercept[li]), "r2": float(fit.r2[li]),
-                    "poor_fit": bool(float(fit.r2[li]) < settings.poor_fit_r2),
+                    "slope": float(point["slope"][0, li]), "intercept": float(point["intercept"][0, li]), "r2": r2,
+                    "poor_fit": bool(r2 < settings.poor_fit_r2),
                 }
-                prim = ints.get(settings.designs[0]) or next(iter(ints.values()), None)
-                for k in ("slope_low", "slope_high", "intercept_low", "intercept_high", "r2_low", "r2_high"):
-                    rec[k] = float(prim[k][li]) if prim else None
+                for k in ("slope", "intercept", "r2"):
+                    lo_hi = ints[primary_design][k] if primary_design else None
+                    rec[f"{k}_low"] = _num(lo_hi[0][li]) if lo_hi else None
+                    rec[f"{k}_high"] = _num(lo_hi[1][li]) if lo_hi else None
                 for d, iv in ints.items():
                     for k in ("slope", "intercept"):
-                        rec[f"{k}_low_{d}"] = float(iv[f"{k}_low"][li])
-                        rec[f"{k}_high_{d}"] = float(iv[f"{k}_high"][li])
+                        rec[f"{k}_low_{d}"] = _num(iv[k][0][li])
+                        rec[f"{k}_high_{d}"] = _num(iv[k][1][li])
                 reg_records.append(rec)
-    return {"cka": cka_records, "regression": reg_records, "arrays": arrays}
+    return {"cka": cka_records, "regression": reg_records, "trends": trend_records, "arrays": arrays,
+            "replicates": replicates}

@@ -90,3 +90,96 @@ def test_config_errors_name_the_key():
     assert len(snr_grid(load_sweep_config({}))) == 41
     assert snr_grid(load_sweep_config("demo"))[0] == -10.0
     assert load_sweep_config("paper")["data"]["source"] == "voicebank_demand"
+
+
+def test_trends_are_recomputed_inside_every_replicate(rng):
+    """Spearman rho of slope / intercept vs depth and the block means, per replicate, against
+    scipy on that replicate's curves. Tolerance: rho is a ratio of rank sums, exact up to
+    float32 rounding (abs 1e-6) unless two slopes tie within float32 precision (they do not
+    here); block means of float32 fits: rel 1e-4."""
+    layers, noisy, clean, noises = _synthetic(rng)
+    s = CkaSettings(n_boot=64, protocols=("utterance",), estimators=("biased",))
+    r = analyze_cka(noisy, clean, layers, SNRS, noises, s)
+    names = [l["name"] for l in layers]
+    block_of = np.array([l["block"] for l in layers])
+    depth = np.arange(len(layers))
+    for design in ("noise", "hierarchical"):
+        reps = r["replicates"]["utterance/biased"][design]
+        curves = reps["cka"]  # (B, L, S)
+        assert curves.shape == (64, len(layers), len(SNRS))
+        for b in (0, 9, 31, 63):
+            fits = [stats.linregress(SNRS, curves[b, l].astype(np.float64)) for l in range(len(layers))]
+            slopes = np.array([f.slope for f in fits])
+            icpts = np.array([f.intercept for f in fits])
+            assert reps["spearman_slope_depth"][b] == pytest.approx(stats.spearmanr(depth, slopes).statistic, abs=1e-6)
+            assert reps["spearman_intercept_depth"][b] == pytest.approx(stats.spearmanr(depth, icpts).statistic, abs=1e-6)
+            for g, block in enumerate(SHAPES):
+                m = block_of == block
+                assert reps["block_mean_slope"][b, g] == pytest.approx(slopes[m].mean(), rel=1e-4)
+                assert reps["block_mean_intercept"][b, g] == pytest.approx(icpts[m].mean(), rel=1e-4)
+                assert reps["block_mean_cka_lowest_snr"][b, g] == pytest.approx(curves[b, m, 0].mean(), rel=1e-5)
+                assert reps["block_mean_cka_0db"][b, g] == pytest.approx(curves[b, m, 1].mean(), rel=1e-5)  # SNRS[1] = 0
+    # the records: estimate from the mean curves, bounds = percentiles of the replicates (first design)
+    trends = {(t["statistic"], t["block"]): t for t in r["trends"]}
+    reg = [next(x for x in r["regression"] if x["layer"] == nm) for nm in names]
+    rho = trends[("spearman_slope_depth", None)]
+    assert rho["estimate"] == pytest.approx(stats.spearmanr(depth, [x["slope"] for x in reg]).statistic, abs=1e-6)
+    reps = r["replicates"]["utterance/biased"]["noise"]["spearman_slope_depth"]
+    lo, hi = np.quantile(reps, [0.025, 0.975])
+    assert (rho["low"], rho["high"]) == pytest.approx((lo, hi)) and rho["low_noise"] == rho["low"]
+    assert "low_hierarchical" in rho
+    assert rho["estimate"] > 0  # deeper layers are noisier in the synthetic data: slopes grow
+    assert trends[("spearman_intercept_depth", None)]["estimate"] < 0
+    cell = {(x["layer"], x["snr"]): x["estimate"] for x in r["cka"]}
+    enc = trends[("block_mean_cka_lowest_snr", "Enc1")]
+    assert enc["snr"] == -10.0 and trends[("block_mean_cka_0db", "Enc1")]["snr"] == 0.0
+    assert enc["estimate"] == pytest.approx(np.mean([cell[("Enc1.0", -10.0)], cell[("Enc1.1", -10.0)]]), rel=1e-6)
+    assert enc["low"] <= enc["estimate"] <= enc["high"]
+    assert len(r["trends"]) == 2 + 4 * len(SHAPES)
+
+
+def test_fused_per_item_cka_equals_one_call_per_estimator(rng):
+    from jaxprobe.studies.sweep_analysis import per_item_cka_all
+
+    layers, noisy, clean, noises = _synthetic(rng)
+    for orientation in ("channels", "bins"):
+        got = per_item_cka_all(noisy["Latent.1"], clean["Latent.1"], orientation=orientation)
+        for est in ("biased", "debiased"):
+            want = per_item_cka(noisy["Latent.1"], clean["Latent.1"], debiased=est == "debiased", orientation=orientation)
+            np.testing.assert_allclose(got[est], want, atol=2e-6)
+
+
+def test_report_from_real_analysis_has_trend_tables(rng, tmp_path):
+    """analyze_cka + analyze_diffusion on the synthetic activations -> results -> report."""
+    from jaxprobe.report import write_report
+    from jaxprobe.report.summary import findings
+
+    layers, noisy, clean, noises = _synthetic(rng)
+    cka_part = analyze_cka(noisy, clean, layers, SNRS, noises, CkaSettings(n_boot=100))
+    dcfg = load_sweep_config({})["diffusion"]
+    results = {
+        "settings": {"cka": {"n_boot": 100}, "diffusion": dcfg},
+        "data": {"corpus": "synthetic", "n_utterances": 4, "noises": noises, "snrs": SNRS.tolist(), "n_windows": 1},
+        "layers": layers, "cka": cka_part["cka"], "regression": cka_part["regression"],
+        "trends": cka_part["trends"], "diffusion": analyze_diffusion(noisy, layers, SNRS, noises, dcfg, n_boot=50),
+    }
+    paths = write_report(results, tmp_path, figures=[])
+    md, page = paths["md"].read_text(encoding="utf-8"), paths["html"].read_text(encoding="utf-8")
+    t = {(x["statistic"], x["block"]): x for x in cka_part["trends"]
+         if (x["protocol"], x["estimator"]) == ("utterance", "biased")}
+    rho = t[("spearman_slope_depth", None)]
+    rho_txt = f"{rho['estimate']:.3f} [{rho['low']:.3f}, {rho['high']:.3f}]"
+    slope = t[("block_mean_slope", "Latent")]
+    slope_txt = f"{slope['estimate']:.4f} [{slope['low']:.4f}, {slope['high']:.4f}]"
+    c0 = t[("block_mean_cka_0db", "Dec1")]
+    c0_txt = f"{c0['estimate']:.3f} [{c0['low']:.3f}, {c0['high']:.3f}]"
+    for doc in (md, page):
+        assert "Trends across depth" in doc and "Block summary" in doc
+        assert "Mean CKA at 0 dB [interval]" in doc and "Mean CKA at -10 dB [interval]" in doc
+        assert rho_txt in doc and slope_txt in doc and c0_txt in doc
+    assert (tmp_path / "trends.csv").is_file()
+    lines = findings(results)
+    assert any(f"Slopes versus depth: Spearman ρ = {rho['estimate']:.2f} [{rho['low']:.2f}, {rho['high']:.2f}]" in s
+               for s in lines)
+    assert any(f"Latent {slope_txt}" in s for s in lines)
+    assert not any("envelope" in s for s in lines)  # block numbers carry replicate intervals
