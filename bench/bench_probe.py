@@ -4,7 +4,9 @@ PyTorch loop that trains the same probes one layer after another, on the same da
 Workload: 8 layers of width 256 at downsampling rates 1, 1, 2, 2, 4, 4, 8, 8 (a pure-LSTM-like
 model), the paper's probe (linear to 80*r, 4 Highway layers, linear out), Adam, L1 loss, 128 blocks
 of 8 mel frames (1024 mel frames) per layer per step. Throughput counts mel frames x layers per
-second. A third contender is jaxprobe's own step run one layer after another. Before timing, both sides start from the same parameters, see the same mini-batches for 20
+second. jaxprobe's all-layer step is timed in both layouts (TrainConfig.fuse: "vmap", batched matmuls
+over stacked parameters; "unroll", one matmul chain per layer in the same XLA program; the default
+"auto" picks unroll on CPU), and its single-layer step run one layer after another as a third contender. Before timing, both sides start from the same parameters, see the same mini-batches for 20
 steps, and must end with the same per-layer losses (the check is printed and stored).
 
     python bench/bench_probe.py [--steps 30] [--repeat 4]
@@ -83,7 +85,7 @@ def main(argv=None):
     import torch
 
     from jaxprobe.probe import ProbeConfig, TrainConfig, default_optimizer
-    from jaxprobe.probe.train import _Trainer, _unstack
+    from jaxprobe.probe.train import _Trainer, _unstack, resolve_fuse
 
     data = _data()
     cfg = TrainConfig(steps=10**6, batch_blocks=BATCH_BLOCKS, learning_rate=1e-3, warmup_steps=0,
@@ -91,6 +93,9 @@ def main(argv=None):
     probe = ProbeConfig()
     key = jax.random.key(0)
     tr = _Trainer(data, None, cfg, probe, default_optimizer(cfg), key)
+    import dataclasses
+
+    tr_unroll = _Trainer(data, None, dataclasses.replace(cfg, fuse="unroll"), probe, default_optimizer(cfg), key)
     state0 = tr.init_state()
     jax.block_until_ready(state0)
     per_layer0 = _unstack(state0["params"], tr.lay, data.names)
@@ -155,6 +160,15 @@ def main(argv=None):
     def jax_run():
         jax.block_until_ready(tr.run(state0, n))
 
+    jax.block_until_ready(tr_unroll.run(state0, n))  # compile
+    su = tr_unroll.run(jax.tree.map(jnp.copy, state0), check_steps)
+    unroll_diff = float(np.max(np.abs(np.asarray(su["last"]) - np.asarray(st["last"])) / np.asarray(st["last"])))
+    print(f"unrolled vs vmapped step: max relative loss difference after {check_steps} steps {unroll_diff:.2e}")
+    ok = ok and unroll_diff < 1e-4
+
+    def jax_unroll_run():
+        jax.block_until_ready(tr_unroll.run(state0, n))
+
     # jaxprobe's own step, but one layer after another (isolates what the all-layer step buys)
     solo = [_Trainer(data.subset([nm]), None, cfg, probe, default_optimizer(cfg), key) for nm in data.names]
     solo_states = [t.init_state() for t in solo]
@@ -168,12 +182,13 @@ def main(argv=None):
     probes = [_TorchProbe(per_layer0[nm], r, torch) for nm, r in zip(data.names, data.rates)]
 
     # interleaved rounds: the machine is shared, so each contender is timed in every round, best kept
-    times = {"jax": [], "jax_solo": [], "torch": []}
+    times = {"jax": [], "jax_unroll": [], "jax_solo": [], "torch": []}
     for _ in range(args.repeat):
         times["jax"].append(timeit(jax_run, repeat=1))
+        times["jax_unroll"].append(timeit(jax_unroll_run, repeat=1))
         times["jax_solo"].append(timeit(jax_solo_run, repeat=1))
         times["torch"].append(timeit(lambda: torch_train(n, probes), repeat=1))
-    jax_steady, jax_solo, torch_steady = (min(times[k]) for k in ("jax", "jax_solo", "torch"))
+    jax_steady, jax_unroll, jax_solo, torch_steady = (min(times[k]) for k in ("jax", "jax_unroll", "jax_solo", "torch"))
     frames = n * BATCH_BLOCKS * data.block * len(RATES)
     res = {
         "workload": {"layers": len(RATES), "hidden": HIDDEN, "rates": list(RATES), "n_mels": N_MELS,
@@ -183,12 +198,18 @@ def main(argv=None):
         "jax_vmapped": {"compile_plus_first_run_s": jax_first, "steady_s": jax_steady,
                         "layer_frames_per_s": frames / jax_steady,
                         "compile_s_estimate": max(jax_first - jax_steady, 0.0)},
+        "jax_unrolled": {"steady_s": jax_unroll, "layer_frames_per_s": frames / jax_unroll,
+                         "max_rel_loss_diff_vs_vmapped": unroll_diff},
         "jax_layer_loop": {"steady_s": jax_solo, "layer_frames_per_s": frames / jax_solo},
         "vmap_gain": jax_solo / jax_steady,
+        "unroll_gain": jax_solo / jax_unroll,
+        "default_fuse_on_this_backend": resolve_fuse("auto"),
+        "speedup_vmapped": torch_steady / jax_steady,
+        "speedup_unrolled": torch_steady / jax_unroll,
         "torch_layer_loop": {"steady_s": torch_steady, "layer_frames_per_s": frames / torch_steady,
                              "torch": torch.__version__, "threads": threads,
                              "thread_trial_s": {str(k): v for k, v in speed.items()}},
-        "speedup": torch_steady / jax_steady,
+        "speedup": torch_steady / (jax_unroll if resolve_fuse("auto") == "unroll" else jax_steady),
         "check": {"steps": check_steps, "max_rel_loss_diff": loss_rel, "max_abs_out_kernel_diff": w_err,
                   "passed": ok},
         "round_times_s": times,
@@ -198,7 +219,9 @@ def main(argv=None):
     print(f"jax vmapped: {frames / jax_steady:,.0f} layer-frames/s (steady {jax_steady:.3f} s, "
           f"compile+first {jax_first:.2f} s); torch loop: {frames / torch_steady:,.0f} layer-frames/s "
           f"({torch_steady:.3f} s); speedup {torch_steady / jax_steady:.2f}x; jaxprobe one layer at a time "
-          f"{frames / jax_solo:,.0f} layer-frames/s (vmap gain {jax_solo / jax_steady:.2f}x)")
+          f"{frames / jax_solo:,.0f} layer-frames/s (vmap gain {jax_solo / jax_steady:.2f}x); jax unrolled "
+          f"{frames / jax_unroll:,.0f} layer-frames/s (speedup {torch_steady / jax_unroll:.2f}x); "
+          f"headline (default fuse={resolve_fuse('auto')}): {res['speedup']:.2f}x")
     out = write_results("probe", res)
     print(f"wrote {out}")
     if not ok:

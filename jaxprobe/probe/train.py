@@ -77,7 +77,11 @@ class TrainConfig:
     ``end_lr_ratio * learning_rate`` at ``steps``; "constant").  eval_every : steps between held-out
     evaluations (and checkpoints).  patience : evaluations without an improvement of more than
     ``min_delta`` after which a layer stops (its best parameters are kept).  eval_blocks : blocks per
-    evaluation batch.  max_to_keep : checkpoints kept.
+    evaluation batch.  max_to_keep : checkpoints kept.  fuse : how the layers share the one jitted
+    step: "vmap" (stacked parameters, batched matmuls), "unroll" (the same stacked parameters, one
+    matmul chain per layer in the same XLA program) or "auto" (unroll on CPU, vmap elsewhere; on
+    XLA:CPU batched small matmuls ran slower than separate ones, see bench/bench_probe.py).
+    Results agree to float tolerance whatever the choice.
     """
 
     steps: int = 2000
@@ -91,6 +95,7 @@ class TrainConfig:
     min_delta: float = 0.0
     eval_blocks: int = 512
     max_to_keep: int = 2
+    fuse: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -239,14 +244,23 @@ def layer_key(key, name: str):
 class _Layout:
     groups: tuple  # ((rate, hidden, (data indices...)), ...)
     order: tuple  # body index -> data index
+    fuse: str = "vmap"  # how the layers' matmuls are laid out inside the one jitted step
 
     @staticmethod
-    def of(data: ProbeData) -> "_Layout":
+    def of(data: ProbeData, fuse: str = "vmap") -> "_Layout":
         keys: dict = {}
         for i, (r, h) in enumerate(zip(data.rates, data.hidden)):
             keys.setdefault((r, h), []).append(i)
         groups = tuple((r, h, tuple(ix)) for (r, h), ix in keys.items())
-        return _Layout(groups, tuple(i for g in groups for i in g[2]))
+        return _Layout(groups, tuple(i for g in groups for i in g[2]), resolve_fuse(fuse))
+
+
+def resolve_fuse(fuse: str) -> str:
+    """``"auto"`` -> ``"unroll"`` on CPU backends, ``"vmap"`` elsewhere (see :class:`TrainConfig`)."""
+    check_choice(fuse, "fuse", ("auto", "vmap", "unroll"), fn=_FN)
+    if fuse != "auto":
+        return fuse
+    return "unroll" if jax.default_backend() == "cpu" else "vmap"
 
 
 def _stack(trees):
@@ -288,6 +302,8 @@ def _grouped_inputs(data: ProbeData, lay: _Layout):
 
 def _forward(params, xs, lay: _Layout, probe: ProbeConfig):
     """xs[g] : (Lg, B, block//r, H) -> predictions (L, B*block, n_mels) in body order."""
+    if lay.fuse == "unroll":
+        return _forward_unrolled(params, xs, lay, probe)
     ups = []
     for g, (r, _, _) in enumerate(lay.groups):
         up = Upsample(r, probe.width)
@@ -296,6 +312,23 @@ def _forward(params, xs, lay: _Layout, probe: ProbeConfig):
     body = HighwayBody(probe.width, probe.n_mels, probe.n_highway, probe.gate_bias)
     z = jnp.concatenate(ups, axis=0)
     return jax.vmap(lambda p, x: body.apply({"params": p}, x))(params["body"], z)
+
+
+def _forward_unrolled(params, xs, lay: _Layout, probe: ProbeConfig):
+    """:func:`_forward` with one plain matmul chain per layer instead of batched (vmapped) matmuls:
+    the same parameters and the same math, laid out for XLA:CPU, whose batched dot of many small
+    (frames x 80) @ (80 x 80) products runs slower than the separate products (bench_probe)."""
+    body = HighwayBody(probe.width, probe.n_mels, probe.n_highway, probe.gate_bias)
+    outs, b = [], 0
+    for g, (r, _, ix) in enumerate(lay.groups):
+        up = Upsample(r, probe.width)
+        for j in range(len(ix)):
+            pu = jax.tree.map(lambda a: a[j], params["up"][f"g{g}"])
+            z = up.apply({"params": pu}, xs[f"g{g}"][j]).reshape(-1, probe.width)
+            pb = jax.tree.map(lambda a: a[b], params["body"])
+            outs.append(body.apply({"params": pb}, z))
+            b += 1
+    return jnp.stack(outs)
 
 
 def _layer_mask(mask, params, lay: _Layout):
@@ -511,7 +544,7 @@ class _Trainer:
     def __init__(self, data: ProbeData, valid: ProbeData | None, config: TrainConfig, probe: ProbeConfig,
                  tx: optax.GradientTransformation, key, mesh=None):
         self.data, self.valid, self.config, self.probe, self.tx = data, valid, config, probe, tx
-        self.lay = _Layout.of(data)
+        self.lay = _Layout.of(data, config.fuse)
         self.key = key
         self.mesh = mesh
         self.xs = _grouped_inputs(data, self.lay)
