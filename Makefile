@@ -13,7 +13,7 @@ DEB_PACKAGES := flite espeak-ng sox asterisk-core-sounds-en asterisk-core-sounds
 SHARED_G_BEST := $(abspath ../shared/muse/g_best)
 export JAXPROBE_MUSE_CHECKPOINT ?= $(if $(wildcard $(SHARED_G_BEST)),$(SHARED_G_BEST),)
 
-.PHONY: setup demo test bench clean-venv
+.PHONY: setup demo hear-demo test bench clean-venv
 
 setup: $(PY_STAMP) $(DEB_STAMP)
 
@@ -29,6 +29,10 @@ $(DEB_STAMP): Makefile scripts/install-debs.sh
 
 demo: setup
 	$(VENV)/bin/jaxprobe demo
+
+# The second paper's study (recognisers, probes, listening) on the embedded corpus: ~15 min here.
+hear-demo: setup
+	$(VENV)/bin/jaxprobe hear --config demo
 
 test: setup
 	$(PY) -m pytest -q

@@ -14,6 +14,7 @@ import sys
 _COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("jaxprobe._cmd_demo", "Run the main job (the SNR-sweep study of MUSE) on the embedded default."),
     "sweep": ("jaxprobe._cmd_sweep", "The SNR-sweep probing study of MUSE, end to end, with its report."),
+    "hear": ("jaxprobe._cmd_hear", "What does a layer hear? Recognisers, per-layer Highway probes, listening (Table 2, Figs. 2-4)."),
     "dump": ("jaxprobe._cmd_dump", "Dump a model's pooled activations over an SNR sweep into a resumable store."),
     "corpus": ("jaxprobe._cmd_corpus", "Build or verify the embedded default corpus (speech and noise)."),
     "enhance": ("jaxprobe._cmd_enhance", "Denoise a speech file with MUSE (official inference pipeline)."),

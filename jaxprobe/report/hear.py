@@ -1,0 +1,430 @@
+"""The report of `jaxprobe hear`: the ASR paper's Table 2 and Figs. 2-4, drawn from results.json alone.
+
+Figures: EER per layer (Fig. 2), probe mel spectrograms per layer, clean vs noisy input, baseline vs
+robust (Fig. 3), STOI per layer (Fig. 4), L1 reconstruction error per layer. Tables: the recognisers'
+CER/WER, Table 2 (EER per layer x model x condition x regime), STOI and L1 with bootstrap intervals
+over utterances. Findings are computed from the numbers, with the paper's expectations checked
+one by one and reported whether or not they hold.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import os
+from pathlib import Path
+
+import numpy as np
+
+from jaxprobe.report._style import PAGE_WIDTH, new_figure, save, style
+from jaxprobe.report.figures import Figure
+from jaxprobe.report.html import CSS, _html_table, _md_table
+from jaxprobe.report.tables import _write_csv, atomic_write_text
+
+MODEL_NAMES = {"vgg_lstm": "VGG-LSTM", "lstm": "pure-LSTM"}
+COND_COLORS = {"clean": "#1a1a1a", 0: "#2c7bb6", 1: "#7b3294", 2: "#d7191c", 3: "#fdae61", 4: "#1b9e3a"}
+REGIME_STYLE = {"baseline": {"ls": "--", "marker": "o", "mfc": "white"}, "robust": {"ls": "-", "marker": "s"}}
+
+
+class HearResultsError(KeyError):
+    """results.json of a hear study lacks something the report needs."""
+
+
+def _need(results, key):
+    if key not in results:
+        raise HearResultsError(f"The hear results lack '{key}'; re-run `jaxprobe hear` to regenerate results.json.")
+    return results[key]
+
+
+def _conditions(results) -> list[str]:
+    return list(results["data"]["conditions"])
+
+
+def _cond_label(c: str) -> str:
+    return "clean" if c == "clean" else f"{c} dB"
+
+
+def _cond_color(results, c: str) -> str:
+    conds = [x for x in _conditions(results) if x != "clean"]
+    return COND_COLORS["clean"] if c == "clean" else COND_COLORS[conds.index(c) % 5]
+
+
+def _models(results) -> list[str]:
+    seen = []
+    for r in _need(results, "probe"):
+        if r["model"] not in seen:
+            seen.append(r["model"])
+    return seen
+
+
+def _regimes(results) -> list[str]:
+    seen = []
+    for r in results["probe"]:
+        if r["regime"] not in seen:
+            seen.append(r["regime"])
+    return seen
+
+
+def _layers(results, model) -> list[str]:
+    return [e["label"] for e in results["layers"][model]]
+
+
+def _cell(results, model, regime, layer, cond, field="eer"):
+    for r in results["probe"]:
+        if (r["model"], r["regime"], r["layer"], r["condition"]) == (model, regime, layer, cond):
+            return r.get(field)
+    return None
+
+
+def _ref(results, model, regime, layer, cond, field):
+    for r in results.get("reference", []):
+        if (r["model"], r["regime"], r["layer"], r["condition"]) == (model, regime, layer, cond):
+            return r.get(field)
+    return None
+
+
+# ----------------------------------------------------------------------------- figures
+def _per_layer_figure(results, out_dir, *, field, stem, title, ylabel, caption, formats, scale=1.0, bands=False):
+    models = _models(results)
+    with style():
+        fig = new_figure(PAGE_WIDTH, 2.5)
+        axes = fig.subplots(1, len(models), squeeze=False)[0]
+        for ax, model in zip(axes, models):
+            labels = ["mel"] + _layers(results, model)
+            x = np.arange(len(labels))
+            for regime in _regimes(results):
+                for cond in _conditions(results):
+                    ref = _ref(results, model, regime, "mel", cond, field)
+                    ys = [ref] + [_cell(results, model, regime, lay, cond, field) for lay in labels[1:]]
+                    ys = np.array([np.nan if v is None else v * scale for v in ys], float)
+                    st = REGIME_STYLE.get(regime, {})
+                    col = _cond_color(results, cond)
+                    ax.plot(x, ys, color=col, ls=st.get("ls", "-"), marker=st.get("marker", "o"),
+                            mfc=st.get("mfc", col), ms=3, lw=1.0,
+                            label=f"{regime}, {_cond_label(cond)}")
+                    if bands:
+                        lo = [_ref(results, model, regime, "mel", cond, f"{field}_low")] + \
+                             [_cell(results, model, regime, lay, cond, f"{field}_low") for lay in labels[1:]]
+                        hi = [_ref(results, model, regime, "mel", cond, f"{field}_high")] + \
+                             [_cell(results, model, regime, lay, cond, f"{field}_high") for lay in labels[1:]]
+                        lo = np.array([np.nan if v is None else v * scale for v in lo], float)
+                        hi = np.array([np.nan if v is None else v * scale for v in hi], float)
+                        ax.fill_between(x, lo, hi, color=col, alpha=0.08, lw=0)
+            ax.axvline(0.5, color="#999", lw=0.5, ls=":")
+            ax.set_xticks(x, ["mel\n(ref.)"] + labels[1:], rotation=0)
+            ax.set_title(MODEL_NAMES.get(model, model))
+            ax.set_xlabel("layer (input → output)")
+            ax.set_ylabel(ylabel)
+            ax.grid(axis="y", lw=0.3, alpha=0.5)
+        handles, labs = axes[0].get_legend_handles_labels()
+        fig.legend(handles, labs, loc="outside right center", ncol=1)
+        png, pdf = save(fig, out_dir, stem, formats)
+    return Figure(stem, title, png, pdf, caption)
+
+
+def fig_eer(results, out_dir, formats=("png", "pdf")) -> Figure:
+    return _per_layer_figure(
+        results, out_dir, field="eer", stem="fig2_eer_per_layer", title="Fig. 2 — speaker-verification EER per layer",
+        ylabel="EER (%)", formats=formats,
+        caption="Equal error rate of x-vector speaker verification on speech reconstructed from each layer "
+                "(probe → mel → pseudo-inverse → Griffin-Lim), per input condition; solid: robust recogniser, "
+                "dashed: baseline. 'mel (ref.)': Griffin-Lim from the recogniser's own input log-mel, the best a "
+                "probe can reach through this vocoder. Higher EER = less speaker information left.")
+
+
+def fig_stoi(results, out_dir, formats=("png", "pdf")) -> Figure:
+    return _per_layer_figure(
+        results, out_dir, field="stoi", stem="fig4_stoi_per_layer", title="Fig. 4 — STOI per layer",
+        ylabel="STOI", formats=formats, bands=True,
+        caption="STOI of the reconstructed speech against the clean utterance window, per layer and input "
+                "condition (mean over utterances; bands: bootstrap interval over utterances). Solid: robust, dashed: "
+                "baseline. With noisy input, a layer that has discarded the noise reconstructs cleaner speech.")
+
+
+def fig_l1(results, out_dir, formats=("png", "pdf")) -> Figure:
+    return _per_layer_figure(
+        results, out_dir, field="l1", stem="fig_l1_per_layer", title="Probe L1 reconstruction error per layer",
+        ylabel="L1 (log-mel, nats)", formats=formats, bands=True,
+        caption="Mean absolute error between the probe's log-mel and its target (the recogniser's input log-mel, "
+                "unless the config says clean), per layer and condition, on the listening set; bands: bootstrap "
+                "intervals over utterances. The 'mel' reference is 0 by construction.")
+
+
+def fig_mels(results, out_dir, formats=("png", "pdf")) -> Figure | None:
+    """Fig. 3: the example utterance's mel spectrograms, clean reference and noisy input, and the
+    probes' outputs at a few layers, baseline vs robust."""
+    rep = results["settings"]["report"]
+    model = rep["fig3_model"]
+    snr = f"{float(rep['fig3_snr']):g}"
+    if snr not in _conditions(results):
+        snr = [c for c in _conditions(results) if c != "clean"][-1]
+    regimes = [r for r in _regimes(results) if f"{model}-{r}" in results.get("mel_examples", {})]
+    if not regimes:
+        return None
+    layers = [lay for lay in rep["fig3_layers"] if lay in _layers(results, model)] or _layers(results, model)[-3:]
+    out_dir = Path(out_dir)
+    root = out_dir.parent if out_dir.name == "figures" else out_dir
+    panels = []
+    for regime in regimes:
+        ex = results["mel_examples"][f"{model}-{regime}"]
+        arr = np.load(root / ex["file"])
+        conds = [c for _, c in ex["items"]]
+        ci, ni = conds.index("clean"), conds.index(snr)
+        row = [("clean input", arr["input"][ci]), (f"noisy input ({snr} dB)", arr["input"][ni])]
+        row += [(f"{regime}: {lay}", arr[lay][ni]) for lay in layers]
+        panels.append(row)
+        hop = ex["hop_length"]
+    vmin = min(float(np.percentile(p[1], 2)) for row in panels for p in row)
+    vmax = max(float(np.max(p[1])) for row in panels for p in row)
+    with style():
+        ncol = len(panels[0])
+        fig = new_figure(PAGE_WIDTH, 1.25 * len(panels) + 0.4)
+        axes = fig.subplots(len(panels), ncol, squeeze=False, sharex=True, sharey=True)
+        im = None
+        for i, row in enumerate(panels):
+            for j, (title, m) in enumerate(row):
+                ax = axes[i, j]
+                t = m.shape[0] * hop / 16000
+                im = ax.imshow(m.T, origin="lower", aspect="auto", cmap="magma", vmin=vmin, vmax=vmax,
+                               extent=(0, t, 0, m.shape[1]))
+                ax.set_title(title, fontsize=7)
+                if j == 0:
+                    ax.set_ylabel("mel bin")
+                if i == len(panels) - 1:
+                    ax.set_xlabel("time (s)")
+        fig.colorbar(im, ax=axes, shrink=0.8, label="log-mel (nats)")
+        stem = "fig3_mel_per_layer"
+        png, pdf = save(fig, out_dir, stem, formats)
+    return Figure(stem, f"Fig. 3 — what {MODEL_NAMES.get(model, model)} layers hear", png, pdf,
+                  f"Log-mel spectrograms of one listening utterance: the clean and the noisy ({snr} dB) recogniser input, "
+                  f"and the probe reconstructions from layers {', '.join(layers)} of the {' and '.join(regimes)} "
+                  f"{MODEL_NAMES.get(model, model)} given the noisy input (rows). Common colour scale.")
+
+
+def render_hear_figures(results, out_dir, formats=("png", "pdf")) -> list[Figure]:
+    figs = [fig_eer(results, out_dir, formats), fig_mels(results, out_dir, formats),
+            fig_stoi(results, out_dir, formats), fig_l1(results, out_dir, formats)]
+    return [f for f in figs if f is not None]
+
+
+# ----------------------------------------------------------------------------- tables
+def _f(v, digits=2):
+    return "–" if v is None else f"{v:.{digits}f}"
+
+
+def asr_rows(results):
+    conds = _conditions(results)
+    head = ["model", "regime", "steps", "train s", "params", "held-out CER %", "WER %"] + \
+           [f"CER % ({_cond_label(c)})" for c in conds]
+    rows = []
+    for r in _need(results, "asr"):
+        rows.append([MODEL_NAMES.get(r["model"], r["model"]), r["regime"], r.get("steps") or "–",
+                     _f(r.get("train_seconds"), 0), r.get("n_params") or "–", _f(100 * r["cer"], 1), _f(100 * r["wer"], 1)]
+                    + [_f(100 * r["listen"][c]["cer"], 1) if c in r.get("listen", {}) else "–" for c in conds])
+    return head, rows
+
+
+def table2_rows(results):
+    """The paper's Table 2: rows (condition, regime), columns model x layer, EER %."""
+    models = _models(results)
+    head = ["input", "recogniser"] + [f"{MODEL_NAMES.get(m, m)} {lay}" for m in models for lay in ["mel"] + _layers(results, m)]
+    rows = []
+    for cond in _conditions(results):
+        for regime in _regimes(results):
+            row = [_cond_label(cond), regime]
+            for m in models:
+                row.append(_f(_ref(results, m, regime, "mel", cond, "eer"), 1))
+                row += [_f(_cell(results, m, regime, lay, cond), 1) for lay in _layers(results, m)]
+            rows.append(row)
+    return head, rows
+
+
+def metric_rows(results, field, digits=3):
+    models = _models(results)
+    head = ["model", "recogniser", "layer"] + [_cond_label(c) for c in _conditions(results)]
+    rows = []
+    for m in models:
+        for regime in _regimes(results):
+            for lay in _layers(results, m):
+                row = [MODEL_NAMES.get(m, m), regime, lay]
+                for c in _conditions(results):
+                    e = _cell(results, m, regime, lay, c, field)
+                    lo, hi = _cell(results, m, regime, lay, c, f"{field}_low"), _cell(results, m, regime, lay, c, f"{field}_high")
+                    row.append("–" if e is None else f"{e:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]")
+                rows.append(row)
+    return head, rows
+
+
+def reference_rows(results):
+    head = ["model", "recogniser", "reference", "condition", "EER %", "STOI"]
+    rows = []
+    for r in results.get("reference", []):
+        rows.append([MODEL_NAMES.get(r["model"], r["model"]), r["regime"],
+                     "input waveform" if r["layer"] == "audio" else "Griffin-Lim of input mel",
+                     _cond_label(r["condition"]), _f(r["eer"], 1), _f(r["stoi"], 3)])
+    return head, rows
+
+
+def settings_rows(results):
+    s = results["settings"]
+    out = []
+    for sec in ("data", "conditions", "asr", "speaker", "probe", "listen"):
+        for k, v in s.get(sec, {}).items():
+            out.append([f"{sec}.{k}", str(v)])
+    out.append(["seed", str(s.get("seed"))])
+    return ["setting", "value"], out
+
+
+def data_rows(results):
+    d = results["data"]
+    rows = [["corpus", d["corpus"]], ["recogniser / speaker-model training utterances", str(d["n_train"])],
+            ["ASR held-out utterances", str(d["n_held_out"])],
+            ["probe training / validation utterances", f"{d['n_probe_train']} / {d['n_probe_valid']}"],
+            ["listening set", f"{d['n_listen']} utterances of {len(d['listen_speakers'])} speakers "
+                              f"({', '.join(d['listen_speakers'])})"],
+            ["listening noises", ", ".join(d["listen_noises"])], ["conditions", ", ".join(map(_cond_label, d["conditions"]))],
+            ["window", f"{d['window_seconds']} s centred per utterance"]]
+    sp = results.get("speaker", {})
+    if sp:
+        rows.append(["speaker model", f"x-vector, {sp.get('steps', '?')} steps on {len(sp.get('speakers', []))} training speakers"])
+    return ["", ""], rows
+
+
+# ----------------------------------------------------------------------------- findings
+def _spearman(x, y) -> float:
+    from scipy.stats import spearmanr
+
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    if len(x) < 3 or np.all(y == y[0]):
+        return float("nan")
+    return float(spearmanr(x, y).statistic)
+
+
+def findings(results) -> list[str]:
+    """Sentences computed from the numbers; the paper's expectations checked, whatever the outcome."""
+    out = []
+    for r in results["asr"]:
+        out.append(f"{MODEL_NAMES.get(r['model'], r['model'])} {r['regime']}: held-out CER {100 * r['cer']:.1f} %, "
+                   f"WER {100 * r['wer']:.1f} % after {r.get('steps')} steps"
+                   + (f"; on the listening set CER " + ", ".join(f"{100 * v['cer']:.0f} % ({_cond_label(c)})"
+                                                                 for c, v in r.get("listen", {}).items()) if r.get("listen") else "") + ".")
+    conds = _conditions(results)
+    rises, falls, total = 0, 0, 0
+    for m in _models(results):
+        lays = _layers(results, m)
+        for regime in _regimes(results):
+            for c in conds:
+                eer = [_cell(results, m, regime, lay, c) for lay in lays]
+                st = [_cell(results, m, regime, lay, c, "stoi") for lay in lays]
+                if None in eer or None in st:
+                    continue
+                total += 1
+                rho_e, rho_s = _spearman(range(len(lays)), eer), _spearman(range(len(lays)), st)
+                rises += rho_e > 0
+                falls += rho_s < 0
+        first, last = lays[0], lays[-1]
+        for regime in _regimes(results):
+            e0, e1 = _cell(results, m, regime, first, "clean"), _cell(results, m, regime, last, "clean")
+            s0, s1 = _cell(results, m, regime, first, "clean", "stoi"), _cell(results, m, regime, last, "clean", "stoi")
+            if None not in (e0, e1, s0, s1):
+                out.append(f"{MODEL_NAMES.get(m, m)} {regime}, clean input: EER {e0:.1f} % at {first} → {e1:.1f} % at "
+                           f"{last}; STOI {s0:.2f} → {s1:.2f}.")
+    if total:
+        out.append(f"Expected: EER rises and STOI falls with depth. EER vs layer index has Spearman ρ > 0 in "
+                   f"{rises} of {total} (model, recogniser, condition) series; STOI vs layer index ρ < 0 in {falls} of {total}.")
+    noisy = [c for c in conds if c != "clean"]
+    if noisy and {"baseline", "robust"} <= set(_regimes(results)):
+        worst = min(noisy, key=float)
+        for m in _models(results):
+            lstm = [lay for lay in _layers(results, m) if lay.startswith("blstm")][:2]
+            parts, better = [], 0
+            for lay in lstm:
+                b = (_cell(results, m, "baseline", lay, worst, "stoi"), _cell(results, m, "baseline", lay, worst, "stoi_low"),
+                     _cell(results, m, "baseline", lay, worst, "stoi_high"))
+                r = (_cell(results, m, "robust", lay, worst, "stoi"), _cell(results, m, "robust", lay, worst, "stoi_low"),
+                     _cell(results, m, "robust", lay, worst, "stoi_high"))
+                if None in b or None in r:
+                    continue
+                sep = "above" if r[1] > b[2] else ("below" if r[2] < b[1] else "overlapping")
+                better += r[0] > b[0]
+                parts.append(f"{lay} robust {r[0]:.3f} [{r[1]:.3f}, {r[2]:.3f}] vs baseline {b[0]:.3f} "
+                             f"[{b[1]:.3f}, {b[2]:.3f}] ({sep})")
+            if parts:
+                verdict = "holds" if better == len(parts) else ("partly holds" if better else "does not hold")
+                out.append(f"Expected: the robust model's early LSTM layers remove more noise than the baseline's "
+                           f"(higher STOI of their reconstructions from noisy input). {MODEL_NAMES.get(m, m)} at "
+                           f"{_cond_label(worst)}: " + "; ".join(parts) + f" — {verdict} here.")
+    sp = [r for r in results.get("reference", []) if r["layer"] == "audio" and r["condition"] == "clean"]
+    if sp:
+        out.append(f"Speaker model on the unprocessed clean listening windows: EER {sp[0]['eer']:.1f} % "
+                   "(the floor every layer's EER is read against).")
+    return out
+
+
+# ----------------------------------------------------------------------------- writing
+def write_hear_csvs(results, out) -> dict[str, Path]:
+    out = Path(out)
+    probe_cols = ["model", "regime", "layer", "layer_index", "r", "condition", "snr", "l1", "l1_low", "l1_high",
+                  "stoi", "stoi_low", "stoi_high", "eer", "n_items"]
+    asr = [{k: v for k, v in r.items() if k != "listen"} | {f"cer_{c}": v["cer"] for c, v in r.get("listen", {}).items()}
+           | {f"wer_{c}": v["wer"] for c, v in r.get("listen", {}).items()} for r in results["asr"]]
+    h, rows = table2_rows(results)
+    t2 = [dict(zip(h, row)) for row in rows]
+    return {"probe": _write_csv(out / "probe.csv", probe_cols, results["probe"]),
+            "reference": _write_csv(out / "reference.csv", ["model", "regime", "layer", "condition", "eer", "stoi"],
+                                    results.get("reference", [])),
+            "asr": _write_csv(out / "asr.csv", ["model", "regime", "cer", "wer"], asr),
+            "table2": _write_csv(out / "table2.csv", h, t2)}
+
+
+def _sections(results, figures):
+    return [("table", "Settings", settings_rows(results)),
+            ("table", "Data", data_rows(results)),
+            ("table", "Recognisers: CER / WER (greedy CTC decoding, jiwer)", asr_rows(results)),
+            ("figures", "Figures", figures),
+            ("table", "Table 2 — speaker-verification EER (%) on speech reconstructed from each layer", table2_rows(results)),
+            ("table", "STOI of the reconstructions (mean [95 % bootstrap interval over utterances])", metric_rows(results, "stoi")),
+            ("table", "Probe L1 error (log-mel, mean [interval])", metric_rows(results, "l1")),
+            ("table", "References: the unprocessed input and Griffin-Lim of the input mel", reference_rows(results)),
+            ("list", "Findings", findings(results))]
+
+
+def write_hear_report(results, out_dir, *, formats=("png", "pdf")) -> dict[str, Path]:
+    """report.md, report.html (self-contained), CSV tables and figures of a hear study."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    _sections(results, [])  # validate before drawing
+    figures = render_hear_figures(results, out / "figures", formats)
+    secs = _sections(results, figures)
+    csvs = write_hear_csvs(results, out)
+    title = "What does a layer hear? Probing CTC recognisers by reconstruction"
+    md = [f"# {title}\n"]
+    page = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+            f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>", f"<h1>{html.escape(title)}</h1>"]
+    for kind, head, payload in secs:
+        md.append(f"## {head}\n")
+        page.append(f"<h2>{html.escape(head)}</h2>")
+        if kind == "table":
+            md.append(_md_table(*payload))
+            page.append(_html_table(*payload))
+        elif kind == "list":
+            md.append("\n".join(f"- {s}" for s in payload) + "\n")
+            page.append("<ul>" + "".join(f"<li>{html.escape(s)}</li>" for s in payload) + "</ul>")
+        else:
+            for f in payload:
+                rel = os.path.relpath(f.png, out)
+                md.append(f"### {f.title}\n\n![{f.title}]({rel})\n\n{f.caption}\n")
+                data = base64.b64encode(Path(f.png).read_bytes()).decode("ascii")
+                page.append(f'<figure><img alt="{html.escape(f.title)}" src="data:image/png;base64,{data}">'
+                            f"<figcaption><b>{html.escape(f.title)}.</b> {html.escape(f.caption)}</figcaption></figure>")
+    files = [os.path.relpath(p, out) for p in csvs.values()] + ["results.json", "wavs/<model>-<regime>/<condition>/"]
+    md.append("## Files\n\n" + "\n".join(f"- `{p}`" for p in files) + "\n")
+    page.append('<h2>Files</h2><p class="small">' + ", ".join(html.escape(p) for p in files)
+                + "; figures (PNG, PDF) in figures/.</p></body></html>")
+    paths = {"md": atomic_write_text(out / "report.md", "\n".join(md)),
+             "html": atomic_write_text(out / "report.html", "\n".join(page)),
+             **{f"{k}_csv": p for k, p in csvs.items()}}
+    for f in figures:
+        for p in (f.png, f.pdf):
+            if p is not None:
+                paths[f"figures/{Path(p).name}"] = Path(p)
+    return paths

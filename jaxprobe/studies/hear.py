@@ -1,0 +1,356 @@
+"""`jaxprobe hear`: what does a layer hear? (the ASR paper, end to end).
+
+Stages, each cached in the output folder under a key of the settings it depends on, so a re-run
+recomputes only what changed and a killed run resumes:
+
+1. train + dump  (torch, :mod:`torch_bridge.hear`, parallel worker processes)
+   four CTC recognisers (VGG-LSTM and pure-LSTM, baseline and robust) and an x-vector speaker
+   model on the training speakers; CER/WER clean and in every listening condition; activations
+   of every mapped layer (and the input log-mel) for the probe-training, probe-validation and
+   listening items, in activation stores.
+2. probes  (JAX) one Flax Highway probe per layer, all layers of a recogniser trained in one
+   jitted step (:func:`jaxprobe.probe.train_probes`), early stopping on held-out L1, orbax
+   checkpoints that resume exactly.
+3. listen  (JAX + the torch speaker model) per layer and condition: probe output -> L1 against
+   the target mel; mel -> linear (pseudo-inverse) -> Griffin-Lim -> waveform; STOI against the
+   clean window; x-vector embeddings -> verification EER; wavs of a few utterances.
+4. report  results.json, CSV tables, figures (Table 2, Figs. 2-4), report.md, report.html.
+
+Two reference rows frame every layer's numbers: "audio" (the waveform the recogniser heard,
+scored directly) and "mel" (Griffin-Lim from the recogniser's own input log-mel: the best any
+probe can do through this vocoder).
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from jaxprobe.config import fingerprint
+from jaxprobe.studies.hear_config import load_hear_config
+
+CLEAN = "clean"
+INPUT = "frontend.mel"  # the store's input log-mel layer (torch_bridge.models.asr.INPUT_LAYER)
+REFERENCES = ("audio", "mel")
+_VERSION = 1
+
+
+def _log(msg: str) -> None:
+    print(f"[hear {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def _atomic_json(path: Path, obj: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=1, default=_json_default))
+    os.replace(tmp, path)
+
+
+def _json_default(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+# ----------------------------------------------------------------------------- stage 1: jobs
+def _data_key(cfg) -> dict:
+    return {"data": cfg["data"], "seed": cfg["seed"], "noises": cfg["conditions"]["noises"]}
+
+
+def plan_jobs(cfg: dict, out: Path) -> list[dict]:
+    """The speaker job and one job per (model, regime), each with a settings key and a folder."""
+    a = cfg["asr"]
+    asr_key = {k: a[k] for k in ("hidden", "channels", "batch_size", "lr", "max_minutes", "snr_range", "p_noise")}
+    dump_key = {"probe": {k: cfg["probe"][k] for k in ("train_mix", "p_noise", "snr_range")},
+                "snrs": cfg["conditions"]["snrs"]}
+    spk_key = fingerprint({"speaker": {k: cfg["speaker"][k] for k in ("steps", "batch_size")}, **_data_key(cfg)})
+    jobs = [{"kind": "speaker", "label": "speaker model", "cfg": cfg, "threads": a["threads"],
+             "dir": str(out / "speaker" / spk_key[:10]), "key": spk_key}]
+    for model in a["models"]:
+        for regime in a["regimes"]:
+            tag = f"{model}-{regime}"
+            ckpt = a["checkpoints"].get(tag, "")
+            steps = a["steps_per_model"].get(model, a["max_steps"])
+            key = fingerprint({"model": model, "regime": regime, "asr": asr_key, "max_steps": steps, "checkpoint": ckpt,
+                               "dump": dump_key, **_data_key(cfg), "v": _VERSION})
+            jobs.append({"kind": "recogniser", "label": tag, "model": model, "regime": regime, "cfg": cfg,
+                         "threads": a["threads"], "checkpoint": ckpt, "dir": str(out / "recognisers" / f"{tag}-{key[:10]}"),
+                         "key": key})
+    return jobs
+
+
+# ----------------------------------------------------------------------------- helpers
+def _store_arrays(path: str, names):
+    from torch_bridge.store import open_store
+
+    store = open_store(path)
+    store.require_complete()
+    idx = store.index()
+    items = [(str(u), dict(idx.conditions[c])) for u, c in zip(idx.utterance_ids(), idx.condition)]
+    return {n: store.read(n) for n in names}, items
+
+
+def _mel_config(mel: dict):
+    from jaxprobe.audio.mel import MelConfig
+
+    return MelConfig.from_settings(mel)
+
+
+def _clean_targets(items, data, cfg, mel_cfg):
+    """Clean log-mel of every item's clean window (for probe.target = 'clean')."""
+    import jax.numpy as jnp
+
+    from jaxprobe.audio.mel import log_mel_spectrogram
+    from torch_bridge.hear import item_audio
+
+    from torch_bridge.dump import Item
+
+    records = {r.id: r for r in data.probe_train + data.probe_valid + data.listen}
+    n = int(round(cfg["data"]["window_seconds"] * 16000))
+    cleans = np.stack([item_audio(Item(c, u), records, data.noises["all"], n, cfg["seed"])[1] for u, c in items])
+    return np.asarray(log_mel_spectrogram(jnp.asarray(cleans), mel_cfg))
+
+
+def _probe_layers(layers: list[dict]) -> list[dict]:
+    return [entry for entry in layers if entry["name"] != INPUT]
+
+
+def _probe_data(store_path, layers, cfg, data, mel_cfg):
+    from jaxprobe.probe import probe_frames
+
+    names = [e["name"] for e in layers]
+    arrays, items = _store_arrays(store_path, names + [INPUT])
+    target = arrays[INPUT] if cfg["probe"]["target"] == "input" else _clean_targets(items, data, cfg, mel_cfg)
+    acts = {e["label"]: arrays[e["name"]] for e in layers}
+    return probe_frames(acts, target.astype(np.float32), {e["label"]: int(e["r"]) for e in layers})
+
+
+# ----------------------------------------------------------------------------- stage 2: probes
+def train_layer_probes(job_result: dict, cfg: dict, data, out: Path, *, mesh=None):
+    """Train the probes of every layer of one recogniser (cached, resumable)."""
+    import jax
+
+    from jaxprobe.probe import ProbeConfig, TrainConfig, train_probes
+
+    p = cfg["probe"]
+    layers = _probe_layers(job_result["layers"])
+    mel_cfg = _mel_config(job_result["mel"])
+    train = _probe_data(job_result["stores"]["train"], layers, cfg, data, mel_cfg)
+    valid = _probe_data(job_result["stores"]["valid"], layers, cfg, data, mel_cfg)
+    tcfg = TrainConfig(steps=p["steps"], batch_blocks=p["batch_blocks"], learning_rate=p["learning_rate"],
+                       warmup_steps=min(p["warmup_steps"], p["steps"] - 1), eval_every=p["eval_every"],
+                       patience=p["patience"])
+    key = fingerprint({"job": Path(job_result["dir"]).name, "probe": p, "v": _VERSION})
+    ckpt = out / "probes" / f"{Path(job_result['dir']).name}-{key[:10]}"
+    t0 = time.perf_counter()
+    kwargs = {"mesh": mesh} if mesh is not None else {}
+    result = train_probes(train, key=jax.random.key(cfg["seed"]), valid=valid, config=tcfg,
+                          probe=ProbeConfig(n_highway=p["n_highway"]), checkpoint_dir=ckpt, **kwargs)
+    info = {"frames": int(train.n_blocks * train.block), "valid_frames": int(valid.n_blocks * valid.block),
+            "steps": result.step, "stopped": result.stopped, "seconds": round(time.perf_counter() - t0, 1),
+            "checkpoint": str(ckpt), "key": key,
+            "valid_l1": result.history[-1].get("valid_l1", {}) if result.history else {}}
+    return result, info
+
+
+# ----------------------------------------------------------------------------- stage 3: listen
+def _chunks(n: int, size: int):
+    for s in range(0, n, size):
+        yield slice(s, min(s + size, n))
+
+
+def _waveforms(logmel: np.ndarray, mel_cfg, cfg, n: int) -> np.ndarray:
+    from jaxprobe.audio.griffinlim import mel_to_waveform
+
+    lst = cfg["listen"]
+    out = np.empty((logmel.shape[0], n), np.float32)
+    for sl in _chunks(logmel.shape[0], 64):
+        out[sl] = np.asarray(mel_to_waveform(logmel[sl], mel_cfg, method=lst["mel_inversion"],
+                                             n_iter=lst["griffin_lim_iters"], length=n))
+    return out
+
+
+def _ci_mean(values: np.ndarray, key_int: int, cfg) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean over items (last axis) with percentile bootstrap intervals over utterances."""
+    import jax
+
+    from jaxprobe.bootstrap import bootstrap_mean
+
+    lst = cfg["listen"]
+    r = bootstrap_mean(values, key=jax.random.fold_in(jax.random.key(cfg["seed"]), key_int),
+                       n_boot=lst["n_boot"], level=lst["level"])
+    return np.asarray(r.estimate), np.asarray(r.low), np.asarray(r.high)
+
+
+def listen(job_result: dict, probes, cfg: dict, data, speaker_path: str, out: Path) -> dict:
+    """Every layer's reconstructions of the listening set, measured (see the module docstring)."""
+    import jax.numpy as jnp
+
+    from jaxprobe.audio.stoi import stoi
+    from torch_bridge.dump import Item
+    from torch_bridge.hear import item_audio, listening_conditions, speaker_embeddings, verification_eer
+
+    tag = f"{job_result['model']}-{job_result['regime']}"
+    layers = _probe_layers(job_result["layers"])
+    mel_cfg = _mel_config(job_result["mel"])
+    names = [e["name"] for e in layers]
+    arrays, items = _store_arrays(job_result["stores"]["listen"], names + [INPUT])
+    n = int(round(cfg["data"]["window_seconds"] * 16000))
+    records = {r.id: r for r in data.listen}
+    audio = [item_audio(Item(c, u), records, data.noises["all"], n, cfg["seed"]) for u, c in items]
+    noisy_w = np.stack([a[0] for a in audio])
+    clean_w = np.stack([a[1] for a in audio])
+    mel_in = arrays[INPUT].astype(np.float32)
+    target = mel_in if cfg["probe"]["target"] == "input" else _clean_targets(items, data, cfg, mel_cfg)
+    T = mel_in.shape[1]
+    conds = listening_conditions(cfg["conditions"]["snrs"])
+    cond_of = np.array([c["condition"] for _, c in items])
+    utt_of = np.array([u for u, _ in items])
+    spk = {r.id: str(r.speaker) for r in data.listen}
+    trials = cfg["speaker"]["trials_per_class"] or None
+    examples = [r.id for r in data.listen[: cfg["listen"]["wav_examples"]]]
+    ex_dir = out / "wavs" / tag
+    mels_for_fig: dict[str, np.ndarray] = {}
+
+    def measure(label: str, wav: np.ndarray, mel: np.ndarray | None, key_int: int) -> list[dict]:
+        st = stoi(clean_w, wav)
+        emb = speaker_embeddings(speaker_path, list(wav), threads=max(cfg["asr"]["threads"], 1))
+        recs = []
+        for ci, cond in enumerate(conds):
+            sel = np.flatnonzero(cond_of == cond)
+            order = sel[np.argsort(utt_of[sel])]
+            eer = verification_eer(emb[order], [spk[u] for u in utt_of[order]], n_per_class=trials, seed=cfg["seed"])
+            s_est, s_lo, s_hi = _ci_mean(st[order], key_int * 97 + ci, cfg)
+            rec = {"layer": label, "condition": cond, "snr": None if cond == CLEAN else float(cond),
+                   "eer": 100.0 * eer, "stoi": float(s_est), "stoi_low": float(s_lo), "stoi_high": float(s_hi),
+                   "n_items": int(order.size)}
+            if mel is not None:
+                l1 = np.mean(np.abs(mel[order] - target[order]), axis=(1, 2))
+                e, lo, hi = _ci_mean(l1, key_int * 97 + ci + 50, cfg)
+                rec.update(l1=float(e), l1_low=float(lo), l1_high=float(hi))
+            recs.append(rec)
+        return recs
+
+    def save_examples(label: str, wav: np.ndarray) -> None:
+        import soundfile as sf
+
+        for i, (u, c) in enumerate(items):
+            if u in examples:
+                p = ex_dir / c["condition"] / f"{u}_{label}.wav"
+                p.parent.mkdir(parents=True, exist_ok=True)
+                tmp = p.with_name(f".{p.name}.tmp.wav")
+                peak = float(np.max(np.abs(wav[i]))) or 1.0
+                sf.write(tmp, wav[i] / max(peak / 0.9, 1.0), 16000, subtype="PCM_16")
+                os.replace(tmp, p)
+
+    refs = measure("audio", noisy_w, None, 1)
+    save_examples("audio", noisy_w)
+    mel_wav = _waveforms(mel_in, mel_cfg, cfg, n)
+    refs += measure("mel", mel_wav, mel_in, 2)
+    save_examples("mel", mel_wav)
+    ex_rows = np.array([i for i, (u, _) in enumerate(items) if u in examples[:1]])
+    mels_for_fig["input"] = mel_in[ex_rows]
+    mels_for_fig["target"] = target[ex_rows]
+    recs = []
+    for li, e in enumerate(layers):
+        label = e["label"]
+        pred = np.asarray(probes.predict(label, jnp.asarray(arrays[e["name"]], jnp.float32)))[:, :T]
+        if pred.shape[1] < T:  # a layer with fewer frames than the mel: repeat its last frame
+            pred = np.concatenate([pred, np.repeat(pred[:, -1:], T - pred.shape[1], axis=1)], axis=1)
+        wav = _waveforms(pred, mel_cfg, cfg, n)
+        for rec in measure(label, wav, pred, 10 + li):
+            recs.append({**rec, "layer_index": li + 1, "r": int(e["r"]), "kind": e["kind"]})
+        save_examples(label, wav)
+        mels_for_fig[label] = pred[ex_rows]
+    fig_items = [(items[i][0], items[i][1]["condition"]) for i in ex_rows]
+    np.savez_compressed(out / "listen" / f".{tag}.tmp.npz", **{k.replace(".", "_"): v for k, v in mels_for_fig.items()})
+    os.replace(out / "listen" / f".{tag}.tmp.npz", out / "listen" / f"{tag}-mels.npz")
+    return {"probe": recs, "reference": refs, "mel_examples": {"file": f"listen/{tag}-mels.npz",
+                                                               "items": fig_items, "hop_length": mel_cfg.hop_length}}
+
+
+# ----------------------------------------------------------------------------- entry point
+def run(config, out_dir, *, devices: str | None = None) -> dict:
+    """Run (or resume) the hear study. ``config``: a path, a shipped name ("demo", "paper") or a
+    dict. Returns the paths of the outputs."""
+    over = {"compute": {"devices": str(devices)}} if devices else {}
+    cfg = load_hear_config(config, **over)
+    out = Path(out_dir)
+    (out / "listen").mkdir(parents=True, exist_ok=True)
+    from jaxprobe.studies.sweep import _enable_compilation_cache
+
+    _enable_compilation_cache()
+    _atomic_json(out / "config.json", cfg)
+    t_start = time.perf_counter()
+    from torch_bridge.hear import load_hear_data, run_jobs
+
+    jobs = plan_jobs(cfg, out)
+    _log(f"train + dump: {len(jobs) - 1} recognisers and the speaker model on {cfg['asr']['workers']} worker(s)")
+    t0 = time.perf_counter()
+    done = run_jobs(jobs, workers=cfg["asr"]["workers"], log=_log)
+    t_jobs = time.perf_counter() - t0
+    speaker, recognisers = done[0], done[1:]
+    data = load_hear_data(cfg["data"], cfg["conditions"]["noises"])
+    mesh = None
+    dev = cfg["compute"]["devices"]
+    if dev != "1":
+        from jaxprobe.distributed import make_mesh
+
+        mesh = make_mesh("all" if dev == "all" else int(dev))
+    probe_recs, ref_recs, asr_recs, probe_info, mel_examples = [], [], [], {}, {}
+    for rec in recognisers:
+        tag = f"{rec['model']}-{rec['regime']}"
+        m = rec["metrics"]
+        asr_recs.append({"model": rec["model"], "regime": rec["regime"], "cer": m["cer"], "wer": m["wer"],
+                         "n_held_out": m.get("n"), "steps": m.get("step"), "train_seconds": m.get("train_seconds"),
+                         "n_params": m.get("n_params"), "listen": m.get("listen", {})})
+        key = fingerprint({"job": Path(rec["dir"]).name, "probe": cfg["probe"], "listen": cfg["listen"],
+                           "speaker": speaker.get("job_key", speaker["path"]), "trials": cfg["speaker"]["trials_per_class"],
+                           "v": _VERSION})
+        cache = out / "listen" / f"{tag}.json"
+        if cache.is_file() and json.loads(cache.read_text()).get("key") == key:
+            got = json.loads(cache.read_text())
+            _log(f"{tag}: probes and listening cached")
+        else:
+            _log(f"{tag}: training the probes of {len(_probe_layers(rec['layers']))} layers in one jitted step")
+            probes, info = train_layer_probes(rec, cfg, data, out, mesh=mesh)
+            _log(f"{tag}: probes done in {info['seconds']} s ({info['steps']} steps); listening")
+            t1 = time.perf_counter()
+            got = {"key": key, "probe_training": info, **listen(rec, probes, cfg, data, speaker["path"], out)}
+            got["listen_seconds"] = round(time.perf_counter() - t1, 1)
+            _atomic_json(cache, got)
+        base = {"model": rec["model"], "regime": rec["regime"]}
+        probe_recs += [{**base, **r} for r in got["probe"]]
+        ref_recs += [{**base, **r} for r in got["reference"]]
+        probe_info[tag] = {**got["probe_training"], "listen_seconds": got.get("listen_seconds")}
+        mel_examples[tag] = got["mel_examples"]
+    import jax
+
+    results = {
+        "settings": {**cfg, "versions": {"jax": jax.__version__, "numpy": np.__version__},
+                     "timings_s": {"train_and_dump": round(t_jobs, 1), "total": round(time.perf_counter() - t_start, 1)}},
+        "data": {"corpus": data.description, "n_train": len(data.train), "n_held_out": len(data.held_out),
+                 "n_probe_train": len(data.probe_train), "n_probe_valid": len(data.probe_valid),
+                 "n_listen": len(data.listen), "listen_speakers": sorted({str(r.speaker) for r in data.listen}),
+                 "listen_noises": list(data.noises["listen"]), "conditions": [CLEAN] + [f"{s:g}" for s in cfg["conditions"]["snrs"]],
+                 "window_seconds": cfg["data"]["window_seconds"]},
+        "layers": {f"{r['model']}": [{k: e[k] for k in ("label", "r", "width", "kind")} for e in _probe_layers(r["layers"])]
+                   for r in recognisers},
+        "asr": asr_recs,
+        "speaker": {k: v for k, v in speaker.items() if k != "job_key"},
+        "probe": probe_recs,
+        "reference": ref_recs,
+        "probe_training": probe_info,
+        "mel_examples": mel_examples,
+    }
+    _atomic_json(out / "results.json", results)
+    from jaxprobe.report.hear import write_hear_report
+
+    paths = write_hear_report(results, out, formats=tuple(cfg["report"]["formats"]))
+    _log(f"report: {paths.get('html')}")
+    return {"results": str(out / "results.json"), **{k: str(v) for k, v in paths.items()}}

@@ -1,0 +1,150 @@
+"""`jaxprobe hear` end to end on a small configuration, its config and its item audio.
+
+The end-to-end run trains four tiny recognisers for a few steps (their CER is meaningless; the
+demo's figures are in the README), probes and listens, and checks the outputs' contract: the
+records results.json must hold, finite numbers in their ranges, the report files, the wavs, and
+that a re-run reuses every stage.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+
+import numpy as np
+import pytest
+
+from jaxprobe.config import ConfigError
+from jaxprobe.studies.hear_config import load_hear_config
+
+TINY = {
+    "name": "hear-test",
+    "data": {"corpus_size": "small", "window_seconds": 1.5, "probe_train_utterances": 30,
+             "probe_valid_utterances": 4, "eval_per_speaker": 3, "asr_held_out": 4},
+    "conditions": {"snrs": [10.0, 0.0], "noises": ["babble", "pink"]},
+    "asr": {"hidden": 16, "channels": [4, 4, 4, 4], "batch_size": 4, "max_steps": 4, "workers": 1},
+    "speaker": {"steps": 8, "batch_size": 8},
+    "probe": {"steps": 20, "eval_every": 10, "batch_blocks": 16},
+    "listen": {"griffin_lim_iters": 4, "n_boot": 50, "wav_examples": 1},
+    "report": {"formats": ["png"]},
+}
+
+
+# ----------------------------------------------------------------------------- config
+def test_shipped_configs_load():
+    demo, paper = load_hear_config("demo"), load_hear_config("paper")
+    assert demo["data"]["source"] == "embedded" and paper["data"]["source"] == "librispeech"
+    assert demo["conditions"]["snrs"] == [20.0, 10.0, 0.0] == paper["conditions"]["snrs"]
+    assert paper["asr"]["channels"] == [64, 64, 128, 128] and paper["asr"]["hidden"] == 320
+
+
+@pytest.mark.parametrize("over, match", [
+    ({"probe": {"stepz": 3}}, r"Unknown configuration key 'probe.stepz'"),
+    ({"probe": {"target": "noisy"}}, r"'probe.target' must be one of \['input', 'clean'\]"),
+    ({"asr": {"models": ["vgg_lstm", "gru"]}}, r"'asr.models' must be a non-empty list"),
+    ({"asr": {"steps_per_model": {"lstm": 0}}}, r"'asr.steps_per_model.lstm' must be an int >= 1"),
+    ({"data": {"eval_per_speaker": 1}}, r"'data.eval_per_speaker' must be an int >= 2"),
+    ({"data": {"source": "librispeech"}}, r"'data.librispeech_train' must name a folder"),
+    ({"probe": {"snr_range": [10.0, 0.0]}}, r"'probe.snr_range' must be \[low, high\]"),
+    ({"conditions": {"snrs": [10.0, 10.0]}}, r"'conditions.snrs' must be a list of distinct SNRs"),
+    ({"compute": {"devices": "two"}}, r"'compute.devices' must be 'all' or a device count"),
+])
+def test_config_errors_name_the_key(over, match):
+    with pytest.raises(ConfigError, match=match):
+        load_hear_config(over)
+
+
+def test_missing_config_file_is_a_clear_error():
+    with pytest.raises(ConfigError, match="not found"):
+        load_hear_config("no-such-config")
+
+
+# ----------------------------------------------------------------------------- items
+def test_item_audio_is_deterministic_and_at_the_snr():
+    from torch_bridge.dump import Item
+    from torch_bridge.hear import item_audio, window
+    from torch_bridge.mixing import measure_snr
+
+    rng = np.random.default_rng(0)
+
+    class Rec:
+        id = "u1"
+        waveform = (0.1 * rng.standard_normal(40000)).astype(np.float32)
+
+    noise = rng.standard_normal(16000).astype(np.float32)
+    it = Item({"condition": "10", "noise": "n", "snr": 10.0}, "u1")
+    a = item_audio(it, {"u1": Rec}, {"n": noise}, 32000, 0)
+    b = item_audio(it, {"u1": Rec}, {"n": noise}, 32000, 0)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], window(Rec.waveform, 32000))
+    full = a[0] - a[1]  # the noise inside the window; SNR is the utterance's, so check on the window
+    assert abs(measure_snr(a[1], full) - 10.0) < 0.5
+    clean = item_audio(Item({"condition": "clean"}, "u1"), {"u1": Rec}, {"n": noise}, 32000, 0)
+    np.testing.assert_array_equal(clean[0], clean[1])
+    short = window(np.ones(10, np.float32), 16)
+    assert short.shape == (16,) and short.sum() == 10 and short[0] == 0
+
+
+# ----------------------------------------------------------------------------- end to end
+@pytest.fixture(scope="module")
+def hear_run(tmp_path_factory):
+    from jaxprobe.studies.hear import run
+
+    out = tmp_path_factory.mktemp("hear")
+    t0 = time.perf_counter()
+    paths = run(TINY, out)
+    first = time.perf_counter() - t0
+    return out, paths, first
+
+
+def test_results_contract(hear_run):
+    out, paths, _ = hear_run
+    res = json.loads((out / "results.json").read_text())
+    assert {(r["model"], r["regime"]) for r in res["asr"]} == {(m, g) for m in ("vgg_lstm", "lstm")
+                                                                for g in ("baseline", "robust")}
+    for r in res["asr"]:
+        assert 0 <= r["cer"] <= 1.5 and 0 <= r["wer"] <= 1.5
+        assert set(r["listen"]) == {"clean", "10", "0"}
+    n_layers = {"vgg_lstm": 8, "lstm": 5}
+    assert [e["label"] for e in res["layers"]["vgg_lstm"]] == ["cnn1", "cnn2", "cnn4"] + [f"blstm{k}" for k in range(1, 6)]
+    assert [e["r"] for e in res["layers"]["lstm"]] == [1, 1, 2, 4, 8]
+    assert len(res["probe"]) == sum(2 * n * 3 for n in n_layers.values())
+    for r in res["probe"]:
+        assert {"model", "regime", "layer", "condition", "l1", "stoi", "eer"} <= set(r)
+        assert 0 <= r["eer"] <= 100 and -1 <= r["stoi"] <= 1 and r["l1"] > 0
+        assert r["stoi_low"] <= r["stoi"] <= r["stoi_high"] and r["l1_low"] <= r["l1"] <= r["l1_high"]
+        assert r["n_items"] == 9
+    # references: the unprocessed clean input scores STOI 1 against itself
+    ref = [r for r in res["reference"] if r["layer"] == "audio" and r["condition"] == "clean"]
+    assert ref and all(math.isclose(r["stoi"], 1.0, abs_tol=1e-4) for r in ref)
+    for name in ("md", "html", "probe_csv", "asr_csv", "table2_csv"):
+        assert (out / paths[name].split(str(out))[-1].lstrip("/")).exists()
+    html = (out / "report.html").read_text()
+    assert "Table 2" in html and "data:image/png;base64," in html and "Findings" in html
+    for stem in ("fig2_eer_per_layer", "fig3_mel_per_layer", "fig4_stoi_per_layer"):
+        assert (out / "figures" / f"{stem}.png").stat().st_size > 10_000
+    wavs = sorted((out / "wavs").rglob("*.wav"))
+    # one example utterance x 4 recognisers x 3 conditions x (layers + 2 references)
+    assert len(wavs) == sum(2 * 3 * (n + 2) for n in n_layers.values())
+
+
+def test_rerun_reuses_every_stage(hear_run):
+    from jaxprobe.studies.hear import run
+
+    out, _, first = hear_run
+    before = json.loads((out / "results.json").read_text())
+    t0 = time.perf_counter()
+    run(TINY, out)
+    again = time.perf_counter() - t0
+    after = json.loads((out / "results.json").read_text())
+    assert after["probe"] == before["probe"] and after["asr"] == before["asr"]
+    assert again < first
+
+
+def test_cli_hear_rejects_bad_config(tmp_path, capsys):
+    from jaxprobe.cli import main
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[probe]\nsteps = 0\n")
+    assert main(["hear", "--config", str(bad), "--out", str(tmp_path / "o")]) == 2
+    assert "'probe.steps' must be an int >= 1" in capsys.readouterr().err
