@@ -110,11 +110,14 @@ def _per_layer_figure(results, out_dir, *, field, stem, title, ylabel, caption, 
                         hi = np.array([np.nan if v is None else v * scale for v in hi], float)
                         ax.fill_between(x, lo, hi, color=col, alpha=0.08, lw=0)
             ax.axvline(0.5, color="#999", lw=0.5, ls=":")
-            ax.set_xticks(x, ["mel\n(ref.)"] + labels[1:], rotation=0)
+            ax.set_xticks(x, ["mel (ref.)"] + labels[1:], rotation=45 if len(labels) > 6 else 0,
+                          ha="right" if len(labels) > 6 else "center", rotation_mode="anchor")
             ax.set_title(MODEL_NAMES.get(model, model))
             ax.set_xlabel("layer (input → output)")
             ax.set_ylabel(ylabel)
             ax.grid(axis="y", lw=0.3, alpha=0.5)
+            if field == "eer":
+                ax.set_ylim(0, max(55.0, ax.get_ylim()[1]))
         handles, labs = axes[0].get_legend_handles_labels()
         fig.legend(handles, labs, loc="outside right center", ncol=1)
         png, pdf = save(fig, out_dir, stem, formats)
