@@ -148,3 +148,42 @@ def test_cli_hear_rejects_bad_config(tmp_path, capsys):
     bad.write_text("[probe]\nsteps = 0\n")
     assert main(["hear", "--config", str(bad), "--out", str(tmp_path / "o")]) == 2
     assert "'probe.steps' must be an int >= 1" in capsys.readouterr().err
+
+
+def test_librispeech_musan_source(tmp_path):
+    """data.source = 'librispeech' reads train/dev/test folders and MUSAN noise (a fake tree)."""
+    import soundfile as sf
+
+    from torch_bridge.hear import load_hear_data
+
+    rng = np.random.default_rng(0)
+    for subset, speakers in (("train-clean-100", ("11", "12", "13")), ("dev-clean", ("21", "22")),
+                             ("test-clean", ("31", "32", "33"))):
+        for spk in speakers:
+            chap = tmp_path / "LibriSpeech" / subset / spk / "100"
+            chap.mkdir(parents=True)
+            lines = []
+            for u in range(4):
+                uid = f"{spk}-100-{u:04d}"
+                sf.write(chap / f"{uid}.flac", 0.1 * rng.standard_normal(16000), 16000)
+                lines.append(f"{uid} HELLO WORLD {u}")
+            (chap / f"{spk}-100.trans.txt").write_text("\n".join(lines) + "\n")
+    noise = tmp_path / "musan" / "noise" / "free-sound"
+    noise.mkdir(parents=True)
+    for k in range(2):
+        sf.write(noise / f"noise-free-sound-000{k}.wav", 0.1 * rng.standard_normal(32000), 16000)
+    cfg = load_hear_config({"data": {
+        "source": "librispeech", "librispeech_train": str(tmp_path / "LibriSpeech" / "train-clean-100"),
+        "librispeech_dev": str(tmp_path / "LibriSpeech" / "dev-clean"),
+        "librispeech_test": str(tmp_path / "LibriSpeech" / "test-clean"), "musan": str(tmp_path / "musan"),
+        "eval_per_speaker": 2, "eval_speakers": 2, "probe_train_utterances": 5, "probe_valid_utterances": 3,
+        "asr_held_out": 0}})
+    data = load_hear_data(cfg["data"])
+    assert len(data.train) == 12 and len(data.probe_train) == 5 and len(data.probe_valid) == 3
+    assert len(data.held_out) == 8  # all of dev-clean
+    assert [r.id for r in data.listen] == ["31-100-0000", "31-100-0001", "32-100-0000", "32-100-0001"]
+    assert sorted(data.noises["listen"]) == ["noise/free-sound/noise-free-sound-0000",
+                                             "noise/free-sound/noise-free-sound-0001"]
+    assert "MUSAN" in data.description
+    with pytest.raises(ValueError, match="Unknown noise type"):
+        load_hear_data(cfg["data"], ["babble"])
