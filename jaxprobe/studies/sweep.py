@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from jaxprobe._validate import _aligned_view
 from jaxprobe.config import fingerprint, load_sweep_config, snr_grid
 
 CLEAN = "clean"
@@ -158,8 +159,10 @@ def load_sweep_arrays(store_dir: Path, snrs: list[float]):
     noisy, clean = {}, {}
     for entry in layers:
         name = entry["name"]
-        noisy[name] = store.read(name, rows_noisy.reshape(-1)).reshape((K, S, U) + store.layer_shape(name))
-        clean[name] = store.read(name, rows_clean)
+        # 64-byte aligned, so the analysis hands each layer to JAX without a copy (an unaligned
+        # (K, S, U, C, F) layer is copied into fresh memory at every call: 2.5-3.5x the CKA time)
+        noisy[name] = _aligned_view(store.read(name, rows_noisy.reshape(-1))).reshape((K, S, U) + store.layer_shape(name))
+        clean[name] = _aligned_view(store.read(name, rows_clean))
     return layers, noisy, clean, noises, items
 
 
