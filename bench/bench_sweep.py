@@ -1,36 +1,68 @@
 """The SNR-sweep analysis at the paper's shape: jaxprobe vs a straightforward numpy/scipy
 implementation of the same steps, in one run.
 
-Shape: 24 MUSE layers ((16,128) x 12, (32,64) x 8, (48,32) x 4) x 41 SNRs x 18 noise types x
-50 utterances of pooled (C, F) activations (synthetic, with an SNR-dependent noise term).
-Steps: per-utterance CKA (biased and debiased) for every cell, 1000-replicate bootstrap
-across noise types of the (layer, SNR) means, CKA-vs-SNR fits inside every replicate, and
-intra-layer diffusion maps (one per layer over its 18 x 41 centroids).
+Shape: 24 MUSE layers ((16,128) x 4, (32,64) x 4, (48,32) x 4, (32,64) x 4, (16,128) x 8) x
+41 SNRs x 18 noise types x 50 utterances of pooled (C, F) activations (synthetic, with an
+SNR-dependent noise term; 6.5 GiB of float32, held 64-byte aligned as the sweep's
+store loader returns them).
+Steps, on both sides: per-utterance CKA (biased and debiased) for every cell; a
+1000-replicate bootstrap across noise types of the (layer, SNR) means with, inside every
+replicate, the CKA-vs-SNR line per layer, the Spearman rho of slope and of intercept
+against depth and the block means, then percentile intervals; diffusion maps: one
+intra-layer map per layer over its 18 x 41 centroids (DC1 vs SNR per noise type), one
+per (layer, noise type) over its 41 centroids, and one inter-layer map per SNR over the
+first layer of each block (latent excluded).
 
-The baseline is a per-call CKA loop, a Python-loop bootstrap and per-layer scipy eigh
-diffusion maps. Its CKA loop is timed on `--baseline-layers` layers (default 3, one of each
-shape) and scaled to 24 (stated in the output); its agreement with jaxprobe is checked on
-those layers.
+jaxprobe runs `analyze_cka` and `analyze_diffusion` as the sweep does (which also write the
+records, Table 1 with its bootstrap, and the diffusion distances). The baseline is a
+per-call CKA loop, a Python-loop bootstrap (np.polyfit and scipy.stats.spearmanr per
+replicate) and per-map scipy.linalg.eigh diffusion maps. Everything is run in full unless
+`--baseline-layers N` (N < 24) is given: then the baseline CKA loop runs on N layers and
+is scaled linearly to 24, which the output says ("cka_loop_extrapolated").
 
-    .venv/bin/python bench/bench_sweep.py [--quick]
+jaxprobe is timed on a first call (including compilation) and then best of `--repeat`
+calls; the baseline once. The machine's load average is recorded around each part (the
+machine is shared; a loaded machine slows both sides, unevenly).
+
+OpenBLAS threads: unless OPENBLAS_NUM_THREADS is set, the script sets it to 1 for both
+sides (it is recorded in the output). Both scipy's eigh and the LAPACK eigh behind
+jax's CPU eigh run on OpenBLAS here; on this 2-core machine shared with other jobs its
+spinning worker threads made 20 eighs of 738 x 738 take 4.5-19 s instead of 0.63 s
+single-threaded (0.6-2 s with two threads on a quiet machine).
+
+    .venv/bin/python bench/bench_sweep.py [--quick] [--baseline-layers N] [--repeat R]
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import scipy.linalg
+BLAS_THREADS = os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy loads OpenBLAS
+
+import numpy as np  # noqa: E402
+import scipy.linalg  # noqa: E402
+import scipy.spatial.distance  # noqa: E402
+import scipy.stats  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import peak_rss_mb, write_results  # noqa: E402
 
-SHAPES = [(16, 128)] * 8 + [(32, 64)] * 4 + [(48, 32)] * 4 + [(32, 64)] * 4 + [(16, 128)] * 4
 BLOCKS = ["Enc1"] * 4 + ["Enc2"] * 4 + ["Latent"] * 4 + ["Dec2"] * 4 + ["Dec1"] * 4 + ["Refine"] * 4
-# order the shapes as MUSE's blocks: Enc1 (16,128), Enc2 (32,64), Latent (48,32), Dec2 (32,64), Dec1 (16,128), Refine (16,128)
+# MUSE's blocks: Enc1 (16,128), Enc2 (32,64), Latent (48,32), Dec2 (32,64), Dec1 (16,128), Refine (16,128)
 SHAPES = [(16, 128)] * 4 + [(32, 64)] * 4 + [(48, 32)] * 4 + [(32, 64)] * 4 + [(16, 128)] * 8
+
+
+def aligned_empty(shape, dtype=np.float32, align=64):
+    """An uninitialised C-contiguous array whose data start on an ``align``-byte boundary,
+    as jaxprobe.studies.sweep.load_sweep_arrays returns the activations (numpy's large
+    allocations start 16 bytes into a page; JAX copies such a buffer instead of using it)."""
+    n = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    buf = np.empty(n + align, np.uint8)
+    off = (-buf.ctypes.data) % align
+    return buf[off:off + n].view(dtype).reshape(shape)
 
 
 def make_data(K, S, U, seed=0):
@@ -42,7 +74,7 @@ def make_data(K, S, U, seed=0):
         layers.append({"name": name, "block": block, "index": i % 4, "shape": [C, F], "skip": None})
         cl = rng.standard_normal((U, C, F), dtype=np.float32)
         w = (0.3 + 0.1 * (i // 4)) / (1 + np.exp(snrs / 8.0)).astype(np.float32)
-        nz = rng.standard_normal((K, S, U, C, F), dtype=np.float32)
+        nz = rng.standard_normal(dtype=np.float32, out=aligned_empty((K, S, U, C, F)))
         nz *= w[None, :, None, None, None]
         nz += cl[None, None]
         noisy[name], clean[name] = nz, cl
@@ -85,19 +117,41 @@ def baseline_cka(noisy, clean, names, debiased):
     return out
 
 
-def baseline_bootstrap(values, snrs, n_boot, seed=0):
-    """values (L, K, S, U): resample noise types; mean; fit a line per layer per replicate."""
+def baseline_bootstrap(values, snrs, blocks, n_boot, seed=0, level=0.95):
+    """values (L, K, S, U): resample noise types; mean over noise types and utterances; inside
+    every replicate a line per layer, Spearman rho of slope / intercept vs depth, block means;
+    percentile intervals of all of them."""
     rng = np.random.default_rng(seed)
     L, K, S, U = values.shape
-    slopes = np.empty((n_boot, L))
+    depth = np.arange(L)
+    names = list(dict.fromkeys(blocks))
+    members = [np.flatnonzero(np.asarray(blocks) == b) for b in names]
+    s0, s_low = int(np.argmin(np.abs(snrs))), int(np.argmin(snrs))
     means = np.empty((n_boot, L, S))
+    fits = np.empty((n_boot, L, 2))
+    trends = np.empty((n_boot, 2))
+    block_stats = np.empty((n_boot, len(names), 4))
     for b in range(n_boot):
         ks = rng.integers(0, K, K)
         m = values[:, ks].mean(axis=(1, 3))
         means[b] = m
         for l in range(L):
-            slopes[b, l] = np.polyfit(snrs, m[l], 1)[0]
-    return np.quantile(means, [0.025, 0.975], axis=0), np.quantile(slopes, [0.025, 0.975], axis=0)
+            fits[b, l] = np.polyfit(snrs, m[l], 1)  # slope, intercept
+        trends[b, 0] = scipy.stats.spearmanr(depth, fits[b, :, 0]).statistic
+        trends[b, 1] = scipy.stats.spearmanr(depth, fits[b, :, 1]).statistic
+        for g, idx in enumerate(members):
+            block_stats[b, g] = (m[idx, s0].mean(), m[idx, s_low].mean(), fits[b, idx, 0].mean(), fits[b, idx, 1].mean())
+    a = (1 - level) / 2
+    q = lambda v: np.quantile(v, [a, 1 - a], axis=0)  # noqa: E731
+    return q(means), q(fits), q(trends), q(block_stats)
+
+
+def point_trends(values, snrs):
+    """Spearman rho of slope and of intercept vs depth of the mean curves (no resampling)."""
+    m = values.mean(axis=(1, 3))
+    fit = np.array([np.polyfit(snrs, row, 1) for row in m])
+    depth = np.arange(len(m))
+    return (scipy.stats.spearmanr(depth, fit[:, 0]).statistic, scipy.stats.spearmanr(depth, fit[:, 1]).statistic)
 
 
 def baseline_diffusion(cloud, t=0.5):
@@ -113,22 +167,51 @@ def baseline_diffusion(cloud, t=0.5):
     return w[1:], psi[:, 1:] * np.abs(w[1:]) ** t
 
 
+def baseline_diffusion_all(noisy, layers, snrs, K, S, t_intra=0.5, t_inter=5.0):
+    """The three diffusion analyses of the sweep, one scipy eigh per map."""
+    cents = {}
+    for l in layers:
+        c = noisy[l["name"]].mean(axis=2)  # (K, S, C, F)
+        cents[l["name"]] = c.reshape(K, S, -1).astype(np.float64)
+    for l in layers:  # intra-layer: one map over the K x S centroids, DC1 vs SNR per noise type
+        _, coords = baseline_diffusion(cents[l["name"]].reshape(K * S, -1), t_intra)
+        dc1 = coords[:, 0].reshape(K, S)
+        for k in range(K):
+            scipy.stats.spearmanr(snrs, dc1[k])
+            scipy.stats.linregress(snrs, dc1[k])
+    for l in layers:  # one map per (layer, noise type) over its S centroids
+        for k in range(K):
+            _, coords = baseline_diffusion(cents[l["name"]][k], t_intra)
+            scipy.stats.spearmanr(snrs, coords[:, 0])
+            scipy.stats.linregress(snrs, coords[:, 0])
+    firsts = [l["name"] for l in layers if l["index"] == 0 and l["block"] != "Latent"]
+    for s in range(S):  # inter-layer: per SNR, the K centroids of the first layer of each block
+        cloud = np.concatenate([cents[nm][:, s] for nm in firsts])
+        _, coords = baseline_diffusion(cloud, t_inter)
+        g = coords.reshape(len(firsts), K, -1).mean(axis=1)
+        scipy.spatial.distance.cdist(g, g)
+
+
 # ----------------------------------------------------------------------------- main
 
-def main(argv=None):
-    import scipy.spatial  # noqa: F401
+def _load():
+    return round(os.getloadavg()[0], 2)
 
+
+def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="K=6, U=10 instead of 18 x 50")
-    p.add_argument("--baseline-layers", type=int, default=3)
+    p.add_argument("--baseline-layers", type=int, default=24,
+                   help="layers of the baseline CKA loop (< 24: scaled linearly to 24, and said so)")
     p.add_argument("--n-boot", type=int, default=1000)
+    p.add_argument("--repeat", type=int, default=2, help="timed jaxprobe calls after the first (best is kept)")
     a = p.parse_args(argv)
     K, S, U = (6, 41, 10) if a.quick else (18, 41, 50)
     t0 = time.perf_counter()
     layers, noisy, clean, snrs, noises = make_data(K, S, U)
-    print(f"data: 24 layers x {K} noises x {S} SNRs x {U} utterances generated in {time.perf_counter() - t0:.1f} s")
-
-    import jax
+    gb = sum(v.nbytes for v in noisy.values()) / 2**30
+    print(f"data: 24 layers x {K} noises x {S} SNRs x {U} utterances ({gb:.1f} GiB) generated in "
+          f"{time.perf_counter() - t0:.1f} s", flush=True)
 
     from jaxprobe.config import SWEEP_DEFAULTS
     from jaxprobe.studies.sweep_analysis import CkaSettings, analyze_cka
@@ -137,55 +220,84 @@ def main(argv=None):
     settings = CkaSettings(protocols=("utterance",), estimators=("biased", "debiased"), designs=("noise",),
                            n_boot=a.n_boot)
     dcfg = dict(SWEEP_DEFAULTS["diffusion"])
+    parts = {}
 
     def ours():
+        t0 = time.perf_counter()
         r = analyze_cka(noisy, clean, layers, snrs, noises, settings)
+        t1 = time.perf_counter()
         d = analyze_diffusion(noisy, layers, snrs, noises, dcfg, n_boot=a.n_boot)
+        parts.update(cka=t1 - t0, diffusion=time.perf_counter() - t1)
         return r, d
 
+    load = {"start": _load()}
     t0 = time.perf_counter()
     ours()
     first = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    r, d = ours()
-    t_ours = time.perf_counter() - t0
-    print(f"jaxprobe: complete analysis {t_ours:.2f} s (first call incl. compilation {first:.2f} s)")
+    runs, run_parts = [], []
+    for _ in range(a.repeat):
+        t0 = time.perf_counter()
+        r, d = ours()
+        runs.append(time.perf_counter() - t0)
+        run_parts.append(dict(parts))
+    t_ours = min(runs)
+    ours_parts = run_parts[int(np.argmin(runs))]
+    load["after_jaxprobe"] = _load()
+    print(f"jaxprobe: complete analysis {t_ours:.2f} s (best of {a.repeat}: {', '.join(f'{x:.2f}' for x in runs)}; "
+          f"CKA stage {ours_parts['cka']:.2f} s, diffusion stage {ours_parts['diffusion']:.2f} s; "
+          f"first call incl. compilation {first:.2f} s)", flush=True)
 
-    # baseline on a subset of layers for the CKA loop, all layers for the rest
-    pick = [0, 4, 8][: a.baseline_layers]
+    # baseline: CKA loop (all layers unless told otherwise), bootstrap loop, diffusion maps
+    n_base = min(a.baseline_layers, len(layers))
+    pick = list(range(len(layers))) if n_base == len(layers) else \
+        sorted({round(i * (len(layers) - 1) / max(n_base - 1, 1)) for i in range(n_base)})
     names = [layers[i]["name"] for i in pick]
     t0 = time.perf_counter()
     vb = baseline_cka(noisy, clean, names, False)
     vd = baseline_cka(noisy, clean, names, True)
     t_cka_sub = time.perf_counter() - t0
     t_cka = t_cka_sub * len(layers) / len(names)
+    load["after_baseline_cka"] = _load()
+    print(f"baseline CKA loop: {t_cka_sub:.1f} s on {len(names)} layers"
+          + ("" if len(names) == len(layers) else f", scaled to 24: {t_cka:.1f} s"), flush=True)
     ours_vals = r["arrays"]["utterance/biased"]
     ours_deb = r["arrays"]["utterance/debiased"]
     diff = max(float(np.max(np.abs(ours_vals[i] - vb[nm]))) for i, nm in zip(pick, names))
     diff_d = max(float(np.max(np.abs(ours_deb[i] - vd[nm]))) for i, nm in zip(pick, names))
-    all_vals = np.asarray(ours_vals, np.float64)  # (L, K, S, U); the baseline bootstrap runs on these values
+    # the bootstrap runs on the baseline's own CKA values where it has them all, else on ours
+    full = len(names) == len(layers)
+    vals_b = np.stack([vb[nm] for nm in names]) if full else np.asarray(ours_vals, np.float64)
+    vals_d = np.stack([vd[nm] for nm in names]) if full else np.asarray(ours_deb, np.float64)
+    blocks = [l["block"] for l in layers]
     t0 = time.perf_counter()
-    baseline_bootstrap(all_vals, snrs, a.n_boot)
-    baseline_bootstrap(np.asarray(ours_deb, np.float64), snrs, a.n_boot)
+    baseline_bootstrap(vals_b, snrs, blocks, a.n_boot)
+    baseline_bootstrap(vals_d, snrs, blocks, a.n_boot)
     t_boot = time.perf_counter() - t0
+    load["after_baseline_bootstrap"] = _load()
+    base_rho = point_trends(vals_b, snrs)
+    ours_rho = {t["statistic"]: t["estimate"] for t in r["trends"]
+                if t["estimator"] == "biased" and t["statistic"].startswith("spearman")}
+    trend_diff = max(abs(base_rho[0] - ours_rho["spearman_slope_depth"]),
+                     abs(base_rho[1] - ours_rho["spearman_intercept_depth"]))
     t0 = time.perf_counter()
-    eig_diff = 0.0
-    for i, l in enumerate(layers):
-        cent = noisy[l["name"]].mean(axis=2).reshape(K * S, -1).astype(np.float64)
-        w, _ = baseline_diffusion(cent)
+    baseline_diffusion_all(noisy, layers, snrs, K, S, dcfg["t_intra"], dcfg["t_inter"])
     t_diff = time.perf_counter() - t0
+    load["end"] = _load()
     t_base = t_cka + t_boot + t_diff
-    print(f"baseline: CKA loop {t_cka:.1f} s (measured {t_cka_sub:.1f} s on {len(names)} layers, scaled to 24), "
-          f"bootstrap loop {t_boot:.1f} s, diffusion {t_diff:.1f} s; total {t_base:.1f} s")
-    print(f"ratio baseline/jaxprobe: {t_base / t_ours:.1f}x | max |diff| CKA biased {diff:.1e}, debiased {diff_d:.1e}")
+    print(f"baseline: CKA loop {t_cka:.1f} s, bootstrap loop {t_boot:.1f} s, diffusion {t_diff:.1f} s; "
+          f"total {t_base:.1f} s", flush=True)
+    print(f"ratio baseline/jaxprobe: {t_base / t_ours:.1f}x (target 50x) | max |diff| CKA biased {diff:.1e}, "
+          f"debiased {diff_d:.1e}; depth-trend rho {trend_diff:.1e} | load average {load}")
     out = write_results("sweep", {
         "quick": a.quick, "shape": {"layers": 24, "noises": K, "snrs": S, "utterances": U},
-        "n_boot": a.n_boot,
-        "jaxprobe_s": t_ours, "jaxprobe_first_call_s": first,
-        "baseline_s": t_base, "baseline_parts_s": {"cka_loop_scaled": t_cka, "cka_loop_measured": t_cka_sub,
-                                                   "cka_loop_layers": len(names), "bootstrap": t_boot, "diffusion": t_diff},
-        "ratio": t_base / t_ours, "max_abs_diff_cka": max(diff, diff_d),
-        "peak_rss_mb": peak_rss_mb(), "target_ratio": 50, "target_agreement": 1e-5,
+        "activations_gib": gb, "n_boot": a.n_boot,
+        "jaxprobe_s": t_ours, "jaxprobe_runs_s": runs, "jaxprobe_parts_s": ours_parts,
+        "jaxprobe_first_call_s": first,
+        "baseline_s": t_base,
+        "baseline_parts_s": {"cka_loop": t_cka, "cka_loop_measured": t_cka_sub, "cka_loop_layers": len(names),
+                             "cka_loop_extrapolated": not full, "bootstrap": t_boot, "diffusion": t_diff},
+        "ratio": t_base / t_ours, "max_abs_diff_cka": max(diff, diff_d), "max_abs_diff_depth_trend_rho": trend_diff,
+        "load_average_1min": load, "openblas_num_threads": BLAS_THREADS, "peak_rss_mb": peak_rss_mb(), "target_ratio": 50, "target_agreement": 1e-5,
     })
     print(f"wrote {out}")
 
