@@ -73,6 +73,61 @@ def _triu_pairs(n):
     return i, k - start(i) + i + 1
 
 
+def _row_blocks(n, n_blocks):
+    """Static edges of ``n_blocks`` contiguous row blocks of sizes within one of each other."""
+    return [round(i * n / n_blocks) for i in range(n_blocks + 1)]
+
+
+def default_gram_blocks(n):
+    """Row blocks for ``symmetric_sq_distances``: one per ~384 rows, at most 4.
+
+    Skipping the upper block triangle saves ``(m - 1) / (2 m)`` of the Gram flops for
+    ``m`` blocks; much smaller GEMMs lose more to efficiency than that.
+    """
+    return max(1, min(4, round(n / 384)))
+
+
+@partial(jax.jit, static_argnames=("n_blocks",))
+def symmetric_sq_distances(X, *, n_blocks=None):
+    """Pairwise squared distances ``|x_i|^2 + |x_j|^2 - 2 x_i.x_j``, exactly symmetric.
+
+    The same formula as ``kernels.gram.sq_distances`` (centered data, clipped at 0,
+    exact zero diagonal), but the Gram matrix comes from the lower block triangle
+    only: rows are cut into ``n_blocks`` blocks and block column ``j`` is one GEMM
+    ``Xc[a_j:] @ Xc[a_j:b_j].T``; the upper blocks are its transposes. About
+    ``(m + 1) / (2 m)`` of the full GEMM's flops, and ``D2 == D2.T`` bit for bit.
+
+    Parameters
+    ----------
+    X : array of shape (n, d)
+    n_blocks : int, static, or None for ``default_gram_blocks(n)``
+
+    Returns
+    -------
+    D2 : array of shape (n, n)
+    """
+    n = X.shape[0]
+    m = default_gram_blocks(n) if n_blocks is None else max(1, min(int(n_blocks), n))
+    Xc = X - jnp.mean(X, axis=0, keepdims=True)
+    sq = jnp.sum(Xc * Xc, axis=1)
+    if m == 1:
+        G = Xc @ Xc.T
+        G = jnp.tril(G) + jnp.tril(G, -1).T  # exact symmetry, as with blocks
+    else:
+        e = _row_blocks(n, m)
+        cols = [Xc[e[j]:] @ Xc[e[j]:e[j + 1]].T for j in range(m)]  # (n - a_j, b_j - a_j)
+        low = [[cols[j][e[i] - e[j]:e[i + 1] - e[j]] for j in range(i + 1)] for i in range(m)]
+        rows = [
+            jnp.concatenate([low[i][j] if j <= i else low[j][i].T for j in range(m)], axis=1)
+            for i in range(m)
+        ]
+        G = jnp.concatenate(rows, axis=0)
+        # diagonal blocks come from one GEMM each but need not be symmetric bit for bit
+        G = jnp.tril(G) + jnp.tril(G, -1).T
+    d2 = jnp.maximum(sq[:, None] + sq[None, :] - 2.0 * G, 0.0)
+    return jnp.where(jnp.eye(n, dtype=bool), 0.0, d2)
+
+
 @jax.jit
 def epsilon_median(D2):
     """Median rule: median squared distance over the distinct pairs ``i < j``.

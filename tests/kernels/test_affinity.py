@@ -16,6 +16,7 @@ from kernels.affinity import (
     epsilon_bgh,
     epsilon_median,
     gaussian_affinity,
+    symmetric_sq_distances,
 )
 from kernels.gram import sq_distances
 from tests.reference import diffusion_ref as ref
@@ -127,3 +128,22 @@ def test_triu_pairs_match_numpy(n):
     iu, ju = np.triu_indices(n, 1)
     np.testing.assert_array_equal(np.asarray(i), iu)
     np.testing.assert_array_equal(np.asarray(j), ju)
+
+
+@pytest.mark.parametrize("n, n_blocks", [(3, None), (7, 1), (7, 2), (7, 7), (40, 3), (101, 4), (800, None)])
+def test_symmetric_sq_distances_match_the_full_gram(rng, n, n_blocks):
+    X = (rng.normal(size=(n, 5)) + 3.0).astype(np.float32)  # an offset: centering matters
+    D2 = np.asarray(symmetric_sq_distances(jnp.asarray(X), n_blocks=n_blocks))
+    assert D2.dtype == np.float32
+    np.testing.assert_array_equal(D2, D2.T)  # bit for bit
+    assert (np.diag(D2) == 0).all() and (D2 >= 0).all()
+    ref = ((X[:, None, :].astype(np.float64) - X[None, :, :]) ** 2).sum(-1)
+    np.testing.assert_allclose(D2, ref, rtol=1e-5, atol=1e-5 * ref.max())
+    full = np.asarray(sq_distances(jnp.asarray(X)))
+    np.testing.assert_allclose(D2, full, rtol=1e-5, atol=1e-5 * ref.max())
+
+
+def test_symmetric_sq_distances_float64(x64, rng):
+    X = rng.normal(size=(30, 4))
+    D2 = np.asarray(symmetric_sq_distances(jnp.asarray(X), n_blocks=3))
+    np.testing.assert_allclose(D2, ref.sq_distance_matrix(X), rtol=1e-12, atol=1e-12)
