@@ -26,9 +26,9 @@ machine is shared; a loaded machine slows both sides, unevenly).
 
 OpenBLAS threads: unless OPENBLAS_NUM_THREADS is set, the script sets it to 1 for both
 sides (it is recorded in the output). Both scipy's eigh and the LAPACK eigh behind
-jax's CPU eigh run on OpenBLAS here; on this 2-core machine shared with other jobs its
-spinning worker threads made 20 eighs of 738 x 738 take 4.5-19 s instead of 0.63 s
-single-threaded (0.6-2 s with two threads on a quiet machine).
+jax's CPU eigh run on OpenBLAS here; on this 2-core machine shared with other jobs (load
+average 4-5), 20 jax eighs of 738 x 738 took 1.9-45 s over repeated runs with OpenBLAS's
+default threads and a steady 0.63 s with one thread.
 
     .venv/bin/python bench/bench_sweep.py [--quick] [--baseline-layers N] [--repeat R]
 """
