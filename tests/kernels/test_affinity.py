@@ -147,3 +147,30 @@ def test_symmetric_sq_distances_float64(x64, rng):
     X = rng.normal(size=(30, 4))
     D2 = np.asarray(symmetric_sq_distances(jnp.asarray(X), n_blocks=3))
     np.testing.assert_allclose(D2, ref.sq_distance_matrix(X), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("n", [2, 3, 4, 5, 6, 17, 18, 24, 130])  # pair counts odd and even, some not multiples of 128
+@pytest.mark.parametrize("ties", [False, True])
+def test_median_selection_equals_sort_median(rng, n, ties):
+    # any matrix (only the upper triangle counts): continuous values, or few distinct
+    # values with many ties and zeros; the selection must equal numpy's sort-based median
+    for _ in range(5):
+        if ties:
+            D2 = rng.integers(0, 4, size=(n, n)).astype(np.float32) * np.float32(0.7)
+        else:
+            D2 = (rng.exponential(size=(n, n)) * 10.0 ** rng.integers(-3, 4)).astype(np.float32)
+        iu = np.triu_indices(n, 1)
+        expect = np.median(D2[iu])
+        got = epsilon_median(jnp.asarray(D2))
+        assert got.dtype == jnp.float32
+        assert float(got) == float(expect), (n, ties)
+
+
+def test_median_selection_float64_and_extremes(x64, rng):
+    for n in (5, 8, 64):
+        D2 = rng.exponential(size=(n, n)) * 1e300  # bit patterns near the top of the range
+        D2[0, 1] = 0.0
+        iu = np.triu_indices(n, 1)
+        assert float(epsilon_median(jnp.asarray(D2))) == float(np.median(D2[iu]))
+    D2 = np.full((6, 6), 2.5)  # all equal: the bracket starts closed
+    assert float(epsilon_median(jnp.asarray(D2))) == 2.5
