@@ -268,7 +268,8 @@ def _check_real(v, name, lo, hi, *, lo_open=False, fn=_FN):
 
 
 def _check_shape(X, name, fn):
-    X = as_float_array(X, name, fn=fn, min_ndim=2)
+    # transient: X is only read inside the call, which blocks before returning
+    X = as_float_array(X, name, fn=fn, min_ndim=2, transient=True)
     n = X.shape[-2]
     if n < 3:
         raise ValueError(
