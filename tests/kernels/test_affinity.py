@@ -149,7 +149,8 @@ def test_symmetric_sq_distances_float64(x64, rng):
     np.testing.assert_allclose(D2, ref.sq_distance_matrix(X), rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("n", [2, 3, 4, 5, 6, 17, 18, 24, 130])  # pair counts odd and even, some not multiples of 128
+# pair counts odd and even, some not multiples of 128; n = 1100 (even count) and 1103 (odd) take the flat-sum path
+@pytest.mark.parametrize("n", [2, 3, 4, 5, 6, 17, 18, 24, 130, 1100, 1103])
 @pytest.mark.parametrize("ties", [False, True])
 def test_median_selection_equals_sort_median(rng, n, ties):
     # any matrix (only the upper triangle counts): continuous values, or few distinct
