@@ -217,8 +217,11 @@ def listen(job_result: dict, probes, cfg: dict, data, speaker_path: str, out: Pa
     ex_dir = out / "wavs" / tag
     mels_for_fig: dict[str, np.ndarray] = {}
 
+    per_item: dict[str, np.ndarray] = {}
+
     def measure(label: str, wav: np.ndarray, mel: np.ndarray | None, key_int: int) -> list[dict]:
         st = stoi(clean_w, wav)
+        per_item[f"stoi|{label}"] = st
         emb = speaker_embeddings(speaker_path, list(wav), threads=max(cfg["asr"]["threads"], 1))
         recs = []
         for ci, cond in enumerate(conds):
@@ -268,10 +271,35 @@ def listen(job_result: dict, probes, cfg: dict, data, speaker_path: str, out: Pa
         save_examples(label, wav)
         mels_for_fig[label] = pred[ex_rows]
     fig_items = [(items[i][0], items[i][1]["condition"]) for i in ex_rows]
+    np.savez_compressed(out / "listen" / f".{tag}.items.tmp.npz", utterance=utt_of, condition=cond_of, **per_item)
+    os.replace(out / "listen" / f".{tag}.items.tmp.npz", out / "listen" / f"{tag}-items.npz")
     np.savez_compressed(out / "listen" / f".{tag}.tmp.npz", **{k.replace(".", "_"): v for k, v in mels_for_fig.items()})
     os.replace(out / "listen" / f".{tag}.tmp.npz", out / "listen" / f"{tag}-mels.npz")
     return {"probe": recs, "reference": refs, "mel_examples": {"file": f"listen/{tag}-mels.npz",
                                                                "items": fig_items, "hop_length": mel_cfg.hop_length}}
+
+
+def regime_contrasts(out: Path, models, cfg) -> list[dict]:
+    """Paired robust - baseline STOI differences per (model, layer, condition): the same listening
+    items through both recognisers, so the bootstrap resamples utterances once for both (a tighter
+    and more honest comparison than two separate intervals)."""
+    recs = []
+    for mi, model in enumerate(models):
+        paths = [out / "listen" / f"{model}-{g}-items.npz" for g in ("baseline", "robust")]
+        if not all(p.is_file() for p in paths):
+            continue
+        b, r = (np.load(p) for p in paths)
+        if not (np.array_equal(b["utterance"], r["utterance"]) and np.array_equal(b["condition"], r["condition"])):
+            raise RuntimeError(f"The baseline and robust {model} listening items differ; re-run the listen stage.")
+        layers = [k.split("|", 1)[1] for k in b.files if k.startswith("stoi|") and k.split("|", 1)[1] not in REFERENCES]
+        for li, layer in enumerate(layers):
+            for ci, cond in enumerate(dict.fromkeys(b["condition"].tolist())):
+                sel = np.flatnonzero(b["condition"] == cond)
+                d = r[f"stoi|{layer}"][sel] - b[f"stoi|{layer}"][sel]
+                e, lo, hi = _ci_mean(d, 10_000 + 1000 * mi + 10 * li + ci, cfg)
+                recs.append({"model": model, "layer": layer, "condition": str(cond), "statistic": "stoi_robust_minus_baseline",
+                             "estimate": float(e), "low": float(lo), "high": float(hi), "n_items": int(sel.size)})
+    return recs
 
 
 # ----------------------------------------------------------------------------- entry point
@@ -313,7 +341,7 @@ def run(config, out_dir, *, devices: str | None = None) -> dict:
                            "speaker": speaker.get("job_key", speaker["path"]), "trials": cfg["speaker"]["trials_per_class"],
                            "v": _VERSION})
         cache = out / "listen" / f"{tag}.json"
-        if cache.is_file() and json.loads(cache.read_text()).get("key") == key:
+        if cache.is_file() and json.loads(cache.read_text()).get("key") == key and (out / "listen" / f"{tag}-items.npz").is_file():
             got = json.loads(cache.read_text())
             _log(f"{tag}: probes and listening cached")
         else:
@@ -345,6 +373,7 @@ def run(config, out_dir, *, devices: str | None = None) -> dict:
         "speaker": {k: v for k, v in speaker.items() if k != "job_key"},
         "probe": probe_recs,
         "reference": ref_recs,
+        "contrasts": regime_contrasts(out, list(dict.fromkeys(r["model"] for r in recognisers)), cfg),
         "probe_training": probe_info,
         "mel_examples": mel_examples,
     }

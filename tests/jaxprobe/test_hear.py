@@ -114,10 +114,17 @@ def test_results_contract(hear_run):
         assert 0 <= r["eer"] <= 100 and -1 <= r["stoi"] <= 1 and r["l1"] > 0
         assert r["stoi_low"] <= r["stoi"] <= r["stoi_high"] and r["l1_low"] <= r["l1"] <= r["l1_high"]
         assert r["n_items"] == 9
+    # paired robust - baseline STOI contrasts: every (model, layer, condition), intervals around estimates
+    assert len(res["contrasts"]) == sum(n * 3 for n in n_layers.values())
+    for c in res["contrasts"]:
+        assert c["low"] <= c["estimate"] <= c["high"] and c["n_items"] == 9
+        stoi = {r["regime"]: r["stoi"] for r in res["probe"]
+                if (r["model"], r["layer"], r["condition"]) == (c["model"], c["layer"], c["condition"])}
+        assert math.isclose(c["estimate"], stoi["robust"] - stoi["baseline"], abs_tol=1e-6)  # same items, paired
     # references: the unprocessed clean input scores STOI 1 against itself
     ref = [r for r in res["reference"] if r["layer"] == "audio" and r["condition"] == "clean"]
     assert ref and all(math.isclose(r["stoi"], 1.0, abs_tol=1e-4) for r in ref)
-    for name in ("md", "html", "probe_csv", "asr_csv", "table2_csv"):
+    for name in ("md", "html", "probe_csv", "asr_csv", "table2_csv", "contrasts_csv"):
         assert (out / paths[name].split(str(out))[-1].lstrip("/")).exists()
     html = (out / "report.html").read_text()
     assert "Table 2" in html and "data:image/png;base64," in html and "Findings" in html
