@@ -92,8 +92,9 @@ def main(argv=None):
                       schedule="constant")
     probe = ProbeConfig()
     key = jax.random.key(0)
-    tr = _Trainer(data, None, cfg, probe, default_optimizer(cfg), key)
     import dataclasses
+
+    tr = _Trainer(data, None, dataclasses.replace(cfg, fuse="vmap"), probe, default_optimizer(cfg), key)
 
     tr_unroll = _Trainer(data, None, dataclasses.replace(cfg, fuse="unroll"), probe, default_optimizer(cfg), key)
     state0 = tr.init_state()

@@ -303,7 +303,7 @@ def _grouped_inputs(data: ProbeData, lay: _Layout):
 def _forward(params, xs, lay: _Layout, probe: ProbeConfig):
     """xs[g] : (Lg, B, block//r, H) -> predictions (L, B*block, n_mels) in body order."""
     if lay.fuse == "unroll":
-        return _forward_unrolled(params, xs, lay, probe)
+        return jnp.stack(_forward_unrolled(params, xs, lay, probe))
     ups = []
     for g, (r, _, _) in enumerate(lay.groups):
         up = Upsample(r, probe.width)
@@ -315,7 +315,7 @@ def _forward(params, xs, lay: _Layout, probe: ProbeConfig):
 
 
 def _forward_unrolled(params, xs, lay: _Layout, probe: ProbeConfig):
-    """:func:`_forward` with one plain matmul chain per layer instead of batched (vmapped) matmuls:
+    """:func:`_forward` (as a list, body order) with one plain matmul chain per layer instead of batched (vmapped) matmuls:
     the same parameters and the same math, laid out for XLA:CPU, whose batched dot of many small
     (frames x 80) @ (80 x 80) products runs slower than the separate products (bench_probe)."""
     body = HighwayBody(probe.width, probe.n_mels, probe.n_highway, probe.gate_bias)
@@ -326,9 +326,25 @@ def _forward_unrolled(params, xs, lay: _Layout, probe: ProbeConfig):
             pu = jax.tree.map(lambda a: a[j], params["up"][f"g{g}"])
             z = up.apply({"params": pu}, xs[f"g{g}"][j]).reshape(-1, probe.width)
             pb = jax.tree.map(lambda a: a[b], params["body"])
-            outs.append(body.apply({"params": pb}, z))
+            outs.append(_body_fused(pb, z, probe.n_highway))
             b += 1
-    return jnp.stack(outs)
+    del body
+    return outs
+
+
+def _body_fused(p, x, n_highway: int):
+    """:class:`HighwayBody` on its own parameters, with each Highway layer's transform and gate
+    Dense fused into one (frames x 80) @ (80 x 160) product: the same dot products, one larger
+    matmul for XLA:CPU instead of two small ones."""
+    for i in range(n_highway):
+        t, g = p[f"highway_{i}"]["transform"], p[f"highway_{i}"]["gate"]
+        w = jnp.concatenate([t["kernel"], g["kernel"]], axis=1)
+        bias = jnp.concatenate([t["bias"], g["bias"]])
+        h = x @ w + bias
+        tr, gt = jnp.split(h, 2, axis=-1)
+        gate = jax.nn.sigmoid(gt)
+        x = x + gate * (jax.nn.relu(tr) - x)  # = g*relu(W_h x) + (1-g)*x, one multiply fewer
+    return x @ p["out"]["kernel"] + p["out"]["bias"]
 
 
 def _layer_mask(mask, params, lay: _Layout):
@@ -426,6 +442,9 @@ def default_optimizer(config: TrainConfig) -> optax.GradientTransformation:
 
 
 def _losses(params, xs, y, lay, probe):
+    if lay.fuse == "unroll":  # per layer, without materialising the stacked predictions
+        yy = y.reshape(-1, y.shape[-1])
+        return jnp.stack([jnp.mean(jnp.abs(p - yy)) for p in _forward_unrolled(params, xs, lay, probe)])
     pred = _forward(params, xs, lay, probe)
     return jnp.mean(jnp.abs(pred - y.reshape(1, -1, y.shape[-1])), axis=(1, 2))
 
