@@ -24,10 +24,16 @@ def main(argv=None) -> int:
     except (OSError, json.JSONDecodeError) as exc:
         print(f"error: cannot read {args.results}: {exc}", file=sys.stderr)
         return 2
+    from jaxprobe.report.hear import HearResultsError, is_hear_results, write_hear_report
+
+    formats = ("png",) if args.no_pdf else ("png", "pdf")
     try:
-        paths = write_report(results, args.out or args.results.parent,
-                             formats=("png",) if args.no_pdf else ("png", "pdf"))
-    except ResultsError as exc:
+        if is_hear_results(results):  # `jaxprobe hear`
+            paths = write_hear_report(results, args.out or args.results.parent, formats=formats,
+                                      source=args.results.parent)
+        else:  # `jaxprobe sweep`
+            paths = write_report(results, args.out or args.results.parent, formats=formats)
+    except (ResultsError, HearResultsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(paths["html"])

@@ -152,7 +152,7 @@ def fig_l1(results, out_dir, formats=("png", "pdf")) -> Figure:
                 "intervals over utterances. The 'mel' reference is 0 by construction.")
 
 
-def fig_mels(results, out_dir, formats=("png", "pdf")) -> Figure | None:
+def fig_mels(results, out_dir, formats=("png", "pdf"), source=None) -> Figure | None:
     """Fig. 3: the example utterance's mel spectrograms, clean reference and noisy input, and the
     probes' outputs at a few layers, baseline vs robust."""
     rep = results["settings"]["report"]
@@ -165,7 +165,7 @@ def fig_mels(results, out_dir, formats=("png", "pdf")) -> Figure | None:
         return None
     layers = [lay for lay in rep["fig3_layers"] if lay in _layers(results, model)] or _layers(results, model)[-3:]
     out_dir = Path(out_dir)
-    root = out_dir.parent if out_dir.name == "figures" else out_dir
+    root = Path(source) if source is not None else (out_dir.parent if out_dir.name == "figures" else out_dir)
     panels = []
     for regime in regimes:
         ex = results["mel_examples"][f"{model}-{regime}"]
@@ -203,8 +203,8 @@ def fig_mels(results, out_dir, formats=("png", "pdf")) -> Figure | None:
                   f"{MODEL_NAMES.get(model, model)} given the noisy input (rows). Common colour scale.")
 
 
-def render_hear_figures(results, out_dir, formats=("png", "pdf")) -> list[Figure]:
-    figs = [fig_eer(results, out_dir, formats), fig_mels(results, out_dir, formats),
+def render_hear_figures(results, out_dir, formats=("png", "pdf"), source=None) -> list[Figure]:
+    figs = [fig_eer(results, out_dir, formats), fig_mels(results, out_dir, formats, source),
             fig_stoi(results, out_dir, formats), fig_l1(results, out_dir, formats)]
     return [f for f in figs if f is not None]
 
@@ -442,12 +442,17 @@ def _sections(results, figures):
             ("list", "Findings", findings(results))]
 
 
-def write_hear_report(results, out_dir, *, formats=("png", "pdf")) -> dict[str, Path]:
-    """report.md, report.html (self-contained), CSV tables and figures of a hear study."""
+def is_hear_results(results) -> bool:
+    return isinstance(results, dict) and "asr" in results and "probe" in results
+
+
+def write_hear_report(results, out_dir, *, formats=("png", "pdf"), source=None) -> dict[str, Path]:
+    """report.md, report.html (self-contained), CSV tables and figures of a hear study.
+    ``source``: the study folder holding ``listen/*-mels.npz`` (default ``out_dir``)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     _sections(results, [])  # validate before drawing
-    figures = render_hear_figures(results, out / "figures", formats)
+    figures = render_hear_figures(results, out / "figures", formats, source=source if source is not None else out)
     secs = _sections(results, figures)
     csvs = write_hear_csvs(results, out)
     title = "What does a layer hear? Probing CTC recognisers by reconstruction"

@@ -194,3 +194,12 @@ def test_librispeech_musan_source(tmp_path):
     assert "MUSAN" in data.description
     with pytest.raises(ValueError, match="Unknown noise type"):
         load_hear_data(cfg["data"], ["babble"])
+
+
+def test_report_rerenders_from_results_alone(hear_run, tmp_path):
+    from jaxprobe.report.__main__ import main
+
+    out, _, _ = hear_run
+    assert main([str(out / "results.json"), "--out", str(tmp_path), "--no-pdf"]) == 0
+    assert "Table 2" in (tmp_path / "report.md").read_text()
+    assert (tmp_path / "figures" / "fig3_mel_per_layer.png").exists()
