@@ -76,7 +76,10 @@ def plan_jobs(cfg: dict, out: Path) -> list[dict]:
             tag = f"{model}-{regime}"
             ckpt = a["checkpoints"].get(tag, "")
             steps = a["steps_per_model"].get(model, a["max_steps"])
-            key = fingerprint({"model": model, "regime": regime, "asr": asr_key, "max_steps": steps, "checkpoint": ckpt,
+            from torch_bridge.train_asr import DEFAULT_LR
+
+            lr = a["lr"] or DEFAULT_LR[model]  # the rate actually used, so a changed default retrains
+            key = fingerprint({"model": model, "regime": regime, "asr": asr_key, "max_steps": steps, "lr_used": lr, "checkpoint": ckpt,
                                "dump": dump_key, **_data_key(cfg), "v": _VERSION})
             jobs.append({"kind": "recogniser", "label": tag, "model": model, "regime": regime, "cfg": cfg,
                          "threads": a["threads"], "checkpoint": ckpt, "dir": str(out / "recognisers" / f"{tag}-{key[:10]}"),
