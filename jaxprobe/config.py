@@ -150,6 +150,15 @@ def snr_grid(cfg: dict) -> list[float]:
     return [float(v) for v in range(int(s["snr_min"]), int(s["snr_max"]) + 1, int(s["snr_step"]))]
 
 
+def read_toml(path: Path) -> dict:
+    """A config file's tables; invalid TOML is a ConfigError naming the file."""
+    with open(path, "rb") as f:
+        try:
+            return tomllib.load(f)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+
+
 def load_sweep_config(source: str | Path | dict | None = None, **overrides) -> dict:
     """Defaults <- TOML file (or dict) <- keyword overrides ({"section": {...}})."""
     cfg = copy.deepcopy(SWEEP_DEFAULTS)
@@ -161,12 +170,7 @@ def load_sweep_config(source: str | Path | dict | None = None, **overrides) -> d
                 path = shipped
             else:
                 raise ConfigError(f"Config file {str(source)!r} not found (and no shipped config of that name).")
-        with open(path, "rb") as f:
-            try:
-                data = tomllib.load(f)
-            except tomllib.TOMLDecodeError as exc:
-                raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-        cfg = _merge(cfg, data, "")
+        cfg = _merge(cfg, read_toml(path), "")
     elif isinstance(source, dict):
         cfg = _merge(cfg, source, "")
     if overrides:

@@ -20,6 +20,7 @@ chunks are committed atomically).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -348,16 +349,24 @@ def run_jobs(jobs: Sequence[Mapping[str, Any]], *, workers: int = 1, log: Callab
 
 
 # ----------------------------------------------------------------------------- speakers
+@functools.lru_cache(maxsize=2)
+def _speaker_model(path: str):
+    """The speaker model at ``path``, loaded once per process (the study embeds every layer's audio)."""
+    from .models.speaker import load_speaker_model
+
+    return load_speaker_model(path)
+
+
 def speaker_embeddings(path: str, waveforms: Sequence[np.ndarray], *, threads: int = 1) -> np.ndarray:
     """x-vector embeddings (n, e) of 16 kHz waveforms with the model saved at ``path``."""
     import torch
 
-    from .models.speaker import load_speaker_model, speaker_embeddings as _emb
+    from .models.speaker import speaker_embeddings as _emb
 
     old = torch.get_num_threads()
     torch.set_num_threads(max(threads, 1))
     try:
-        return _emb(load_speaker_model(path), list(waveforms), batch_size=32)
+        return _emb(_speaker_model(str(path)), list(waveforms), batch_size=32)
     finally:
         torch.set_num_threads(old)
 

@@ -83,7 +83,7 @@ def _ref(results, model, regime, layer, cond, field):
 
 
 # ----------------------------------------------------------------------------- figures
-def _per_layer_figure(results, out_dir, *, field, stem, title, ylabel, caption, formats, scale=1.0, bands=False):
+def _per_layer_figure(results, out_dir, *, field, stem, title, ylabel, caption, formats, bands=False):
     models = _models(results)
     with style():
         fig = new_figure(PAGE_WIDTH, 2.5)
@@ -93,22 +93,17 @@ def _per_layer_figure(results, out_dir, *, field, stem, title, ylabel, caption, 
             x = np.arange(len(labels))
             for regime in _regimes(results):
                 for cond in _conditions(results):
-                    ref = _ref(results, model, regime, "mel", cond, field)
-                    ys = [ref] + [_cell(results, model, regime, lay, cond, field) for lay in labels[1:]]
-                    ys = np.array([np.nan if v is None else v * scale for v in ys], float)
+                    def series(f):  # the "mel" reference, then every layer; NaN where absent
+                        vals = [_ref(results, model, regime, "mel", cond, f)]
+                        vals += [_cell(results, model, regime, lay, cond, f) for lay in labels[1:]]
+                        return np.array([np.nan if v is None else v for v in vals], float)
+
                     st = REGIME_STYLE.get(regime, {})
                     col = _cond_color(results, cond)
-                    ax.plot(x, ys, color=col, ls=st.get("ls", "-"), marker=st.get("marker", "o"),
-                            mfc=st.get("mfc", col), ms=3, lw=1.0,
-                            label=f"{regime}, {_cond_label(cond)}")
+                    ax.plot(x, series(field), color=col, ls=st.get("ls", "-"), marker=st.get("marker", "o"),
+                            mfc=st.get("mfc", col), ms=3, lw=1.0, label=f"{regime}, {_cond_label(cond)}")
                     if bands:
-                        lo = [_ref(results, model, regime, "mel", cond, f"{field}_low")] + \
-                             [_cell(results, model, regime, lay, cond, f"{field}_low") for lay in labels[1:]]
-                        hi = [_ref(results, model, regime, "mel", cond, f"{field}_high")] + \
-                             [_cell(results, model, regime, lay, cond, f"{field}_high") for lay in labels[1:]]
-                        lo = np.array([np.nan if v is None else v * scale for v in lo], float)
-                        hi = np.array([np.nan if v is None else v * scale for v in hi], float)
-                        ax.fill_between(x, lo, hi, color=col, alpha=0.08, lw=0)
+                        ax.fill_between(x, series(f"{field}_low"), series(f"{field}_high"), color=col, alpha=0.08, lw=0)
             ax.axvline(0.5, color="#999", lw=0.5, ls=":")
             ax.set_xticks(x, ["mel (ref.)"] + labels[1:], rotation=45 if len(labels) > 6 else 0,
                           ha="right" if len(labels) > 6 else "center", rotation_mode="anchor")
@@ -353,50 +348,27 @@ def findings(results) -> list[str]:
                    f"{rises} of {total} (model, recogniser, condition) series; STOI vs layer index ρ < 0 in {falls} of {total}.")
     noisy = [c for c in conds if c != "clean"]
     if noisy and {"baseline", "robust"} <= set(_regimes(results)):
-        worst = min(noisy, key=float)
         for m in _models(results):
             lstm = [lay for lay in _layers(results, m) if lay.startswith("blstm")][:2]
-            cells = above = better = 0
+            cells = better = 0
             for c in noisy:
                 for lay in lstm:
-                    b = [_cell(results, m, "baseline", lay, c, f) for f in ("stoi", "stoi_low", "stoi_high")]
-                    r = [_cell(results, m, "robust", lay, c, f) for f in ("stoi", "stoi_low", "stoi_high")]
-                    if None in b or None in r:
-                        continue
-                    cells += 1
-                    better += r[0] > b[0]
-                    above += r[1] > b[2]
-            parts = []
-            for lay in lstm:
-                b = [_cell(results, m, "baseline", lay, worst, f) for f in ("stoi", "stoi_low", "stoi_high")]
-                r = [_cell(results, m, "robust", lay, worst, f) for f in ("stoi", "stoi_low", "stoi_high")]
-                if None not in b and None not in r:
-                    parts.append(f"{lay} robust {r[0]:.3f} [{r[1]:.3f}, {r[2]:.3f}] vs baseline {b[0]:.3f} [{b[1]:.3f}, {b[2]:.3f}]")
+                    b, r = _cell(results, m, "baseline", lay, c, "stoi"), _cell(results, m, "robust", lay, c, "stoi")
+                    if b is not None and r is not None:
+                        cells += 1
+                        better += r > b
             con = {(c["layer"], c["condition"]): c for c in results.get("contrasts", []) if c["model"] == m}
             paired = [con[(lay, c)] for c in noisy for lay in lstm if (lay, c) in con]
-            if paired:  # paired (same utterances) intervals of robust - baseline replace the separate ones
+            if paired:  # paired (same utterances) intervals of robust - baseline
                 above = sum(c["low"] > 0 for c in paired)
                 below = sum(c["high"] < 0 for c in paired)
                 parts = [f"{c['layer']} at {_cond_label(c['condition'])}: {c['estimate']:+.3f} [{c['low']:+.3f}, {c['high']:+.3f}]"
                          for c in paired]
-                verdict = (f"robust higher in {better} of {cells} cells; the paired robust − baseline interval lies above 0 "
-                           f"in {above} and below 0 in {below} of {len(paired)}")
                 out.append(f"Expected: the robust model's early LSTM layers remove more noise than the baseline's "
-                           f"(higher STOI of their reconstructions from noisy input). {MODEL_NAMES.get(m, m)}: {verdict} "
-                           f"— paired STOI differences: " + "; ".join(parts) + ".")
-            elif cells:
-                if better == cells and above == cells:
-                    verdict = "holds, with separated intervals"
-                elif better == cells:
-                    verdict = f"points the expected way in every cell, intervals separated in {above} of {cells}"
-                elif better:
-                    verdict = f"holds in {better} of {cells} cells only ({above} with separated intervals)"
-                else:
-                    verdict = "does not hold"
-                out.append(f"Expected: the robust model's early LSTM layers remove more noise than the baseline's "
-                           f"(higher STOI of their reconstructions from noisy input). {MODEL_NAMES.get(m, m)}, "
-                           f"{' and '.join(lstm)} at {', '.join(map(_cond_label, noisy))}: robust higher in {better} of "
-                           f"{cells} cells — {verdict}. At {_cond_label(worst)}: " + "; ".join(parts) + ".")
+                           f"(higher STOI of their reconstructions from noisy input). {MODEL_NAMES.get(m, m)}: robust "
+                           f"higher in {better} of {cells} cells; the paired robust − baseline interval lies above 0 in "
+                           f"{above} and below 0 in {below} of {len(paired)} — paired STOI differences: "
+                           + "; ".join(parts) + ".")
             eb = [_cell(results, m, "baseline", lay, c) for c in noisy for lay in _layers(results, m)]
             er = [_cell(results, m, "robust", lay, c) for c in noisy for lay in _layers(results, m)]
             if None not in eb and None not in er:

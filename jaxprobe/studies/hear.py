@@ -26,11 +26,12 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from jaxprobe.config import fingerprint
+from jaxprobe.studies._common import atomic_json as _atomic_json
+from jaxprobe.studies._common import enable_compilation_cache, stage_logger
 from jaxprobe.studies.hear_config import load_hear_config
 
 CLEAN = "clean"
@@ -39,22 +40,7 @@ REFERENCES = ("audio", "mel")
 _VERSION = 1
 
 
-def _log(msg: str) -> None:
-    print(f"[hear {time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def _atomic_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=1, default=_json_default))
-    os.replace(tmp, path)
-
-
-def _json_default(o):
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+_log = stage_logger("hear")
 
 
 # ----------------------------------------------------------------------------- stage 1: jobs
@@ -313,9 +299,7 @@ def run(config, out_dir, *, devices: str | None = None) -> dict:
     cfg = load_hear_config(config, **over)
     out = Path(out_dir)
     (out / "listen").mkdir(parents=True, exist_ok=True)
-    from jaxprobe.studies.sweep import _enable_compilation_cache
-
-    _enable_compilation_cache()
+    enable_compilation_cache()
     _atomic_json(out / "config.json", cfg)
     t_start = time.perf_counter()
     from torch_bridge.hear import load_hear_data, run_jobs

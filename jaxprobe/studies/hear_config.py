@@ -7,11 +7,10 @@ key path, what was expected and what arrived. Shipped configs: ``demo`` (``hear-
 from __future__ import annotations
 
 import copy
-import tomllib
 from pathlib import Path
 from typing import Any
 
-from jaxprobe.config import ConfigError, _merge
+from jaxprobe.config import ConfigError, _merge, read_toml
 
 HEAR_DEFAULTS: dict[str, Any] = {
     "name": "hear",
@@ -195,11 +194,10 @@ def _merge_loose(base: dict, over: dict, path: str) -> dict:
 
 
 def shipped_config(name: str) -> Path | None:
-    here = Path(__file__).resolve().parents[1] / "configs"
-    for cand in (here / f"hear-{name}.toml", here / f"{name}.toml"):
-        if cand.is_file() and cand.name.startswith("hear-"):
-            return cand
-    return None
+    """``jaxprobe/configs/hear-<name>.toml`` (``name`` may carry the ``hear-`` prefix), if shipped."""
+    stem = name if name.startswith("hear-") else f"hear-{name}"
+    path = Path(__file__).resolve().parents[1] / "configs" / f"{stem}.toml"
+    return path if path.is_file() else None
 
 
 def load_hear_config(source: str | Path | dict | None = None, **overrides) -> dict:
@@ -211,12 +209,7 @@ def load_hear_config(source: str | Path | dict | None = None, **overrides) -> di
             path = shipped_config(str(source))
             if path is None:
                 raise ConfigError(f"Config file {str(source)!r} not found (shipped hear configs: demo, paper).")
-        with open(path, "rb") as f:
-            try:
-                data = tomllib.load(f)
-            except tomllib.TOMLDecodeError as exc:
-                raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-        cfg = _merge_loose(cfg, data, "")
+        cfg = _merge_loose(cfg, read_toml(path), "")
     elif isinstance(source, dict):
         cfg = _merge_loose(cfg, copy.deepcopy(source), "")
     elif source is not None:

@@ -16,32 +16,19 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from jaxprobe._validate import _aligned_view
 from jaxprobe.config import fingerprint, load_sweep_config, snr_grid
+from jaxprobe.studies._common import atomic_json as _atomic_json
+from jaxprobe.studies._common import enable_compilation_cache as _enable_compilation_cache
+from jaxprobe.studies._common import stage_logger
 
 CLEAN = "clean"
 
 
-def _log(msg: str) -> None:
-    print(f"[sweep {time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def _atomic_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=1, default=_json_default))
-    os.replace(tmp, path)
-
-
-def _json_default(o):
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+_log = stage_logger("sweep")
 
 
 # ----------------------------------------------------------------------------- data + dump
@@ -248,15 +235,3 @@ def run(config, out_dir, *, checkpoint: str | None = None, devices: str | None =
     paths = write_report(results, out, formats=tuple(cfg["report"]["formats"]))
     _log(f"report: {paths.get('html', out / 'report.html')}")
     return {"results": str(out / "results.json"), **{k: str(v) for k, v in paths.items()}}
-
-
-def _enable_compilation_cache():
-    """Persist XLA compilations so re-runs skip the compile cost."""
-    import jax
-
-    cache = Path(os.environ.get("JAXPROBE_CACHE", Path.home() / ".cache" / "jaxprobe")) / "xla"
-    try:
-        jax.config.update("jax_compilation_cache_dir", str(cache))
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-    except Exception:  # pragma: no cover - older jax without these options
-        pass
