@@ -7,6 +7,8 @@ Workloads
 ---------
 * batched: 24 clouds of 738 x 2048 (float32), the shape of the SE study
   (layers x (18 noises x 41 SNRs)); 10 components, alpha = 0.5, median epsilon.
+  jaxprobe's default top-k solver ("auto" -> block Krylov) is the headline; LOBPCG
+  and the full eigh are timed as well.
 * topk: one cloud of 5000 x 256, top 10 components.
 * large (--large): one cloud of 20000 x 256, top 10, tiled affinities (jaxprobe only).
 
@@ -117,16 +119,21 @@ def wall_and_cpu(fn):
     return out, time.perf_counter() - t0, time.process_time() - c0
 
 
+PAUSE_S = 0.25  # idle time before each timed run of the alternating comparison
+
+
 def bench_batched(n_clouds, repeat):
     X = study_clouds(n_clouds, 18, 41, 2048)
-    out = {"shape": list(X.shape), "n_components": K, "alpha": ALPHA, "epsilon": "median"}
-    for solver in ("lobpcg", "eigh"):
+    out = {"shape": list(X.shape), "n_components": K, "alpha": ALPHA, "epsilon": "median",
+           "pause_between_runs_s": PAUSE_S}
+    for solver in ("krylov", "lobpcg", "eigh"):
         res, first = timed_first(lambda: ours(X, solver=solver))
         steady = timeit(lambda: ours(X, solver=solver), repeat=repeat)
         out[f"jaxprobe_{solver}"] = {"first_call_s": first, "steady_s": steady, "compile_s_est": first - steady,
                                      "max_residual": float(np.max(np.asarray(res.residuals)))}
         out[f"_w_{solver}"] = np.asarray(res.eigenvalues, np.float64)
         eps = np.asarray(res.epsilon, np.float64)
+    out["default_solver"] = ours(X).solver  # what solver="auto" picks here (the alternating runs use it)
     out["peak_rss_mb_after_jaxprobe"] = peak_rss_mb()
 
     w_np32, out["numpy_scipy_f32_loop_s"], out["numpy_scipy_f32_loop_cpu_s"] = wall_and_cpu(
@@ -137,33 +144,41 @@ def bench_batched(n_clouds, repeat):
     w_ref = np.stack([r[0] for r in ref])
     eps_ref = np.array([r[1] for r in ref])
 
-    # jaxprobe and the pydiffmap loop alternate, so both see the same machine load;
-    # best of `repeat` for each, wall and CPU
+    # jaxprobe (its default solver) and the pydiffmap loop alternate, so both see the
+    # same machine load; best of `repeat` for each, wall and CPU. Each run starts after
+    # a short pause: a BLAS thread pool keeps spinning for a while after its last call
+    # (OpenBLAS under numpy/scipy, Eigen under XLA), and on this 2-core machine the
+    # spinning threads of one run measurably slow the next (jaxprobe 0.28 -> 0.32-0.60 s
+    # right after a numpy matmul, 0.28 s after a 0.05 s pause).
     runs = {"jaxprobe": [], "pydiffmap": []}
     for _ in range(repeat):
-        _, wall, cpu = wall_and_cpu(lambda: ours(X, solver="lobpcg"))
+        time.sleep(PAUSE_S)
+        _, wall, cpu = wall_and_cpu(lambda: ours(X))
         runs["jaxprobe"].append((wall, cpu))
+        time.sleep(PAUSE_S)
         w_pd, wall, cpu = wall_and_cpu(lambda: np.stack([pydiffmap_dmap(x, K, ALPHA, e) for x, e in zip(X, eps)]))
         runs["pydiffmap"].append((wall, cpu))
     out["alternating_runs_wall_cpu_s"] = runs
     out["pydiffmap_loop_s"] = min(w for w, _ in runs["pydiffmap"])
     out["pydiffmap_loop_cpu_s"] = min(c for _, c in runs["pydiffmap"])
-    out["jaxprobe_lobpcg_alternating_s"] = min(w for w, _ in runs["jaxprobe"])
-    out["jaxprobe_lobpcg_alternating_cpu_s"] = min(c for _, c in runs["jaxprobe"])
+    out["jaxprobe_alternating_s"] = min(w for w, _ in runs["jaxprobe"])
+    out["jaxprobe_alternating_cpu_s"] = min(c for _, c in runs["jaxprobe"])
 
     out["epsilon_max_rel_diff_vs_f64"] = float(np.max(np.abs(eps - eps_ref) / eps_ref))
     agree = {"pydiffmap": w_pd, "numpy_scipy_f32": w_np32}
-    for solver in ("lobpcg", "eigh"):
+    for solver in ("krylov", "lobpcg", "eigh"):
         agree[f"jaxprobe_{solver}"] = out.pop(f"_w_{solver}")
     out["eigenvalue_max_abs_diff_vs_f64"] = {k: float(np.max(np.abs(v - w_ref))) for k, v in agree.items()}
     out["eigenvalue_range_f64"] = [float(w_ref.min()), float(w_ref.max())]
-    best = out["jaxprobe_lobpcg"]["steady_s"]
-    out["ratio_pydiffmap_over_jaxprobe"] = out["pydiffmap_loop_s"] / out["jaxprobe_lobpcg_alternating_s"]
-    out["ratio_pydiffmap_over_jaxprobe_cpu"] = out["pydiffmap_loop_cpu_s"] / out["jaxprobe_lobpcg_alternating_cpu_s"]
+    best = out["jaxprobe_krylov"]["steady_s"]
+    out["ratio_pydiffmap_over_jaxprobe"] = out["pydiffmap_loop_s"] / out["jaxprobe_alternating_s"]
+    out["ratio_pydiffmap_over_jaxprobe_cpu"] = out["pydiffmap_loop_cpu_s"] / out["jaxprobe_alternating_cpu_s"]
+    out["ratio_pydiffmap_over_jaxprobe_steady"] = out["pydiffmap_loop_s"] / best
     out["ratio_numpy_f32_over_jaxprobe"] = out["numpy_scipy_f32_loop_s"] / best
     out["ratio_numpy_f32_over_jaxprobe_cpu"] = (
-        out["numpy_scipy_f32_loop_cpu_s"] / out["jaxprobe_lobpcg_alternating_cpu_s"])
+        out["numpy_scipy_f32_loop_cpu_s"] / out["jaxprobe_alternating_cpu_s"])
     out["ratio_numpy_f64_over_jaxprobe"] = out["numpy_scipy_f64_loop_s"] / best
+    out["ratio_pydiffmap_over_jaxprobe_lobpcg"] = out["pydiffmap_loop_s"] / out["jaxprobe_lobpcg"]["steady_s"]
     out["ratio_pydiffmap_over_jaxprobe_eigh"] = out["pydiffmap_loop_s"] / out["jaxprobe_eigh"]["steady_s"]
     out["peak_rss_mb"] = peak_rss_mb()
     return out
@@ -180,21 +195,26 @@ def bench_topk(n, d, repeat):
     sub = diffusion_map(X, n_components=K, alpha=ALPHA, key=key, block_size=1024)
     out["tiled_subsample_epsilon_rel_diff"] = abs(float(sub.epsilon) - eps_ref) / eps_ref
     eps = None
-    for name, kw in (("dense_affinity", {}), ("tiled_affinity", {"block_size": 1024})):
+    names = {"dense_affinity": {}, "tiled_affinity": {"block_size": 1024},
+             "dense_affinity_lobpcg": {"solver": "lobpcg"}}
+    for name, kw in names.items():
         if eps is not None:
             kw["epsilon"] = eps
-        res, first = timed_first(lambda: ours(X, key=key, solver="lobpcg", **kw))
-        steady = timeit(lambda: ours(X, key=key, solver="lobpcg", **kw), repeat=repeat)
-        out[f"jaxprobe_{name}"] = {"first_call_s": first, "steady_s": steady, "compile_s_est": first - steady,
+        res, first = timed_first(lambda: ours(X, key=key, **kw))
+        steady = timeit(lambda: ours(X, key=key, **kw), repeat=repeat)
+        out[f"jaxprobe_{name}"] = {"solver": res.solver, "first_call_s": first, "steady_s": steady,
+                                   "compile_s_est": first - steady,
                                    "max_residual": float(np.max(np.asarray(res.residuals))),
                                    "_w": np.asarray(res.eigenvalues, np.float64)}
         eps = float(res.epsilon)
+    time.sleep(PAUSE_S)
     w_pd, out["pydiffmap_s"], out["pydiffmap_cpu_s"] = wall_and_cpu(lambda: pydiffmap_dmap(X, K, ALPHA, eps))
-    _, wall, cpu = wall_and_cpu(lambda: ours(X, key=key, solver="lobpcg"))
+    time.sleep(PAUSE_S)
+    _, wall, cpu = wall_and_cpu(lambda: ours(X, key=key))
     out["jaxprobe_dense_affinity"]["after_pydiffmap_s"] = wall
     out["jaxprobe_dense_affinity"]["after_pydiffmap_cpu_s"] = cpu
     out["eigenvalue_max_abs_diff_vs_f64"] = {"pydiffmap": float(np.max(np.abs(w_pd - w_ref)))}
-    for name in ("dense_affinity", "tiled_affinity"):
+    for name in names:
         out["eigenvalue_max_abs_diff_vs_f64"][f"jaxprobe_{name}"] = float(
             np.max(np.abs(out[f"jaxprobe_{name}"].pop("_w") - w_ref)))
     out["epsilon_rel_diff_vs_f64"] = abs(eps - eps_ref) / eps_ref
@@ -203,6 +223,7 @@ def bench_topk(n, d, repeat):
     out["ratio_pydiffmap_over_jaxprobe"] = out["pydiffmap_s"] / min(jd["steady_s"], jd["after_pydiffmap_s"])
     out["ratio_pydiffmap_over_jaxprobe_cpu"] = out["pydiffmap_cpu_s"] / jd["after_pydiffmap_cpu_s"]
     out["ratio_pydiffmap_over_jaxprobe_tiled"] = out["pydiffmap_s"] / out["jaxprobe_tiled_affinity"]["steady_s"]
+    out["ratio_pydiffmap_over_jaxprobe_lobpcg"] = out["pydiffmap_s"] / out["jaxprobe_dense_affinity_lobpcg"]["steady_s"]
     out["peak_rss_mb"] = peak_rss_mb()
     return out
 
@@ -232,7 +253,8 @@ def bench_large(n, d):
     rss0 = vm_hwm_mb()  # the process after imports and data
     res, first = timed_first(lambda: ours(X, key=jax.random.key(0), block_size=2048))
     steady = timeit(lambda: ours(X, key=jax.random.key(0), block_size=2048), repeat=1)
-    return {"shape": [n, d], "n_components": K, "block_size": 2048, "first_call_s": first, "steady_s": steady,
+    return {"shape": [n, d], "n_components": K, "block_size": 2048, "solver": res.solver,
+            "first_call_s": first, "steady_s": steady,
             "max_residual": float(np.max(np.asarray(res.residuals))),
             "eigenvalues": np.asarray(res.eigenvalues, np.float64).tolist(),
             "peak_rss_mb_before": rss0, "peak_rss_mb": vm_hwm_mb(),
@@ -254,7 +276,9 @@ def main():
     payload = {"quick": args.quick, "load_average_at_start": list(os.getloadavg())}
     print("batched: clouds of 738 x 2048 ...", flush=True)
     payload["batched"] = b = bench_batched(4 if args.quick else 24, repeat)
-    print(f"  jaxprobe lobpcg {b['jaxprobe_lobpcg_alternating_s']:.3f} s (first {b['jaxprobe_lobpcg']['first_call_s']:.2f} s), "
+    print(f"  jaxprobe ({b['default_solver']}) {b['jaxprobe_alternating_s']:.3f} s alternating, "
+          f"{b['jaxprobe_krylov']['steady_s']:.3f} s steady (first {b['jaxprobe_krylov']['first_call_s']:.2f} s), "
+          f"lobpcg {b['jaxprobe_lobpcg']['steady_s']:.3f} s, "
           f"eigh {b['jaxprobe_eigh']['steady_s']:.3f} s; pydiffmap loop {b['pydiffmap_loop_s']:.2f} s; "
           f"numpy/scipy f32 loop {b['numpy_scipy_f32_loop_s']:.2f} s, f64 {b['numpy_scipy_f64_loop_s']:.2f} s")
     print(f"  ratios: pydiffmap/jaxprobe {b['ratio_pydiffmap_over_jaxprobe']:.1f}x wall "
@@ -265,7 +289,8 @@ def main():
     n = 2000 if args.quick else 5000
     print(f"topk: {n} x 256, top {K} ...", flush=True)
     payload["topk"] = tk = bench_topk(n, 256, repeat)
-    print(f"  jaxprobe {tk['jaxprobe_dense_affinity']['steady_s']:.2f} s (tiled {tk['jaxprobe_tiled_affinity']['steady_s']:.2f} s); "
+    print(f"  jaxprobe {tk['jaxprobe_dense_affinity']['steady_s']:.2f} s (tiled {tk['jaxprobe_tiled_affinity']['steady_s']:.2f} s, "
+          f"lobpcg {tk['jaxprobe_dense_affinity_lobpcg']['steady_s']:.2f} s); "
           f"pydiffmap {tk['pydiffmap_s']:.2f} s; ratio {tk['ratio_pydiffmap_over_jaxprobe']:.1f}x "
           f"({tk['ratio_pydiffmap_over_jaxprobe_cpu']:.1f}x CPU) "
           f"(tiled {tk['ratio_pydiffmap_over_jaxprobe_tiled']:.1f}x)")

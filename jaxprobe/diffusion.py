@@ -49,11 +49,14 @@ from kernels.affinity import (
     symmetric_sq_distances,
 )
 from kernels.gram import sq_distances
+from kernels.krylov import block_krylov_eigh, converged
 
 EPSILON_RULES = ("median", "bgh")
-SOLVERS = ("auto", "eigh", "lobpcg")
+SOLVERS = ("auto", "eigh", "lobpcg", "krylov")
 DENSE_MAX_N = 8192  # above this n, affinities are built in tiles (block_size=None)
 AUTO_EIGH_MAX_N = 256  # solver="auto" uses eigh up to this n
+KRYLOV_STEPS = 4  # block Krylov: basis [Q, SQ, ..., S^4 Q] of blocks k + KRYLOV_EXTRA wide
+KRYLOV_EXTRA = 2
 BLOCK_SIZE = 1024
 EPSILON_SUBSAMPLE = 2048  # the tiled path estimates epsilon rules on this many points
 ALMOST_ONE = 0.99  # smallest off-diagonal affinity above this: kernel ~ all ones
@@ -118,32 +121,49 @@ def _epsilon(D2, eps_value, rule):
     return eps_value.astype(D2.dtype)
 
 
-def _affinity_health(K):
-    n = K.shape[0]
-    off = ~jnp.eye(n, dtype=bool)
-    min_aff = jnp.min(jnp.where(off, K, jnp.inf))
-    row_max = jnp.max(jnp.where(off, K, 0.0), axis=1)
+def _affinity_health_d2(D2, eps):
+    """Smallest off-diagonal affinity and count of isolated points (no off-diagonal
+    affinity above ``ALMOST_ZERO``) of ``exp(-D2 / (2 eps))``, read off the distances: exp is
+    decreasing, so the smallest affinity is that of the largest distance and a row's
+    largest off-diagonal affinity that of its smallest off-diagonal distance (the
+    same exp of the same value: equal bit for bit). Two reductions over D2 that XLA
+    fuses with the pass building K, instead of two more passes over K."""
+    off = ~jnp.eye(D2.shape[0], dtype=bool)
+    min_aff = gaussian_affinity(jnp.max(D2), eps)  # D2 >= 0 with a zero diagonal: the largest is off it
+    row_max = gaussian_affinity(jnp.min(jnp.where(off, D2, jnp.inf), axis=1), eps)
     return min_aff, jnp.sum(row_max < ALMOST_ZERO)
 
 
 def _dense_operator(X, eps_value, alpha, *, rule):
-    """The deflated conjugate matrix ``S - 2 v0 v0^T`` of one cloud (n, d), dense."""
+    """The deflated conjugate operator ``S - 2 v0 v0^T`` of one cloud (n, d), kept as
+    the (n, n) affinity matrix ``K`` and one scaling vector ``c``.
+
+    ``S = D^-1/2 Q^-a K Q^-a D^-1/2 = diag(c) K diag(c)`` with ``c = q^-a / sqrt(deg)`` and
+    ``deg = q^-a * (K q^-a)``, so ``S V = c * (K (c * V))``: K is the only (n, n) array
+    (S, Ka and a transpose would be three more passes over an (n, n) matrix), and
+    ``S`` is exactly symmetric because ``K`` is. Returns ``(apply, dense, eps, deg, q,
+    min_aff, n_iso)``, ``dense()`` building the matrix for ``eigh``.
+    """
     if default_gram_blocks(*X.shape) > 1:
         D2 = symmetric_sq_distances(X)  # the Gram from its lower block triangle: fewer flops
     else:
         D2 = sq_distances(X)
     eps = _epsilon(D2, eps_value, rule)
     K = gaussian_affinity(D2, eps)
-    min_aff, n_iso = _affinity_health(K)
+    min_aff, n_iso = _affinity_health_d2(D2, eps)
     q = jnp.sum(K, axis=1)
     qa = q ** (-alpha)
-    Ka = K * qa[:, None] * qa[None, :]
-    deg = jnp.sum(Ka, axis=1)
-    s = jax.lax.rsqrt(deg)
+    deg = qa * (K @ qa)
+    c = qa * jax.lax.rsqrt(deg)
     v0 = jnp.sqrt(deg / jnp.sum(deg))
-    S = Ka * s[:, None] * s[None, :]
-    S = 0.5 * (S + S.T) - 2.0 * jnp.outer(v0, v0)
-    return S, eps, deg, q, min_aff, n_iso
+
+    def apply(V):
+        return c[:, None] * (K @ (c[:, None] * V)) - 2.0 * v0[:, None] * (v0 @ V)[None, :]
+
+    def dense():
+        return K * (c[:, None] * c[None, :]) - 2.0 * jnp.outer(v0, v0)
+
+    return apply, dense, eps, deg, q, min_aff, n_iso
 
 
 def _blocked_operator(X, eps_value, alpha, key, *, rule, block_size):
@@ -157,7 +177,7 @@ def _blocked_operator(X, eps_value, alpha, key, *, rule, block_size):
     idx = jax.random.choice(key, n, (m,), replace=False) if m < n else jnp.arange(n)
     D2s = sq_distances(X[idx])
     eps = _epsilon(D2s, eps_value, rule)
-    min_aff, n_iso = _affinity_health(gaussian_affinity(D2s, eps))
+    min_aff, n_iso = _affinity_health_d2(D2s, eps)
 
     def kmv(V):
         return affinity_matvec(X, V, eps, block_size=block_size)
@@ -206,21 +226,31 @@ def _one_cloud(X, eps_value, alpha, t, energy, align, key, *, rule, k, solver, b
     n = X.shape[0]
     ksub, kinit = jax.random.split(key)
     if block_size is None:
-        S, eps, deg, q, min_aff, n_iso = _dense_operator(X, eps_value, alpha, rule=rule)
-        apply = S.__matmul__
+        apply, dense, eps, deg, q, min_aff, n_iso = _dense_operator(X, eps_value, alpha, rule=rule)
     else:
         apply, eps, deg, q, min_aff, n_iso = _blocked_operator(
             X, eps_value, alpha, ksub, rule=rule, block_size=block_size
         )
     if solver == "eigh":
-        w, V = jnp.linalg.eigh(S)
+        w, V = jnp.linalg.eigh(dense())
         # ascending; the deflated trivial pair sits at -1, first: drop it and reverse
         w, V = w[::-1][: n - 1], V[:, ::-1][:, : n - 1]
     else:
-        X0 = jax.random.normal(kinit, (n, k), X.dtype)
-        w, V, _ = lobpcg_standard(S if block_size is None else apply, X0, m=maxiter, tol=tol)
-        order = jnp.argsort(-w)
-        w, V = w[order], V[:, order]
+        def run_lobpcg(X0):
+            w, V, _ = lobpcg_standard(apply, X0, m=maxiter, tol=tol)
+            order = jnp.argsort(-w)
+            return w[order], V[:, order]
+
+        if solver == "krylov":
+            # LOBPCG's own test decides; a pair that fails it sends the Ritz vectors to
+            # LOBPCG as its start (under lax.map only the branch taken runs)
+            v0 = jnp.sqrt(deg / jnp.sum(deg))[:, None]
+            X0 = jax.random.normal(kinit, (n, k + KRYLOV_EXTRA), X.dtype)
+            w, V, SV = block_krylov_eigh(apply, X0, v0, k=k, steps=KRYLOV_STEPS)
+            ok = converged(w, V, SV, jnp.finfo(X.dtype).eps if tol is None else tol)
+            w, V = jax.lax.cond(ok, lambda V: (w, V), run_lobpcg, V)
+        else:
+            w, V = run_lobpcg(jax.random.normal(kinit, (n, k), X.dtype))
     Vk = V[:, :k]
     residual = jnp.linalg.norm(apply(Vk) - Vk * w[None, :k], axis=0)
     coords, w, psi, pi, n_kept, mask = _finish(
@@ -244,11 +274,13 @@ def _diffusion_map_batched(X, eps_value, alpha, t, energy, align, key, *, sequen
     working set staying in cache, GEMMs unbatched (on CPU about 1.5x faster than
     ``vmap`` at 24 x 738 x 2048, where XLA's batched dot and the batched bisection
     passes are memory-bound). False: ``vmap``, so XLA can split a sharded batch axis
-    over devices (``jaxprobe.distributed.sharded_diffusion_map``). Only the dense
-    LOBPCG path runs sequentially: many small clouds (``eigh``, n <= 256 with "auto")
+    over devices (``jaxprobe.distributed.sharded_diffusion_map``). The dense top-k
+    paths run sequentially: many small clouds (``eigh``, n <= 256 with "auto")
     are faster batched, LAPACK's eigh under ``lax.map`` measured slower than batched
-    (0.25 vs 0.14 s per 738-point cloud, with outliers far above), and the tiled path's
-    working set is bounded anyway.
+    (0.25 vs 0.14 s per 738-point cloud, with outliers far above), and the tiled
+    LOBPCG path's working set is bounded anyway. "krylov" always runs sequentially
+    on one device: its LOBPCG fallback is a ``lax.cond``, which ``vmap`` would turn
+    into running both branches.
     """
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(X.shape[0]))
     fn = partial(_one_cloud, **static)
@@ -327,9 +359,10 @@ def _check_epsilon(epsilon, fn=_FN):
 def _warn_unconverged(res: DiffusionMap):
     resid = np.asarray(res.residuals)
     limit = float(np.sqrt(np.finfo(resid.dtype).eps))
-    if res.solver == "lobpcg" and (resid > limit).any():
+    who = {"lobpcg": "LOBPCG has", "krylov": "the Krylov solver and its LOBPCG refinement have"}.get(res.solver)
+    if who and (resid > limit).any():
         warnings.warn(
-            f"diffusion_map: LOBPCG has not converged for {int((resid > limit).sum())} eigenpair(s) "
+            f"diffusion_map: {who} not converged for {int((resid > limit).sum())} eigenpair(s) "
             f"(largest residual {float(resid.max()):.2e} > {limit:.1e}). Raise maxiter, use fewer components, "
             "or solver='eigh'.",
             stacklevel=3,
@@ -361,6 +394,11 @@ def _warn_degenerate(res: DiffusionMap):
 
 
 # ----------------------------------------------------------------------------- public API
+
+
+def _krylov_basis(k):
+    """Columns of the block Krylov basis for k components."""
+    return (KRYLOV_STEPS + 1) * (k + KRYLOV_EXTRA)
 
 
 def _on_one_device(X):
@@ -400,21 +438,27 @@ def diffusion_map(
     t : float >= 0, diffusion time; ``coords = lambda^t psi``.
     energy : float in (0, 1] or None
         Keep the fewest components whose cumulative share of the computed nontrivial
-        eigenvalues reaches it (all n - 1 with "eigh", the k computed with "lobpcg");
+        eigenvalues reaches it (all n - 1 with "eigh", the k computed otherwise);
         ``n_kept``/``mask`` per cloud, dropped columns of ``coords`` are zero.
     key : PRNG key or None
-        Start block of LOBPCG and the epsilon subsample of the tiled path; one key per
+        Start block of the top-k solvers and the epsilon subsample of the tiled path; one key per
         cloud is derived with ``fold_in``. None uses ``jax.random.key(0)``.
     align_to : array of shape (n,) or (..., n), optional
         Sign reference: each component is flipped so ``sum_i pi_i psi(i) a_i >= 0``.
-    solver : "auto", "eigh" or "lobpcg"
+    solver : "auto", "eigh", "lobpcg" or "krylov"
         "eigh": full eigendecomposition of the (n, n) conjugate matrix (exact; needed
         for all components). "lobpcg": the top k by LOBPCG on the deflated conjugate
-        operator, needs ``5 k < n``; check ``residuals``. "auto": "eigh" when
-        n <= 256, k is None or 5 k >= n, else "lobpcg".
+        operator, needs ``5 k < n``; check ``residuals``. "krylov": the top k from a
+        block Krylov basis of ``5 (k + 2)`` vectors (``kernels.krylov``, needs
+        ``5 (k + 2) < n`` as well): fewer operator products and no per-iteration
+        factorizations, so faster than LOBPCG on dense and tiled clouds alike
+        (bench/bench_diffusion.py); pairs that fail LOBPCG's convergence test are
+        refined by LOBPCG from the Ritz vectors, so the accuracy is at least LOBPCG's.
+        "auto": "eigh" when n <= 256, k is None or 5 k >= n; else "krylov" on one
+        device when its basis fits, else "lobpcg".
     block_size : int or None
         Build affinities in ``block_size`` tiles at every operator product instead of
-        storing the (n, n) matrix: memory ``O(n (d + k) + block_size^2)``, LOBPCG only;
+        storing the (n, n) matrix: memory ``O(n (d + k) + block_size^2)``, top-k solvers only;
         epsilon rules and the degeneracy check then use a random subsample of 2048
         points. None: tiles of 1024 when n > 8192, dense otherwise.
     maxiter, tol : LOBPCG iterations and tolerance
@@ -454,9 +498,14 @@ def diffusion_map(
         block_size = BLOCK_SIZE if n > DENSE_MAX_N else None
     else:
         block_size = check_int(block_size, "block_size", fn=_FN, low=1)
+    one_device = _on_one_device(X)
     if solver == "auto":
         small = n <= AUTO_EIGH_MAX_N or n_components is None or 5 * n_components >= n
-        solver = "eigh" if small and block_size is None else "lobpcg"
+        if small and block_size is None:
+            solver = "eigh"
+        else:
+            krylov = one_device and _krylov_basis(n_components) < n
+            solver = "krylov" if krylov else "lobpcg"
     if solver == "eigh":
         if block_size is not None:
             raise ValueError(
@@ -468,14 +517,19 @@ def diffusion_map(
     else:
         if n_components is None:
             raise ValueError(
-                f"The 'n_components' parameter of {_FN} must be an int for solver='lobpcg' (n = {n}); got None. "
+                f"The 'n_components' parameter of {_FN} must be an int for solver='{solver}' (n = {n}); got None. "
                 "Pass e.g. n_components=10, or solver='eigh' for all components."
             )
         k = int(n_components)
         if not 5 * k < n:
             raise ValueError(
-                f"The 'n_components' parameter of {_FN} must satisfy 5 * n_components < n for solver='lobpcg'; "
+                f"The 'n_components' parameter of {_FN} must satisfy 5 * n_components < n for solver='{solver}'; "
                 f"got n_components={k}, n={n}. Use solver='eigh' or fewer components."
+            )
+        if solver == "krylov" and not _krylov_basis(k) < n:
+            raise ValueError(
+                f"The 'n_components' parameter of {_FN} must satisfy 5 * (n_components + 2) < n for "
+                f"solver='krylov' (its basis); got n_components={k}, n={n}. Use solver='lobpcg' or 'eigh'."
             )
         maxiter = check_int(maxiter, "maxiter", fn=_FN, low=1)
         if tol is not None:
@@ -510,7 +564,7 @@ def diffusion_map(
         key,
         rule=rule, k=k, solver=solver, block_size=block_size, maxiter=maxiter, tol=tol,
         use_energy=energy is not None, use_align=use_align,
-        sequential=block_size is None and solver == "lobpcg" and _on_one_device(X),
+        sequential=solver in ("lobpcg", "krylov") and one_device and (block_size is None or solver == "krylov"),
     )
     coords, w, psi, eps, pi, q, n_kept, mask, min_aff, n_iso, resid, finite, spread = (
         o.reshape(batch + o.shape[1:]) for o in out

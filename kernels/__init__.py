@@ -1,5 +1,6 @@
 """Pure, jitted array math for jaxprobe: Gram matrices and bandwidth rules, centering,
-HSIC/CKA estimators, count-weighted bootstrap GEMMs, Gaussian affinities.
+HSIC/CKA estimators, count-weighted bootstrap GEMMs, Gaussian affinities, a block
+Krylov top-k eigensolver.
 
 No I/O, no configuration objects, no printing. Every function takes arrays and
 keyword-only static settings and returns arrays; shapes are in the docstrings.
@@ -31,6 +32,7 @@ from kernels.hsic import (
     hsic_biased,
     hsic_unbiased,
 )
+from kernels.krylov import block_krylov_eigh
 from kernels.resample import bootstrap_hsic_terms, bootstrap_weighted_means
 
 __all__ = [
@@ -41,6 +43,7 @@ __all__ = [
     "epsilon_bgh",
     "epsilon_median",
     "gaussian_affinity",
+    "block_krylov_eigh",
     "bootstrap_hsic_terms",
     "bootstrap_weighted_means",
     "center_columns",

@@ -169,13 +169,14 @@ def test_energy_keeps_the_reference_count_and_zeroes_the_rest(x64, rng):
 # ----------------------------------------------------------------------------- top-k path
 
 
+@pytest.mark.parametrize("solver", ["lobpcg", "krylov"])
 @pytest.mark.parametrize("block_size", [None, 64])
-def test_lobpcg_matches_dense(x64, rng, block_size):
+def test_top_k_matches_dense(x64, rng, block_size, solver):
     X, _ = _curve(100, 8, rng, noise=0.02)
     X = np.concatenate([X, X[:, ::-1] + 1.0])  # two bent curves: a structured spectrum
     dense = diffusion_map(X, n_components=5, solver="eigh")
-    top = diffusion_map(X, n_components=5, solver="lobpcg", block_size=block_size, key=jax.random.key(3))
-    assert top.solver == "lobpcg"
+    top = diffusion_map(X, n_components=5, solver=solver, block_size=block_size, key=jax.random.key(3))
+    assert top.solver == solver
     np.testing.assert_allclose(np.asarray(top.eigenvalues), np.asarray(dense.eigenvalues), atol=1e-8)
     assert _max_angle(top.eigenvectors, dense.eigenvectors) < 1e-5
     assert float(np.max(np.asarray(top.residuals))) < 1e-7
@@ -185,8 +186,32 @@ def test_lobpcg_matches_dense(x64, rng, block_size):
 def test_tiled_path_float32_large_cloud(rng):
     X = rng.normal(size=(5000, 16)).astype(np.float32)
     res = diffusion_map(X, n_components=4, block_size=1024, key=jax.random.key(0))
-    assert res.coords.shape == (5000, 4) and res.solver == "lobpcg"
+    assert res.coords.shape == (5000, 4) and res.solver == "krylov"  # "auto" on one device
     assert np.isfinite(np.asarray(res.coords)).all()
+    assert float(np.max(np.asarray(res.residuals))) < 1e-3
+
+
+def test_auto_picks_krylov_for_dense_top_k(rng):
+    X = rng.normal(size=(300, 5)).astype(np.float32)
+    assert diffusion_map(X, n_components=10).solver == "krylov"
+    assert diffusion_map(X[:40], n_components=5).solver == "eigh"
+    assert diffusion_map(X[:290], n_components=57).solver == "lobpcg"  # 5 (k + 2) >= n: no room for the basis
+
+
+@pytest.mark.parametrize("data", ["gauss", "circle"])
+def test_krylov_falls_back_to_lobpcg_when_unconverged(rng, data):
+    """A flat spectrum (Gaussian blob in 50-D) and exact eigenvalue pairs (a circle) are
+    beyond a 5-block Krylov basis in float32; the LOBPCG refinement must deliver the
+    same eigenpairs as the dense solve."""
+    if data == "gauss":
+        X = rng.normal(size=(300, 50)).astype(np.float32)
+    else:
+        a = np.linspace(0.0, 2.0 * np.pi, 300, endpoint=False)
+        X = np.c_[np.cos(a), np.sin(a)].astype(np.float32)
+    dense = diffusion_map(X, n_components=8, solver="eigh")
+    top = diffusion_map(X, n_components=8, solver="krylov", key=jax.random.key(1))
+    np.testing.assert_allclose(np.asarray(top.eigenvalues), np.asarray(dense.eigenvalues), atol=2e-5)
+    assert float(np.max(np.asarray(top.residuals))) < 1e-3
 
 
 def test_lobpcg_unconverged_warns(rng):
@@ -285,6 +310,7 @@ def test_nystrom_matches_reference_formula(x64, rng):
         (np.arange(12.0).reshape(4, 3), {"align_to": np.ones(3)}, "'align_to'.*shape"),
         (np.arange(60.0).reshape(20, 3), {"n_components": 4, "solver": "lobpcg"}, "5 \\* n_components < n"),
         (np.arange(60.0).reshape(20, 3), {"solver": "lobpcg"}, "must be an int for solver='lobpcg'"),
+        (np.arange(120.0).reshape(40, 3), {"n_components": 6, "solver": "krylov"}, "5 \\* \\(n_components \\+ 2\\) < n"),
         (np.arange(60.0).reshape(20, 3), {"solver": "eigh", "block_size": 8}, "cannot be 'eigh'"),
         (np.arange(3.0), {}, "at least 2 dimensions"),
     ],

@@ -66,7 +66,7 @@ _SCRIPT = textwrap.dedent(
     out["cka_swap_4"] = np.asarray(jaxprobe.cka(Yb, Xb, mesh=4)).tolist()
     # diffusion maps of 5 clouds (uneven over 4); LOBPCG starts from the per-cloud keys
     C = rng.normal(size=(5, 40, 3)).astype(np.float32)
-    for solver in ("lobpcg",):
+    for solver in ("lobpcg", "krylov"):
         d1 = diffusion_map(C, n_components=3, solver=solver, key=key)
         d4 = sharded_diffusion_map(C, n_components=3, solver=solver, key=key, mesh=4)
         out[f"dm_{solver}_ref"] = [np.asarray(d1.eigenvalues).tolist(), np.asarray(d1.coords).tolist()]
@@ -125,7 +125,7 @@ def test_per_item_cka_sharded_with_uneven_batch(four):
     assert np.asarray(four["cka_rbf_3"]).shape == (3, 5)
 
 
-@pytest.mark.parametrize("solver", ["lobpcg"])
+@pytest.mark.parametrize("solver", ["lobpcg", "krylov"])
 def test_diffusion_maps_sharded_over_clouds(four, solver):
     w1, c1 = (np.asarray(a) for a in four[f"dm_{solver}_ref"])
     w4, c4 = (np.asarray(a) for a in four[f"dm_{solver}_4"])
