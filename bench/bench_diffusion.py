@@ -198,7 +198,7 @@ def bench_topk(n, d, repeat):
     names = {"dense_affinity": {}, "tiled_affinity": {"block_size": 1024},
              "dense_affinity_lobpcg": {"solver": "lobpcg"}}
     for name, kw in names.items():
-        if eps is not None:
+        if name == "tiled_affinity":
             kw["epsilon"] = eps
         res, first = timed_first(lambda: ours(X, key=key, **kw))
         steady = timeit(lambda: ours(X, key=key, **kw), repeat=repeat)
