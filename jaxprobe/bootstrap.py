@@ -375,3 +375,67 @@ def bootstrap_mean(
         jack = _resample.bootstrap_weighted_means(flat, J).reshape((J.shape[0],) + v.shape[:-1])
     low, high = _interval(reps, estimate, jack, level, method)
     return BootstrapResult(estimate, low, high, reps, level, method)
+
+
+# ----------------------------------------------------------------------------- EER
+
+
+def bootstrap_eer(
+    scores,
+    labels,
+    pairs,
+    *,
+    key,
+    n_items: int | None = None,
+    n_boot: int = 1000,
+    groups=None,
+    level: float = 0.95,
+) -> BootstrapResult:
+    """Bootstrap interval of a verification EER, resampling the items the trials are made of.
+
+    Trials share items (an utterance takes part in many pairs), so resampling trials
+    would treat dependent trials as independent and give too narrow an interval. Here the
+    items are resampled (whole ``groups``, e.g. speakers, with ``groups``): replicate b
+    weights trial (i, j) by ``c_bi * c_bj``, its multiplicity among the resampled items
+    (pairs of a duplicated item with itself are not trials), and its EER is the weighted
+    EER (:func:`jaxprobe.stats.eer`) -- all replicates in one batched call. A replicate
+    that leaves no target or no non-target trial has no EER; it is dropped
+    (``result.n_boot`` counts those kept; fewer than half kept is an error). Percentile
+    intervals.
+
+    Parameters
+    ----------
+    scores : array of shape (m,); labels : array of shape (m,) (1 = same speaker)
+    pairs : int array of shape (m, 2), the items of each trial.
+    key : PRNG key; replicate b uses ``fold_in(key, b)``.
+    n_items : number of items (default: ``pairs.max() + 1``).
+    n_boot, level : as in :func:`bootstrap_cka`.
+    groups : array of shape (n_items,) or None; resample whole groups (cluster bootstrap).
+
+    Returns
+    -------
+    BootstrapResult: scalar estimate/low/high, replicates of the kept resamples.
+    """
+    from jaxprobe.stats import _eer_inputs, _weighted_eer
+
+    fn = "bootstrap_eer"
+    n_boot, level = _check_common(n_boot, level, "percentile", fn)
+    s, y = _eer_inputs(scores, labels, fn)
+    p = np.asarray(pairs)
+    if p.ndim != 2 or p.shape != (s.shape[0], 2) or p.dtype.kind not in "iu":
+        raise ValueError(f"The 'pairs' parameter of {fn} must be an int array of shape (m, 2) = ({s.shape[0]}, 2), "
+                         f"the two items of each trial; got {p.dtype} {tuple(p.shape)}.")
+    n = int(p.max()) + 1 if n_items is None else check_int(n_items, "n_items", fn=fn, low=2)
+    if p.min() < 0 or p.max() >= n or np.any(p[:, 0] == p[:, 1]):
+        raise ValueError(f"The 'pairs' parameter of {fn} must hold two different item indices in [0, {n}) per trial.")
+    C = _Design(n, groups, False, fn).counts(key, n_boot).astype(s.dtype)  # (B, n)
+    reps = np.asarray(_weighted_eer(s, y, C[:, p[:, 0]] * C[:, p[:, 1]]))
+    reps = reps[np.isfinite(reps)]
+    if reps.size < max(2, n_boot // 2):
+        raise ValueError(
+            f"{fn}: only {reps.size} of {n_boot} replicates had both target and non-target trials; the trial list "
+            "is too small (or too few groups) for a bootstrap interval."
+        )
+    estimate = _weighted_eer(s, y, jnp.ones_like(s))
+    low, high = _interval(reps, estimate, None, level, "percentile")
+    return BootstrapResult(estimate, low, high, jnp.asarray(reps), level, "percentile")

@@ -150,3 +150,90 @@ def spearman(x, y):
     _check_not_constant(y, "y", "spearman")
     rx, ry = rankdata(x), rankdata(y)
     return _pearson(rx.astype(x.dtype), ry.astype(y.dtype))
+
+
+@jax.jit
+def _weighted_eer(scores, labels, weights):
+    """EER of trials (m,) under trial weights (..., m) -> (...); NaN where a class has no weight.
+
+    The ROC points are those of accepting every trial with score >= t for each distinct
+    score t, from "accept none" down; the EER interpolates linearly where the miss rate
+    equals the false-alarm rate (the same definition as ``torch_bridge.models.speaker.eer``,
+    which is this with unit weights). Integer weights w give the EER of the trial list in
+    which trial k appears w_k times.
+    """
+    order = jnp.argsort(-scores, stable=True)
+    s, y = scores[order], labels[order]
+    w = weights[..., order]
+    m = s.shape[0]
+    last = jnp.concatenate([s[1:] != s[:-1], jnp.ones((1,), bool)])  # last trial of each distinct score
+    valid = jnp.concatenate([jnp.ones((1,), bool), last])  # ROC points: "accept none", then one per score
+    wt = w * y
+    wn = w * (1 - y)
+    pos = jnp.sum(wt, axis=-1, keepdims=True)
+    neg = jnp.sum(wn, axis=-1, keepdims=True)
+    zero = jnp.zeros(w.shape[:-1] + (1,), w.dtype)
+    tpr = jnp.concatenate([zero, jnp.cumsum(wt, axis=-1)], axis=-1) / pos
+    fpr = jnp.concatenate([zero, jnp.cumsum(wn, axis=-1)], axis=-1) / neg
+    diff = (1.0 - tpr) - fpr  # non-increasing from 1 to -1 over the valid points
+    k = jnp.arange(m + 1)
+    i = jnp.argmax(valid & (diff <= 0), axis=-1)  # first valid point at or past the crossing
+    prev = jnp.max(jnp.where(valid & (k < i[..., None]), k, 0), axis=-1)
+    take = lambda a, j: jnp.take_along_axis(a, j[..., None], axis=-1)[..., 0]  # noqa: E731
+    d0, d1 = take(diff, prev), take(diff, i)
+    f0, f1 = take(fpr, prev), take(fpr, i)
+    a = jnp.where(d0 != d1, d0 / jnp.where(d0 != d1, d0 - d1, 1.0), 0.0)
+    out = f0 + a * (f1 - f0)
+    ok = (pos[..., 0] > 0) & (neg[..., 0] > 0)
+    return jnp.where(ok, out, jnp.nan)
+
+
+def _eer_inputs(scores, labels, fn):
+    s = as_float_array(scores, "scores", fn=fn)
+    y = np.asarray(labels)
+    if s.ndim != 1 or y.shape != s.shape or s.shape[0] == 0:
+        raise ValueError(
+            f"The 'scores' and 'labels' parameters of {fn} must be 1-D of the same length m > 0 (one per trial); "
+            f"got shapes {tuple(np.shape(scores))} and {tuple(np.shape(labels))}."
+        )
+    check_finite(s, "scores", fn=fn)
+    if not np.all((y == 0) | (y == 1)):
+        raise ValueError(f"The 'labels' parameter of {fn} must hold 0 (different speakers) or 1 (same speaker) per trial.")
+    n_pos = int(y.sum())
+    if n_pos == 0 or n_pos == y.size:
+        raise ValueError(
+            f"The 'labels' parameter of {fn} needs both target (1) and non-target (0) trials; got {n_pos} targets "
+            f"of {y.size}."
+        )
+    return s, jnp.asarray(y, s.dtype)
+
+
+def eer(scores, labels, weights=None):
+    """Equal error rate of verification trials, optionally weighted.
+
+    Parameters
+    ----------
+    scores : array of shape (m,), higher = more likely the same speaker.
+    labels : array of shape (m,), 1 for a target (same-speaker) trial, 0 otherwise.
+    weights : array of shape (..., m) or None; non-negative trial weights, a batch of
+        weightings on leading axes (e.g. bootstrap replicates). Integer weights give the
+        EER of the list in which each trial is repeated that many times.
+
+    Returns
+    -------
+    array of shape (...) in [0, 1]: the miss rate where it equals the false-alarm rate,
+    linearly interpolated between the two ROC points (one per distinct score) that
+    bracket the crossing. With weights, NaN marks a weighting that leaves a class empty.
+    """
+    fn = "eer"
+    s, y = _eer_inputs(scores, labels, fn)
+    if weights is None:
+        return _weighted_eer(s, y, jnp.ones_like(s))
+    w = as_float_array(weights, "weights", fn=fn).astype(s.dtype)
+    if w.shape[-1] != s.shape[0]:
+        raise ValueError(f"The 'weights' parameter of {fn} must have shape (..., m) with m = {s.shape[0]} trials; "
+                         f"got {tuple(w.shape)}.")
+    check_finite(w, "weights", fn=fn)
+    if bool(jnp.any(w < 0)):
+        raise ValueError(f"The 'weights' parameter of {fn} must be non-negative.")
+    return _weighted_eer(s, y, w)

@@ -369,11 +369,3 @@ def speaker_embeddings(path: str, waveforms: Sequence[np.ndarray], *, threads: i
         return _emb(_speaker_model(str(path)), list(waveforms), batch_size=32)
     finally:
         torch.set_num_threads(old)
-
-
-def verification_eer(embeddings: np.ndarray, speakers: Sequence[str], *, n_per_class: int | None, seed: int) -> float:
-    """EER of cosine-scored verification trials among embeddings labelled by speakers."""
-    from .models.speaker import cosine_scores, eer, verification_trials
-
-    pairs, labels = verification_trials(speakers, n_per_class=n_per_class, seed=seed)
-    return eer(cosine_scores(embeddings, pairs), labels)

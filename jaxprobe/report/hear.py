@@ -122,11 +122,12 @@ def _per_layer_figure(results, out_dir, *, field, stem, title, ylabel, caption, 
 def fig_eer(results, out_dir, formats=("png", "pdf")) -> Figure:
     return _per_layer_figure(
         results, out_dir, field="eer", stem="fig2_eer_per_layer", title="Fig. 2 — speaker-verification EER per layer",
-        ylabel="EER (%)", formats=formats,
+        ylabel="EER (%)", formats=formats, bands=True,
         caption="Equal error rate of x-vector speaker verification on speech reconstructed from each layer "
                 "(probe → mel → pseudo-inverse → Griffin-Lim), per input condition; solid: robust recogniser, "
-                "dashed: baseline. 'mel (ref.)': Griffin-Lim from the recogniser's own input log-mel, the best a "
-                "probe can reach through this vocoder. Higher EER = less speaker information left.")
+                "dashed: baseline; bands: bootstrap intervals from resampling utterances. 'mel (ref.)': Griffin-Lim "
+                "from the recogniser's own input log-mel, the best a probe can reach through this vocoder. Higher "
+                "EER = less speaker information left.")
 
 
 def fig_stoi(results, out_dir, formats=("png", "pdf")) -> Figure:
@@ -247,7 +248,12 @@ def metric_rows(results, field, digits=3):
                 for c in _conditions(results):
                     e = _cell(results, m, regime, lay, c, field)
                     lo, hi = _cell(results, m, regime, lay, c, f"{field}_low"), _cell(results, m, regime, lay, c, f"{field}_high")
-                    row.append("–" if e is None else f"{e:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]")
+                    if e is None:
+                        row.append("–")
+                    elif lo is None or hi is None:  # no interval (e.g. an EER from too few trials)
+                        row.append(f"{e:.{digits}f}")
+                    else:
+                        row.append(f"{e:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]")
                 rows.append(row)
     return head, rows
 
@@ -386,13 +392,14 @@ def findings(results) -> list[str]:
 def write_hear_csvs(results, out) -> dict[str, Path]:
     out = Path(out)
     probe_cols = ["model", "regime", "layer", "layer_index", "r", "condition", "snr", "l1", "l1_low", "l1_high",
-                  "stoi", "stoi_low", "stoi_high", "eer", "n_items"]
+                  "stoi", "stoi_low", "stoi_high", "eer", "eer_low", "eer_high", "n_items"]
     asr = [{k: v for k, v in r.items() if k != "listen"} | {f"cer_{c}": v["cer"] for c, v in r.get("listen", {}).items()}
            | {f"wer_{c}": v["wer"] for c, v in r.get("listen", {}).items()} for r in results["asr"]]
     h, rows = table2_rows(results)
     t2 = [dict(zip(h, row)) for row in rows]
     return {"probe": _write_csv(out / "probe.csv", probe_cols, results["probe"]),
-            "reference": _write_csv(out / "reference.csv", ["model", "regime", "layer", "condition", "eer", "stoi"],
+            "reference": _write_csv(out / "reference.csv", ["model", "regime", "layer", "condition", "eer", "eer_low",
+                                                            "eer_high", "stoi"],
                                     results.get("reference", [])),
             "asr": _write_csv(out / "asr.csv", ["model", "regime", "cer", "wer"], asr),
             "table2": _write_csv(out / "table2.csv", h, t2),
@@ -406,6 +413,8 @@ def _sections(results, figures):
             ("table", "Recognisers: CER / WER (greedy CTC decoding, jiwer)", asr_rows(results)),
             ("figures", "Figures", figures),
             ("table", "Table 2 — speaker-verification EER (%) on speech reconstructed from each layer", table2_rows(results)),
+            ("table", "Speaker-verification EER % of the reconstructions ([95 % bootstrap interval, utterances "
+                      "resampled])", metric_rows(results, "eer", 1)),
             ("table", "STOI of the reconstructions (mean [95 % bootstrap interval over utterances])", metric_rows(results, "stoi")),
             ("table", "Probe L1 error (log-mel, mean [interval])", metric_rows(results, "l1")),
             ("table", "Robust − baseline STOI, paired over the same utterances (mean [95 % bootstrap interval])",

@@ -13,7 +13,8 @@ recomputes only what changed and a killed run resumes:
    checkpoints that resume exactly.
 3. listen  (JAX + the torch speaker model) per layer and condition: probe output -> L1 against
    the target mel; mel -> linear (pseudo-inverse) -> Griffin-Lim -> waveform; STOI against the
-   clean window; x-vector embeddings -> verification EER; wavs of a few utterances.
+   clean window; x-vector embeddings -> verification EER (interval: utterances resampled,
+   ``jaxprobe.bootstrap_eer``); wavs of a few utterances.
 4. report  results.json, CSV tables, figures (Table 2, Figs. 2-4), report.md, report.html.
 
 Two reference rows frame every layer's numbers: "audio" (the waveform the recogniser heard,
@@ -38,6 +39,7 @@ CLEAN = "clean"
 INPUT = "frontend.mel"  # the store's input log-mel layer (torch_bridge.models.asr.INPUT_LAYER)
 REFERENCES = ("audio", "mel")
 _VERSION = 1
+_LISTEN_VERSION = 2  # 2: EER intervals (a listen cache without them is recomputed)
 
 
 _log = stage_logger("hear")
@@ -164,6 +166,30 @@ def _waveforms(logmel: np.ndarray, mel_cfg, cfg, n: int) -> np.ndarray:
     return out
 
 
+def _eer_ci(emb: np.ndarray, speakers: list, key_int: int, cfg) -> tuple[float, float | None, float | None]:
+    """Verification EER (%) of the embeddings' trials, with a percentile interval from
+    resampling the utterances (trials share utterances; see ``jaxprobe.bootstrap_eer``).
+    The interval is None when too few resamples keep both trial classes (tiny sets)."""
+    import jax
+
+    from jaxprobe.bootstrap import bootstrap_eer
+    from jaxprobe.stats import eer
+    from torch_bridge.models.speaker import cosine_scores, verification_trials
+
+    lst = cfg["listen"]
+    trials = cfg["speaker"]["trials_per_class"] or None
+    pairs, labels = verification_trials(speakers, n_per_class=trials, seed=cfg["seed"])
+    scores = cosine_scores(emb, pairs)
+    try:
+        r = bootstrap_eer(scores, labels, pairs, n_items=len(speakers), n_boot=lst["n_boot"], level=lst["level"],
+                          key=jax.random.fold_in(jax.random.key(cfg["seed"]), key_int))
+    except ValueError as exc:
+        if "replicates had both" not in str(exc):
+            raise
+        return 100.0 * float(eer(scores, labels)), None, None
+    return 100.0 * float(r.estimate), 100.0 * float(r.low), 100.0 * float(r.high)
+
+
 def _ci_mean(values: np.ndarray, key_int: int, cfg) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Mean over items (last axis) with percentile bootstrap intervals over utterances."""
     import jax
@@ -182,7 +208,7 @@ def listen(job_result: dict, probes, cfg: dict, data, speaker_path: str, out: Pa
 
     from jaxprobe.audio.stoi import stoi
     from torch_bridge.dump import Item
-    from torch_bridge.hear import item_audio, listening_conditions, speaker_embeddings, verification_eer
+    from torch_bridge.hear import item_audio, listening_conditions, speaker_embeddings
 
     tag = f"{job_result['model']}-{job_result['regime']}"
     layers = _probe_layers(job_result["layers"])
@@ -201,7 +227,6 @@ def listen(job_result: dict, probes, cfg: dict, data, speaker_path: str, out: Pa
     cond_of = np.array([c["condition"] for _, c in items])
     utt_of = np.array([u for u, _ in items])
     spk = {r.id: str(r.speaker) for r in data.listen}
-    trials = cfg["speaker"]["trials_per_class"] or None
     examples = [r.id for r in data.listen[: cfg["listen"]["wav_examples"]]]
     ex_dir = out / "wavs" / tag
     mels_for_fig: dict[str, np.ndarray] = {}
@@ -216,10 +241,11 @@ def listen(job_result: dict, probes, cfg: dict, data, speaker_path: str, out: Pa
         for ci, cond in enumerate(conds):
             sel = np.flatnonzero(cond_of == cond)
             order = sel[np.argsort(utt_of[sel])]
-            eer = verification_eer(emb[order], [spk[u] for u in utt_of[order]], n_per_class=trials, seed=cfg["seed"])
+            e_est, e_lo, e_hi = _eer_ci(emb[order], [spk[u] for u in utt_of[order]], key_int * 97 + ci + 25, cfg)
             s_est, s_lo, s_hi = _ci_mean(st[order], key_int * 97 + ci, cfg)
             rec = {"layer": label, "condition": cond, "snr": None if cond == CLEAN else float(cond),
-                   "eer": 100.0 * eer, "stoi": float(s_est), "stoi_low": float(s_lo), "stoi_high": float(s_hi),
+                   "eer": e_est, "eer_low": e_lo, "eer_high": e_hi,
+                   "stoi": float(s_est), "stoi_low": float(s_lo), "stoi_high": float(s_hi),
                    "n_items": int(order.size)}
             if mel is not None:
                 l1 = np.mean(np.abs(mel[order] - target[order]), axis=(1, 2))
@@ -326,7 +352,7 @@ def run(config, out_dir, *, devices: str | None = None) -> dict:
                          "n_params": m.get("n_params"), "listen": m.get("listen", {})})
         key = fingerprint({"job": Path(rec["dir"]).name, "probe": cfg["probe"], "listen": cfg["listen"],
                            "speaker": speaker.get("job_key", speaker["path"]), "trials": cfg["speaker"]["trials_per_class"],
-                           "v": _VERSION})
+                           "v": _VERSION, "listen_v": _LISTEN_VERSION})
         cache = out / "listen" / f"{tag}.json"
         if cache.is_file() and json.loads(cache.read_text()).get("key") == key and (out / "listen" / f"{tag}-items.npz").is_file():
             got = json.loads(cache.read_text())

@@ -114,6 +114,11 @@ def test_results_contract(hear_run):
         assert 0 <= r["eer"] <= 100 and -1 <= r["stoi"] <= 1 and r["l1"] > 0
         assert r["stoi_low"] <= r["stoi"] <= r["stoi_high"] and r["l1_low"] <= r["l1"] <= r["l1_high"]
         assert r["n_items"] == 9
+    # EER intervals from resampling utterances (None only where too few resamples keep both trial classes)
+    with_ci = [r for r in res["probe"] + res["reference"] if r["eer_low"] is not None]
+    assert len(with_ci) >= len(res["probe"]) // 2
+    for r in with_ci:
+        assert 0 <= r["eer_low"] <= r["eer"] <= r["eer_high"] <= 100
     # paired robust - baseline STOI contrasts: every (model, layer, condition), intervals around estimates
     assert len(res["contrasts"]) == sum(n * 3 for n in n_layers.values())
     for c in res["contrasts"]:
