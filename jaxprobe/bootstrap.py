@@ -405,7 +405,10 @@ def bootstrap_eer(
 
     Parameters
     ----------
-    scores : array of shape (m,); labels : array of shape (m,) (1 = same speaker)
+    scores : array of shape (m,), or (k, m) for k systems scoring the same trials (e.g.
+        two recognisers' reconstructions of the same utterances): all share the
+        resamples, so replicate differences give paired intervals.
+    labels : array of shape (m,) (1 = same speaker)
     pairs : int array of shape (m, 2), the items of each trial.
     key : PRNG key; replicate b uses ``fold_in(key, b)``.
     n_items : number of items (default: ``pairs.max() + 1``).
@@ -414,28 +417,32 @@ def bootstrap_eer(
 
     Returns
     -------
-    BootstrapResult: scalar estimate/low/high, replicates of the kept resamples.
+    BootstrapResult: estimate/low/high of shape () or (k,), replicates (kept resamples, ...).
     """
     from jaxprobe.stats import _eer_inputs, _weighted_eer
 
     fn = "bootstrap_eer"
     n_boot, level = _check_common(n_boot, level, "percentile", fn)
-    s, y = _eer_inputs(scores, labels, fn)
+    s, y = _eer_inputs(scores, labels, fn, max_ndim=2)
+    m = s.shape[-1]
     p = np.asarray(pairs)
-    if p.ndim != 2 or p.shape != (s.shape[0], 2) or p.dtype.kind not in "iu":
-        raise ValueError(f"The 'pairs' parameter of {fn} must be an int array of shape (m, 2) = ({s.shape[0]}, 2), "
+    if p.ndim != 2 or p.shape != (m, 2) or p.dtype.kind not in "iu":
+        raise ValueError(f"The 'pairs' parameter of {fn} must be an int array of shape (m, 2) = ({m}, 2), "
                          f"the two items of each trial; got {p.dtype} {tuple(p.shape)}.")
     n = int(p.max()) + 1 if n_items is None else check_int(n_items, "n_items", fn=fn, low=2)
     if p.min() < 0 or p.max() >= n or np.any(p[:, 0] == p[:, 1]):
         raise ValueError(f"The 'pairs' parameter of {fn} must hold two different item indices in [0, {n}) per trial.")
     C = _Design(n, groups, False, fn).counts(key, n_boot).astype(s.dtype)  # (B, n)
-    reps = np.asarray(_weighted_eer(s, y, C[:, p[:, 0]] * C[:, p[:, 1]]))
-    reps = reps[np.isfinite(reps)]
-    if reps.size < max(2, n_boot // 2):
+    W = C[:, p[:, 0]] * C[:, p[:, 1]]
+    sk = s.reshape(-1, m)
+    reps = np.asarray(jax.vmap(_weighted_eer, in_axes=(0, None, None), out_axes=1)(sk, y, W))  # (B, k)
+    keep = np.isfinite(reps).all(axis=1)  # validity depends on the weights only: the same for every system
+    reps = reps[keep].reshape((-1,) + s.shape[:-1])
+    if reps.shape[0] < max(2, n_boot // 2):
         raise ValueError(
-            f"{fn}: only {reps.size} of {n_boot} replicates had both target and non-target trials; the trial list "
-            "is too small (or too few groups) for a bootstrap interval."
+            f"{fn}: only {reps.shape[0]} of {n_boot} replicates had both target and non-target trials; the trial "
+            "list is too small (or too few groups) for a bootstrap interval."
         )
-    estimate = _weighted_eer(s, y, jnp.ones_like(s))
+    estimate = jax.vmap(_weighted_eer, in_axes=(0, None, None))(sk, y, jnp.ones((m,), s.dtype)).reshape(s.shape[:-1])
     low, high = _interval(reps, estimate, None, level, "percentile")
     return BootstrapResult(estimate, low, high, jnp.asarray(reps), level, "percentile")

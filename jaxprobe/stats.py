@@ -188,12 +188,13 @@ def _weighted_eer(scores, labels, weights):
     return jnp.where(ok, out, jnp.nan)
 
 
-def _eer_inputs(scores, labels, fn):
+def _eer_inputs(scores, labels, fn, *, max_ndim=1):
     s = as_float_array(scores, "scores", fn=fn)
     y = np.asarray(labels)
-    if s.ndim != 1 or y.shape != s.shape or s.shape[0] == 0:
+    if not 1 <= s.ndim <= max_ndim or y.shape != s.shape[-1:] or s.shape[-1] == 0:
+        want = "(m,)" if max_ndim == 1 else "(m,) or (k, m) (k systems scoring the same trials)"
         raise ValueError(
-            f"The 'scores' and 'labels' parameters of {fn} must be 1-D of the same length m > 0 (one per trial); "
+            f"The 'scores' and 'labels' parameters of {fn} must have shapes {want} and (m,), m > 0 trials; "
             f"got shapes {tuple(np.shape(scores))} and {tuple(np.shape(labels))}."
         )
     check_finite(s, "scores", fn=fn)

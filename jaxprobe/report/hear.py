@@ -258,8 +258,8 @@ def metric_rows(results, field, digits=3):
     return head, rows
 
 
-def contrast_rows(results):
-    cons = results.get("contrasts", [])
+def contrast_rows(results, statistic="stoi_robust_minus_baseline", digits=3):
+    cons = [c for c in results.get("contrasts", []) if c.get("statistic", statistic) == statistic]
     conds = [c for c in _conditions(results)]
     head = ["model", "layer"] + [_cond_label(c) for c in conds]
     rows, seen = [], []
@@ -270,7 +270,12 @@ def contrast_rows(results):
         row = [MODEL_NAMES.get(m, m), lay]
         for cond in conds:
             got = [c for c in cons if (c["model"], c["layer"], c["condition"]) == (m, lay, cond)]
-            row.append(f"{got[0]['estimate']:+.3f} [{got[0]['low']:+.3f}, {got[0]['high']:+.3f}]" if got else "–")
+            if not got:
+                row.append("–")
+            elif got[0]["low"] is None:
+                row.append(f"{got[0]['estimate']:+.{digits}f}")
+            else:
+                row.append(f"{got[0]['estimate']:+.{digits}f} [{got[0]['low']:+.{digits}f}, {got[0]['high']:+.{digits}f}]")
         rows.append(row)
     return head, rows
 
@@ -363,7 +368,8 @@ def findings(results) -> list[str]:
                     if b is not None and r is not None:
                         cells += 1
                         better += r > b
-            con = {(c["layer"], c["condition"]): c for c in results.get("contrasts", []) if c["model"] == m}
+            con = {(c["layer"], c["condition"]): c for c in results.get("contrasts", [])
+                   if c["model"] == m and c.get("statistic", "stoi_robust_minus_baseline") == "stoi_robust_minus_baseline"}
             paired = [con[(lay, c)] for c in noisy for lay in lstm if (lay, c) in con]
             if paired:  # paired (same utterances) intervals of robust - baseline
                 above = sum(c["low"] > 0 for c in paired)
@@ -378,9 +384,16 @@ def findings(results) -> list[str]:
             eb = [_cell(results, m, "baseline", lay, c) for c in noisy for lay in _layers(results, m)]
             er = [_cell(results, m, "robust", lay, c) for c in noisy for lay in _layers(results, m)]
             if None not in eb and None not in er:
+                econ = [c for c in results.get("contrasts", []) if c["model"] == m and c["condition"] in noisy
+                        and c.get("statistic") == "eer_robust_minus_baseline" and c["low"] is not None]
+                paired = ""
+                if econ:
+                    paired = (f" Paired robust − baseline EER intervals (same utterances) lie below 0 in "
+                              f"{sum(c['high'] < 0 for c in econ)} and above 0 in {sum(c['low'] > 0 for c in econ)} "
+                              f"of {len(econ)} (layer, noisy condition) cells.")
                 out.append(f"{MODEL_NAMES.get(m, m)}: mean EER over layers and noisy conditions, robust {np.mean(er):.1f} % vs "
                            f"baseline {np.mean(eb):.1f} % (the paper: the robust model keeps more speaker information "
-                           "in noise, i.e. lower EER).")
+                           "in noise, i.e. lower EER)." + paired)
     sp = [r for r in results.get("reference", []) if r["layer"] == "audio" and r["condition"] == "clean"]
     if sp:
         out.append(f"Speaker model on the unprocessed clean listening windows: EER {sp[0]['eer']:.1f} % "
@@ -419,6 +432,8 @@ def _sections(results, figures):
             ("table", "Probe L1 error (log-mel, mean [interval])", metric_rows(results, "l1")),
             ("table", "Robust − baseline STOI, paired over the same utterances (mean [95 % bootstrap interval])",
              contrast_rows(results)),
+            ("table", "Robust − baseline EER (percentage points), paired over the same utterances and trials "
+                      "([95 % bootstrap interval])", contrast_rows(results, "eer_robust_minus_baseline", 1)),
             ("table", "References: the unprocessed input and Griffin-Lim of the input mel", reference_rows(results)),
             ("list", "Findings", findings(results))]
 

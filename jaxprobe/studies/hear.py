@@ -39,7 +39,7 @@ CLEAN = "clean"
 INPUT = "frontend.mel"  # the store's input log-mel layer (torch_bridge.models.asr.INPUT_LAYER)
 REFERENCES = ("audio", "mel")
 _VERSION = 1
-_LISTEN_VERSION = 2  # 2: EER intervals (a listen cache without them is recomputed)
+_LISTEN_VERSION = 3  # 2: EER intervals, 3: embeddings kept for paired EER contrasts (older caches are recomputed)
 
 
 _log = stage_logger("hear")
@@ -166,10 +166,12 @@ def _waveforms(logmel: np.ndarray, mel_cfg, cfg, n: int) -> np.ndarray:
     return out
 
 
-def _eer_ci(emb: np.ndarray, speakers: list, key_int: int, cfg) -> tuple[float, float | None, float | None]:
-    """Verification EER (%) of the embeddings' trials, with a percentile interval from
-    resampling the utterances (trials share utterances; see ``jaxprobe.bootstrap_eer``).
-    The interval is None when too few resamples keep both trial classes (tiny sets)."""
+def _eer_boot(embs: list, speakers: list, key_int: int, cfg):
+    """EERs (%) of the verification trials among utterances, one per embedding set in
+    ``embs`` (the same utterances through different systems), bootstrapped together by
+    resampling utterances (trials share utterances; see ``jaxprobe.bootstrap_eer``).
+    Returns (estimates (k,), replicates (B, k) or None when too few resamples keep both
+    trial classes, as in tiny sets)."""
     import jax
 
     from jaxprobe.bootstrap import bootstrap_eer
@@ -179,15 +181,29 @@ def _eer_ci(emb: np.ndarray, speakers: list, key_int: int, cfg) -> tuple[float, 
     lst = cfg["listen"]
     trials = cfg["speaker"]["trials_per_class"] or None
     pairs, labels = verification_trials(speakers, n_per_class=trials, seed=cfg["seed"])
-    scores = cosine_scores(emb, pairs)
+    scores = np.stack([cosine_scores(e, pairs) for e in embs])
     try:
         r = bootstrap_eer(scores, labels, pairs, n_items=len(speakers), n_boot=lst["n_boot"], level=lst["level"],
                           key=jax.random.fold_in(jax.random.key(cfg["seed"]), key_int))
     except ValueError as exc:
         if "replicates had both" not in str(exc):
             raise
-        return 100.0 * float(eer(scores, labels)), None, None
-    return 100.0 * float(r.estimate), 100.0 * float(r.low), 100.0 * float(r.high)
+        return 100.0 * np.array([float(eer(sc, labels)) for sc in scores]), None
+    return 100.0 * np.asarray(r.estimate, np.float64), 100.0 * np.asarray(r.replicates, np.float64)
+
+
+def _percentile(reps: np.ndarray | None, level: float) -> tuple[float | None, float | None]:
+    if reps is None:
+        return None, None
+    a = (1.0 - level) / 2.0
+    lo, hi = np.quantile(reps, [a, 1.0 - a])
+    return float(lo), float(hi)
+
+
+def _eer_ci(emb: np.ndarray, speakers: list, key_int: int, cfg) -> tuple[float, float | None, float | None]:
+    """One system's EER (%) with its percentile interval (None, None for tiny sets)."""
+    est, reps = _eer_boot([emb], speakers, key_int, cfg)
+    return (float(est[0]),) + _percentile(None if reps is None else reps[:, 0], cfg["listen"]["level"])
 
 
 def _ci_mean(values: np.ndarray, key_int: int, cfg) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -237,6 +253,7 @@ def listen(job_result: dict, probes, cfg: dict, data, speaker_path: str, out: Pa
         st = stoi(clean_w, wav)
         per_item[f"stoi|{label}"] = st
         emb = speaker_embeddings(speaker_path, list(wav), threads=max(cfg["asr"]["threads"], 1))
+        per_item[f"emb|{label}"] = emb
         recs = []
         for ci, cond in enumerate(conds):
             sel = np.flatnonzero(cond_of == cond)
@@ -286,7 +303,9 @@ def listen(job_result: dict, probes, cfg: dict, data, speaker_path: str, out: Pa
         save_examples(label, wav)
         mels_for_fig[label] = pred[ex_rows]
     fig_items = [(items[i][0], items[i][1]["condition"]) for i in ex_rows]
-    np.savez_compressed(out / "listen" / f".{tag}.items.tmp.npz", utterance=utt_of, condition=cond_of, **per_item)
+    spk_of = np.array([spk[u] for u in utt_of])
+    np.savez_compressed(out / "listen" / f".{tag}.items.tmp.npz", utterance=utt_of, condition=cond_of, speaker=spk_of,
+                        **per_item)
     os.replace(out / "listen" / f".{tag}.items.tmp.npz", out / "listen" / f"{tag}-items.npz")
     np.savez_compressed(out / "listen" / f".{tag}.tmp.npz", **{k.replace(".", "_"): v for k, v in mels_for_fig.items()})
     os.replace(out / "listen" / f".{tag}.tmp.npz", out / "listen" / f"{tag}-mels.npz")
@@ -295,9 +314,9 @@ def listen(job_result: dict, probes, cfg: dict, data, speaker_path: str, out: Pa
 
 
 def regime_contrasts(out: Path, models, cfg) -> list[dict]:
-    """Paired robust - baseline STOI differences per (model, layer, condition): the same listening
-    items through both recognisers, so the bootstrap resamples utterances once for both (a tighter
-    and more honest comparison than two separate intervals)."""
+    """Paired robust - baseline STOI and EER differences per (model, layer, condition): the same
+    listening items through both recognisers, so the bootstrap resamples utterances once for both
+    (a tighter and more honest comparison than two separate intervals)."""
     recs = []
     for mi, model in enumerate(models):
         paths = [out / "listen" / f"{model}-{g}-items.npz" for g in ("baseline", "robust")]
@@ -314,6 +333,14 @@ def regime_contrasts(out: Path, models, cfg) -> list[dict]:
                 e, lo, hi = _ci_mean(d, 10_000 + 1000 * mi + 10 * li + ci, cfg)
                 recs.append({"model": model, "layer": layer, "condition": str(cond), "statistic": "stoi_robust_minus_baseline",
                              "estimate": float(e), "low": float(lo), "high": float(hi), "n_items": int(sel.size)})
+                if f"emb|{layer}" in b.files and f"emb|{layer}" in r.files:
+                    order = sel[np.argsort(b["utterance"][sel])]  # the order listen() scored them in
+                    est, reps = _eer_boot([b[f"emb|{layer}"][order], r[f"emb|{layer}"][order]],
+                                          b["speaker"][order].tolist(), 20_000 + 1000 * mi + 10 * li + ci, cfg)
+                    lo, hi = _percentile(None if reps is None else reps[:, 1] - reps[:, 0], cfg["listen"]["level"])
+                    recs.append({"model": model, "layer": layer, "condition": str(cond),
+                                 "statistic": "eer_robust_minus_baseline", "estimate": float(est[1] - est[0]),
+                                 "low": lo, "high": hi, "n_items": int(sel.size)})
     return recs
 
 

@@ -92,7 +92,7 @@ def test_errors(rng):
     key = jax.random.key(0)
     with pytest.raises(ValueError, match="both target"):
         jaxprobe.eer(scores, np.zeros_like(labels))
-    with pytest.raises(ValueError, match="same length"):
+    with pytest.raises(ValueError, match="m > 0 trials"):
         jaxprobe.eer(scores, labels[:-1])
     with pytest.raises(ValueError, match="finite"):
         jaxprobe.eer(np.r_[np.nan, scores[1:]], labels)
@@ -104,3 +104,16 @@ def test_errors(rng):
         jaxprobe.bootstrap_eer(scores, labels, np.zeros_like(pairs), key=key)
     with pytest.raises(ValueError, match="n_boot"):
         jaxprobe.bootstrap_eer(scores, labels, pairs, key=key, n_boot=0)
+
+
+def test_systems_scoring_the_same_trials_share_resamples(rng):
+    """(k, m) scores: each system's replicates equal its own 1-D bootstrap with the same key,
+    so differences of replicates are paired."""
+    scores, labels, pairs, _ = _trials(rng)
+    other = scores + 0.3 * rng.normal(size=scores.shape)
+    key = jax.random.key(7)
+    both = jaxprobe.bootstrap_eer(np.stack([scores, other]), labels, pairs, key=key, n_boot=50)
+    one = jaxprobe.bootstrap_eer(other, labels, pairs, key=key, n_boot=50)
+    assert both.replicates.shape == (50, 2) and both.estimate.shape == (2,)
+    np.testing.assert_allclose(np.asarray(both.replicates[:, 1]), np.asarray(one.replicates), atol=1e-7)
+    np.testing.assert_allclose(float(both.estimate[1]), numpy_eer(other, labels), atol=1e-6)

@@ -119,13 +119,16 @@ def test_results_contract(hear_run):
     assert len(with_ci) >= len(res["probe"]) // 2
     for r in with_ci:
         assert 0 <= r["eer_low"] <= r["eer"] <= r["eer_high"] <= 100
-    # paired robust - baseline STOI contrasts: every (model, layer, condition), intervals around estimates
-    assert len(res["contrasts"]) == sum(n * 3 for n in n_layers.values())
-    for c in res["contrasts"]:
-        assert c["low"] <= c["estimate"] <= c["high"] and c["n_items"] == 9
-        stoi = {r["regime"]: r["stoi"] for r in res["probe"]
-                if (r["model"], r["layer"], r["condition"]) == (c["model"], c["layer"], c["condition"])}
-        assert math.isclose(c["estimate"], stoi["robust"] - stoi["baseline"], abs_tol=1e-6)  # same items, paired
+    # paired robust - baseline STOI and EER contrasts: every (model, layer, condition), intervals around estimates
+    for stat, field in (("stoi_robust_minus_baseline", "stoi"), ("eer_robust_minus_baseline", "eer")):
+        cons = [c for c in res["contrasts"] if c["statistic"] == stat]
+        assert len(cons) == sum(n * 3 for n in n_layers.values())
+        for c in cons:
+            assert c["n_items"] == 9 and (c["low"] is None or c["low"] <= c["high"])
+            per = {r["regime"]: r[field] for r in res["probe"]
+                   if (r["model"], r["layer"], r["condition"]) == (c["model"], c["layer"], c["condition"])}
+            assert math.isclose(c["estimate"], per["robust"] - per["baseline"], abs_tol=1e-4)  # same items, paired
+    assert all(c["low"] <= c["estimate"] <= c["high"] for c in res["contrasts"] if c["statistic"].startswith("stoi"))
     # references: the unprocessed clean input scores STOI 1 against itself
     ref = [r for r in res["reference"] if r["layer"] == "audio" and r["condition"] == "clean"]
     assert ref and all(math.isclose(r["stoi"], 1.0, abs_tol=1e-4) for r in ref)
