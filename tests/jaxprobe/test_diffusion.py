@@ -198,6 +198,10 @@ def test_auto_picks_krylov_for_dense_top_k(rng):
     assert diffusion_map(X[:290], n_components=57).solver == "lobpcg"  # 5 (k + 2) >= n: no room for the basis
 
 
+def test_auto_picks_lobpcg_in_float64(x64, rng):
+    assert diffusion_map(rng.normal(size=(300, 5)), n_components=10).solver == "lobpcg"
+
+
 @pytest.mark.parametrize("data", ["gauss", "circle"])
 def test_krylov_falls_back_to_lobpcg_when_unconverged(rng, data):
     """A flat spectrum (Gaussian blob in 50-D) and exact eigenvalue pairs (a circle) are
