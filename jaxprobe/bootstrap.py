@@ -380,6 +380,10 @@ def bootstrap_mean(
 # ----------------------------------------------------------------------------- EER
 
 
+class TooFewResamplesError(ValueError):
+    """Too few bootstrap resamples kept both trial classes for an EER interval."""
+
+
 def bootstrap_eer(
     scores,
     labels,
@@ -418,6 +422,11 @@ def bootstrap_eer(
     Returns
     -------
     BootstrapResult: estimate/low/high of shape () or (k,), replicates (kept resamples, ...).
+
+    Raises
+    ------
+    TooFewResamplesError (a ValueError) when fewer than half the resamples keep both
+    trial classes; ValueError for malformed scores, labels or pairs.
     """
     from jaxprobe.stats import _eer_inputs, _weighted_eer
 
@@ -439,7 +448,7 @@ def bootstrap_eer(
     keep = np.isfinite(reps).all(axis=1)  # validity depends on the weights only: the same for every system
     reps = reps[keep].reshape((-1,) + s.shape[:-1])
     if reps.shape[0] < max(2, n_boot // 2):
-        raise ValueError(
+        raise TooFewResamplesError(
             f"{fn}: only {reps.shape[0]} of {n_boot} replicates had both target and non-target trials; the trial "
             "list is too small (or too few groups) for a bootstrap interval."
         )

@@ -504,8 +504,8 @@ def diffusion_map(
         if small and block_size is None:
             solver = "eigh"
         else:
-            # float64: its 5-block basis rarely meets LOBPCG's float64 test, so LOBPCG would run
-            # anyway after it (measured 0.146 vs 0.131 s on 4 clouds of 738): LOBPCG directly
+            # float64: the 5-block basis did not meet LOBPCG's float64 test on the benchmark
+            # clouds, so LOBPCG would run after it anyway: LOBPCG directly
             krylov = one_device and X.dtype != jnp.float64 and _krylov_basis(n_components) < n
             solver = "krylov" if krylov else "lobpcg"
     if solver == "eigh":

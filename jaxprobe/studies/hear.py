@@ -167,14 +167,14 @@ def _waveforms(logmel: np.ndarray, mel_cfg, cfg, n: int) -> np.ndarray:
 
 
 def _eer_boot(embs: list, speakers: list, key_int: int, cfg):
-    """EERs (%) of the verification trials among utterances, one per embedding set in
-    ``embs`` (the same utterances through different systems), bootstrapped together by
-    resampling utterances (trials share utterances; see ``jaxprobe.bootstrap_eer``).
-    Returns (estimates (k,), replicates (B, k) or None when too few resamples keep both
-    trial classes, as in tiny sets)."""
+    """EERs of the verification trials among utterances, one per embedding set in ``embs``
+    (the same utterances through different systems), bootstrapped together by resampling
+    utterances (trials share utterances; see ``jaxprobe.bootstrap_eer``). Returns
+    (estimates (k,) in %, the BootstrapResult in fractions, or None when too few resamples
+    keep both trial classes, as in tiny sets)."""
     import jax
 
-    from jaxprobe.bootstrap import bootstrap_eer
+    from jaxprobe.bootstrap import TooFewResamplesError, bootstrap_eer
     from jaxprobe.stats import eer
     from torch_bridge.models.speaker import cosine_scores, verification_trials
 
@@ -185,25 +185,17 @@ def _eer_boot(embs: list, speakers: list, key_int: int, cfg):
     try:
         r = bootstrap_eer(scores, labels, pairs, n_items=len(speakers), n_boot=lst["n_boot"], level=lst["level"],
                           key=jax.random.fold_in(jax.random.key(cfg["seed"]), key_int))
-    except ValueError as exc:
-        if "replicates had both" not in str(exc):
-            raise
+    except TooFewResamplesError:
         return 100.0 * np.array([float(eer(sc, labels)) for sc in scores]), None
-    return 100.0 * np.asarray(r.estimate, np.float64), 100.0 * np.asarray(r.replicates, np.float64)
-
-
-def _percentile(reps: np.ndarray | None, level: float) -> tuple[float | None, float | None]:
-    if reps is None:
-        return None, None
-    a = (1.0 - level) / 2.0
-    lo, hi = np.quantile(reps, [a, 1.0 - a])
-    return float(lo), float(hi)
+    return 100.0 * np.asarray(r.estimate, np.float64), r
 
 
 def _eer_ci(emb: np.ndarray, speakers: list, key_int: int, cfg) -> tuple[float, float | None, float | None]:
     """One system's EER (%) with its percentile interval (None, None for tiny sets)."""
-    est, reps = _eer_boot([emb], speakers, key_int, cfg)
-    return (float(est[0]),) + _percentile(None if reps is None else reps[:, 0], cfg["listen"]["level"])
+    est, r = _eer_boot([emb], speakers, key_int, cfg)
+    if r is None:
+        return float(est[0]), None, None
+    return float(est[0]), 100.0 * float(r.low[0]), 100.0 * float(r.high[0])
 
 
 def _ci_mean(values: np.ndarray, key_int: int, cfg) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -317,6 +309,8 @@ def regime_contrasts(out: Path, models, cfg) -> list[dict]:
     """Paired robust - baseline STOI and EER differences per (model, layer, condition): the same
     listening items through both recognisers, so the bootstrap resamples utterances once for both
     (a tighter and more honest comparison than two separate intervals)."""
+    from jaxprobe.bootstrap import _interval
+
     recs = []
     for mi, model in enumerate(models):
         paths = [out / "listen" / f"{model}-{g}-items.npz" for g in ("baseline", "robust")]
@@ -335,9 +329,13 @@ def regime_contrasts(out: Path, models, cfg) -> list[dict]:
                              "estimate": float(e), "low": float(lo), "high": float(hi), "n_items": int(sel.size)})
                 if f"emb|{layer}" in b.files and f"emb|{layer}" in r.files:
                     order = sel[np.argsort(b["utterance"][sel])]  # the order listen() scored them in
-                    est, reps = _eer_boot([b[f"emb|{layer}"][order], r[f"emb|{layer}"][order]],
+                    est, boot = _eer_boot([b[f"emb|{layer}"][order], r[f"emb|{layer}"][order]],
                                           b["speaker"][order].tolist(), 20_000 + 1000 * mi + 10 * li + ci, cfg)
-                    lo, hi = _percentile(None if reps is None else reps[:, 1] - reps[:, 0], cfg["listen"]["level"])
+                    lo = hi = None
+                    if boot is not None:  # percentile interval of the paired replicate differences
+                        dl, dh = _interval(boot.replicates[:, 1] - boot.replicates[:, 0], None, None,
+                                           boot.level, "percentile")
+                        lo, hi = 100.0 * float(dl), 100.0 * float(dh)
                     recs.append({"model": model, "layer": layer, "condition": str(cond),
                                  "statistic": "eer_robust_minus_baseline", "estimate": float(est[1] - est[0]),
                                  "low": lo, "high": hi, "n_items": int(sel.size)})
