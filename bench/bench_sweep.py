@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import sys
 import time
 from pathlib import Path
@@ -223,11 +224,15 @@ def main(argv=None):
     parts = {}
 
     def ours():
-        t0 = time.perf_counter()
+        u0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
         r = analyze_cka(noisy, clean, layers, snrs, noises, settings)
-        t1 = time.perf_counter()
+        u1, t1 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
         d = analyze_diffusion(noisy, layers, snrs, noises, dcfg, n_boot=a.n_boot)
-        parts.update(cka=t1 - t0, diffusion=time.perf_counter() - t1)
+        u2, t2 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+        # kernel time and minor page faults per stage: fresh XLA buffers are faulted in
+        parts.update(cka=t1 - t0, diffusion=t2 - t1,
+                     cka_sys_s=u1.ru_stime - u0.ru_stime, diffusion_sys_s=u2.ru_stime - u1.ru_stime,
+                     cka_minor_faults=u1.ru_minflt - u0.ru_minflt, diffusion_minor_faults=u2.ru_minflt - u1.ru_minflt)
         return r, d
 
     load = {"start": _load()}
@@ -244,7 +249,8 @@ def main(argv=None):
     ours_parts = run_parts[int(np.argmin(runs))]
     load["after_jaxprobe"] = _load()
     print(f"jaxprobe: complete analysis {t_ours:.2f} s (best of {a.repeat}: {', '.join(f'{x:.2f}' for x in runs)}; "
-          f"CKA stage {ours_parts['cka']:.2f} s, diffusion stage {ours_parts['diffusion']:.2f} s; "
+          f"CKA stage {ours_parts['cka']:.2f} s, diffusion stage {ours_parts['diffusion']:.2f} s "
+          f"(kernel time {ours_parts['cka_sys_s']:.2f} / {ours_parts['diffusion_sys_s']:.2f} s); "
           f"first call incl. compilation {first:.2f} s)", flush=True)
 
     # baseline: CKA loop (all layers unless told otherwise), bootstrap loop, diffusion maps
