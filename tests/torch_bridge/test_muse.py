@@ -61,27 +61,56 @@ def model():
     return load_muse(MUSE_DIR / "g_best")
 
 
-@pytest.fixture(scope="module")
-def golden_run(model, golden):
-    """Case 1 through the public ``enhance`` as a (1, L) batch (one forward pass), with hooks on
-    the model itself and on every module the golden file describes."""
+def _run_model(model, mag_c, pha):
+    """One forward pass of ``model(mag_c, pha)`` with hooks on every module the golden file describes."""
     wanted = {f"TCFTransformer.{st}.mhca_blks.0.transformer_layers.{l}.norm1" for st in STAGES for l in range(4)}
     wanted |= {"dense_encoder", "TCFTransformer.patch_embed_encoder_level1"}
     wanted |= {f"TCFTransformer.{st}" for st in (*STAGES, "pha_refinement")}
-    acts, io, hooks = {}, {}, []
+    acts, hooks = {}, []
     for name, module in model.named_modules():
         if name in wanted:
             hooks.append(module.register_forward_hook(lambda m, i, o, name=name: acts.__setitem__(name, o[0].numpy())))
-    hooks.append(model.register_forward_hook(lambda m, i, o: io.update(inputs=i, outputs=o)))
     try:
-        wave = enhance(model, golden["noisy"][None])
+        with torch.no_grad():
+            est_mag_c, est_pha, _ = model(mag_c, pha)
     finally:
         for h in hooks:
             h.remove()
     assert wanted == set(acts)
-    (mag_c, pha), (est_mag_c, est_pha, _) = io["inputs"], io["outputs"]
-    return dict(mag_c=mag_c[0].numpy(), pha=pha[0].numpy(), est_mag_c=est_mag_c[0].numpy(),
-                est_pha=est_pha[0].numpy(), mask=(est_mag_c / mag_c)[0].numpy().T, wave=wave, acts=acts)
+    return dict(est_mag_c=est_mag_c[0].numpy(), est_pha=est_pha[0].numpy(),
+                mask=(est_mag_c / mag_c)[0].numpy().T, acts=acts, est=(est_mag_c, est_pha))
+
+
+@pytest.fixture(scope="module")
+def golden_run(model, golden):
+    """The model on the golden file's own inputs (its STFT magnitude and phase).
+
+    The model is compared on the official inputs, not on our STFT of the waveform: the phase
+    input ``angle(STFT)`` has a branch cut at +-pi, and where the STFT is real (the DC bin, and
+    every bin of frame 0, whose reflect-padded frame is symmetric about its centre) the sign of
+    a zero imaginary part (which differs between FFT code paths, e.g. AVX2 vs AVX-512)
+    turns +pi into -pi there. The official pipeline has the same dependence; the pipeline test
+    below measures it separately.
+    """
+    mag_c = torch.from_numpy(golden["stft_mag_c"])[None]
+    pha = torch.from_numpy(golden["stft_pha"])[None]
+    run = _run_model(model, mag_c, pha)
+    segs = muse_segments(golden["noisy"])
+    run["wave"] = (muse_reconstruct(*run["est"]).numpy() / np.float32(segs.norm_factor)).astype(np.float32)
+    return run
+
+
+@pytest.fixture(scope="module")
+def pipeline_run(model, golden):
+    """Case 1 through the public ``enhance`` as a (1, L) batch, with the model's inputs recorded."""
+    io = {}
+    hook = model.register_forward_hook(lambda m, i, o: io.update(inputs=i))
+    try:
+        wave = enhance(model, golden["noisy"][None])
+    finally:
+        hook.remove()
+    mag_c, pha = io["inputs"]
+    return dict(mag_c=mag_c[0].numpy(), pha=pha[0].numpy(), wave=wave)
 
 
 # ----------------------------------------------------------------------------- loading
@@ -114,10 +143,37 @@ def test_incompatible_checkpoint_is_a_clear_error(tmp_path, muse_dir):
 
 
 # ----------------------------------------------------------------------------- golden
-def test_golden_model_inputs(golden_run, golden):
+def test_golden_model_inputs(pipeline_run, golden):
+    """Our STFT of the waveform against the official inputs. Magnitudes agree to float32 FFT
+    rounding (1e-6 on the machine that made the golden file, 1e-5 on others); phases agree
+    wrapped (to the rounding of near-zero bins), and where they differ unwrapped it is by exactly
+    2 pi where the STFT is real: the DC bin, and frame 0, whose reflect-padded frame is symmetric
+    about its centre (the sign of a zero imaginary part decides +pi or -pi; see ``golden_run``)."""
     assert muse_segments(golden["noisy"]).norm_factor == pytest.approx(float(golden["norm_factor"]), rel=1e-6)
-    assert rel_err(golden_run["mag_c"], golden["stft_mag_c"]) < 1e-6
-    assert phase_err(golden_run["pha"], golden["stft_pha"]) < 1e-5
+    assert rel_err(pipeline_run["mag_c"], golden["stft_mag_c"]) < 2e-5
+    # Wrapped phase: 1e-5 where the golden file was made, 2.8e-4 elsewhere at the quietest bins.
+    assert phase_err(pipeline_run["pha"], golden["stft_pha"]) < PHASE_TOL
+    d = pipeline_run["pha"].astype(np.float64) - golden["stft_pha"]
+    jumps = np.argwhere(np.abs(d) > 1.0)
+    real_bins = (jumps[:, 0] == 0) | (jumps[:, 1] == 0)   # the DC bin, and frame 0 (see golden_run)
+    assert real_bins.all(), "a 2 pi phase jump where the STFT is not real"
+    np.testing.assert_allclose(np.abs(d[tuple(jumps.T)]), 2 * np.pi, rtol=1e-5)
+
+
+def test_pipeline_matches_the_official_output(pipeline_run, golden):
+    """End to end from the waveform: equal to the official output up to the branch cut above, which moves the output by well under 0.1 dB of SI-SDR here (0.5 % of the peak)."""
+    wave = pipeline_run["wave"]
+    assert wave.shape == (1, S) and wave.dtype == np.float32
+
+    def si_sdr(est, ref):
+        est, ref = est - est.mean(), ref - ref.mean()
+        a = est @ ref / (ref @ ref)
+        return 10 * np.log10(np.sum((a * ref) ** 2) / np.sum((est - a * ref) ** 2))
+
+    clean = golden["clean"].astype(np.float64)
+    assert si_sdr(golden["enhanced"].astype(np.float64), clean) == pytest.approx(float(golden["si_sdr_enhanced"]), abs=1e-3)
+    assert si_sdr(wave[0].astype(np.float64), clean) == pytest.approx(float(golden["si_sdr_enhanced"]), abs=0.1)
+    assert rel_err(wave[0], golden["enhanced"]) < 2e-2
 
 
 def test_golden_early_layers(golden_run, golden):
@@ -147,9 +203,7 @@ def test_golden_outputs(golden_run, golden):
     assert rel_err(golden_run["mask"], golden["mask"]) < REL_TOL
     # The least stable bin is where the phase decoder's (r, i) is ~1/1000 of its median size.
     assert phase_err(golden_run["est_pha"], golden["est_pha"]) < PHASE_TOL
-    wave = golden_run["wave"]
-    assert wave.shape == (1, S) and wave.dtype == np.float32
-    assert rel_err(wave[0], golden["enhanced"]) < REL_TOL
+    assert rel_err(golden_run["wave"][0], golden["enhanced"]) < REL_TOL
 
 
 # ----------------------------------------------------------------------------- pipeline
@@ -233,8 +287,8 @@ def three(golden):
 
 
 @pytest.fixture(scope="module")
-def singles(model, three, golden_run):
-    return [enhance(model, three[0]), golden_run["wave"][0], enhance(model, three[2])]
+def singles(model, three, pipeline_run):
+    return [enhance(model, three[0]), pipeline_run["wave"][0], enhance(model, three[2])]
 
 
 def test_any_length_gives_same_length(singles, three):
