@@ -9,6 +9,19 @@ import argparse
 import json
 from pathlib import Path
 
+DESCRIPTION = """Build (or repair) the embedded default corpus: synthetic and real speech in train/dev/test
+splits and 14 noise types, made locally from Debian packages (about a minute), or verify its
+files against the manifest's checksums. Studies build it on demand."""
+
+EPILOG = """examples:
+  jaxprobe corpus build                  # -> ~/.cache/jaxprobe/corpus (or $JAXPROBE_CACHE/corpus)
+  jaxprobe corpus verify --size tiny
+
+outputs:
+  manifest.json (ids, speakers, texts, durations, licences, checksums), speech/ and noise/ wavs;
+  build prints a JSON line with what was built and kept"""
+
+
 SIZES = ("default", "small", "tiny")
 
 

@@ -7,6 +7,20 @@ from __future__ import annotations
 import argparse
 
 
+DESCRIPTION = """Run a model over an SNR sweep (clean speech x noise types x SNRs, mixed reproducibly) and
+write its probed layers' pooled activations into an activation store: one folder of plain
+.npy chunks, committed atomically, so an interrupted dump resumes where it stopped and
+several --shard writers can fill one store."""
+
+EPILOG = """examples:
+  jaxprobe dump --out store/ --snrs=-10:30:5 --utterances 8
+  jaxprobe dump --data my_speech/ --noises my_noises/ --snrs=-5,0,5 --out store/ --shard 0/2
+
+outputs (in --out):
+  manifest.json (model, checkpoint sha256, layer map, mixing settings, plan), plan/*.npy,
+  chunks/NNNNNNN/<layer>.npy"""
+
+
 def _snrs(text: str) -> list[float]:
     """'-10:30' (inclusive, step 1), '-10:30:5', or a comma list '-5,0,5'."""
     try:
@@ -25,7 +39,35 @@ def _snrs(text: str) -> list[float]:
         ) from None
     if not values:
         raise argparse.ArgumentTypeError(f"--snrs gave no SNR; got {text!r}.")
+    dup = sorted({v for v in values if values.count(v) > 1})
+    if dup:
+        raise argparse.ArgumentTypeError(f"--snrs must not repeat an SNR; {dup} appear more than once in {text!r}.")
     return [int(v) if float(v).is_integer() else v for v in values]
+
+
+def _count(low: int):
+    """argparse type: an int >= low, the message naming what was expected and what arrived."""
+
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            v = None
+        if v is None or v < low:
+            raise argparse.ArgumentTypeError(f"must be an int >= {low}; got {text!r}.")
+        return v
+
+    return parse
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        v = float("nan")
+    if not v > 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds > 0; got {text!r}.")
+    return v
 
 
 def _shard(text: str) -> str:
@@ -47,20 +89,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "(default: the embedded corpus noises)")
     p.add_argument("--noise-types", help="comma list of noise ids to use (default: all)")
     p.add_argument("--snrs", type=_snrs, default=_snrs("-10:30"), help="SNRs in dB: START:STOP[:STEP] (inclusive) or a comma list; write --snrs=-10:30 when the value starts with a minus sign (default -10:30)")
-    p.add_argument("--utterances", type=int, help="use the first N utterances (default: all)")
+    p.add_argument("--utterances", type=_count(1), help="use the first N >= 1 utterances (default: all)")
     p.add_argument("--seed", type=int, default=0, help="mixing seed (default 0)")
-    p.add_argument("--duration", type=float, default=10.0, help="center-trim utterances to this many seconds (default 10)")
+    p.add_argument("--duration", type=_positive_float, default=10.0, help="center-trim utterances to this many seconds (default 10)")
     p.add_argument("--short", choices=["keep", "pad", "skip"], default="keep", help="policy for shorter utterances")
     p.add_argument("--windows", choices=["first", "center", "all"], default="center", help="model windows per mixture")
-    p.add_argument("--hop", type=int, help="hop in samples for --windows all (default: the window length)")
+    p.add_argument("--hop", type=_count(1), help="hop in samples for --windows all (default: the window length)")
     p.add_argument("--no-clean", action="store_true", help="do not dump the clean reference")
     p.add_argument("--out", required=True, help="store folder (created, or resumed when it exists)")
     p.add_argument("--shard", type=_shard, default="0/1", help="do shard i of n (chunks k with k %% n == i)")
-    p.add_argument("--batch-size", type=int, default=1, help="windows per forward pass (default 1, the fastest "
+    p.add_argument("--batch-size", type=_count(1), default=1, help="windows per forward pass (default 1, the fastest "
                    "per window for MUSE on a CPU; use 8 or more on a GPU)")
     p.add_argument("--device", default="cpu", help="torch device of the model, e.g. cpu or cuda (default cpu)")
-    p.add_argument("--chunk-size", type=int, help="windows per committed chunk (default: the existing store's, else 16)")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--chunk-size", type=_count(1), help="windows per committed chunk (default: the existing store's, else 16)")
+    p.add_argument("--threads", type=_count(1), help="torch CPU threads (default: torch's choice)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 

@@ -11,6 +11,17 @@ import argparse
 import sys
 
 
+DESCRIPTION = """Denoise a speech recording with MUSE, through the official inference pipeline. Any sample
+rate is accepted (resampled to 16 kHz and back); multichannel input is averaged to mono.
+The output path is checked before the model runs."""
+
+EPILOG = """example:
+  jaxprobe enhance noisy.wav clean.wav --checkpoint ../shared/muse/g_best
+
+outputs:
+  OUT (same sample rate and length as IN; 16-bit PCM unless --subtype says otherwise)"""
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("input", help="noisy audio file (any rate, mono or multichannel)")
     parser.add_argument("output", help="enhanced audio file to write")

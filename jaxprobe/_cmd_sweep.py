@@ -2,6 +2,27 @@
 from __future__ import annotations
 
 
+DESCRIPTION = """The SNR-sweep probing study of MUSE, end to end: mix clean speech with noise at every SNR,
+run MUSE and store the 24 probed layers' pooled activations, then CKA against the clean
+input (per utterance and per centroid, biased and debiased) with bootstrap intervals,
+CKA-vs-SNR fits and depth trends, intra- and inter-layer diffusion maps, figures and a
+report. The whole configuration is checked before any work starts; every stage is cached,
+so a re-run recomputes only what changed and an interrupted run resumes."""
+
+EPILOG = """examples:
+  jaxprobe sweep --config demo --out runs/demo
+  jaxprobe sweep --config my.toml --devices all       # keys and defaults: jaxprobe/config.py
+  XLA_FLAGS=--xla_force_host_platform_device_count=4 jaxprobe sweep --config demo --devices 4
+
+outputs (in --out, default runs/<config name>):
+  report.html, report.md   summary of findings first, figures, tables, settings in the appendix
+  results.json             settings, data, layers, cka, regression, trends, diffusion
+  cka.csv, regression.csv, table1.csv, trends.csv, cka_values.npz, figures/*.png|pdf
+  config.json              the validated configuration; store/<fingerprint>/ the activation store
+
+Results are bit-identical for --devices 1, 2, 4 and all."""
+
+
 def add_arguments(p):
     p.add_argument("--config", default="demo",
                    help="TOML config file, or a shipped name: demo, paper (default: demo)")

@@ -9,6 +9,17 @@ import json
 from pathlib import Path
 
 
+DESCRIPTION = """Train one CTC character recogniser of the hear study (VGG-LSTM or pure-LSTM) on the
+embedded corpus, clean (baseline) or with noise mixed at random SNRs (robust). Checkpoints
+are atomic and training resumes from the last one."""
+
+EPILOG = """example:
+  jaxprobe train-asr --model lstm --regime robust --out runs/asr-lstm-robust --max-minutes 10
+
+outputs (in --out):
+  checkpoint.pt, metrics.json (held-out CER/WER, examples); prints the metrics as JSON"""
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", choices=("vgg_lstm", "lstm"), default="vgg_lstm", help="architecture (default vgg_lstm)")
     parser.add_argument("--regime", choices=("baseline", "robust"), default="baseline",

@@ -8,9 +8,14 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 import tomllib
 from pathlib import Path
 from typing import Any
+
+from jaxprobe.errors import ConfigError  # re-exported: jaxprobe.config.ConfigError
+
+__all__ = ["ConfigError", "SWEEP_DEFAULTS", "check_devices", "load_sweep_config", "snr_grid"]
 
 SWEEP_DEFAULTS: dict[str, Any] = {
     "name": "sweep",
@@ -27,7 +32,7 @@ SWEEP_DEFAULTS: dict[str, Any] = {
         "voicebank": "",  # folder of VoiceBank clean test wavs (source = voicebank_demand)
         "demand": "",  # DEMAND root (one folder per environment with ch01.wav ...)
         "utterances": 4,  # number of clean utterances (0 = all)
-        "speech_split": "test",  # embedded corpus: which utterances to use (see torch_bridge.corpus)
+        "speech_split": "test",  # embedded corpus: train | dev | test | all (synthetic) or real (human prompts)
         "noises": [],  # noise types; empty = all available
         "duration": 10.0,  # center-trim length in seconds (the paper: 10 s)
         "short": "keep",  # utterances shorter than duration: keep | pad | skip
@@ -36,7 +41,7 @@ SWEEP_DEFAULTS: dict[str, Any] = {
         "target_lufs": -23.0,
     },
     "sweep": {
-        "snrs": [],  # explicit SNR list in dB; empty = range(snr_min, snr_max + 1, snr_step)
+        "snrs": [],  # explicit SNR list in dB (distinct); leave the key out for range(snr_min, snr_max + 1, snr_step)
         "snr_min": -10,
         "snr_max": 30,
         "snr_step": 1,
@@ -50,7 +55,7 @@ SWEEP_DEFAULTS: dict[str, Any] = {
         "level": 0.95,
         "method": "percentile",  # percentile | bca
         "designs": ["noise", "hierarchical"],  # the first one gives the headline intervals
-        "poor_fit_r2": 0.9,
+        "poor_fit_r2": 0.9,  # flag a CKA-vs-SNR fit with R^2 below this (in [0, 1])
     },
     "diffusion": {
         "epsilon": "median",  # median of squared distances between distinct points, or a number
@@ -58,9 +63,10 @@ SWEEP_DEFAULTS: dict[str, Any] = {
         "t_intra": 0.5,
         "t_inter": 5.0,
         "energy": 0.99,
-        "inter_snrs": [-10, -5, 0, 10, 20, 30],
+        "inter_snrs": [-10, -5, 0, 10, 20, 30],  # SNRs drawn in Fig. 5, each on the SNR grid (when the key is
+        # left out: these six where on the grid, else six spread over it)
     },
-    "report": {"formats": ["png", "pdf"]},
+    "report": {"formats": ["png", "pdf"]},  # png is always needed (the HTML report embeds it)
     "compute": {"devices": "1"},  # JAX devices for the analysis: "1", "all" or a count (see jaxprobe.distributed)
 }
 
@@ -70,6 +76,7 @@ _CHOICES = {
     ("data", "corpus_size"): ("default", "small", "tiny"),
     ("data", "short"): ("keep", "pad", "skip"),
     ("data", "window"): ("first", "center", "all"),
+    ("data", "speech_split"): ("train", "dev", "test", "all", "real"),
     ("cka", "orientation"): ("channels", "bins"),
     ("cka", "method"): ("percentile", "bca"),
 }
@@ -81,8 +88,30 @@ _SUBSETS = {
 }
 
 
-class ConfigError(ValueError):
-    """A configuration value is missing, unknown or of the wrong kind."""
+
+
+# list keys whose default is empty: the type their elements must have
+_LIST_ITEMS = {"snrs": "number", "noises": "str"}
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _check_items(where: str, key: str, v: list, d: list) -> None:
+    """Every element of a list value has the kind of the default's elements."""
+    kind = _LIST_ITEMS.get(key) or ("number" if d and _is_number(d[0]) else "str" if d else None)
+    if kind is None:
+        return
+    ok = _is_number if kind == "number" else (lambda x: isinstance(x, str))
+    bad = [x for x in v if not ok(x)]
+    if bad:
+        what = "a list of numbers" if kind == "number" else "a list of strings"
+        raise ConfigError(f"Configuration key '{where}' must be {what}; got {v!r} (bad element {bad[0]!r}).")
+    if kind == "number":
+        nonfinite = [x for x in v if not math.isfinite(x)]
+        if nonfinite:
+            raise ConfigError(f"Configuration key '{where}' must hold finite numbers; got {v!r}.")
 
 
 def _merge(base: dict, over: dict, path: str) -> dict:
@@ -106,11 +135,51 @@ def _merge(base: dict, over: dict, path: str) -> dict:
                 raise ConfigError(
                     f"Configuration key '{where}' must be {type(d).__name__}; got {v!r} ({type(v).__name__})."
                 )
+            if isinstance(v, list):
+                _check_items(where, k, v, d)
+                if k == "snrs" and not v:  # an explicit empty grid is a mistake, not "use the default"
+                    raise ConfigError(f"Configuration key '{where}' must hold at least one SNR; got []. "
+                                      "Leave the key out to use the snr_min..snr_max range.")
+            elif isinstance(v, float) and not math.isfinite(v):
+                raise ConfigError(f"Configuration key '{where}' must be a finite number; got {v!r}.")
             out[k] = v
     return out
 
 
+def _fail(key: str, expected: str, got) -> ConfigError:
+    return ConfigError(f"Configuration key '{key}' must be {expected}; got {got!r}.")
+
+
+def _distinct(key: str, vals: list) -> None:
+    dup = sorted({repr(v) for v in vals if vals.count(v) > 1})
+    if dup:
+        raise ConfigError(f"Configuration key '{key}' must not repeat a value; {', '.join(dup)} appear(s) "
+                          f"more than once in {vals!r}.")
+
+
+# (section, key): (lowest, highest, low_open, what) for plain numbers
+_NUMBERS = {
+    ("model", "threads"): (0, None, False, "an int >= 0 (0 = torch's default)"),
+    ("model", "batch_size"): (1, None, False, "an int >= 1"),
+    ("data", "utterances"): (0, None, False, "an int >= 0 (0 = all)"),
+    ("data", "hop"): (0, None, False, "an int >= 0 (0 = the window length)"),
+    ("data", "target_lufs"): (-70.0, 0.0, False, "a loudness in LUFS in [-70, 0]"),
+    ("sweep", "snr_step"): (1, None, False, "an int >= 1"),
+    ("sweep", "seed"): (0, None, False, "an int >= 0"),
+    ("cka", "n_boot"): (1, None, False, "an int >= 1"),
+    ("cka", "poor_fit_r2"): (0.0, 1.0, False, "an R^2 threshold in [0, 1]"),
+    ("diffusion", "alpha"): (0.0, 1.0, False, "a number in [0, 1]"),
+    ("diffusion", "t_intra"): (0.0, None, True, "a diffusion time > 0"),
+    ("diffusion", "t_inter"): (0.0, None, True, "a diffusion time > 0"),
+    ("diffusion", "energy"): (0.0, 1.0, False, "an energy fraction in (0, 1] (0 = keep every component)"),
+}
+#: the shortest data.duration that holds one MUSE window (30,700 samples at 16 kHz)
+MIN_DURATION_S = 30700 / 16000.0
+
+
 def _validate(cfg: dict) -> dict:
+    """Every value's kind and range, and how the values fit together; raises ConfigError
+    naming the key, what it expects and what it got. Runs before any work (no data read)."""
     for (sec, key), choices in _CHOICES.items():
         if cfg[sec][key] not in choices:
             raise ConfigError(f"Configuration key '{sec}.{key}' must be one of {list(choices)}; got {cfg[sec][key]!r}.")
@@ -119,26 +188,70 @@ def _validate(cfg: dict) -> dict:
         bad = [v for v in vals if v not in choices]
         if bad or not vals:
             raise ConfigError(f"Configuration key '{sec}.{key}' must be a non-empty list drawn from {list(choices)}; got {vals!r}.")
+        _distinct(f"{sec}.{key}", vals)
+    if "png" not in cfg["report"]["formats"]:
+        raise _fail("report.formats", "a list that includes 'png' (the HTML report embeds it)", cfg["report"]["formats"])
+    for (sec, key), (lo, hi, open_lo, what) in _NUMBERS.items():
+        v = cfg[sec][key]
+        ok = (v > lo if open_lo else v >= lo) and (hi is None or v <= hi)
+        if not ok:
+            raise _fail(f"{sec}.{key}", what, v)
     c = cfg["cka"]
-    if not (isinstance(c["n_boot"], int) and c["n_boot"] >= 1):
-        raise ConfigError(f"Configuration key 'cka.n_boot' must be an int >= 1; got {c['n_boot']!r}.")
     if not 0 < c["level"] < 1:
         raise ConfigError(f"Configuration key 'cka.level' must be in (0, 1); got {c['level']!r}.")
-    if cfg["data"]["source"] == "voicebank_demand":
+    d = cfg["data"]
+    if not (math.isfinite(d["duration"]) and d["duration"] >= MIN_DURATION_S):
+        raise _fail("data.duration", f"a length in seconds >= {MIN_DURATION_S:.3f} (one MUSE window)", d["duration"])
+    if d["source"] == "voicebank_demand":
         for k in ("voicebank", "demand"):
-            if not cfg["data"][k]:
+            if not d[k]:
                 raise ConfigError(f"Configuration key 'data.{k}' must name a folder when data.source = 'voicebank_demand'.")
-    if not snr_grid(cfg):
+    if d["window"] != "all" and d["hop"]:
+        raise _fail("data.hop", "0 unless data.window = 'all' (the hop between windows)", d["hop"])
+    _distinct("data.noises", d["noises"])
+    sw = cfg["sweep"]
+    if not sw["snrs"] and sw["snr_min"] > sw["snr_max"]:
+        raise ConfigError(f"Configuration keys 'sweep.snr_min' <= 'sweep.snr_max' expected; got "
+                          f"{sw['snr_min']!r} > {sw['snr_max']!r}.")
+    _distinct("sweep.snrs", sw["snrs"])
+    grid = snr_grid(cfg)
+    if not grid:
         raise ConfigError("The SNR grid is empty: set 'sweep.snrs' or a valid snr_min <= snr_max with snr_step > 0.")
+    inter = cfg["diffusion"]["inter_snrs"]
+    _distinct("diffusion.inter_snrs", inter)
+    off = [s for s in inter if not any(abs(float(s) - g) < 1e-9 for g in grid)]
+    if not inter or off:
+        raise ConfigError(f"Configuration key 'diffusion.inter_snrs' must be a non-empty list of SNRs on the "
+                          f"sweep's grid {[f'{g:g}' for g in grid]}; got {inter!r}"
+                          + (f" ({off} not on the grid)." if off else "."))
     dev = cfg["compute"]["devices"]
     if dev != "all" and not (dev.isdigit() and int(dev) >= 1):
         raise ConfigError(f"Configuration key 'compute.devices' must be 'all' or a device count >= 1; got {dev!r}.")
-    d = cfg["diffusion"]
-    if isinstance(d["epsilon"], str) and d["epsilon"] not in ("median", "bgh"):
-        raise ConfigError(f"Configuration key 'diffusion.epsilon' must be 'median', 'bgh' or a number > 0; got {d['epsilon']!r}.")
-    if not isinstance(d["epsilon"], str) and not d["epsilon"] > 0:
-        raise ConfigError(f"Configuration key 'diffusion.epsilon' must be > 0; got {d['epsilon']!r}.")
+    dd = cfg["diffusion"]
+    if isinstance(dd["epsilon"], str) and dd["epsilon"] not in ("median", "bgh"):
+        raise ConfigError(f"Configuration key 'diffusion.epsilon' must be 'median', 'bgh' or a number > 0; got {dd['epsilon']!r}.")
+    if not isinstance(dd["epsilon"], str) and not (dd["epsilon"] > 0 and math.isfinite(dd["epsilon"])):
+        raise ConfigError(f"Configuration key 'diffusion.epsilon' must be a finite number > 0; got {dd['epsilon']!r}.")
     return cfg
+
+
+def check_devices(value: str, key: str = "compute.devices") -> int:
+    """The number of JAX devices ``value`` ("all" or a count) asks for, checked against the
+    devices JAX sees; ConfigError (naming ``key``) when there are fewer. Call it before any work."""
+    import jax
+
+    have = jax.device_count()
+    value = str(value)
+    if value == "all":
+        return have
+    if not (value.isdigit() and int(value) >= 1):
+        raise _fail(key, "'all' or a device count >= 1", value)
+    if int(value) > have:
+        raise ConfigError(
+            f"Configuration key '{key}' (--devices) asks for {value} devices; JAX sees {have} "
+            f"({jax.devices()[0].platform}). Use --devices all, a count <= {have}, or on CPU set "
+            f"XLA_FLAGS=--xla_force_host_platform_device_count={value} before starting.")
+    return int(value)
 
 
 def snr_grid(cfg: dict) -> list[float]:
@@ -159,9 +272,19 @@ def read_toml(path: Path) -> dict:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from None
 
 
+def _given(tables: dict, path: str = "") -> set[str]:
+    """Dotted paths of the values a user table sets explicitly."""
+    out = set()
+    for k, v in tables.items():
+        where = f"{path}.{k}" if path else k
+        out |= _given(v, where) if isinstance(v, dict) else {where}
+    return out
+
+
 def load_sweep_config(source: str | Path | dict | None = None, **overrides) -> dict:
     """Defaults <- TOML file (or dict) <- keyword overrides ({"section": {...}})."""
     cfg = copy.deepcopy(SWEEP_DEFAULTS)
+    given: set[str] = set()
     if isinstance(source, (str, Path)):
         path = Path(source)
         if not path.exists():
@@ -170,11 +293,21 @@ def load_sweep_config(source: str | Path | dict | None = None, **overrides) -> d
                 path = shipped
             else:
                 raise ConfigError(f"Config file {str(source)!r} not found (and no shipped config of that name).")
-        cfg = _merge(cfg, read_toml(path), "")
+        tables = read_toml(path)
+        cfg, given = _merge(cfg, tables, ""), _given(tables)
     elif isinstance(source, dict):
-        cfg = _merge(cfg, source, "")
+        cfg, given = _merge(cfg, source, ""), _given(source)
+    elif source is not None:
+        raise ConfigError(f"A sweep config must be a path, a shipped name or a dict; got {type(source).__name__}.")
     if overrides:
-        cfg = _merge(cfg, overrides, "")
+        cfg, given = _merge(cfg, overrides, ""), given | _given(overrides)
+    if "diffusion.inter_snrs" not in given:  # the default: the paper's Fig. 5 SNRs that are on this grid
+        grid = snr_grid(cfg)
+        on = [s for s in cfg["diffusion"]["inter_snrs"] if any(abs(s - g) < 1e-9 for g in grid)]
+        if not on and grid:  # none of them: up to six spread over the grid
+            idx = sorted({round(i * (len(grid) - 1) / 5) for i in range(6)})
+            on = [grid[i] for i in idx]
+        cfg["diffusion"]["inter_snrs"] = [int(v) if float(v).is_integer() else v for v in on]
     return _validate(cfg)
 
 

@@ -451,12 +451,17 @@ def run_dump(
 
     if model not in MODELS:
         raise ValueError(f"The 'model' parameter of run_dump must be one of {sorted(MODELS)}. Got {model!r} instead.")
-    spec = MODELS[model](checkpoint, device=device)
+    from .data.record import check_int
+
+    if utterances is not None:  # a count, never a Python slice bound (-1 would drop the last one)
+        utterances = check_int(utterances, "utterances", fn="run_dump", low=1)
+    # the data, the noise names and the SNR grid are checked before the model is loaded
     speech = _read_speech(data, split)
     if utterances is not None:
         speech = speech[:utterances]
     sweep = snr_sweep(speech, _read_noises(noises), list(snrs), seed=seed,
                       noise_types=noise_types, duration=duration, short=short)
+    spec = MODELS[model](checkpoint, device=device)
     return dump_snr_sweep(
         spec.model, spec.layers, sweep, out, window=spec.window, window_mode=window_mode, hop=hop,
         include_clean=include_clean, forward=spec.forward, prepare=spec.prepare, model_info=spec.info,

@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from .errors import UserError
 from .data.record import (
     AudioError,
     AudioRecord,
@@ -61,11 +62,11 @@ _ACTIVE_FRAME_S = 0.02
 _ACTIVE_RANGE_DB = 40.0
 
 
-class ShortUtteranceError(ValueError):
+class ShortUtteranceError(UserError, ValueError):
     """The utterance is shorter than ``duration`` and ``short="skip"`` was asked for."""
 
 
-class ClippingError(ValueError):
+class ClippingError(UserError, ValueError):
     """The normalised mixture exceeds full scale and ``on_clip="error"`` was asked for."""
 
 

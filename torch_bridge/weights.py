@@ -23,6 +23,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from torch_bridge.errors import UserError
+
 OFFICIAL_URL = (
     "https://raw.githubusercontent.com/huaidanquede/MUSE-Speech-Enhancement/"
     "38dfcb1ef545572fdc2e5c8aadefab9959ab9b6f/paper_result/g_best"
@@ -34,7 +36,7 @@ ENV_CACHE = "JAXPROBE_CACHE"
 _CHUNK = 1 << 20
 
 
-class ChecksumError(ValueError):
+class ChecksumError(UserError, ValueError):
     """A weights file whose sha256 is not the expected one (corrupt, truncated or different)."""
 
 
@@ -71,8 +73,9 @@ def verify_checkpoint(path: str | os.PathLike, sha256: str | None = OFFICIAL_SHA
         if got != sha256.lower():
             raise ChecksumError(
                 f"MUSE checkpoint {str(path)!r} has sha256 {got}, expected {sha256.lower()}: the file is "
-                "corrupt, truncated or a different checkpoint. Delete it and let the loader download "
-                "the official g_best again, or pass sha256=None to load your own weights."
+                "corrupt, truncated or a different checkpoint. From the command line: pass the official "
+                "g_best with --checkpoint PATH (or JAXPROBE_MUSE_CHECKPOINT), or delete this file so the "
+                "official one is downloaded again; from Python, sha256=None loads your own weights."
             )
     return path
 

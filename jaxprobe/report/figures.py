@@ -370,6 +370,12 @@ def fig_dc1(results, out_dir, *, formats=FORMATS) -> Figure:
     return Figure("dc1", "DC1 trajectories versus SNR", png, pdf, cap)
 
 
+def _inter_snrs(results) -> tuple:
+    """The SNRs Fig. 5 shows: the run's ``diffusion.inter_snrs`` setting, else FIG5_SNRS."""
+    chosen = R.find_setting(results.get("settings", {}), "inter_snrs")
+    return tuple(float(v) for v in chosen) if isinstance(chosen, (list, tuple)) and chosen else FIG5_SNRS
+
+
 def render_figures(results, out_dir, *, all_combos: bool = True, formats=FORMATS) -> list[Figure]:
     """Draw every figure into ``out_dir`` in the report's reading order: Fig. 2-5, the CKA
     curves and DC1 trajectories for the primary protocol/estimator, then Fig. 2, Fig. 3 and
@@ -378,7 +384,8 @@ def render_figures(results, out_dir, *, all_combos: bool = True, formats=FORMATS
     first, *others = R.combos(results)
     kw = dict(zip(("protocol", "estimator"), first), formats=formats)
     figs = [fig_cka_heatmap(results, out_dir, **kw), fig_regression(results, out_dir, **kw),
-            fig_diffusion_snr(results, out_dir, formats=formats), fig_inter_layer(results, out_dir, formats=formats),
+            fig_diffusion_snr(results, out_dir, formats=formats),
+            fig_inter_layer(results, out_dir, snrs=_inter_snrs(results), formats=formats),
             fig_cka_curves(results, out_dir, **kw), fig_dc1(results, out_dir, formats=formats)]
     for protocol, estimator in others if all_combos else ():
         kw = {"protocol": protocol, "estimator": estimator, "formats": formats}

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +19,36 @@ def stage_logger(study: str) -> Callable[[str], None]:
         print(f"[{study} {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
     return log
+
+
+def ensure_writable_dir(path, what: str = "--out") -> Path:
+    """Create ``path`` (and parents) and prove a file can be written in it, before any work;
+    :class:`jaxprobe.errors.OutputPathError` naming ``what`` otherwise."""
+    from jaxprobe.errors import OutputPathError
+
+    p = Path(path)
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".write-test.", dir=p)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:
+        raise OutputPathError(f"The output folder {what} = {str(p)!r} cannot be written: "
+                              f"{exc.strerror or exc}. Choose a folder you can create and write to.") from None
+    return p
+
+
+def check_embedded_noises(names, size: str, key: str) -> None:
+    """Noise types named in a config exist in the embedded corpus of that size (known from its
+    spec, so this runs before the corpus is built or read); ConfigError naming ``key`` otherwise."""
+    from jaxprobe.errors import ConfigError
+    from torch_bridge.corpus.build import SIZES  # the spec only: no torch, no audio
+
+    have = SIZES[size].noise_types
+    unknown = [n for n in names if n not in have]
+    if unknown:
+        raise ConfigError(f"Configuration key '{key}' must name noise types of the embedded corpus "
+                          f"({size}): {sorted(have)}; got {list(names)!r} ({unknown} unknown).")
 
 
 def json_default(o):

@@ -343,12 +343,34 @@ def regime_contrasts(out: Path, models, cfg) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------- entry point
+def _preflight(cfg: dict, out_dir) -> Path:
+    """Checks that need more than the config's values, before any work: the devices JAX sees,
+    noise names, data folders and checkpoints exist, the output folder can be written."""
+    from jaxprobe.config import ConfigError, check_devices
+    from jaxprobe.studies._common import check_embedded_noises, ensure_writable_dir
+
+    check_devices(cfg["compute"]["devices"])
+    d = cfg["data"]
+    if d["source"] == "embedded":
+        check_embedded_noises(cfg["conditions"]["noises"], d["corpus_size"], "conditions.noises")
+    else:
+        for k in ("librispeech_train", "librispeech_dev", "librispeech_test", "musan"):
+            if not Path(d[k]).expanduser().is_dir():
+                raise ConfigError(f"Configuration key 'data.{k}' must name an existing folder; got {d[k]!r}.")
+    files = {f"asr.checkpoints.{k}": v for k, v in cfg["asr"]["checkpoints"].items()}
+    files["speaker.checkpoint"] = cfg["speaker"]["checkpoint"]
+    for key, path in files.items():
+        if path and not Path(path).expanduser().is_file():
+            raise ConfigError(f"Configuration key '{key}' must name an existing file; got {path!r}.")
+    return ensure_writable_dir(out_dir, "--out")
+
+
 def run(config, out_dir, *, devices: str | None = None) -> dict:
     """Run (or resume) the hear study. ``config``: a path, a shipped name ("demo", "paper") or a
     dict. Returns the paths of the outputs."""
     over = {"compute": {"devices": str(devices)}} if devices else {}
     cfg = load_hear_config(config, **over)
-    out = Path(out_dir)
+    out = _preflight(cfg, out_dir)
     (out / "listen").mkdir(parents=True, exist_ok=True)
     enable_compilation_cache()
     _atomic_json(out / "config.json", cfg)

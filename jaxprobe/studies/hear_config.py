@@ -7,6 +7,7 @@ key path, what was expected and what arrived. Shipped configs: ``demo`` (``hear-
 from __future__ import annotations
 
 import copy
+import math
 from pathlib import Path
 from typing import Any
 
@@ -140,7 +141,8 @@ def _validate(cfg: dict) -> dict:
             if not d[k]:
                 raise ConfigError(f"Configuration key 'data.{k}' must name a folder when data.source = 'librispeech'.")
     snrs = cfg["conditions"]["snrs"]
-    if any(isinstance(s, bool) or not isinstance(s, (int, float)) for s in snrs) or len(set(snrs)) != len(snrs):
+    if any(isinstance(s, bool) or not isinstance(s, (int, float)) or not math.isfinite(s) for s in snrs) \
+            or len(set(snrs)) != len(snrs):
         raise _fail("conditions.snrs", "a list of distinct SNRs in dB", snrs)
     cfg["conditions"]["snrs"] = [float(s) for s in snrs]
     a = cfg["asr"]
@@ -167,9 +169,23 @@ def _validate(cfg: dict) -> dict:
         raise _fail("probe.learning_rate", "a number > 0", p["learning_rate"])
     if not 0 < cfg["listen"]["level"] < 1:
         raise _fail("listen.level", "a number in (0, 1)", cfg["listen"]["level"])
+    noises = cfg["conditions"]["noises"]
+    if any(not isinstance(n, str) for n in noises) or len(set(noises)) != len(noises):
+        raise _fail("conditions.noises", "a list of distinct noise-type names (empty = all)", noises)
+    for k in ("window_seconds",):
+        if not math.isfinite(d[k]):
+            raise _fail(f"data.{k}", "a finite number", d[k])
     r = cfg["report"]
     if r["fig3_model"] not in ("vgg_lstm", "lstm"):
         raise _fail("report.fig3_model", "'vgg_lstm' or 'lstm'", r["fig3_model"])
+    if "png" not in r["formats"]:
+        raise _fail("report.formats", "a list that includes 'png' (the HTML report embeds it)", r["formats"])
+    if r["fig3_model"] not in a["models"]:
+        raise _fail("report.fig3_model", f"one of asr.models {a['models']}", r["fig3_model"])
+    if r["fig3_snr"] not in cfg["conditions"]["snrs"]:
+        raise _fail("report.fig3_snr", f"one of conditions.snrs {cfg['conditions']['snrs']}", r["fig3_snr"])
+    if not r["fig3_layers"] or any(not isinstance(x, str) for x in r["fig3_layers"]):
+        raise _fail("report.fig3_layers", "a non-empty list of layer names", r["fig3_layers"])
     dev = cfg["compute"]["devices"]
     if dev != "all" and not (dev.isdigit() and int(dev) >= 1):
         raise _fail("compute.devices", "'all' or a device count >= 1", dev)

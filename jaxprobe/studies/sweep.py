@@ -20,9 +20,11 @@ from pathlib import Path
 import numpy as np
 
 from jaxprobe._validate import _aligned_view
-from jaxprobe.config import fingerprint, load_sweep_config, snr_grid
+from jaxprobe.config import ConfigError, check_devices, fingerprint, load_sweep_config, snr_grid
+from jaxprobe.errors import DataError
 from jaxprobe.studies._common import atomic_json as _atomic_json
 from jaxprobe.studies._common import enable_compilation_cache as _enable_compilation_cache
+from jaxprobe.studies._common import check_embedded_noises, ensure_writable_dir
 from jaxprobe.studies._common import stage_logger
 
 CLEAN = "clean"
@@ -62,22 +64,31 @@ def _load_data(cfg: dict):
             pool = corpus.real_speech
         else:
             pool = [u for u in corpus.utterances if split == "all" or u.meta.get("split") == split]
+        n_pool = len(pool)
+        if not pool:
+            raise DataError(f"Configuration key 'data.speech_split' = {split!r} selects no utterance of the "
+                            f"embedded corpus ({d['corpus_size']}); use train, dev, test, all or real.")
         utts = _select_utterances(pool, d["utterances"], window_s + 0.1)
         noises = corpus.noises
         desc = f"embedded corpus ({d['corpus_size']}, {corpus.root})"
     else:
         from torch_bridge.data import Demand, VoiceBank
 
-        utts = _select_utterances(list(VoiceBank(d["voicebank"])), d["utterances"], window_s + 0.1)
+        pool = list(VoiceBank(d["voicebank"]))
+        n_pool = len(pool)
+        utts = _select_utterances(pool, d["utterances"], window_s + 0.1)
         noises = {r.id: r for r in Demand(d["demand"])}
         desc = f"VoiceBank {d['voicebank']} + DEMAND {d['demand']}"
     noise_map = noises if isinstance(noises, dict) else {r.id: r for r in noises}
     wanted = d["noises"] or sorted(noise_map)
     unknown = [w for w in wanted if w not in noise_map]
     if unknown:
-        raise ValueError(f"Unknown noise type(s) {unknown} in data.noises; available: {sorted(noise_map)}.")
+        raise DataError(f"Configuration key 'data.noises' names noise type(s) {unknown} that {desc} does not "
+                        f"have; available: {sorted(noise_map)}.")
     if not utts:
-        raise ValueError("No utterance is long enough for one 1.92 s MUSE window; check data.* settings.")
+        where = f"data.speech_split = {d['speech_split']!r}" if d["source"] == "embedded" else f"data.voicebank = {d['voicebank']!r}"
+        raise DataError(f"No utterance of {where} is long enough for one {window_s:.2f} s MUSE window "
+                        f"({n_pool} utterance(s) there); choose a split or folder with longer recordings.")
     return utts, {k: noise_map[k] for k in wanted}, desc
 
 
@@ -219,13 +230,30 @@ def _analysis_stage(cfg, store_dir: Path, out: Path, data_desc: str) -> dict:
 
 # ----------------------------------------------------------------------------- entry point
 
+def _preflight(cfg: dict, out_dir, checkpoint: str | None) -> Path:
+    """What can be checked before any work, beyond the config's own values: the devices JAX
+    sees, the data folders and the checkpoint exist, the output folder can be written."""
+    check_devices(cfg["compute"]["devices"])
+    d = cfg["data"]
+    if d["source"] == "embedded":
+        check_embedded_noises(d["noises"], d["corpus_size"], "data.noises")
+    if d["source"] == "voicebank_demand":
+        for k in ("voicebank", "demand"):
+            if not Path(d[k]).expanduser().is_dir():
+                raise ConfigError(f"Configuration key 'data.{k}' must name an existing folder; got {d[k]!r}.")
+    ckpt = checkpoint or cfg["model"]["checkpoint"]
+    if ckpt and not Path(ckpt).expanduser().is_file():
+        raise ConfigError(f"The MUSE checkpoint ({'--checkpoint' if checkpoint else 'model.checkpoint'}) must be "
+                          f"an existing file; got {str(ckpt)!r}.")
+    return ensure_writable_dir(out_dir, "--out")
+
+
 def run(config, out_dir, *, checkpoint: str | None = None, devices: str | None = None) -> dict:
     """Run (or resume) the sweep study. ``config``: a path, a shipped name ("demo",
     "paper") or a dict. Returns the paths of the outputs."""
     over = {"compute": {"devices": str(devices)}} if devices else {}
     cfg = load_sweep_config(config, **over)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = _preflight(cfg, out_dir, checkpoint)
     _enable_compilation_cache()
     _atomic_json(out / "config.json", cfg)
     store_dir, desc, _ = _dump_stage(cfg, out, checkpoint)

@@ -14,11 +14,13 @@ from typing import Any
 
 import numpy as np
 
+from torch_bridge.errors import UserError
+
 SAMPLE_RATE = 16000
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 
 
-class AudioError(ValueError):
+class AudioError(UserError, ValueError):
     """An audio input that cannot be used: unreadable, empty, silent, non-finite,
     multichannel where mono is expected, or at a sample rate that is not allowed."""
 
