@@ -8,7 +8,6 @@ sample rate and length and is written as 16-bit PCM (like the official script) u
 from __future__ import annotations
 
 import argparse
-import sys
 
 
 DESCRIPTION = """Denoise a speech recording with MUSE, through the official inference pipeline. Any sample
@@ -31,27 +30,60 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
 
 
+def _check_output(path: str, subtype: str) -> None:
+    """The output file can be written in that format, checked before the model runs."""
+    import os
+    from pathlib import Path
+
+    import soundfile as sf
+
+    from jaxprobe.errors import OutputPathError
+
+    out = Path(path)
+    if out.is_dir():
+        raise OutputPathError(f"Cannot write {path!r}: it is a folder; give a file name such as {path}/enhanced.wav.")
+    fmt = out.suffix.lstrip(".").upper()
+    if fmt not in sf.available_formats():
+        raise OutputPathError(f"Cannot write {path!r}: its extension {out.suffix or '(none)'!r} is not an audio "
+                              "format soundfile writes; use .wav, .flac or .ogg.")
+    if not sf.check_format(fmt, subtype.upper()):
+        raise OutputPathError(f"--subtype {subtype!r} cannot be written as {fmt}; e.g. PCM_16, PCM_24 or FLOAT "
+                              f"for WAV (see soundfile.available_subtypes({fmt!r})).")
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise OutputPathError(f"Cannot write {path!r}: the folder {str(parent)!r} does not exist.")
+    if not os.access(parent, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
+        raise OutputPathError(f"Cannot write {path!r}: permission denied.")
+
+
 def main(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     import numpy as np
     import soundfile as sf
+
+    from jaxprobe.errors import ConfigError, DataError
+
+    if args.threads is not None and args.threads < 1:
+        raise ConfigError(f"--threads must be an int >= 1; got {args.threads}.")
+    try:
+        audio, rate = sf.read(args.input, dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, OSError) as exc:
+        if not Path(args.input).exists():
+            raise FileNotFoundError(f"Input file {args.input!r} does not exist.") from None
+        raise DataError(f"Cannot read {args.input!r} as audio: {exc}. Give a wav, flac or ogg file.") from None
+    mono = audio.mean(axis=1) if audio.shape[1] > 1 else audio[:, 0]
+    if mono.size == 0 or not np.any(mono):
+        raise DataError(f"{args.input!r} is empty or silent; nothing to enhance.")
+    if not np.all(np.isfinite(mono)):
+        raise DataError(f"{args.input!r} holds NaN or infinite samples; repair the file first.")
+    _check_output(args.output, args.subtype)
     import torch
 
     from torch_bridge.enhance import enhance, load_muse
 
     if args.threads is not None:
-        if args.threads < 1:
-            print(f"jaxprobe enhance: --threads must be >= 1; got {args.threads}.", file=sys.stderr)
-            return 2
         torch.set_num_threads(args.threads)
-    try:
-        audio, rate = sf.read(args.input, dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError, OSError) as exc:
-        print(f"jaxprobe enhance: cannot read {args.input!r}: {exc}", file=sys.stderr)
-        return 2
-    mono = audio.mean(axis=1) if audio.shape[1] > 1 else audio[:, 0]
-    if mono.size == 0 or not np.any(mono):
-        print(f"jaxprobe enhance: {args.input!r} is empty or silent; nothing to enhance.", file=sys.stderr)
-        return 2
     model = load_muse(args.checkpoint)
     out = enhance(model, mono, sample_rate=int(rate))
     if args.subtype.upper().startswith("PCM"):

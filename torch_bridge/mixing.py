@@ -66,6 +66,13 @@ class ShortUtteranceError(UserError, ValueError):
     """The utterance is shorter than ``duration`` and ``short="skip"`` was asked for."""
 
 
+class UnknownNoiseError(UserError, KeyError):
+    """A noise type was asked for that the noise recordings do not have."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
 class ClippingError(UserError, ValueError):
     """The normalised mixture exceeds full scale and ``on_clip="error"`` was asked for."""
 
@@ -519,7 +526,7 @@ class SNRSweep(Sequence):
         if noise_types is not None:
             unknown = [t for t in noise_types if t not in noise_recs]
             if unknown:
-                raise KeyError(f"Unknown noise type(s) {unknown} in snr_sweep; available: {sorted(noise_recs)}.")
+                raise UnknownNoiseError(f"Unknown noise type(s) {unknown} in snr_sweep; available: {sorted(noise_recs)}.")
             noise_recs = {t: noise_recs[t] for t in noise_types}
         dur = self.mix_kwargs.get("duration", 10.0)
         self.skipped: list[str] = []

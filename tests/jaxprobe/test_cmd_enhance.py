@@ -38,5 +38,5 @@ def test_silent_input_is_refused(tmp_path, capsys):
     sf = pytest.importorskip("soundfile")
     src = tmp_path / "silent.wav"
     sf.write(src, np.zeros(1600, np.float32), 16000)
-    assert _run([str(src), str(tmp_path / "out.wav")]) == 2
+    assert cli.main(["enhance", str(src), str(tmp_path / "out.wav")]) == 2
     assert "silent" in capsys.readouterr().err
