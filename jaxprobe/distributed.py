@@ -182,13 +182,6 @@ def _cka_body(ids, kd, labels, members, sizes, K, L, *, impl, kind, n, n_groups,
     return _boot_cka_from_grams(K, L, C, debiased=debiased, chunk=chunk)
 
 
-def _mean_body(ids, kd, labels, members, sizes, values, *, impl, kind, n, n_groups):
-    from kernels import resample as _resample
-
-    C = _local_counts(ids, kd, labels, members, sizes, impl=impl, kind=kind, n=n, n_groups=n_groups)
-    return _resample.bootstrap_weighted_means(values, C)
-
-
 def _run_replicates(body, mesh, design, key, n_boot, arrays, **statics):
     mesh = as_mesh(mesh)
     (kind, n, n_groups), parts = _design_parts(design)
@@ -212,9 +205,27 @@ def sharded_bootstrap_cka_terms(K, L, design, key, n_boot, *, mesh, debiased, ch
                            debiased=bool(debiased), chunk=int(min(chunk, per_device)))
 
 
+def _counts_body(ids, kd, labels, members, sizes, *, impl, kind, n, n_groups):
+    return _local_counts(ids, kd, labels, members, sizes, impl=impl, kind=kind, n=n, n_groups=n_groups)
+
+
+def sharded_counts(design, key, n_boot, *, mesh):
+    """The (n_boot, n) int32 count matrix of ``design``, its rows drawn over ``mesh``
+    (row b from ``fold_in(key, b)``: equal to ``design.counts(key, n_boot)``)."""
+    return np.asarray(_run_replicates(_counts_body, mesh, design, key, n_boot, ()))
+
+
 def sharded_weighted_means(values, design, key, n_boot, *, mesh):
-    """Count-weighted means (n_boot, k) of ``values`` (n, k), replicates split over ``mesh``."""
-    return _run_replicates(_mean_body, mesh, design, key, n_boot, (values,))
+    """Count-weighted means (n_boot, k) of ``values`` (n, k), replicates split over ``mesh``.
+
+    The count rows are drawn on the mesh's devices; the weighted means (one GEMM) are then
+    taken by the same single-device call as without a mesh, so the result is bit-identical
+    to ``mesh=None`` on any number of devices (a GEMM split by rows may round differently).
+    """
+    from kernels import resample as _resample
+
+    C = jnp.asarray(sharded_counts(design, key, n_boot, mesh=mesh))
+    return _resample.bootstrap_weighted_means(jnp.asarray(values), C)
 
 
 # ----------------------------------------------------------------------------- CKA batches

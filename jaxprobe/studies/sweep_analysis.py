@@ -99,29 +99,29 @@ def _unit_grams(A, debiased_flags):
 
 
 @partial(jax.jit, static_argnames=("debiased_flags", "orientation", "cells"))
-def _per_item_cka_fused(X, Y, *, debiased_flags, orientation, cells):
-    """X (K, S, U, C, F), Y (U, C, F) -> (E, K, S, U): every estimator from one Gram per
-    item; a sequential map over ``cells`` (noise, SNR) cells at a time keeps the working
-    set in cache (XLA on CPU runs one huge batch of small products several times slower)."""
-    X, Y = _orient(X, orientation), _orient(Y, orientation)
-    K, S, U, n, d = X.shape
-    gy = _unit_grams(Y, debiased_flags)  # the clean Grams once
-    flat = X.reshape(K * S, U, n, d)
-    m = K * S
-    nch = -(-m // cells)
-    pad = nch * cells - m
-    if pad:  # copies of the first cell (finite), dropped below
-        flat = jnp.concatenate([flat, jnp.broadcast_to(flat[:1], (pad, U, n, d))])
+def _per_item_cka_piece(X, Y, *, debiased_flags, orientation, cells):
+    """X (P, U, C, F): P (noise, SNR) cells, P a multiple of ``cells``; Y (U, C, F) ->
+    (E, P, U): every estimator from one Gram per item; a sequential map over ``cells``
+    cells at a time keeps the working set in cache (XLA on CPU runs one huge batch of
+    small products several times slower)."""
+    P, U, n, d = X.shape
+    gy = _unit_grams(_orient(Y, orientation), debiased_flags)  # the clean Grams once
 
-    def step(x):  # (cells, U, n, d) -> (E, cells, U)
+    def step(x):  # (cells, U, C, F) -> (E, cells, U)
+        x = _orient(x, orientation)
         return jnp.stack([jnp.sum(g * h[None], axis=(-2, -1)) for g, h in zip(_unit_grams(x, debiased_flags), gy)])
 
-    out = jax.lax.map(step, flat.reshape(nch, cells, U, n, d))  # (nch, E, cells, U)
-    out = jnp.moveaxis(out, 1, 0).reshape(len(debiased_flags), nch * cells, U)[:, :m]
-    return out.reshape(len(debiased_flags), K, S, U)
+    out = jax.lax.map(step, X.reshape(P // cells, cells, U, n, d))  # (P/cells, E, cells, U)
+    return jnp.moveaxis(out, 1, 0).reshape(len(debiased_flags), P, U)
 
 
 _CELL_BYTES = 1 << 20  # activations per map step: about 1 MiB (L2-sized on common CPUs)
+_PIECE_BYTES = 64 << 20  # activations per call: every call runs the same compiled program
+
+
+def _local_devices(mesh):
+    """The devices of ``mesh`` this process can address (all of them on one host)."""
+    return [d for d in mesh.devices.flat if d.process_index == jax.process_index()]
 
 
 def per_item_cka_all(noisy, clean, *, estimators=ESTIMATORS, orientation="channels", mesh=None):
@@ -130,29 +130,52 @@ def per_item_cka_all(noisy, clean, *, estimators=ESTIMATORS, orientation="channe
     Returns
     -------
     dict estimator -> array of shape (K, S, U); the same values as one
-    :func:`per_item_cka` call per estimator (which is also the path taken with a mesh,
-    and for the error message when a value is not finite).
+    :func:`per_item_cka` call per estimator (to float rounding; that path also words the
+    error when a value is not finite).
+
+    Notes
+    -----
+    The (noise, SNR) cells are processed in pieces of a fixed size (about 64 MiB, the last
+    one padded with copies of its first cell), each by the same compiled program; with a
+    ``mesh`` the pieces are dealt round-robin to its devices (dispatch is asynchronous, so
+    they run in parallel). Every value is therefore computed by the same instructions in
+    the same order on any number of devices: results are bit-identical for mesh=None,
+    1, 2, 4 or "all" devices. On several hosts each process computes every piece with its
+    own devices.
     """
-    if mesh is not None:
-        return {e: per_item_cka(noisy, clean, debiased=e == "debiased", orientation=orientation, mesh=mesh)
-                for e in estimators}
-    X, Y = _as_device(noisy), _as_device(clean)
+    X = noisy if isinstance(noisy, jax.Array) else np.asarray(noisy)
+    Y = clean if isinstance(clean, jax.Array) else np.asarray(clean)
     if X.ndim != 5 or Y.shape != X.shape[2:]:
         raise ValueError(f"per_item_cka_all needs noisy (K, S, U, C, F) and clean (U, C, F); got "
                          f"{tuple(X.shape)} and {tuple(Y.shape)}.")
     n = X.shape[-2] if orientation == "channels" else X.shape[-1]
-    if "debiased" in estimators and n < 4:
+    if "debiased" in estimators and n < 4:  # let cka() word the error
         return {e: per_item_cka(noisy, clean, debiased=e == "debiased", orientation=orientation) for e in estimators}
-    per_cell = X.shape[2] * X.shape[3] * X.shape[4] * X.dtype.itemsize
+    K, S, U = X.shape[:3]
+    M = K * S
+    per_cell = U * X.shape[3] * X.shape[4] * np.dtype(X.dtype).itemsize
     cells = 1 << max(0, int(np.floor(np.log2(max(1, _CELL_BYTES // per_cell)))))
-    cells = min(cells, X.shape[0] * X.shape[1])
+    cells = min(cells, M)
+    piece = cells * max(1, min(_PIECE_BYTES // (cells * per_cell), -(-M // cells)))
+    flat = X.reshape((M,) + X.shape[2:])
+    devices = [None] if mesh is None else _local_devices(mesh)
+    Yd = {None: _as_device(Y)} if mesh is None else {d: jax.device_put(Y, d) for d in devices}
     flags = tuple(e == "debiased" for e in estimators)
-    out = _per_item_cka_fused(X, Y, debiased_flags=flags, orientation=orientation, cells=cells)
-    if not bool(jnp.all(jnp.isfinite(out))):  # let cka() locate and word the problem
+    outs = []
+    for i, start in enumerate(range(0, M, piece)):
+        x = flat[start:start + piece]
+        if x.shape[0] < piece:  # copies of the piece's first cell (finite), trimmed below
+            lib = jnp if isinstance(x, jax.Array) else np
+            x = lib.concatenate([x, lib.broadcast_to(x[:1], (piece - x.shape[0],) + x.shape[1:])])
+        dev = devices[i % len(devices)]
+        xd = _as_device(x) if dev is None else jax.device_put(x, dev)
+        outs.append(_per_item_cka_piece(xd, Yd[dev], debiased_flags=flags, orientation=orientation, cells=cells))
+    out = np.concatenate([np.asarray(o) for o in outs], axis=1)[:, :M].reshape(len(flags), K, S, U)
+    if not np.all(np.isfinite(out)):  # let cka() locate and word the problem
         for e in estimators:
             per_item_cka(noisy, clean, debiased=e == "debiased", orientation=orientation)
         raise FloatingPointError("per_item_cka_all produced a non-finite CKA value; see jaxprobe.cka.")
-    return {e: out[i] for i, e in enumerate(estimators)}
+    return {e: jnp.asarray(out[i]) for i, e in enumerate(estimators)}
 
 
 def centroid_cka(noisy, clean, *, debiased, orientation="channels", mesh=None):
@@ -324,9 +347,9 @@ def analyze_cka(noisy, clean, layers, snrs, noises, settings: CkaSettings, *, me
         for protocol in settings.protocols:
             if protocol == "utterance":
                 vals = per_item[est]
-            else:
+            else:  # K x S centroids: small, and on one device the same numbers for any mesh
                 vals = [np.asarray(centroid_cka(noisy[name], clean[name], debiased=debiased,
-                                                orientation=settings.orientation, mesh=mesh)) for name in names]
+                                                orientation=settings.orientation)) for name in names]
             V = np.stack(vals)  # (L, K, S, U) or (L, K, S)
             arrays[f"{protocol}/{est}"] = V
             if protocol == "utterance":
