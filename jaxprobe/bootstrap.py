@@ -27,6 +27,7 @@ Intervals
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -155,6 +156,39 @@ def _hier_counts(key, ids, members, sizes, n):
         return jnp.zeros(n, jnp.int32).at[rows.reshape(-1)].add(valid.reshape(-1).astype(jnp.int32))
 
     return jax.vmap(one)(ids)
+
+
+def n_distinct_resamples(n: int | None = None, *, groups=None, hierarchical: bool = False) -> int:
+    """How many different count vectors (resamples) a bootstrap design can draw.
+
+    With so few that replicates repeat (e.g. 2 noise types resampled: 3 resamples), a
+    percentile interval takes only a handful of values and means little.
+
+    Parameters
+    ----------
+    n : number of items (iid design, ``groups`` None).
+    groups : array of shape (n,), group label of each item (cluster designs).
+    hierarchical : groups drawn with replacement, then items within every drawn group.
+
+    Returns
+    -------
+    int (exact). iid over n items or cluster over G groups: multisets of size n (G) from n
+    (G): C(2n - 1, n). Hierarchical: sum over group multiplicities m_g (sum = G) of
+    prod_g C(m_g u_g + u_g - 1, u_g - 1), u_g the group sizes (m_g draws of u_g items
+    from a group add up to any multiset of size m_g u_g), by polynomial multiplication.
+    """
+    if groups is None:
+        n = check_int(n, "n", fn="n_distinct_resamples", low=1)
+        return math.comb(2 * n - 1, n)
+    _, sizes = np.unique(np.asarray(groups), return_counts=True)
+    G = len(sizes)
+    if not hierarchical:
+        return math.comb(2 * G - 1, G)
+    poly = [1] + [0] * G  # coefficients of x^0..x^G
+    for u in (int(v) for v in sizes):
+        f = [math.comb(m * u + u - 1, u - 1) for m in range(G + 1)]
+        poly = [sum(poly[i] * f[k - i] for i in range(k + 1)) for k in range(G + 1)]
+    return poly[G]
 
 
 def resample_counts(key, n_boot: int, n: int, *, groups=None, hierarchical: bool = False):

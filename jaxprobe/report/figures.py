@@ -376,19 +376,91 @@ def _inter_snrs(results) -> tuple:
     return tuple(float(v) for v in chosen) if isinstance(chosen, (list, tuple)) and chosen else FIG5_SNRS
 
 
-def render_figures(results, out_dir, *, all_combos: bool = True, formats=FORMATS) -> list[Figure]:
+_CACHE_INDEX = ".figure_cache.json"
+_SOURCES = ("figures.py", "_style.py", "_results.py")
+
+
+def _figure_inputs_key(results, formats) -> str:
+    """A hash of everything a figure is drawn from: the results (without the run's timings,
+    which no figure shows), the formats and the source of the figure code."""
+    import hashlib
+    import json
+
+    r = dict(results)
+    if isinstance(r.get("settings"), dict) and "timings_s" in r["settings"]:
+        r["settings"] = {k: v for k, v in r["settings"].items() if k != "timings_s"}
+    h = hashlib.sha256(json.dumps(r, sort_keys=True, default=str).encode())
+    h.update(repr(tuple(formats)).encode())
+    here = Path(__file__).resolve().parent
+    for name in _SOURCES:
+        h.update((here / name).read_bytes())
+    return h.hexdigest()
+
+
+def _read_index(path: Path) -> dict:
+    import json
+
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def render_figures(results, out_dir, *, all_combos: bool = True, formats=FORMATS, cache: bool = True,
+                   log=None) -> list[Figure]:
     """Draw every figure into ``out_dir`` in the report's reading order: Fig. 2-5, the CKA
     curves and DC1 trajectories for the primary protocol/estimator, then Fig. 2, Fig. 3 and
     the CKA curves of every other protocol/estimator present (unless ``all_combos=False``).
-    ``formats``: a subset of ("png", "pdf") that includes "png" (the HTML report embeds it)."""
+    ``formats``: a subset of ("png", "pdf") that includes "png" (the HTML report embeds it).
+
+    With ``cache`` (default), a figure whose inputs (the results, the formats, the figure
+    code) are unchanged since it was last drawn into ``out_dir``, and whose files are all
+    there, is not drawn again: its record comes from ``out_dir/.figure_cache.json`` (paths
+    relative to ``out_dir``, so a copied run folder keeps its cache). ``log``: optional
+    ``log(msg)`` for a summary line and a tqdm bar while drawing.
+    """
+    import json
+    import os
+
     first, *others = R.combos(results)
     kw = dict(zip(("protocol", "estimator"), first), formats=formats)
-    figs = [fig_cka_heatmap(results, out_dir, **kw), fig_regression(results, out_dir, **kw),
-            fig_diffusion_snr(results, out_dir, formats=formats),
-            fig_inter_layer(results, out_dir, snrs=_inter_snrs(results), formats=formats),
-            fig_cka_curves(results, out_dir, **kw), fig_dc1(results, out_dir, formats=formats)]
+    calls = [(fig_cka_heatmap, kw), (fig_regression, kw), (fig_diffusion_snr, {"formats": formats}),
+             (fig_inter_layer, {"snrs": _inter_snrs(results), "formats": formats}),
+             (fig_cka_curves, kw), (fig_dc1, {"formats": formats})]
     for protocol, estimator in others if all_combos else ():
         kw = {"protocol": protocol, "estimator": estimator, "formats": formats}
-        figs += [fig_cka_heatmap(results, out_dir, **kw), fig_regression(results, out_dir, **kw),
-                 fig_cka_curves(results, out_dir, **kw)]
+        calls += [(fig_cka_heatmap, kw), (fig_regression, kw), (fig_cka_curves, kw)]
+    out = Path(out_dir)
+    index_path = out / _CACHE_INDEX
+    index = _read_index(index_path) if cache else {}
+    inputs = _figure_inputs_key(results, formats)
+    todo = []
+    figs: list[Figure | None] = []
+    for fn, k in calls:
+        call_id = f"{fn.__name__}({', '.join(f'{a}={k[a]!r}' for a in sorted(k))})"
+        ent = index.get(call_id)
+        files = [out / ent["png"]] + ([out / ent["pdf"]] if ent and ent.get("pdf") else []) if ent else []
+        if ent and ent.get("inputs") == inputs and all(f.is_file() for f in files):
+            figs.append(Figure(ent["key"], ent["title"], out / ent["png"],
+                               out / ent["pdf"] if ent.get("pdf") else None, ent["caption"]))
+        else:
+            figs.append(None)
+            todo.append((len(figs) - 1, call_id, fn, k))
+    if log is not None:
+        log(f"report: {len(calls) - len(todo)} of {len(calls)} figures unchanged (cached), drawing {len(todo)}")
+    steps = todo
+    if log is not None and todo:
+        from tqdm.auto import tqdm
+
+        steps = tqdm(todo, desc="figures", unit="fig", leave=False, mininterval=1.0)
+    for i, call_id, fn, k in steps:
+        f = fn(results, out_dir, **k)
+        figs[i] = f
+        index[call_id] = {"inputs": inputs, "key": f.key, "title": f.title, "caption": f.caption,
+                          "png": os.path.relpath(f.png, out), "pdf": os.path.relpath(f.pdf, out) if f.pdf else None}
+    if todo and cache:
+        out.mkdir(parents=True, exist_ok=True)
+        tmp = index_path.with_name(f".{index_path.name}.tmp{os.getpid()}")
+        tmp.write_text(json.dumps(index, indent=1), encoding="utf-8")
+        os.replace(tmp, index_path)
     return figs

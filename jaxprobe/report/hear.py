@@ -421,7 +421,7 @@ def write_hear_csvs(results, out) -> dict[str, Path]:
 
 
 def _sections(results, figures):
-    return [("table", "Settings", settings_rows(results)),
+    return [("list", "Findings", findings(results)),
             ("table", "Data", data_rows(results)),
             ("table", "Recognisers: CER / WER (greedy CTC decoding, jiwer)", asr_rows(results)),
             ("figures", "Figures", figures),
@@ -435,7 +435,7 @@ def _sections(results, figures):
             ("table", "Robust − baseline EER (percentage points), paired over the same utterances and trials "
                       "([95 % bootstrap interval])", contrast_rows(results, "eer_robust_minus_baseline", 1)),
             ("table", "References: the unprocessed input and Griffin-Lim of the input mel", reference_rows(results)),
-            ("list", "Findings", findings(results))]
+            ("table", "Appendix: settings", settings_rows(results))]
 
 
 def is_hear_results(results) -> bool:

@@ -1,9 +1,11 @@
 """The study report: ``report.md`` and a self-contained ``report.html`` (figures embedded
 as base64 PNG, inline CSS, no external assets), plus the long-format CSV tables.
 
-Top to bottom: title, settings, data summary, analysis choices, figures with captions,
-Table 1, the regression table, the depth trends and the block summary (when the results
-carry trend records), the CKA table summary, and the findings.
+Top to bottom: title, the summary of findings (opened by any warning of the analysis, such
+as a bootstrap design with too few distinct resamples), data summary, analysis choices,
+figures with captions, Table 1, the regression table, the depth trends and the block
+summary (when the results carry trend records), the CKA table summary, the bootstrap
+designs, notes, and the settings in an appendix.
 """
 from __future__ import annotations
 
@@ -65,7 +67,7 @@ def _choices(results, combo) -> list[str]:
                    "of their intervals")
     out.append("Presentation (the report's own choices): Fig. 4 averages the intra-layer distance matrices "
                f"of each block's layers; Fig. 4 and Fig. 5 share one colour scale across panels; {block_words}. "
-               "Every setting of the run is listed in the settings table.")
+               "Every setting of the run is listed in the appendix.")
     return out
 
 
@@ -87,7 +89,9 @@ def _html_table(head, rows) -> str:
 
 def _sections(results, figures, combo):
     """(kind, title, payload) in reading order; rendered to Markdown and HTML alike."""
-    secs = [("table", "Settings", T.settings_rows(results)),
+    summary = [f"Warning: {w}" for w in _warnings(results)]
+    summary += findings(results, protocol=combo[0], estimator=combo[1])
+    secs = [("list", "Summary of findings", summary),
             ("table", "Data", T.data_rows(results)),
             ("list", "Analysis choices", _choices(results, combo)),
             ("figures", "Figures", figures),
@@ -97,12 +101,30 @@ def _sections(results, figures, combo):
              T.regression_rows(results, *combo)),
             *_trend_sections(results, combo),
             ("table", f"CKA summary ({combo[0]}, {combo[1]}): estimate [interval] at selected SNRs",
-             T.cka_rows(results, *combo)),
-            ("list", "Summary of findings", findings(results, protocol=combo[0], estimator=combo[1]))]
+             T.cka_rows(results, *combo))]
+    resampling = _resampling_rows(results)
+    if resampling:
+        secs.append(("table", "Bootstrap designs: distinct resamples", resampling))
     notes = _notes(results)
     if notes:
         secs.append(("list", "Notes from the analysis", notes))
+    secs.append(("table", "Appendix: settings", T.settings_rows(results)))
     return secs
+
+
+def _warnings(results) -> list[str]:
+    """The analysis's warnings (``results['warnings']``), e.g. too few distinct resamples."""
+    return [str(w) for w in results.get("warnings", []) or []]
+
+
+def _resampling_rows(results):
+    """Per bootstrap design: what is resampled and how many distinct resamples exist."""
+    designs = (results.get("bootstrap") or {}).get("designs") or []
+    if not designs:
+        return None
+    rows = [[d["protocol"], d["design"], d["unit"], f"{d['distinct_resamples']:,}", str(d["n_boot"]),
+             "too few: intervals mean little" if d["too_few"] else "enough"] for d in designs]
+    return ["Protocol", "Design", "Resampled", "Distinct resamples", "Replicates", "Verdict"], rows
 
 
 def _trend_sections(results, combo):
@@ -168,7 +190,7 @@ def _render_html(title, secs, out_dir: Path, csvs) -> str:
 
 
 def write_report(results, out_dir, figures: list[Figure] | None = None, *,
-                 formats=("png", "pdf")) -> dict[str, Path]:
+                 formats=("png", "pdf"), log=None) -> dict[str, Path]:
     """Write report.md, report.html and cka.csv / regression.csv / table1.csv into ``out_dir``.
 
     Parameters
@@ -181,6 +203,8 @@ def write_report(results, out_dir, figures: list[Figure] | None = None, *,
         Figures already rendered by :func:`jaxprobe.report.render_figures` (e.g. cached).
     formats : tuple of str
         Figure files to write: ("png", "pdf") or ("png",); PNG is always needed (embedded).
+    log : callable, optional
+        ``log(msg)`` for progress lines (figures reused from the cache, drawn, tqdm bar).
 
     Returns
     -------
@@ -198,7 +222,7 @@ def write_report(results, out_dir, figures: list[Figure] | None = None, *,
     combo = R.primary_combo(results)
     secs = _sections(results, [], combo)  # validate everything before drawing anything
     if figures is None:
-        figures = render_figures(results, out / "figures", formats=formats)
+        figures = render_figures(results, out / "figures", formats=formats, log=log)
     secs = [(k, h, figures if k == "figures" else p) for k, h, p in secs]
     csvs = T.write_csvs(results, out)
     title = _title(results)

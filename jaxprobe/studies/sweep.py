@@ -167,11 +167,14 @@ def load_sweep_arrays(store_dir: Path, snrs: list[float]):
 # ----------------------------------------------------------------------------- analysis
 
 def _analysis_stage(cfg, store_dir: Path, out: Path, data_desc: str) -> dict:
-    from jaxprobe.studies.sweep_analysis import CkaSettings, analyze_cka
+    from jaxprobe.bootstrap import n_distinct_resamples
+    from jaxprobe.studies.sweep_analysis import (
+        MIN_DISTINCT_RESAMPLES, CkaSettings, analyze_cka, resampling_summary,
+    )
     from jaxprobe.studies.sweep_diffusion import analyze_diffusion
 
     snrs = snr_grid(cfg)
-    key = fingerprint({"store": str(store_dir.name), "cka": cfg["cka"], "diffusion": cfg["diffusion"], "seed": cfg["sweep"]["seed"], "v": 3})
+    key = fingerprint({"store": str(store_dir.name), "cka": cfg["cka"], "diffusion": cfg["diffusion"], "seed": cfg["sweep"]["seed"], "v": 4})
     res_path = out / "results.json"
     if res_path.exists():
         old = json.loads(res_path.read_text())
@@ -180,7 +183,8 @@ def _analysis_stage(cfg, store_dir: Path, out: Path, data_desc: str) -> dict:
             return old
     t0 = time.perf_counter()
     layers, noisy, clean, noises, items = load_sweep_arrays(store_dir, snrs)
-    _log(f"analysis: {len(layers)} layers, {len(noises)} noises x {len(snrs)} SNRs x {len(items)} items loaded")
+    _log(f"analysis: {len(layers)} layers, {len(noises)} noises x {len(snrs)} SNRs x {len(items)} items loaded "
+         f"in {time.perf_counter() - t0:.1f} s")
     c = cfg["cka"]
     settings = CkaSettings(
         protocols=tuple(c["protocols"]), estimators=tuple(c["estimators"]), orientation=c["orientation"],
@@ -194,17 +198,28 @@ def _analysis_stage(cfg, store_dir: Path, out: Path, data_desc: str) -> dict:
 
         mesh = make_mesh("all" if dev == "all" else int(dev))
         _log(f"analysis: {len(mesh.devices.flat)} devices")
-    cka_part = analyze_cka(noisy, clean, layers, snrs, noises, settings, mesh=mesh)
+    _log(f"analysis: CKA of {len(layers)} layers x {len(noises) * len(snrs) * len(items)} noisy items "
+         f"({', '.join(settings.protocols)}; {', '.join(settings.estimators)})")
+    cka_part = analyze_cka(noisy, clean, layers, snrs, noises, settings, mesh=mesh, log=_log)
     t1 = time.perf_counter()
+    _log(f"analysis: CKA and bootstraps {t1 - t0:.1f} s; diffusion maps of {len(layers)} layers "
+         f"({len(noises) * len(snrs)} centroids each) ...")
     diff_part = analyze_diffusion(noisy, layers, snrs, noises, cfg["diffusion"], seed=cfg["sweep"]["seed"])
     t2 = time.perf_counter()
+    resampling, warnings = resampling_summary(len(noises), len(items), settings)
+    if len(noises) >= 2 and n_distinct_resamples(len(noises)) < MIN_DISTINCT_RESAMPLES:
+        warnings.append(f"Table 1 intervals resample {len(noises)} noise types: only "
+                        f"{n_distinct_resamples(len(noises))} distinct resamples exist; they mean little.")
+    for w in warnings:
+        _log(f"analysis: warning: {w}")
     import jax
 
     results = {
         "settings": {
             **cfg,
             "analysis_fingerprint": key,
-            "store": str(store_dir),
+            # relative to the run folder (plus its fingerprint), so a copied run folder stays valid
+            "store": os.path.relpath(store_dir, out),
             "versions": {"jax": jax.__version__, "numpy": np.__version__},
             "timings_s": {"cka": t1 - t0, "diffusion": t2 - t1},
         },
@@ -218,6 +233,8 @@ def _analysis_stage(cfg, store_dir: Path, out: Path, data_desc: str) -> dict:
         "regression": cka_part["regression"],
         "trends": cka_part["trends"],
         "diffusion": diff_part,
+        "bootstrap": {"designs": resampling, "min_distinct_resamples": MIN_DISTINCT_RESAMPLES},
+        "warnings": warnings,
     }
     _atomic_json(res_path, results)
     arrays = {k.replace("/", "__"): v for k, v in cka_part["arrays"].items()}
@@ -260,6 +277,7 @@ def run(config, out_dir, *, checkpoint: str | None = None, devices: str | None =
     results = _analysis_stage(cfg, store_dir, out, desc)
     from jaxprobe.report import write_report
 
-    paths = write_report(results, out, formats=tuple(cfg["report"]["formats"]))
-    _log(f"report: {paths.get('html', out / 'report.html')}")
+    t0 = time.perf_counter()
+    paths = write_report(results, out, formats=tuple(cfg["report"]["formats"]), log=_log)
+    _log(f"report: {paths.get('html', out / 'report.html')} in {time.perf_counter() - t0:.1f} s")
     return {"results": str(out / "results.json"), **{k: str(v) for k, v in paths.items()}}

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxprobe._validate import as_float_array
-from jaxprobe.bootstrap import bootstrap_mean
+from jaxprobe.bootstrap import bootstrap_mean, n_distinct_resamples
 from jaxprobe.cka import cka
 from jaxprobe.stats import _linregress, rankdata
 from kernels.gram import center_gram_unbiased
@@ -53,6 +53,15 @@ class CkaSettings:
     poor_fit_r2: float = 0.9
     seed: int = 0
     extra: dict = field(default_factory=dict)
+
+
+def _progress(items, desc: str, unit: str, log):
+    """``items`` wrapped in a tqdm bar on stderr when ``log`` is given (progress wanted)."""
+    if log is None:
+        return items
+    from tqdm.auto import tqdm
+
+    return tqdm(items, desc=desc, unit=unit, leave=False, mininterval=1.0)
 
 
 def _orient(a, orientation):
@@ -158,6 +167,10 @@ def per_item_cka_all(noisy, clean, *, estimators=ESTIMATORS, orientation="channe
     cells = min(cells, M)
     piece = cells * max(1, min(_PIECE_BYTES // (cells * per_cell), -(-M // cells)))
     flat = X.reshape((M,) + X.shape[2:])
+    if mesh is not None:
+        from jaxprobe.distributed import as_mesh
+
+        mesh = as_mesh(mesh, "per_item_cka_all")
     devices = [None] if mesh is None else _local_devices(mesh)
     Yd = {None: _as_device(Y)} if mesh is None else {d: jax.device_put(Y, d) for d in devices}
     flags = tuple(e == "debiased" for e in estimators)
@@ -302,14 +315,53 @@ def _trend_records(point, rep_stats, blocks, snrs, protocol, est, primary, level
     return out
 
 
-def analyze_cka(noisy, clean, layers, snrs, noises, settings: CkaSettings, *, mesh=None):
+#: fewer distinct resamples than this (or than n_boot) and a design's intervals are flagged
+MIN_DISTINCT_RESAMPLES = 1000
+
+
+def resampling_summary(K: int, U: int, settings: CkaSettings) -> tuple[list[dict], list[str]]:
+    """How many distinct resamples each bootstrap design of the sweep can draw, and a
+    warning for every design with too few to mean much (fewer than ``n_boot`` or than
+    MIN_DISTINCT_RESAMPLES): its replicates repeat and its percentile bounds take only a
+    few values (2 noise types resampled: 3 distinct resamples).
+
+    Returns (records {protocol, design, unit, n_units, distinct_resamples, n_boot, too_few},
+    warnings)."""
+    records, warnings = [], []
+    if K < 2:
+        return records, [f"Only {K} noise type: no bootstrap intervals (resampling needs at least 2)."]
+    groups = np.repeat(np.arange(K), U)
+    for protocol in settings.protocols:
+        for design in settings.designs:
+            if protocol == "centroid" and design == "hierarchical":
+                continue
+            if protocol == "utterance":
+                n = n_distinct_resamples(groups=groups, hierarchical=design == "hierarchical")
+                unit = "noise types" if design == "noise" else f"noise types, then {U} items within each"
+            else:
+                n, unit = n_distinct_resamples(K), "noise types (centroids)"
+            too_few = n < min(settings.n_boot, MIN_DISTINCT_RESAMPLES)
+            records.append({"protocol": protocol, "design": design, "unit": unit, "n_units": K,
+                            "distinct_resamples": n, "n_boot": settings.n_boot, "too_few": bool(too_few)})
+            if too_few:
+                warnings.append(
+                    f"The '{design}' bootstrap of the {protocol} protocol resamples {K} noise types: only {n} "
+                    f"distinct resamples exist for {settings.n_boot} replicates, so its intervals take few values "
+                    f"and mean little (an interval may end at the estimate). Use more noise types"
+                    + (" or the hierarchical design." if design == "noise" and "hierarchical" not in settings.designs
+                       else "."))
+    return records, warnings
+
+
+def analyze_cka(noisy, clean, layers, snrs, noises, settings: CkaSettings, *, mesh=None, log=None):
     """All CKA tables of the sweep.
 
     Parameters
     ----------
     noisy, clean : dicts layer name -> arrays as in the module docstring.
-    mesh : None (one device) or a mesh / "all" / N: per-item CKA batches and bootstrap
-        replicates are split over its devices (same numbers, see jaxprobe.distributed).
+    mesh : None (one device) or a mesh / "all" / N: per-item CKA pieces and bootstrap
+        replicates are split over its devices; the results are bit-identical to one device's.
+    log : optional ``log(msg)``; when given, stage lines and a tqdm bar over the layers.
     layers : sequence of dicts with at least "name" and "block", in depth order.
     snrs : sequence of S floats; noises : sequence of K names.
 
@@ -337,11 +389,14 @@ def analyze_cka(noisy, clean, layers, snrs, noises, settings: CkaSettings, *, me
 
     per_item = {}
     if "utterance" in settings.protocols:  # every estimator from one pass over each layer
-        for name in names:
+        for name in _progress(names, "per-item CKA", "layer", log):
             got = per_item_cka_all(noisy[name], clean[name], estimators=tuple(settings.estimators),
                                    orientation=settings.orientation, mesh=mesh)
             for est, v in got.items():
                 per_item.setdefault(est, []).append(np.asarray(v))
+    if log:
+        log(f"analysis: bootstrap of {len(settings.estimators) * len(settings.protocols)} protocol/estimator "
+            f"combinations x {len(settings.designs)} designs, {settings.n_boot} replicates each")
     for est in settings.estimators:
         debiased = est == "debiased"
         for protocol in settings.protocols:

@@ -117,7 +117,8 @@ def test_report_html_is_self_contained_and_holds_tables(rendered, results):
     srcs = re.findall(r'src="([^"]*)"', page)
     assert len(srcs) == 6 and all(s.startswith("data:image/png;base64,") for s in srcs)
     assert "<link" not in page and "<script" not in page
-    for section in ("Settings", "Data", "Table 1", "Regression of CKA on SNR", "CKA summary", "Summary of findings"):
+    for section in ("Appendix: settings", "Data", "Table 1", "Regression of CKA on SNR", "CKA summary",
+                    "Summary of findings"):
         assert section in page
     t1 = results["diffusion"]["table1"][0]
     assert f"{t1['spearman']:.3f} [{t1['spearman_low']:.3f}, {t1['spearman_high']:.3f}]" in page
@@ -126,9 +127,9 @@ def test_report_html_is_self_contained_and_holds_tables(rendered, results):
     for block, idx in (("Enc1", 0), ("Latent", 3), ("Refine", 3)):
         assert f"<td>{block}.{idx}</td>" in page
     # sections in reading order
-    order = [page.index(s) for s in ("<h2>Settings", "<h2>Data", "<h2>Figures", "<h2>Table 1",
-                                      "<h2>Regression", "<h2>CKA summary", "<h2>Summary of findings")]
-    assert order == sorted(order)
+    order = [page.index(s) for s in ("<h2>Summary of findings", "<h2>Data", "<h2>Figures", "<h2>Table 1",
+                                      "<h2>Regression", "<h2>CKA summary", "<h2>Appendix: settings")]
+    assert order == sorted(order)  # findings first, settings last
 
 
 def test_report_md_links_existing_figures(rendered):
