@@ -131,3 +131,44 @@ def test_bad_arguments(rng, key, kw, match):
     X, Y = _data(rng)
     with pytest.raises(ValueError, match=match):
         jaxprobe.bootstrap_cka(X, Y, key=key, **kw)
+
+
+def _enumerate_resamples(groups, hierarchical):
+    """Every count vector a design can draw, by explicit enumeration (tiny designs only)."""
+    import itertools
+
+    groups = np.asarray(groups)
+    labels = sorted(set(groups.tolist()))
+    members = [np.flatnonzero(groups == g) for g in labels]
+    n, out = groups.size, set()
+    for drawn in itertools.product(range(len(labels)), repeat=len(labels)):
+        if not hierarchical:
+            c = np.zeros(n, int)
+            for g in drawn:
+                c[members[g]] += 1
+            out.add(tuple(c))
+            continue
+        per_group = [itertools.product(members[g], repeat=len(members[g])) for g in drawn]
+        for rows in itertools.product(*per_group):
+            c = np.zeros(n, int)
+            for r in rows:
+                for i in r:
+                    c[i] += 1
+            out.add(tuple(c))
+    return len(out)
+
+
+@pytest.mark.parametrize("groups,hier", [([0, 0, 1, 1], False), ([0, 0, 1, 1], True), ([0, 0, 0, 1, 1, 2], True),
+                                         ([0, 1, 2, 3], False), ([0, 0, 1, 2, 2], True)])
+def test_n_distinct_resamples_matches_enumeration(groups, hier):
+    from jaxprobe.bootstrap import n_distinct_resamples
+
+    assert n_distinct_resamples(groups=groups, hierarchical=hier) == _enumerate_resamples(groups, hier)
+
+
+def test_n_distinct_resamples_iid_and_two_noise_types():
+    from jaxprobe.bootstrap import n_distinct_resamples
+
+    assert n_distinct_resamples(3) == 10  # multisets of size 3 from 3
+    assert n_distinct_resamples(groups=np.repeat([0, 1], 50)) == 3  # 2 noise types: {aa, ab, bb}
+    assert n_distinct_resamples(groups=np.repeat(np.arange(18), 50)) > 10 ** 9  # the paper's 18 noises

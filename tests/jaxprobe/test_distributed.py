@@ -113,7 +113,8 @@ def test_bootstrap_cka_replicates_identical_for_every_device_count(four, design)
 def test_bootstrap_mean_sharded_equals_single_device(four, design, m):
     ref = np.asarray(four[f"mean_{design}_ref"])
     assert ref.shape == (50, 3, 4) and np.ptp(ref) > 0
-    np.testing.assert_allclose(np.asarray(four[f"mean_{design}_{m}"]), ref, rtol=1e-5, atol=1e-6)
+    # counts drawn on the mesh, means by the single-device GEMM: bit-identical
+    np.testing.assert_array_equal(np.asarray(four[f"mean_{design}_{m}"]), ref)
 
 
 def test_per_item_cka_sharded_with_uneven_batch(four):

@@ -303,3 +303,44 @@ def test_cli_names_the_missing_key(results, tmp_path, capsys):
 def test_import_does_not_load_torch():
     code = "import sys, jaxprobe.report; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0
+
+
+def test_rerender_with_nothing_changed_draws_no_figure(results, tmp_path, monkeypatch):
+    """Figures are cached by their inputs: a second report with the same results draws none,
+    a copied folder keeps its cache, and a changed number redraws."""
+    import shutil
+
+    rep.write_report(results, tmp_path / "a", formats=("png",))
+    calls = []
+    real_save = figmod.save
+    monkeypatch.setattr(figmod, "save", lambda fig, *a, **k: calls.append(a[1]) or real_save(fig, *a, **k))
+    lines = []
+    paths = rep.write_report(results, tmp_path / "a", formats=("png",), log=lines.append)
+    assert calls == [] and any("6 of 6 figures unchanged" in ln for ln in lines)
+    assert sum(k.startswith("figures/") for k in paths) == 6
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    shutil.rmtree(tmp_path / "a")
+    rep.write_report(results, tmp_path / "b", formats=("png",))
+    assert calls == []
+    changed = copy.deepcopy(results)
+    changed["cka"][0]["estimate"] = 0.123
+    rep.write_report(changed, tmp_path / "b", formats=("png",))
+    assert len(calls) == 6  # every figure reads the results: all redrawn
+    (tmp_path / "b" / "figures" / "fig3_regression.png").unlink()
+    calls.clear()
+    rep.write_report(changed, tmp_path / "b", formats=("png",))
+    assert calls == ["fig3_regression"]  # a missing file is drawn again
+
+
+def test_warnings_open_the_summary(results, tmp_path):
+    r = copy.deepcopy(results)
+    r["warnings"] = ["The 'noise' bootstrap of the utterance protocol resamples 2 noise types: only 3 distinct "
+                     "resamples exist for 1000 replicates"]
+    r["bootstrap"] = {"designs": [{"protocol": "utterance", "design": "noise", "unit": "noise types", "n_units": 2,
+                                   "distinct_resamples": 3, "n_boot": 1000, "too_few": True}]}
+    paths = rep.write_report(r, tmp_path, figures=[])
+    page = paths["html"].read_text(encoding="utf-8")
+    first = page.index("<h2>Summary of findings")
+    assert first < page.index("Warning: The &#x27;noise&#x27; bootstrap") < page.index("<h2>Data")
+    assert "<h2>Bootstrap designs: distinct resamples" in page and "too few: intervals mean little" in page
+    assert page.index("<h2>Appendix: settings") > page.index("<h2>CKA summary")

@@ -183,3 +183,17 @@ def test_report_from_real_analysis_has_trend_tables(rng, tmp_path):
                for s in lines)
     assert any(f"Latent {slope_txt}" in s for s in lines)
     assert not any("envelope" in s for s in lines)  # block numbers carry replicate intervals
+
+
+def test_resampling_summary_warns_when_few_distinct_resamples():
+    from jaxprobe.studies.sweep_analysis import CkaSettings, resampling_summary
+
+    recs, warns = resampling_summary(2, 4, CkaSettings(n_boot=1000))
+    noise = [r for r in recs if r["design"] == "noise"]
+    assert {r["protocol"] for r in noise} == {"utterance", "centroid"}
+    assert all(r["distinct_resamples"] == 3 and r["too_few"] for r in noise)
+    assert len(warns) == 2 and all("only 3 distinct resamples exist for 1000 replicates" in w for w in warns)
+    hier = next(r for r in recs if r["design"] == "hierarchical")
+    assert hier["distinct_resamples"] > 1000 and not hier["too_few"]
+    recs, warns = resampling_summary(18, 50, CkaSettings(n_boot=1000))
+    assert warns == [] and not any(r["too_few"] for r in recs)

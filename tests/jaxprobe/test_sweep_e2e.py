@@ -52,6 +52,14 @@ def test_outputs_and_schema(sweep_run):
     assert "data:image/png;base64" in html and "src=\"http" not in html
     for rec in res["cka"]:
         assert np.isfinite(rec["estimate"])
+    # the store is recorded relative to the run folder, so a copied folder stays valid
+    assert res["settings"]["store"].startswith("store/") and (out / res["settings"]["store"]).is_dir()
+    # 2 noise types: 3 distinct resamples of the noise design, said in results.json and the report
+    noise = [d for d in res["bootstrap"]["designs"] if d["design"] == "noise"]
+    assert noise and all(d["distinct_resamples"] == 3 and d["too_few"] for d in noise)
+    assert any("only 3 distinct resamples" in w for w in res["warnings"])
+    assert html.index("only 3 distinct resamples") < html.index("<h2>Data")
+    assert html.index("<h2>Summary of findings") < html.index("<h2>Appendix: settings")
 
 
 def test_robust_findings_with_intervals(sweep_run):
@@ -78,3 +86,21 @@ def test_rerun_uses_caches(sweep_run, capsys):
     log = capsys.readouterr().out
     assert "analysis: cached" in log
     assert "dump: 0 new items" in log
+    assert "drawing 0" in log  # no figure re-rendered
+
+
+def test_copied_run_folder_reuses_everything(sweep_run, capsys, tmp_path):
+    import shutil
+
+    cfg, out, _, run = sweep_run
+    from tests.conftest import MUSE_DIR
+
+    copy = tmp_path / "copied"
+    shutil.copytree(out, copy)
+    shutil.rmtree(out / "figures")  # the copy must not lean on the original
+    try:
+        run(cfg, copy, checkpoint=str(MUSE_DIR / "g_best"))
+    finally:
+        shutil.copytree(copy / "figures", out / "figures")
+    log = capsys.readouterr().out
+    assert "analysis: cached" in log and "dump: 0 new items" in log and "drawing 0" in log
