@@ -42,7 +42,6 @@ from typing import Any
 
 import numpy as np
 
-from .errors import UserError
 from .data.record import (
     AudioError,
     AudioRecord,
@@ -51,6 +50,7 @@ from .data.record import (
     check_real,
     check_waveform,
 )
+from .errors import UserError
 
 #: The paper's grid: integer SNRs from -10 to 30 dB (41 values).
 DEFAULT_SNRS: tuple[int, ...] = tuple(range(-10, 31))

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from ..data.record import SAMPLE_RATE, AudioRecord, check_choice
+from ..errors import UserError
 from . import noises as nz
 from . import speech as sp
 
@@ -38,7 +39,7 @@ _NOISE_LUFS = -30.0
 _MAX_PEAK = 0.99
 
 
-class CorpusError(RuntimeError):
+class CorpusError(UserError, RuntimeError):
     """The corpus is missing or corrupt and may not be built here."""
 
 

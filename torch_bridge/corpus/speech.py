@@ -17,9 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from ..data.record import SAMPLE_RATE, check_waveform, resample
+from ..errors import UserError
 
 
-class MissingDependencyError(RuntimeError):
+class MissingDependencyError(UserError, RuntimeError):
     """A Debian package (or PyPI package) the corpus needs is not installed."""
 
 
