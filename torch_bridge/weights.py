@@ -74,8 +74,8 @@ def verify_checkpoint(path: str | os.PathLike, sha256: str | None = OFFICIAL_SHA
             raise ChecksumError(
                 f"MUSE checkpoint {str(path)!r} has sha256 {got}, expected {sha256.lower()}: the file is "
                 "corrupt, truncated or a different checkpoint. From the command line: pass the official "
-                "g_best with --checkpoint PATH (or JAXPROBE_MUSE_CHECKPOINT), or delete this file so the "
-                "official one is downloaded again; from Python, sha256=None loads your own weights."
+                "g_best with --checkpoint PATH (or JAXPROBE_MUSE_CHECKPOINT). Delete it to have the official "
+                "one downloaded again; from Python, sha256=None loads your own weights."
             )
     return path
 
