@@ -11,7 +11,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from jaxprobe.config import ConfigError, _merge, read_toml
+from jaxprobe.config import ConfigError, _given, _merge, read_toml
 
 HEAR_DEFAULTS: dict[str, Any] = {
     "name": "hear",
@@ -121,7 +121,7 @@ def _range(cfg: dict, sec: str, key: str, low: float, high: float) -> None:
         raise _fail(f"{sec}.{key}", f"[low, high] with {low} <= low <= high <= {high}", v)
 
 
-def _validate(cfg: dict) -> dict:
+def _validate(cfg: dict, given: frozenset = frozenset()) -> dict:
     for (sec, key), choices in _CHOICES.items():
         if cfg[sec][key] not in choices:
             raise _fail(f"{sec}.{key}", f"one of {list(choices)}", cfg[sec][key])
@@ -180,9 +180,10 @@ def _validate(cfg: dict) -> dict:
         raise _fail("report.fig3_model", "'vgg_lstm' or 'lstm'", r["fig3_model"])
     if "png" not in r["formats"]:
         raise _fail("report.formats", "a list that includes 'png' (the HTML report embeds it)", r["formats"])
-    if r["fig3_model"] not in a["models"]:
+    # given explicitly, Fig. 3's choices must exist (left out, the report picks what the run has)
+    if "report.fig3_model" in given and r["fig3_model"] not in a["models"]:
         raise _fail("report.fig3_model", f"one of asr.models {a['models']}", r["fig3_model"])
-    if r["fig3_snr"] not in cfg["conditions"]["snrs"]:
+    if "report.fig3_snr" in given and r["fig3_snr"] not in cfg["conditions"]["snrs"]:
         raise _fail("report.fig3_snr", f"one of conditions.snrs {cfg['conditions']['snrs']}", r["fig3_snr"])
     if not r["fig3_layers"] or any(not isinstance(x, str) for x in r["fig3_layers"]):
         raise _fail("report.fig3_layers", "a non-empty list of layer names", r["fig3_layers"])
@@ -219,17 +220,22 @@ def shipped_config(name: str) -> Path | None:
 def load_hear_config(source: str | Path | dict | None = None, **overrides) -> dict:
     """Defaults <- TOML file (a path, or a shipped name: demo, paper) or dict <- overrides."""
     cfg = copy.deepcopy(HEAR_DEFAULTS)
+    given: set[str] = set()
     if isinstance(source, (str, Path)):
         path = Path(source)
         if not path.is_file():
             path = shipped_config(str(source))
             if path is None:
                 raise ConfigError(f"Config file {str(source)!r} not found (shipped hear configs: demo, paper).")
-        cfg = _merge_loose(cfg, read_toml(path), "")
+        tables = read_toml(path)
+        given = _given(tables)
+        cfg = _merge_loose(cfg, tables, "")
     elif isinstance(source, dict):
+        given = _given(source)
         cfg = _merge_loose(cfg, copy.deepcopy(source), "")
     elif source is not None:
         raise ConfigError(f"A hear config must be a path, a shipped name or a dict; got {type(source).__name__}.")
     for sec, vals in overrides.items():
+        given |= _given({sec: vals})
         cfg = _merge_loose(cfg, {sec: copy.deepcopy(vals)}, "")
-    return _validate(cfg)
+    return _validate(cfg, frozenset(given))
