@@ -107,6 +107,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from jaxprobe.studies._common import ensure_writable_dir
+
+    ensure_writable_dir(args.out, "--out")  # before the data, the model or any mixture
     from torch_bridge.dump import run_dump
 
     report = run_dump(

@@ -42,6 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from jaxprobe.studies._common import ensure_writable_dir
+
+    ensure_writable_dir(args.out, "--out")  # before the corpus or any training
     from torch_bridge.models.asr import AsrConfig
     from torch_bridge.train_asr import TrainConfig, train_on_corpus
 

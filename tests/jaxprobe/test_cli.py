@@ -177,6 +177,15 @@ def test_dump_user_errors_are_one_line(tmp_path, capsys, rng, no_dump_model):
     assert "Unknown noise type(s) ['nope']" in _one_error_line(capsys.readouterr().err, "dump")
 
 
+def test_dump_and_train_asr_check_out_first(tmp_path, capsys, no_dump_model):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    assert cli.main(["dump", "--out", str(blocker / "store"), "--quiet"]) == 2
+    assert "--out" in _one_error_line(capsys.readouterr().err, "dump")
+    assert cli.main(["train-asr", "--out", str(blocker / "asr")]) == 2
+    assert "cannot be written" in _one_error_line(capsys.readouterr().err, "train-asr")
+
+
 @pytest.mark.parametrize("argv,match", [(["--utterances", "-1"], "--utterances: must be an int >= 1; got '-1'"),
                                         (["--utterances", "0"], "--utterances: must be an int >= 1"),
                                         (["--duration", "-5"], "--duration: must be a number of seconds > 0"),
