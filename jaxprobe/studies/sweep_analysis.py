@@ -125,7 +125,6 @@ def _per_item_cka_piece(X, Y, *, debiased_flags, orientation, cells):
 
 
 _CELL_BYTES = 1 << 20  # activations per map step: about 1 MiB (L2-sized on common CPUs)
-_PIECE_BYTES = 64 << 20  # activations per call: every call runs the same compiled program
 
 
 def _local_devices(mesh):
@@ -144,13 +143,14 @@ def per_item_cka_all(noisy, clean, *, estimators=ESTIMATORS, orientation="channe
 
     Notes
     -----
-    The (noise, SNR) cells are processed in pieces of a fixed size (about 64 MiB, the last
-    one padded with copies of its first cell), each by the same compiled program; with a
-    ``mesh`` the pieces are dealt round-robin to its devices (dispatch is asynchronous, so
-    they run in parallel). Every value is therefore computed by the same instructions in
-    the same order on any number of devices: results are bit-identical for mesh=None,
-    1, 2, 4 or "all" devices. On several hosts each process computes every piece with its
-    own devices.
+    The (noise, SNR) cells are processed a fixed number at a time (``cells``, chosen from the
+    activation size alone) by one compiled loop body; the cells are cut into one piece per
+    device (the last padded to whole steps with copies of its first cell), each piece a call
+    of that program on its device (dispatch is asynchronous, so the devices run in
+    parallel). Every value is computed by the same instructions in the same order whatever
+    the number of pieces: results are bit-identical for mesh=None, 1, 2, 4 or "all"
+    devices (tests/jaxprobe/test_determinism.py). On several hosts each process computes
+    every piece with its own devices.
     """
     X = noisy if isinstance(noisy, jax.Array) else np.asarray(noisy)
     Y = clean if isinstance(clean, jax.Array) else np.asarray(clean)
@@ -165,21 +165,22 @@ def per_item_cka_all(noisy, clean, *, estimators=ESTIMATORS, orientation="channe
     per_cell = U * X.shape[3] * X.shape[4] * np.dtype(X.dtype).itemsize
     cells = 1 << max(0, int(np.floor(np.log2(max(1, _CELL_BYTES // per_cell)))))
     cells = min(cells, M)
-    piece = cells * max(1, min(_PIECE_BYTES // (cells * per_cell), -(-M // cells)))
     flat = X.reshape((M,) + X.shape[2:])
     if mesh is not None:
         from jaxprobe.distributed import as_mesh
 
         mesh = as_mesh(mesh, "per_item_cka_all")
     devices = [None] if mesh is None else _local_devices(mesh)
+    piece = cells * -(-(-(-M // cells)) // len(devices))  # whole map steps, one piece per device
     Yd = {None: _as_device(Y)} if mesh is None else {d: jax.device_put(Y, d) for d in devices}
     flags = tuple(e == "debiased" for e in estimators)
     outs = []
     for i, start in enumerate(range(0, M, piece)):
         x = flat[start:start + piece]
-        if x.shape[0] < piece:  # copies of the piece's first cell (finite), trimmed below
+        short = -x.shape[0] % cells  # the last piece: whole map steps only, not a whole piece
+        if short:  # copies of the piece's first cell (finite), trimmed below
             lib = jnp if isinstance(x, jax.Array) else np
-            x = lib.concatenate([x, lib.broadcast_to(x[:1], (piece - x.shape[0],) + x.shape[1:])])
+            x = lib.concatenate([x, lib.broadcast_to(x[:1], (short,) + x.shape[1:])])
         dev = devices[i % len(devices)]
         xd = _as_device(x) if dev is None else jax.device_put(x, dev)
         outs.append(_per_item_cka_piece(xd, Yd[dev], debiased_flags=flags, orientation=orientation, cells=cells))

@@ -22,8 +22,7 @@ from jaxprobe.bootstrap import bootstrap_mean
 assert jax.device_count() == 4, jax.devices()
 K, S, U, C, F, L = 3, 5, 4, 8, 16, 3
 per_cell = U * C * F * 4
-SA._CELL_BYTES = 2 * per_cell          # 2 cells per map step
-SA._PIECE_BYTES = 3 * SA._CELL_BYTES   # 6 cells per piece: 3 pieces (the last padded) over the devices
+SA._CELL_BYTES = 2 * per_cell  # 2 cells per map step: 15 cells in pieces of 16, 8 + 8, 4 + 4 + 4 + 4
 rng = np.random.default_rng(0)
 layers = [{"name": f"l{i}", "block": f"B{i // 2}"} for i in range(L)]
 noisy, clean = {}, {}
