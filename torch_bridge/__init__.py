@@ -30,6 +30,16 @@ _EXPORTS: dict[str, str] = {
     "muse_reconstruct": "torch_bridge.enhance",
     "muse_segments": "torch_bridge.enhance",
     "resolve_muse_checkpoint": "torch_bridge.weights",
+    # GTCRN
+    "GTCRN": "torch_bridge.models.gtcrn",
+    "GTCRN_BLOCKS": "torch_bridge.models.gtcrn",
+    "GTCRN_LAYERS": "torch_bridge.models.gtcrn",
+    "GtcrnLayer": "torch_bridge.models.gtcrn",
+    "gtcrn_enhance": "torch_bridge.models.gtcrn",
+    "gtcrn_istft": "torch_bridge.models.gtcrn",
+    "gtcrn_stft": "torch_bridge.models.gtcrn",
+    "load_gtcrn": "torch_bridge.models.gtcrn",
+    "resolve_checkpoint": "torch_bridge.weights",
     # activation store
     "ActivationStore": "torch_bridge.store",
     "Plan": "torch_bridge.store",

@@ -13,6 +13,12 @@ Every file is checked against the pinned sha256 before use unless the caller pas
 ``sha256=None`` (own weights). A download is written to a temporary name in the cache folder,
 hashed while it streams, and renamed into place only when the hash matches, so an interrupted or
 corrupt download never leaves a file that looks finished.
+
+Other official checkpoints follow the same order through a :class:`CheckpointSource` (its own
+environment variables, cache sub-folder, pinned URL and sha256) and :func:`resolve_checkpoint`;
+``GTCRN_SOURCES`` holds GTCRN's two (``vctk``: ``JAXPROBE_GTCRN_CHECKPOINT``,
+``$JAXPROBE_CACHE/gtcrn/model_trained_on_vctk.tar``; ``dns3``: ``JAXPROBE_GTCRN_DNS3_CHECKPOINT``,
+``$JAXPROBE_CACHE/gtcrn/model_trained_on_dns3.tar``).
 """
 from __future__ import annotations
 
@@ -21,6 +27,7 @@ import os
 import tempfile
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 from torch_bridge.errors import UserError
@@ -40,11 +47,55 @@ class ChecksumError(UserError, ValueError):
     """A weights file whose sha256 is not the expected one (corrupt, truncated or different)."""
 
 
-def cache_dir() -> Path:
-    """The cache folder for MUSE weights: ``$JAXPROBE_CACHE/muse`` or ``~/.cache/jaxprobe/muse``."""
+@dataclass(frozen=True)
+class CheckpointSource:
+    """Where one official checkpoint comes from.
+
+    Attributes
+    ----------
+    label : str
+        Name in messages, e.g. "MUSE" or "GTCRN (vctk)".
+    filename : str
+        File name in the cache sub-folder (and in the download URL).
+    subdir : str
+        Cache sub-folder under ``$JAXPROBE_CACHE``.
+    url, sha256 : str
+        Pinned download URL and the hex digest every file must have.
+    env_checkpoint, env_url : str
+        Environment variables for a local file and for a URL override.
+    """
+
+    label: str
+    filename: str
+    subdir: str
+    url: str
+    sha256: str
+    env_checkpoint: str
+    env_url: str
+
+
+MUSE_SOURCE = CheckpointSource("MUSE", "g_best", "muse", OFFICIAL_URL, OFFICIAL_SHA256, ENV_CHECKPOINT, ENV_URL)
+_GTCRN_URL = "https://raw.githubusercontent.com/Xiaobin-Rong/gtcrn/3862c44808dca492ea5a8a145d2dc2a1028d08c8/checkpoints/"
+GTCRN_SOURCES: dict[str, CheckpointSource] = {
+    "vctk": CheckpointSource(
+        "GTCRN (vctk)", "model_trained_on_vctk.tar", "gtcrn", _GTCRN_URL + "model_trained_on_vctk.tar",
+        "a0f0e04421d9fc1efe734d44191f5dc4b973ce59d6546af8d64ad9167e2a9944",
+        "JAXPROBE_GTCRN_CHECKPOINT", "JAXPROBE_GTCRN_URL",
+    ),
+    "dns3": CheckpointSource(
+        "GTCRN (dns3)", "model_trained_on_dns3.tar", "gtcrn", _GTCRN_URL + "model_trained_on_dns3.tar",
+        "a630d992cf792daf4ce2bb5bcf9c4d389f740a8f09c6e0971184697fe6371b79",
+        "JAXPROBE_GTCRN_DNS3_CHECKPOINT", "JAXPROBE_GTCRN_DNS3_URL",
+    ),
+}
+
+
+def cache_dir(source: CheckpointSource = MUSE_SOURCE) -> Path:
+    """The cache folder for a source's weights: ``$JAXPROBE_CACHE/<subdir>`` or
+    ``~/.cache/jaxprobe/<subdir>`` (``muse`` by default)."""
     root = os.environ.get(ENV_CACHE)
     base = Path(root).expanduser() if root else Path.home() / ".cache" / "jaxprobe"
-    return base / "muse"
+    return base / source.subdir
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -56,26 +107,31 @@ def sha256_file(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def verify_checkpoint(path: str | os.PathLike, sha256: str | None = OFFICIAL_SHA256) -> Path:
+def verify_checkpoint(
+    path: str | os.PathLike,
+    sha256: str | None = OFFICIAL_SHA256,
+    *,
+    source: CheckpointSource = MUSE_SOURCE,
+) -> Path:
     """Return ``path`` as a Path if it exists and (unless ``sha256`` is None) has that sha256.
 
     Raises FileNotFoundError for a missing file and ChecksumError, naming the file and both
-    hashes, for a mismatch.
+    hashes, for a mismatch. ``source`` only words the messages (MUSE by default).
     """
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(
-            f"MUSE checkpoint {str(path)!r} does not exist. Pass the path of g_best, set "
-            f"{ENV_CHECKPOINT}, or pass checkpoint=None to use the cache/download."
+            f"{source.label} checkpoint {str(path)!r} does not exist. Pass the path of {source.filename}, set "
+            f"{source.env_checkpoint}, or pass checkpoint=None to use the cache/download."
         )
     if sha256 is not None:
         got = sha256_file(path)
         if got != sha256.lower():
             raise ChecksumError(
-                f"MUSE checkpoint {str(path)!r} has sha256 {got}, expected {sha256.lower()}: the file is "
+                f"{source.label} checkpoint {str(path)!r} has sha256 {got}, expected {sha256.lower()}: the file is "
                 "corrupt, truncated or a different checkpoint. From the command line: pass the official "
-                "g_best with --checkpoint PATH (or JAXPROBE_MUSE_CHECKPOINT). Delete it to have the official "
-                "one downloaded again; from Python, sha256=None loads your own weights."
+                f"{source.filename} with --checkpoint PATH (or {source.env_checkpoint}). Delete it to have the "
+                f"official one downloaded again; from Python, pass sha256=None to load your own weights."
             )
     return path
 
@@ -86,25 +142,29 @@ def download_checkpoint(
     *,
     sha256: str | None = OFFICIAL_SHA256,
     timeout: float = 60.0,
+    source: CheckpointSource = MUSE_SOURCE,
 ) -> Path:
     """Fetch ``url`` to ``dest`` atomically, verifying its sha256 before the file appears.
 
     Parameters
     ----------
     url : str, optional
-        ``http(s)://`` or ``file://`` URL; default ``$JAXPROBE_MUSE_URL`` or ``OFFICIAL_URL``.
+        ``http(s)://`` or ``file://`` URL; default ``$JAXPROBE_MUSE_URL`` or ``OFFICIAL_URL``
+        (for another ``source``: its ``env_url``, then its ``url``).
     dest : path, optional
-        Target file; default ``cache_dir() / "g_best"``. Its folder is created.
+        Target file; default ``cache_dir(source) / source.filename``. Its folder is created.
     sha256 : str or None
         Expected hex digest; None skips the check (not recommended).
+    source : CheckpointSource
+        Which checkpoint (MUSE by default); gives the defaults above and the wording of errors.
 
     Returns
     -------
     Path of the verified file. On any failure (network, mismatch) nothing is left at ``dest``
     or under a temporary name.
     """
-    url = url or os.environ.get(ENV_URL) or OFFICIAL_URL
-    dest = Path(dest).expanduser() if dest is not None else cache_dir() / "g_best"
+    url = url or os.environ.get(source.env_url) or source.url
+    dest = Path(dest).expanduser() if dest is not None else cache_dir(source) / source.filename
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
     tmp = Path(tmp_name)
@@ -121,7 +181,7 @@ def download_checkpoint(
             raise ChecksumError(
                 f"Download of {url} for {str(dest)!r} has sha256 {got}, expected {sha256.lower()}; "
                 "the file was discarded. Check the URL (or the mirror in "
-                f"{ENV_URL}) and try again."
+                f"{source.env_url}) and try again."
             )
         os.replace(tmp, dest)
     except (urllib.error.URLError, OSError) as exc:
@@ -131,14 +191,43 @@ def download_checkpoint(
         if isinstance(exc, urllib.error.HTTPError):
             exc.close()  # an HTTPError is also the open response; release its socket now
         raise ConnectionError(
-            f"Could not download the MUSE checkpoint from {url}: {getattr(exc, 'reason', exc)}. "
-            "Pass a local copy with --checkpoint PATH or the JAXPROBE_MUSE_CHECKPOINT environment "
-            f"variable, or point {ENV_URL} at a reachable mirror."
+            f"Could not download the {source.label} checkpoint from {url}: {getattr(exc, 'reason', exc)}. "
+            f"Pass a local copy with --checkpoint PATH or the {source.env_checkpoint} environment "
+            f"variable, or point {source.env_url} at a reachable mirror."
         ) from exc
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     return dest
+
+
+def resolve_checkpoint(
+    source: CheckpointSource,
+    checkpoint: str | os.PathLike | None = None,
+    *,
+    url: str | None = None,
+    verify: bool = True,
+    download: bool = True,
+) -> Path:
+    """Find a source's checkpoint: the ``checkpoint`` argument, the source's ``env_checkpoint``
+    variable, ``cache_dir(source) / source.filename``, then the download (``url`` overrides the
+    source's). The file must have ``source.sha256`` unless ``verify=False`` (own weights)."""
+    return _resolve(source, checkpoint, url=url, sha256=source.sha256 if verify else None, download=download)
+
+
+def _resolve(source: CheckpointSource, checkpoint, *, url, sha256, download) -> Path:
+    explicit = checkpoint if checkpoint is not None else os.environ.get(source.env_checkpoint) or None
+    if explicit is not None:
+        return verify_checkpoint(explicit, sha256, source=source)
+    cached = cache_dir(source) / source.filename
+    if cached.is_file():
+        return verify_checkpoint(cached, sha256, source=source)
+    if not download:
+        raise FileNotFoundError(
+            f"No {source.label} checkpoint: none given, {source.env_checkpoint} unset and {str(cached)!r} absent. "
+            "Pass a path, or allow the download."
+        )
+    return download_checkpoint(url, cached, sha256=sha256, source=source)
 
 
 def resolve_muse_checkpoint(
@@ -149,15 +238,4 @@ def resolve_muse_checkpoint(
     download: bool = True,
 ) -> Path:
     """Find the MUSE checkpoint (argument, env, cache, download) and verify it; see the module doc."""
-    explicit = checkpoint if checkpoint is not None else os.environ.get(ENV_CHECKPOINT) or None
-    if explicit is not None:
-        return verify_checkpoint(explicit, sha256)
-    cached = cache_dir() / "g_best"
-    if cached.is_file():
-        return verify_checkpoint(cached, sha256)
-    if not download:
-        raise FileNotFoundError(
-            f"No MUSE checkpoint: none given, {ENV_CHECKPOINT} unset and {str(cached)!r} absent. "
-            "Pass a path, or allow the download."
-        )
-    return download_checkpoint(url, cached, sha256=sha256)
+    return _resolve(MUSE_SOURCE, checkpoint, url=url, sha256=sha256, download=download)
