@@ -9,9 +9,11 @@ DEB_STAMP := $(VENV)/.debs
 # Debian packages used by the embedded corpus and the tests (speech synthesis, sound tools).
 DEB_PACKAGES := flite espeak-ng sox asterisk-core-sounds-en asterisk-core-sounds-en-g722 asterisk-core-sounds-es asterisk-core-sounds-es-g722 asterisk-core-sounds-fr asterisk-core-sounds-fr-g722 asterisk-core-sounds-it asterisk-core-sounds-it-g722 asterisk-core-sounds-ru asterisk-core-sounds-ru-g722 ufoai-sound openttd-opensfx
 
-# The demo uses the bundled MUSE checkpoint when ../shared has it (offline here).
+# The demo uses the bundled MUSE and GTCRN checkpoints when ../shared has them (offline here).
 SHARED_G_BEST := $(abspath ../shared/muse/g_best)
 export JAXPROBE_MUSE_CHECKPOINT ?= $(if $(wildcard $(SHARED_G_BEST)),$(SHARED_G_BEST),)
+SHARED_GTCRN := $(abspath ../shared/gtcrn/model_trained_on_vctk.tar)
+export JAXPROBE_GTCRN_CHECKPOINT ?= $(if $(wildcard $(SHARED_GTCRN)),$(SHARED_GTCRN),)
 
 .PHONY: setup demo hear-demo test bench clean-venv
 

@@ -1,31 +1,38 @@
-"""`jaxprobe enhance IN.wav OUT.wav`: denoise a file with MUSE (the official inference pipeline).
+"""`jaxprobe enhance [--model muse|gtcrn|gtcrn:dns3] IN.wav OUT.wav`: denoise a file with MUSE
+(default) or GTCRN (vctk or dns3 weights), each through its official inference pipeline.
 
 Reads with soundfile; multichannel input is averaged to mono; any sample rate is accepted and
 resampled to 16 kHz and back with torchaudio's sinc resampler. The output keeps the input's
-sample rate and length and is written as 16-bit PCM (like the official script) unless
-``--subtype`` says otherwise; PCM output is clipped to [-1, 1].
+sample rate and (MUSE) length; GTCRN's official pipeline drops the last L mod 256 samples at
+16 kHz. It is written as 16-bit PCM (like the official scripts) unless ``--subtype`` says
+otherwise; PCM output is clipped to [-1, 1].
 """
 from __future__ import annotations
 
 import argparse
 
 
-DESCRIPTION = """Denoise a speech recording with MUSE, through the official inference pipeline. Any sample
+DESCRIPTION = """Denoise a speech recording with MUSE (default) or GTCRN, through the model's official inference pipeline. Any sample
 rate is accepted (resampled to 16 kHz and back); multichannel input is averaged to mono.
 The output path is checked before the model runs."""
 
 EPILOG = """example:
   jaxprobe enhance noisy.wav clean.wav --checkpoint ../shared/muse/g_best
+  jaxprobe enhance noisy.wav clean.wav --model gtcrn:dns3
 
 outputs:
   OUT (same sample rate and length as IN; 16-bit PCM unless --subtype says otherwise)"""
+
+MODELS = ("muse", "gtcrn", "gtcrn:vctk", "gtcrn:dns3")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("input", help="noisy audio file (any rate, mono or multichannel)")
     parser.add_argument("output", help="enhanced audio file to write")
+    parser.add_argument("--model", default="muse", choices=MODELS, help="enhancement model (default: muse)")
     parser.add_argument("--checkpoint", default=None,
-                        help="MUSE g_best file (default: $JAXPROBE_MUSE_CHECKPOINT, the cache, or the verified download)")
+                        help="weights file (default: $JAXPROBE_MUSE_CHECKPOINT / $JAXPROBE_GTCRN_CHECKPOINT / "
+                             "$JAXPROBE_GTCRN_DNS3_CHECKPOINT, the cache, or the verified download)")
     parser.add_argument("--subtype", default="PCM_16", help="soundfile subtype of the output, e.g. PCM_16 or FLOAT")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
 
@@ -84,8 +91,12 @@ def main(args: argparse.Namespace) -> int:
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    model = load_muse(args.checkpoint)
-    out = enhance(model, mono, sample_rate=int(rate))
+    if args.model.startswith("gtcrn"):
+        from torch_bridge.models.gtcrn import gtcrn_enhance, load_gtcrn
+
+        out = gtcrn_enhance(load_gtcrn(args.checkpoint, variant=args.model), mono, sample_rate=int(rate))
+    else:
+        out = enhance(load_muse(args.checkpoint), mono, sample_rate=int(rate))
     if args.subtype.upper().startswith("PCM"):
         out = np.clip(out, -1.0, 1.0)
     sf.write(args.output, out, rate, subtype=args.subtype)
