@@ -63,6 +63,8 @@ class CheckpointSource:
         Pinned download URL and the hex digest every file must have.
     env_checkpoint, env_url : str
         Environment variables for a local file and for a URL override.
+    own_weights : str
+        How a caller skips the hash check for its own weights (words the checksum error).
     """
 
     label: str
@@ -72,6 +74,7 @@ class CheckpointSource:
     sha256: str
     env_checkpoint: str
     env_url: str
+    own_weights: str = "pass sha256=None"
 
 
 MUSE_SOURCE = CheckpointSource("MUSE", "g_best", "muse", OFFICIAL_URL, OFFICIAL_SHA256, ENV_CHECKPOINT, ENV_URL)
@@ -80,12 +83,12 @@ GTCRN_SOURCES: dict[str, CheckpointSource] = {
     "vctk": CheckpointSource(
         "GTCRN (vctk)", "model_trained_on_vctk.tar", "gtcrn", _GTCRN_URL + "model_trained_on_vctk.tar",
         "a0f0e04421d9fc1efe734d44191f5dc4b973ce59d6546af8d64ad9167e2a9944",
-        "JAXPROBE_GTCRN_CHECKPOINT", "JAXPROBE_GTCRN_URL",
+        "JAXPROBE_GTCRN_CHECKPOINT", "JAXPROBE_GTCRN_URL", "pass verify=False to load_gtcrn",
     ),
     "dns3": CheckpointSource(
         "GTCRN (dns3)", "model_trained_on_dns3.tar", "gtcrn", _GTCRN_URL + "model_trained_on_dns3.tar",
         "a630d992cf792daf4ce2bb5bcf9c4d389f740a8f09c6e0971184697fe6371b79",
-        "JAXPROBE_GTCRN_DNS3_CHECKPOINT", "JAXPROBE_GTCRN_DNS3_URL",
+        "JAXPROBE_GTCRN_DNS3_CHECKPOINT", "JAXPROBE_GTCRN_DNS3_URL", "pass verify=False to load_gtcrn",
     ),
 }
 
@@ -131,7 +134,7 @@ def verify_checkpoint(
                 f"{source.label} checkpoint {str(path)!r} has sha256 {got}, expected {sha256.lower()}: the file is "
                 "corrupt, truncated or a different checkpoint. From the command line: pass the official "
                 f"{source.filename} with --checkpoint PATH (or {source.env_checkpoint}). Delete it to have the "
-                f"official one downloaded again; from Python, pass sha256=None to load your own weights."
+                f"official one downloaded again; from Python, {source.own_weights} to load your own weights."
             )
     return path
 
@@ -154,7 +157,8 @@ def download_checkpoint(
     dest : path, optional
         Target file; default ``cache_dir(source) / source.filename``. Its folder is created.
     sha256 : str or None
-        Expected hex digest; None skips the check (not recommended).
+        Expected hex digest (default: MUSE's, or ``source.sha256`` when a source is given); None
+        skips the check (not recommended).
     source : CheckpointSource
         Which checkpoint (MUSE by default); gives the defaults above and the wording of errors.
 
@@ -163,6 +167,8 @@ def download_checkpoint(
     Path of the verified file. On any failure (network, mismatch) nothing is left at ``dest``
     or under a temporary name.
     """
+    if source is not MUSE_SOURCE and sha256 == OFFICIAL_SHA256:
+        sha256 = source.sha256  # the default belongs to MUSE; another source brings its own
     url = url or os.environ.get(source.env_url) or source.url
     dest = Path(dest).expanduser() if dest is not None else cache_dir(source) / source.filename
     dest.parent.mkdir(parents=True, exist_ok=True)

@@ -108,7 +108,7 @@ def test_checkpoints_load_strictly(gtcrn_dir, variant):
 
 
 def test_other_variants_file_is_refused(gtcrn_dir):
-    with pytest.raises(weights.ChecksumError, match="GTCRN \\(vctk\\) checkpoint.*model_trained_on_dns3.tar"):
+    with pytest.raises(weights.ChecksumError, match="(?s)GTCRN \\(vctk\\) checkpoint.*model_trained_on_dns3.tar.*verify=False"):
         load_gtcrn(gtcrn_dir / CHECKPOINTS["dns3"], variant="vctk")
 
 
@@ -152,6 +152,11 @@ def test_resolution_order_env_cache_then_verified_download(gtcrn_dir, tmp_path, 
     assert sorted(p.name for p in got.parent.iterdir()) == ["model_trained_on_vctk.tar"]
     with pytest.raises(ConnectionError, match="GTCRN \\(vctk\\).*JAXPROBE_GTCRN_CHECKPOINT"):
         weights.download_checkpoint("file:///nonexistent/model.tar", tmp_path / "x.tar", source=vctk_src)
+    # a direct download for a source checks that source's hash by default, not MUSE's
+    direct = weights.download_checkpoint((gtcrn_dir / CHECKPOINTS["dns3"]).as_uri(), tmp_path / "d.tar", source=dns3_src)
+    assert weights.sha256_file(direct) == dns3_src.sha256
+    with pytest.raises(weights.ChecksumError):
+        weights.download_checkpoint((gtcrn_dir / CHECKPOINTS["vctk"]).as_uri(), tmp_path / "e.tar", source=dns3_src)
 
 
 def test_variant_names():
