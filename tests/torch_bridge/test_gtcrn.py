@@ -7,6 +7,8 @@ independent float64 re-implementation reached 2e-6).
 """
 from __future__ import annotations
 
+import ast
+
 import numpy as np
 import pytest
 import torch
@@ -60,8 +62,7 @@ def ours(vctk, golden):
     the ERB features (input of `sfe`) and the 257-bin mask (input of `mask`)."""
     wave = golden["wave"]
     spec = gtcrn_stft(wave)
-    full = {layer.name: (lambda t: t) for layer in GTCRN_LAYERS}
-    with capture(vctk, GTCRN_LAYERS, pooling=full) as outs:
+    with capture(vctk, GTCRN_LAYERS, pooling="none") as outs:
         out_spec = vctk(spec)
     with capture(vctk, GTCRN_LAYERS, pooling="time_mean") as means:
         vctk(spec)
@@ -88,7 +89,7 @@ def test_module_tree_matches_the_official_state_dict_keys(gtcrn_dir):
     rows = [line.split("\t") for line in (gtcrn_dir / "gtcrn-state-dict-keys.txt").read_text().splitlines() if line]
     state = GTCRN().state_dict()
     assert [r[0] for r in rows] == list(state) and len(state) == 271
-    assert [eval(r[1]) for r in rows] == [tuple(t.shape) for t in state.values()]
+    assert [ast.literal_eval(r[1]) for r in rows] == [tuple(t.shape) for t in state.values()]
 
 
 @pytest.mark.parametrize("variant", ["vctk", "dns3"])
