@@ -112,9 +112,13 @@ def dump(
     threads: int | None = None,
     progress: bool = True,
     durable: bool = True,
+    log: Callable[[str], None] | None = None,
 ) -> DumpReport:
     """Run ``model`` on every item of this shard that the store at ``out`` lacks and commit
-    the pooled activations of ``layers``.
+    the pooled activations of ``layers``. Committed chunks of the shard are verified first
+    (sizes and checksums); a damaged one is named (``log``, default stderr) and recomputed.
+    Each chunk is computed under its own lock, so several processes on one store (shards,
+    or the same command twice) never compute a chunk twice and never block each other.
 
     Parameters
     ----------
@@ -154,9 +158,16 @@ def dump(
         extra=extra,
         durable=durable,
     )
+    say = log or _stderr
     mine = writer.shard_chunks(shard_i, n_shards)
-    writer.clean_temporaries(mine)
-    todo = [k for k in mine if not writer.is_done(k)]
+    damaged = {}
+    for k in mine:
+        if writer.is_done(k):
+            problems = writer.chunk_problems(k)
+            if problems:
+                damaged[k] = problems
+                say(f"store: chunk {k} is damaged, recomputing it: " + "; ".join(f"{p}: {w}" for p, w in problems[:3]))
+    todo = [k for k in mine if not writer.is_done(k) or k in damaged]
     pending = set(todo)
     done_items = sum(len(writer.chunk_items(k)) for k in mine if k not in pending)
     total_items = sum(len(writer.chunk_items(k)) for k in mine)
@@ -168,46 +179,75 @@ def dump(
     call = forward or _plain_forward
     t0 = time.perf_counter()
     written = skipped = n_written_items = 0
+
+    def claim(k: int) -> bool:
+        """Holding chunk k's lock: True when k still needs computing (a damaged or torn
+        commit and any temporary of a killed writer are removed first)."""
+        if writer.is_done(k):
+            if not writer.chunk_problems(k):
+                return False  # another writer committed it meanwhile
+            writer.discard_chunk(k)
+        writer.clean_temporaries([k])
+        return True
+
+    def compute(k: int, acts) -> bool:
+        r = writer.chunk_items(k)
+        acts.clear()
+        infos: list[dict] = []
+        for start in range(r.start, r.stop, batch_size):
+            batch, batch_info = [], []
+            for pos in range(start, min(start + batch_size, r.stop)):
+                got = load(items[pos])
+                wave, info = got if isinstance(got, tuple) else (got, {})
+                batch.append(np.asarray(wave, dtype=np.float32))
+                batch_info.append(dict(info))
+            if len({b.shape for b in batch}) > 1:
+                raise ValueError(
+                    f"Items {start}..{start + len(batch) - 1} have inputs of different shapes "
+                    f"{sorted({b.shape for b in batch})}; cut them to one window length or use batch_size=1."
+                )
+            call(model, torch.from_numpy(np.stack(batch)))
+            infos.extend(batch_info)
+            bar.update(len(batch))
+        arrays = {}
+        for name in names:
+            a = acts[name]
+            if a.shape[0] != len(r):
+                raise RuntimeError(
+                    f"Layer {name!r} produced {a.shape[0]} rows for {len(r)} items: its module ran "
+                    f"{acts.n_calls(name)} times for {-(-len(r) // batch_size)} batches. Capture a module that "
+                    "runs once per forward pass."
+                )
+            arrays[name] = a
+        return writer.write_chunk(k, arrays, infos)
+
     try:
         with capture(model, names, pooling, side, select=select, threads=threads) as acts:
-            for k in todo:
-                r = writer.chunk_items(k)
-                acts.clear()
-                infos: list[dict] = []
-                for start in range(r.start, r.stop, batch_size):
-                    batch, batch_info = [], []
-                    for pos in range(start, min(start + batch_size, r.stop)):
-                        got = load(items[pos])
-                        wave, info = got if isinstance(got, tuple) else (got, {})
-                        batch.append(np.asarray(wave, dtype=np.float32))
-                        batch_info.append(dict(info))
-                    if len({b.shape for b in batch}) > 1:
-                        raise ValueError(
-                            f"Items {start}..{start + len(batch) - 1} have inputs of different shapes "
-                            f"{sorted({b.shape for b in batch})}; cut them to one window length or use batch_size=1."
-                        )
-                    call(model, torch.from_numpy(np.stack(batch)))
-                    infos.extend(batch_info)
-                    bar.update(len(batch))
-                arrays = {}
-                for name in names:
-                    a = acts[name]
-                    if a.shape[0] != len(r):
-                        raise RuntimeError(
-                            f"Layer {name!r} produced {a.shape[0]} rows for {len(r)} items: its module ran "
-                            f"{acts.n_calls(name)} times for {-(-len(r) // batch_size)} batches. Capture a module that "
-                            "runs once per forward pass."
-                        )
-                    arrays[name] = a
-                if writer.write_chunk(k, arrays, infos):
+            queue, busy = list(todo), []
+            while queue or busy:
+                # first every chunk no other live writer holds; then wait for the held ones
+                k, wait = (queue.pop(0), 0.0) if queue else (busy.pop(0), -1.0)
+                with writer.chunk_lock(k, wait=wait) as held:
+                    if not held:
+                        busy.append(k)
+                        continue
+                    ok = claim(k) and compute(k, acts)
+                if ok:
                     written += 1
-                    n_written_items += len(r)
+                    n_written_items += len(writer.chunk_items(k))
                 else:
                     skipped += 1
+                    bar.update(len(writer.chunk_items(k)))
     finally:
         bar.close()
     return DumpReport(str(out), (shard_i, n_shards), written, len(mine) - len(todo) + skipped,
                       n_written_items, time.perf_counter() - t0)
+
+
+def _stderr(msg: str) -> None:
+    import sys
+
+    print(msg, file=sys.stderr, flush=True)
 
 
 # ----------------------------------------------------------------------------- SNR sweeps

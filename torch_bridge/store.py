@@ -9,7 +9,10 @@ Layout (a folder; every file is plain ``.npy`` or JSON)::
       plan/window.npy            (n_items,) int32  window number within the utterance
       chunks/0000012/            chunk 12 = plan items [12·chunk_size, 13·chunk_size)
         <layer path>.npy         (n_chunk_items, *pooled shape), e.g. (8, 16, 128)
-        meta.json                item range and per-item metadata (mixing info)
+        meta.json                item range, per-item metadata (mixing info), and the size
+                                 and xxh3_64 checksum of every layer file; sealed by a
+                                 checksum of its own content
+      locks/                     per-chunk writer locks (transient)
 
 The plan (the full list of (condition, utterance, window) items, in order) is fixed when the
 store is created; chunk ``k`` always holds the same items, so a chunk is either absent or
@@ -21,6 +24,15 @@ shards (chunk ``k`` belongs to shard ``k % n``) fill one store concurrently.
 
 Reads are memory-mapped (``np.load(..., mmap_mode="r")``), so an analysis can stream a store
 larger than RAM chunk by chunk (``iter_chunks``) or gather the rows it needs (``read``).
+
+Integrity. The store never trusts what is on disk: each layer file is checked against the
+size and checksum recorded at commit the first time a reader touches it (hashing runs at
+memory speed, ~10 GB/s, a small fraction of reading the data; ``bench/bench_store.py``), and a
+chunk's ``meta.json`` must match its own seal. A damaged, truncated or missing file raises
+``StoreIntegrityError`` naming the file and how to repair it; ``verify`` (``jaxprobe store
+verify DIR``) lists every problem; ``dump`` recomputes damaged chunks of its shard.
+``content_key()`` digests every recorded checksum: results cached on a store are keyed on it.
+Stores of version 1 (before checksums) are refused with how to upgrade (``rehash``).
 """
 from __future__ import annotations
 
@@ -28,23 +40,27 @@ import errno
 import hashlib
 import json
 import math
+import mmap
 import os
 import platform
 import shutil
 import socket
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import xxhash
 
-__all__ = ["ActivationStore", "Chunk", "Plan", "StoreIndex", "StoreWriter", "open_store"]
+__all__ = ["ActivationStore", "Chunk", "LegacyStoreError", "Plan", "StoreCheck", "StoreIndex",
+           "StoreIntegrityError", "StoreWriter", "open_store", "rehash_store", "verify_store"]
 
 FORMAT = "jaxprobe-activation-store"
-VERSION = 1
+VERSION = 2  # 2: every chunk file's size and xxh3_64 checksum in meta.json
+CHECKSUM = "xxh3_64"
 _CHUNK_DIGITS = 7
 # Manifest fields that define what the store holds; a writer that reopens a store must agree.
 _IDENTITY = ("format", "version", "model", "layers", "capture", "mixing", "chunk_size", "n_items", "plan")
@@ -236,30 +252,121 @@ def _versions() -> dict[str, str]:
     return out
 
 
+# ----------------------------------------------------------------------------- integrity
+def _repair_hint(root: Path) -> str:
+    return (f"Run `jaxprobe store verify {root}` to list every problem, then re-run the `jaxprobe dump` "
+            "(or `jaxprobe sweep`) that made this store: it recomputes damaged and missing chunks.")
+
+
+class StoreIntegrityError(ValueError):
+    """Files of a store do not match what was recorded when they were committed.
+
+    ``problems`` : list of (path, what is wrong) pairs; ``store`` : the store folder."""
+
+    def __init__(self, store: Path, problems: Sequence[tuple[str, str]], hint: str | None = None):
+        self.store, self.problems = Path(store), list(problems)
+        lines = "\n".join(f"  {p}: {w}" for p, w in self.problems[:10])
+        more = f"\n  ... and {len(self.problems) - 10} more" if len(self.problems) > 10 else ""
+        super().__init__(f"Store {store} is damaged ({len(self.problems)} problem(s)):\n{lines}{more}\n"
+                         f"{hint or _repair_hint(Path(store))}")
+
+
+class LegacyStoreError(StoreIntegrityError):
+    """A store written before checksums were recorded (version 1): its content cannot be verified."""
+
+    def __init__(self, store: Path):
+        store = Path(store)
+        super().__init__(store, [(str(store / "manifest.json"), "store version 1 records no checksums")],
+                         "It was written by an older jaxprobe, so nothing can tell whether its files are intact. "
+                         f"Either record checksums of the files as they are now (this trusts them): "
+                         f"`jaxprobe store verify --rehash {store}`; or delete the folder and re-run the dump.")
+
+
+def file_digest(path: str | os.PathLike) -> tuple[int, str]:
+    """(size in bytes, xxh3_64 hex digest) of a file, hashed through a read-only mmap."""
+    h = xxhash.xxh3_64()
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size:
+            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+                h.update(m)
+    return size, h.hexdigest()
+
+
+def _seal(meta: dict) -> dict:
+    body = {k: v for k, v in meta.items() if k != "checksum"}
+    return {**body, "checksum": {CHECKSUM: xxhash.xxh3_64_hexdigest(_canonical(body).encode())}}
+
+
+def _seal_ok(meta: dict) -> bool:
+    return isinstance(meta.get("checksum"), dict) and _seal(meta)["checksum"] == meta["checksum"]
+
+
+@dataclass
+class StoreCheck:
+    """What ``verify_store`` found. ``problems``: chunk id -> list of (path, what);
+    ``missing``: chunks not committed yet; ``legacy``: a version-1 store (no checksums)."""
+
+    path: Path
+    n_chunks: int
+    checked: int = 0
+    n_bytes: int = 0
+    seconds: float = 0.0
+    problems: dict[int, list[tuple[str, str]]] = field(default_factory=dict)
+    missing: list[int] = field(default_factory=list)
+    legacy: bool = False
+    store_problems: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.problems or self.missing or self.legacy or self.store_problems)
+
+
 # ----------------------------------------------------------------------------- reader
 class ActivationStore:
-    """Read-only, lazy view of a store folder (safe to open while writers are running)."""
+    """Read-only, lazy view of a store folder (safe to open while writers are running).
 
-    def __init__(self, path: str | os.PathLike):
+    Every layer file is checked against its recorded size and checksum the first time this
+    object reads it; a mismatch raises StoreIntegrityError naming the file."""
+
+    def __init__(self, path: str | os.PathLike, *, _legacy_ok: bool = False):
         self.path = Path(path)
+        self._metas: dict[int, dict] = {}
+        self._verified: set[tuple[int, str]] = set()
+        self._bytes_hashed = 0
         mpath = self.path / "manifest.json"
         if not mpath.is_file():
             raise FileNotFoundError(
                 f"{self.path} is not an activation store (no manifest.json). Create one with "
                 "`jaxprobe dump` or torch_bridge.dump.dump()."
             )
-        with open(mpath) as f:
-            self.manifest: dict = json.load(f)
-        if self.manifest.get("format") != FORMAT or self.manifest.get("version") != VERSION:
+        try:
+            with open(mpath) as f:
+                self.manifest: dict = json.load(f)
+        except ValueError as exc:
+            raise StoreIntegrityError(self.path, [(str(mpath), f"not valid JSON ({exc})")],
+                                      "The manifest cannot be rebuilt from the chunks: delete the folder and re-run the dump.") from None
+        self.legacy = self.manifest.get("format") == FORMAT and self.manifest.get("version") == 1
+        if self.legacy and not _legacy_ok:
+            raise LegacyStoreError(self.path)
+        if self.manifest.get("format") != FORMAT or (self.manifest.get("version") != VERSION and not self.legacy):
             raise ValueError(
                 f"{mpath} is format {self.manifest.get('format')!r} version {self.manifest.get('version')!r}; "
                 f"this reader understands {FORMAT!r} version {VERSION}."
             )
         p = self.manifest["plan"]
-        arrays = {k: np.load(self.path / "plan" / f"{k}.npy", allow_pickle=False) for k in ("condition", "utterance", "window")}
+        arrays = {}
+        for k in ("condition", "utterance", "window"):
+            ppath = self.path / "plan" / f"{k}.npy"
+            try:
+                arrays[k] = np.load(ppath, allow_pickle=False)
+            except (OSError, ValueError) as exc:
+                raise StoreIntegrityError(self.path, [(str(ppath), f"unreadable ({exc})")],
+                                          "The plan is fixed by the manifest: delete the folder and re-run the dump.") from None
         self.plan = Plan(p["conditions"], p["utterances"], arrays["condition"], arrays["utterance"], arrays["window"])
         if self.plan.sha256() != p["sha256"]:
-            raise ValueError(f"The plan files under {self.path / 'plan'} do not match manifest.json (sha256 differs); the store is damaged.")
+            raise StoreIntegrityError(self.path, [(str(self.path / "plan"), "the plan files do not match manifest.json (sha256 differs)")],
+                                      "The plan is fixed by the manifest: delete the folder and re-run the dump.")
         self.layers: list[str] = [entry["name"] for entry in self.manifest["layers"]]
         self.chunk_size: int = int(self.manifest["chunk_size"])
         self.n_items: int = int(self.manifest["n_items"])
@@ -332,16 +439,122 @@ class ActivationStore:
             raise KeyError(f"Layer {layer!r} is not in store {self.path}. Closest: {close}; all layers: store.layers.")
 
     def chunk(self, chunk: int, layer: str, *, mmap: bool = True) -> np.ndarray:
-        """The array of one layer in one committed chunk: shape (n, *pooled shape)."""
+        """The array of one layer in one committed chunk: shape (n, *pooled shape), checked
+        against its recorded size and checksum on first use."""
         self._check_layer(layer)
         path = self.chunk_dir(chunk) / _layer_file(layer)
-        if not path.is_file():
-            raise FileNotFoundError(f"Chunk {chunk} of {self.path} is not committed yet (no {path.name}).")
-        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+        if not self.chunk_dir(chunk).is_dir():
+            raise FileNotFoundError(f"Chunk {chunk} of {self.path} is not committed yet (no folder {self.chunk_dir(chunk)}).")
+        if (chunk, layer) not in self._verified:
+            problems = self._file_problems(chunk, layer, hash=True)
+            if problems:
+                raise StoreIntegrityError(self.path, problems)
+            self._verified.add((chunk, layer))
+        try:
+            return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+        except (OSError, ValueError) as exc:  # e.g. a legacy store's truncated file
+            raise StoreIntegrityError(self.path, [(str(path), f"unreadable ({exc})")]) from None
+
+    def _read_meta(self, chunk: int) -> tuple[dict | None, list[tuple[str, str]]]:
+        path = self.chunk_dir(chunk) / "meta.json"
+        try:
+            with open(path) as f:
+                meta = json.load(f)
+        except FileNotFoundError:
+            return None, [(str(path), "missing (the chunk folder exists, so its commit was damaged)")]
+        except (OSError, ValueError) as exc:
+            return None, [(str(path), f"unreadable ({exc})")]
+        if not isinstance(meta, dict):
+            return None, [(str(path), "not a JSON object")]
+        if self.legacy:
+            return meta, []
+        if not _seal_ok(meta):
+            return None, [(str(path), "its content does not match its recorded checksum")]
+        if meta.get("chunk") != chunk or not isinstance(meta.get("files"), dict):
+            return None, [(str(path), f"describes chunk {meta.get('chunk')!r}, not {chunk}, or lists no files")]
+        return meta, []
 
     def chunk_meta(self, chunk: int) -> dict:
-        with open(self.chunk_dir(chunk) / "meta.json") as f:
-            return json.load(f)
+        """A committed chunk's meta.json (checked against its seal)."""
+        if chunk not in self._metas:
+            meta, problems = self._read_meta(chunk)
+            if problems:
+                raise StoreIntegrityError(self.path, problems)
+            self._metas[chunk] = meta
+        return self._metas[chunk]
+
+    def _file_problems(self, chunk: int, layer: str, *, hash: bool) -> list[tuple[str, str]]:
+        meta = self.chunk_meta(chunk)
+        name = _layer_file(layer)
+        path = self.chunk_dir(chunk) / name
+        rec = meta["files"].get(name)
+        if not isinstance(rec, dict) or CHECKSUM not in rec:
+            return [(str(path), f"meta.json records no {CHECKSUM} checksum for it")]
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            return [(str(path), "missing")]
+        if size != rec["bytes"]:
+            return [(str(path), f"{size} bytes; {rec['bytes']} were committed (truncated or overwritten)")]
+        if hash:
+            self._bytes_hashed += size
+            got = file_digest(path)[1]
+            if got != rec[CHECKSUM]:
+                return [(str(path), f"content changed since commit ({CHECKSUM} {got}, recorded {rec[CHECKSUM]})")]
+        return []
+
+    def chunk_problems(self, chunk: int, *, hash: bool = True) -> list[tuple[str, str]]:
+        """What is wrong with committed chunk ``chunk`` (empty: intact): its meta.json and
+        every layer file (size, and with ``hash`` the checksum)."""
+        self._metas.pop(chunk, None)
+        meta, problems = self._read_meta(chunk)
+        if problems:
+            return problems
+        self._metas[chunk] = meta
+        out = []
+        for layer in self.layers:
+            got = self._file_problems(chunk, layer, hash=hash)
+            out += got
+            if not got and hash:
+                self._verified.add((chunk, layer))
+        return out
+
+    def verify(self, *, hash: bool = True, chunks: Sequence[int] | None = None,
+               progress: Callable[[int], None] | None = None) -> StoreCheck:
+        """Check every committed chunk (or ``chunks``); see StoreCheck."""
+        t0 = time.perf_counter()
+        rep = StoreCheck(self.path, self.n_chunks, legacy=self.legacy)
+        done = self.done_chunks()
+        rep.missing = [k for k in range(self.n_chunks) if k not in set(done)] if chunks is None else []
+        b0 = self._bytes_hashed
+        for k in (done if chunks is None else chunks):
+            if self.legacy:
+                meta, probs = self._read_meta(k)
+                probs += [(str(self.chunk_dir(k) / _layer_file(l)), "missing") for l in self.layers
+                          if not (self.chunk_dir(k) / _layer_file(l)).is_file()]
+            else:
+                probs = self.chunk_problems(k, hash=hash)
+            if probs:
+                rep.problems[k] = probs
+            rep.checked += 1
+            if progress is not None:
+                progress(k)
+        rep.n_bytes = self._bytes_hashed - b0
+        rep.seconds = time.perf_counter() - t0
+        return rep
+
+    def content_key(self) -> str:
+        """sha256 over the store's identity and every committed chunk's recorded checksums,
+        item range and item metadata: it changes whenever what the store holds changes (a
+        chunk added, recomputed with other values, or replaced). Reads only the meta.json
+        files (cheap); raises StoreIntegrityError when one is damaged."""
+        if self.legacy:
+            raise LegacyStoreError(self.path)
+        h = hashlib.sha256(_canonical({k: self.manifest.get(k) for k in _IDENTITY}).encode())
+        for k in self.done_chunks():
+            meta = self.chunk_meta(k)
+            h.update(_canonical([k, meta["items"], meta["files"], meta["info"]]).encode())
+        return h.hexdigest()
 
     def layer_shape(self, layer: str) -> tuple[int, ...]:
         """Pooled shape of one item (without the item axis)."""
@@ -395,8 +608,61 @@ class ActivationStore:
 
 
 def open_store(path: str | os.PathLike) -> ActivationStore:
-    """Open a store folder for lazy, memory-mapped reading."""
+    """Open a store folder for lazy, memory-mapped reading (each file verified on first read)."""
     return ActivationStore(path)
+
+
+def verify_store(path: str | os.PathLike, *, hash: bool = True,
+                 progress: Callable[[int], None] | None = None) -> StoreCheck:
+    """Check a whole store: every committed chunk's meta.json and layer files (sizes, and
+    with ``hash`` the checksums), and which chunks are missing. A version-1 store is
+    checked for missing files only and reported as ``legacy``."""
+    try:
+        store = ActivationStore(path, _legacy_ok=True)
+    except StoreIntegrityError as exc:
+        check = StoreCheck(Path(path), 0)
+        check.store_problems = exc.problems
+        return check
+    return store.verify(hash=hash, progress=progress)
+
+
+def rehash_store(path: str | os.PathLike, *, durable: bool = True) -> StoreCheck:
+    """Upgrade a version-1 store (no checksums) in place: record the size and checksum of
+    every chunk file as it is now, seal each meta.json, then mark the manifest version 2.
+    This trusts the current bytes; chunks that are structurally broken (no meta.json, a
+    missing file) are left as they are and reported, so a re-run of the dump recomputes them."""
+    root = Path(path)
+    store = ActivationStore(root, _legacy_ok=True)
+    if not store.legacy:
+        raise ValueError(f"Store {root} already records checksums (version {VERSION}); nothing to rehash. "
+                         f"Use `jaxprobe store verify {root}` to check it.")
+    t0 = time.perf_counter()
+    check = StoreCheck(root, store.n_chunks, missing=store.missing_chunks())
+    for k in store.done_chunks():
+        meta, probs = store._read_meta(k)
+        files = {}
+        for layer in store.layers:
+            f = store.chunk_dir(k) / _layer_file(layer)
+            if not f.is_file():
+                probs.append((str(f), "missing"))
+                continue
+            size, digest = file_digest(f)
+            check.n_bytes += size
+            files[f.name] = {"bytes": size, CHECKSUM: digest}
+        check.checked += 1
+        if probs:
+            check.problems[k] = probs
+            continue
+        tmp = store.chunk_dir(k) / _tmp_name("meta")
+        _save_json(tmp, _seal(_jsonable({**meta, "files": files})), durable)
+        os.replace(tmp, store.chunk_dir(k) / "meta.json")
+    tmp = root / _tmp_name("manifest")
+    _save_json(tmp, {**store.manifest, "version": VERSION, "rehashed": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, durable)
+    os.replace(tmp, root / "manifest.json")
+    if durable:
+        _fsync_dir(root)
+    check.seconds = time.perf_counter() - t0
+    return check
 
 
 # ----------------------------------------------------------------------------- writer
@@ -503,7 +769,32 @@ class StoreWriter(ActivationStore):
         return n
 
     def is_done(self, chunk: int) -> bool:
-        return (self.chunk_dir(chunk) / "meta.json").is_file()
+        """Whether chunk ``chunk`` was committed (intact or not: see ``chunk_problems``)."""
+        return self.chunk_dir(chunk).is_dir()
+
+    def chunk_lock(self, chunk: int, *, wait: float = 0.0):
+        """Context manager yielding True while this process is the one writer of ``chunk``
+        (False: another live writer holds it). Writers sharing a store take chunks, not
+        the whole store, so shards and repeated runs proceed side by side."""
+        from .locks import try_lock
+
+        d = self.path / "locks"
+        d.mkdir(exist_ok=True)
+        return try_lock(d / f"{chunk:0{_CHUNK_DIGITS}d}.lock", purpose=f"dump of chunk {chunk}",
+                        wait=wait, remove=True)
+
+    def discard_chunk(self, chunk: int) -> None:
+        """Remove committed chunk ``chunk`` (hold its ``chunk_lock``): renamed aside in one
+        step, so readers see it either whole or absent, then deleted."""
+        final = self.chunk_dir(chunk)
+        aside = final.parent / _tmp_name(final.name)
+        try:
+            os.rename(final, aside)
+        except FileNotFoundError:
+            return
+        shutil.rmtree(aside, ignore_errors=True)
+        self._metas.pop(chunk, None)
+        self._verified = {v for v in self._verified if v[0] != chunk}
 
     def write_chunk(self, chunk: int, arrays: Mapping[str, np.ndarray], info: Sequence[Mapping[str, Any]] | None = None) -> bool:
         """Commit chunk ``chunk`` atomically. ``arrays[layer]`` has shape (n, ...) with n the
@@ -529,12 +820,16 @@ class StoreWriter(ActivationStore):
         tmp = final.parent / _tmp_name(final.name)
         tmp.mkdir()
         try:
+            files = {}
             for layer in self.layers:
-                _save_npy(tmp / _layer_file(layer), arrays[layer], self.durable)
-            meta = {"chunk": chunk, "items": [r.start, r.stop], "info": info,
+                f = tmp / _layer_file(layer)
+                _save_npy(f, arrays[layer], self.durable)
+                size, digest = file_digest(f)
+                files[f.name] = {"bytes": size, CHECKSUM: digest}
+            meta = {"chunk": chunk, "items": [r.start, r.stop], "info": info, "files": files,
                     "writer": {"host": socket.gethostname(), "pid": os.getpid(),
                                "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}}
-            _save_json(tmp / "meta.json", meta, self.durable)
+            _save_json(tmp / "meta.json", _seal(_jsonable(meta)), self.durable)
             if self.durable:
                 _fsync_dir(tmp)
             try:

@@ -110,7 +110,7 @@ def test_manifest_contents(tmp_path):
     items = _items()
     _writer(tmp_path / "s", items, extra={"note": "x"})
     m = json.loads((tmp_path / "s" / "manifest.json").read_text())
-    assert m["format"] == "jaxprobe-activation-store" and m["version"] == 1
+    assert m["format"] == "jaxprobe-activation-store" and m["version"] == 2
     assert m["model"] == {"name": "toy", "checkpoint_sha256": "ab" * 32}
     assert m["layers"] == LAYERS
     assert m["mixing"] == {"target_lufs": -23.0, "seed": 7}
