@@ -27,6 +27,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "sweep": ("jaxprobe._cmd_sweep", "The SNR-sweep probing study of MUSE, end to end, with its report."),
     "hear": ("jaxprobe._cmd_hear", "What does a layer hear? Recognisers, per-layer Highway probes, listening (Table 2, Figs. 2-4)."),
     "dump": ("jaxprobe._cmd_dump", "Dump a model's pooled activations over an SNR sweep into a resumable store."),
+    "store": ("jaxprobe._cmd_store", "Check an activation store: `jaxprobe store verify DIR` (sizes, checksums, missing chunks)."),
     "corpus": ("jaxprobe._cmd_corpus", "Build or verify the embedded default corpus (speech and noise)."),
     "enhance": ("jaxprobe._cmd_enhance", "Denoise a speech file with MUSE (official inference pipeline)."),
     "train-asr": ("jaxprobe._cmd_train_asr", "Train a CTC recogniser (VGG-LSTM or pure-LSTM, baseline or robust) on the embedded corpus."),

@@ -76,3 +76,81 @@ def enable_compilation_cache() -> None:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
     except Exception:  # pragma: no cover - older jax without these options
         pass
+
+
+# ----------------------------------------------------------------------------- one writer, whole stages
+
+def locks_output_folder(study: str):
+    """Decorate a study's ``run(config, out_dir, ...)`` so that it holds the one-writer lock of
+    ``out_dir`` while it runs: a second run on the same folder is refused at once with who
+    holds it (``torch_bridge.locks.FolderBusyError``); a lock left by a killed run is
+    reported and cleared."""
+    import functools
+
+    def deco(fn):
+        @functools.wraps(fn)
+        def run(config, out_dir, *args, **kwargs):
+            from torch_bridge.locks import folder_lock  # plain Python; no torch
+
+            with folder_lock(out_dir, purpose=f"jaxprobe {study}", log=stage_logger(study)):
+                return fn(config, out_dir, *args, **kwargs)
+
+        return run
+
+    return deco
+
+
+def _digest(path: Path) -> dict:
+    from torch_bridge.store import file_digest  # numpy + xxhash only
+
+    size, digest = file_digest(path)
+    return {"bytes": size, "xxh3_64": digest}
+
+
+def _stage_path(out: Path, stage: str) -> Path:
+    return Path(out) / "stages" / f"{stage}.json"
+
+
+def stage_outputs_intact(out: Path, stage: str, key: str) -> tuple[bool, str]:
+    """Whether stage ``stage`` of the run folder ``out`` finished with inputs and settings
+    ``key`` and every output it recorded is still there, byte for byte. Returns (ok, why not)."""
+    path = _stage_path(out, stage)
+    try:
+        rec = json.loads(path.read_text())
+    except FileNotFoundError:
+        return False, "not run yet (or killed before it finished)"
+    except (OSError, ValueError):
+        return False, f"{path} is unreadable"
+    if rec.get("key") != key:
+        return False, "its inputs or settings changed"
+    for name, want in rec.get("files", {}).items():
+        f = Path(out) / name
+        if not f.is_file():
+            return False, f"{f} is missing"
+        if _digest(f) != want:
+            return False, f"{f} changed since the stage wrote it"
+    return True, ""
+
+
+def invalidate_stage(out: Path, stage: str) -> None:
+    """Forget that stage ``stage`` finished (call before rewriting any of its outputs)."""
+    _stage_path(out, stage).unlink(missing_ok=True)
+
+
+def write_stage_manifest(out: Path, stage: str, key: str, files: list[str]) -> Path:
+    """Record that stage ``stage`` finished: its key and the size and checksum of each output
+    (paths relative to ``out``). Written last and atomically, so a stage killed between two
+    of its writes has no manifest and is recomputed as a whole."""
+    path = _stage_path(out, stage)
+    path.parent.mkdir(exist_ok=True)
+    atomic_json(path, {"key": key, "files": {name: _digest(Path(out) / name) for name in files},
+                       "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    return path
+
+
+def store_content_key(store_dir: Path) -> str:
+    """The activation store's content key (a digest of every chunk's recorded checksums):
+    results cached on a store are valid only while it is unchanged."""
+    from torch_bridge.store import open_store  # numpy only; no torch
+
+    return open_store(store_dir).content_key()

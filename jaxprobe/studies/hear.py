@@ -32,6 +32,7 @@ import numpy as np
 
 from jaxprobe.config import fingerprint
 from jaxprobe.studies._common import atomic_json as _atomic_json
+from jaxprobe.studies._common import locks_output_folder
 from jaxprobe.studies._common import enable_compilation_cache, stage_logger
 from jaxprobe.studies.hear_config import load_hear_config
 
@@ -365,6 +366,7 @@ def _preflight(cfg: dict, out_dir) -> Path:
     return ensure_writable_dir(out_dir, "--out")
 
 
+@locks_output_folder("hear")
 def run(config, out_dir, *, devices: str | None = None) -> dict:
     """Run (or resume) the hear study. ``config``: a path, a shipped name ("demo", "paper") or a
     dict. Returns the paths of the outputs."""

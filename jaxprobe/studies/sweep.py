@@ -26,6 +26,8 @@ from jaxprobe.studies._common import atomic_json as _atomic_json
 from jaxprobe.studies._common import enable_compilation_cache as _enable_compilation_cache
 from jaxprobe.studies._common import check_embedded_noises, ensure_writable_dir
 from jaxprobe.studies._common import stage_logger
+from jaxprobe.studies._common import (invalidate_stage, locks_output_folder, stage_logger, stage_outputs_intact,
+                                      store_content_key, write_stage_manifest)
 
 CLEAN = "clean"
 
@@ -112,6 +114,7 @@ def _dump_stage(cfg: dict, out: Path, checkpoint: str | None):
         spec.model, spec.layers, sweep, str(store_dir), window=spec.window, window_mode=d["window"],
         hop=d["hop"] or None, forward=spec.forward, prepare=spec.prepare, model_info=spec.info,
         extra={**spec.source, "data": desc}, batch_size=m["batch_size"], threads=m["threads"] or None,
+        log=_log,
     )
     _log(f"dump: {report.items_written} new items in {report.seconds:.1f} s")
     return store_dir, desc, [u.id for u in utts]
@@ -174,13 +177,18 @@ def _analysis_stage(cfg, store_dir: Path, out: Path, data_desc: str) -> dict:
     from jaxprobe.studies.sweep_diffusion import analyze_diffusion
 
     snrs = snr_grid(cfg)
-    key = fingerprint({"store": str(store_dir.name), "cka": cfg["cka"], "diffusion": cfg["diffusion"], "seed": cfg["sweep"]["seed"], "v": 4})
+    # keyed on what the store holds (its checksums), not its name; reused only while every
+    # output of the stage is intact (see write_stage_manifest below)
+    key = fingerprint({"store": store_content_key(store_dir), "cka": cfg["cka"], "diffusion": cfg["diffusion"],
+                       "seed": cfg["sweep"]["seed"], "v": 4})
     res_path = out / "results.json"
+    cached, why = stage_outputs_intact(out, "analysis", key)
+    if cached:
+        _log("analysis: cached (store content, settings and outputs unchanged)")
+        return json.loads(res_path.read_text())
     if res_path.exists():
-        old = json.loads(res_path.read_text())
-        if old.get("settings", {}).get("analysis_fingerprint") == key:
-            _log("analysis: cached (settings unchanged)")
-            return old
+        _log(f"analysis: recomputing: {why}")
+    invalidate_stage(out, "analysis")
     t0 = time.perf_counter()
     layers, noisy, clean, noises, items = load_sweep_arrays(store_dir, snrs)
     _log(f"analysis: {len(layers)} layers, {len(noises)} noises x {len(snrs)} SNRs x {len(items)} items loaded "
@@ -241,6 +249,7 @@ def _analysis_stage(cfg, store_dir: Path, out: Path, data_desc: str) -> dict:
     tmp = out / ".cka_values.tmp.npz"
     np.savez_compressed(tmp, **arrays)
     os.replace(tmp, out / "cka_values.npz")
+    write_stage_manifest(out, "analysis", key, ["results.json", "cka_values.npz"])
     _log(f"analysis: CKA {t1 - t0:.1f} s, diffusion {t2 - t1:.1f} s -> {res_path}")
     return results
 
@@ -265,6 +274,7 @@ def _preflight(cfg: dict, out_dir, checkpoint: str | None) -> Path:
     return ensure_writable_dir(out_dir, "--out")
 
 
+@locks_output_folder("sweep")
 def run(config, out_dir, *, checkpoint: str | None = None, devices: str | None = None) -> dict:
     """Run (or resume) the sweep study. ``config``: a path, a shipped name ("demo",
     "paper") or a dict. Returns the paths of the outputs."""

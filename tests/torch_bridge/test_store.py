@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from torch_bridge.dump import Item
-from torch_bridge.store import ActivationStore, Plan, StoreWriter, open_store
+from torch_bridge.store import (ActivationStore, LegacyStoreError, Plan, StoreIntegrityError, StoreWriter, open_store,
+                                rehash_store, verify_store)
 
 LAYERS = [
     {"name": "enc.0.norm1", "block": "Enc1", "index": 0, "shape": [3, 4], "skip": "output"},
@@ -181,3 +182,158 @@ def test_leftover_temporary_is_ignored_then_cleaned(tmp_path):
 def test_not_a_store(tmp_path):
     with pytest.raises(FileNotFoundError, match="not an activation store"):
         open_store(tmp_path)
+
+
+# ----------------------------------------------------------------------------- integrity (fault injection)
+def _complete(tmp_path):
+    items = _items()
+    w = _writer(tmp_path / "s", items)
+    _fill(w, items)
+    return items, tmp_path / "s"
+
+
+def _layer_path(root, k, layer="enc.0.norm1"):
+    return root / "chunks" / f"{k:07d}" / f"{layer}.npy"
+
+
+def _flip_low_mantissa_bits(path, n=200, seed=0):
+    """Flip the lowest mantissa bit of n float32 values (a ~1e-7 relative change each)."""
+    data = np.load(path)
+    offset = path.stat().st_size - data.nbytes  # the .npy header
+    raw = bytearray(path.read_bytes())
+    pos = np.random.default_rng(seed).choice(data.size, size=min(n, data.size), replace=False)
+    for p in pos:  # little-endian float32: byte 0 holds the lowest mantissa bits
+        raw[offset + 4 * int(p)] ^= 0x01
+    path.write_bytes(bytes(raw))
+    changed = np.load(path)
+    assert np.count_nonzero(changed != data) == len(pos)
+    assert np.max(np.abs(changed - data) / np.abs(data)) < 1e-6  # invisible to any value check
+
+
+def test_commit_records_independently_recomputable_checksums(tmp_path):
+    import xxhash
+
+    _, root = _complete(tmp_path)
+    meta = json.loads((root / "chunks" / "0000004" / "meta.json").read_text())
+    for e in LAYERS:
+        f = _layer_path(root, 4, e["name"])
+        rec = meta["files"][f.name]
+        assert rec == {"bytes": f.stat().st_size, "xxh3_64": xxhash.xxh3_64_hexdigest(f.read_bytes())}
+    body = {k: v for k, v in meta.items() if k != "checksum"}
+    assert meta["checksum"]["xxh3_64"] == xxhash.xxh3_64_hexdigest(
+        json.dumps(body, sort_keys=True, separators=(",", ":")).encode())
+    assert verify_store(root).ok
+
+
+def test_flipped_low_mantissa_bits_are_named_not_read(tmp_path):
+    _, root = _complete(tmp_path)
+    bad = _layer_path(root, 2)
+    _flip_low_mantissa_bits(bad)
+    st = open_store(root)
+    with pytest.raises(StoreIntegrityError, match="content changed since commit") as err:
+        st.read("enc.0.norm1")
+    assert str(bad) in str(err.value) and "jaxprobe store verify" in str(err.value)
+    st.read("dec.1.norm1")  # the other layer's files are intact and readable
+    check = verify_store(root)
+    assert not check.ok and list(check.problems) == [2] and check.problems[2][0][0] == str(bad)
+
+
+def test_truncated_chunk_names_the_file(tmp_path):
+    _, root = _complete(tmp_path)
+    bad = _layer_path(root, 5, "dec.1.norm1")
+    size = bad.stat().st_size
+    os.truncate(bad, size - 17)
+    with pytest.raises(StoreIntegrityError) as err:
+        open_store(root).read("dec.1.norm1")
+    msg = str(err.value)
+    assert str(bad) in msg and f"{size - 17} bytes; {size} were committed" in msg and "mmap length" not in msg
+    assert verify_store(root, hash=False).problems.keys() == {5}  # sizes alone catch it
+
+
+def test_missing_or_edited_meta_json_is_named(tmp_path):
+    _, root = _complete(tmp_path)
+    (root / "chunks" / "0000003" / "meta.json").unlink()
+    meta_path = root / "chunks" / "0000006" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta["info"][0]["pos"] = 999  # an edit that keeps the JSON valid
+    meta_path.write_text(json.dumps(meta))
+    st = open_store(root)
+    assert 3 in st.done_chunks()  # a folder without meta.json is a damaged commit, not a missing chunk
+    with pytest.raises(StoreIntegrityError, match=r"0000003/meta.json: missing"):
+        st.read("enc.0.norm1")
+    with pytest.raises(StoreIntegrityError, match=r"0000006/meta.json: its content does not match"):
+        st.info([30])
+    check = verify_store(root)
+    assert sorted(check.problems) == [3, 6]
+
+
+def test_missing_layer_file_and_missing_chunks(tmp_path):
+    items = _items()
+    w = _writer(tmp_path / "s", items)
+    _fill(w, items, chunks=[0, 1, 2])
+    _layer_path(tmp_path / "s", 1).unlink()
+    check = verify_store(tmp_path / "s")
+    assert check.missing == list(range(3, 9)) and check.problems[1] == [(str(_layer_path(tmp_path / "s", 1)), "missing")]
+
+
+def test_content_key_follows_content_not_writer(tmp_path):
+    items = _items()
+    a, b = _writer(tmp_path / "a", items), _writer(tmp_path / "b", items)
+    _fill(a, items)
+    _fill(b, items)
+    assert open_store(tmp_path / "a").content_key() == open_store(tmp_path / "b").content_key()
+    sub = items[10:15]
+    changed = _arrays(sub)
+    changed["enc.0.norm1"][0, 0, 0] += 1e-3
+    b.discard_chunk(2)
+    assert b.write_chunk(2, changed, [{"snr_achieved": it.condition["snr"], "pos": p} for p, it in zip(range(10, 15), sub)])
+    assert open_store(tmp_path / "a").content_key() != open_store(tmp_path / "b").content_key()
+    assert verify_store(tmp_path / "b").ok
+
+
+def _downgrade_to_version_1(root):
+    """What a store written before checksums looks like."""
+    m = json.loads((root / "manifest.json").read_text())
+    m["version"] = 1
+    (root / "manifest.json").write_text(json.dumps(m))
+    for meta_path in (root / "chunks").glob("*/meta.json"):
+        meta = json.loads(meta_path.read_text())
+        meta_path.write_text(json.dumps({k: v for k, v in meta.items() if k not in ("files", "checksum")}))
+
+
+def test_legacy_store_is_refused_with_the_upgrade_then_rehashed(tmp_path):
+    _, root = _complete(tmp_path)
+    want = open_store(root).read("enc.0.norm1")
+    _downgrade_to_version_1(root)
+    with pytest.raises(LegacyStoreError, match=r"jaxprobe store verify --rehash"):
+        open_store(root)
+    check = verify_store(root)
+    assert check.legacy and not check.ok and not check.problems
+    done = rehash_store(root, durable=False)
+    assert done.checked == 9 and not done.problems
+    assert verify_store(root).ok
+    np.testing.assert_array_equal(open_store(root).read("enc.0.norm1"), want)
+    with pytest.raises(ValueError, match="already records checksums"):
+        rehash_store(root)
+
+
+def test_store_verify_cli(tmp_path, capsys):
+    from jaxprobe.cli import main
+
+    _, root = _complete(tmp_path)
+    assert main(["store", "verify", str(root)]) == 0
+    assert "intact and complete" in capsys.readouterr().out
+    bad = _layer_path(root, 7)
+    _flip_low_mantissa_bits(bad, n=3)
+    (root / "chunks" / "0000001" / "meta.json").unlink()
+    assert main(["store", "verify", str(root)]) == 1
+    out = capsys.readouterr().out
+    assert f"{bad}: content changed since commit" in out and "0000001/meta.json: missing" in out
+    assert "2 problem(s) in 2 chunk(s)" in out and "re-run the `jaxprobe dump`" in out
+    _downgrade_to_version_1(tmp_path / "s")
+    assert main(["store", "verify", str(root)]) == 1
+    assert "--rehash" in capsys.readouterr().out
+    assert main(["store", "verify", "--rehash", str(root)]) == 1  # chunk 1 still has no meta.json
+    out = capsys.readouterr().out
+    assert "now version 2" in out and "0000001/meta.json: missing" in out
+    assert main(["store", "verify", str(tmp_path / "nothing")]) == 2  # not a store: a usage error
