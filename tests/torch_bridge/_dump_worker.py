@@ -51,10 +51,10 @@ def load(item, delay=0.0):
     return x, {"rms": float(np.sqrt(np.mean(x**2)))}
 
 
-def run(out, shard="0/1", *, delay=0.0, progress=False):
+def run(out, shard="0/1", *, delay=0.0, progress=False, log=None):
     return dump(make_model(), LAYERS, items(), lambda it: load(it, delay), out, batch_size=1,
                 chunk_size=2, shard=shard, threads=1, progress=progress,
-                model_info={"name": "toy"}, mixing={"seed": 0})
+                model_info={"name": "toy"}, mixing={"seed": 0}, log=log)
 
 
 def _kill_before_write(n):
@@ -77,5 +77,6 @@ if __name__ == "__main__":
     if len(sys.argv) > 3:
         _kill_before_write(int(sys.argv[3]))
     print("ready", flush=True)
-    run(out, shard, delay=0.02)
+    rep = run(out, shard, delay=float(os.environ.get("DUMP_WORKER_DELAY", "0.02")))
+    print(f"wrote {rep.chunks_written}", flush=True)
     print("done", flush=True)

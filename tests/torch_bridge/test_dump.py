@@ -19,9 +19,9 @@ WORKER = Path(worker.__file__)
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _spawn(out, shard="0/1", kill_at=None):
+def _spawn(out, shard="0/1", kill_at=None, delay=0.02):
     args = [sys.executable, str(WORKER), str(out), shard] + ([str(kill_at)] if kill_at else [])
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", DUMP_WORKER_DELAY=str(delay))
     p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
     if p.stdout.readline().strip() != "ready":
         raise AssertionError(p.communicate()[1])
@@ -114,7 +114,7 @@ def test_resume_after_random_sigkills(reference, tmp_path):
     before = set(open_store(out).done_chunks())
     rc, stdout, stderr = _finish(_spawn(out))
     assert rc == 0, stderr
-    assert stdout.strip() == "done"
+    assert stdout.split()[-1] == "done"
     assert before != set(range(12)), "the kills left nothing to resume; the test would prove nothing"
     _assert_equal_stores(out, reference)
 
@@ -131,6 +131,44 @@ def test_two_shard_writers_fill_one_store_concurrently(reference, tmp_path):
     rc, _, err = _finish(_spawn(out, "0/2"))  # resume the killed shard
     assert rc == 0, err
     _assert_equal_stores(out, reference)
+
+
+def test_damaged_chunks_are_named_and_recomputed(reference, tmp_path):
+    """Flipped low mantissa bits, a truncated file, a deleted meta.json: the next dump names
+    each one and recomputes exactly those chunks, giving the reference store back."""
+    import shutil
+
+    from tests.torch_bridge.test_store import _flip_low_mantissa_bits
+
+    out = tmp_path / "store"
+    shutil.copytree(reference, out)
+    chunk = lambda k: out / "chunks" / f"{k:07d}"  # noqa: E731
+    _flip_low_mantissa_bits(chunk(3) / "head.npy", n=5)
+    os.truncate(chunk(5) / "body.0.npy", 100)
+    (chunk(8) / "meta.json").unlink()
+    said = []
+    rep = worker.run(out, log=said.append)
+    assert rep.chunks_written == 3 and rep.chunks_skipped == 9
+    assert [s.split()[2] for s in said] == ["3", "5", "8"]
+    assert str(chunk(3) / "head.npy") in said[0] and "content changed" in said[0]
+    assert str(chunk(5) / "body.0.npy") in said[1] and "100 bytes" in said[1]
+    assert str(chunk(8) / "meta.json") in said[2] and "missing" in said[2]
+    _assert_equal_stores(out, reference)
+    assert worker.run(out).chunks_written == 0  # repaired for good: the next run has nothing to do
+
+
+@pytest.mark.slow
+def test_two_unsharded_runs_on_one_store_share_the_chunks(reference, tmp_path):
+    """Two identical dumps on one store at once (no --shard): per-chunk locks make them split
+    the work; every chunk is computed exactly once and neither run blocks the other."""
+    out = tmp_path / "store"
+    a, b = _spawn(out, delay=0.25), _spawn(out, delay=0.25)  # ~6 s of work each alone
+    (rc_a, out_a, err_a), (rc_b, out_b, err_b) = _finish(a), _finish(b)
+    assert rc_a == 0 and rc_b == 0, err_a + err_b
+    wrote = [int(o.split()[1]) for o in (out_a, out_b)]
+    assert sum(wrote) == 12 and min(wrote) > 0, wrote
+    _assert_equal_stores(out, reference)
+    assert not list((out / "locks").iterdir())  # chunk locks are removed once their chunk is committed
 
 
 def test_resume_with_another_batch_size_keeps_the_chunking(tmp_path):
