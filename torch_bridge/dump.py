@@ -160,13 +160,9 @@ def dump(
     )
     say = log or _stderr
     mine = writer.shard_chunks(shard_i, n_shards)
-    damaged = {}
-    for k in mine:
-        if writer.is_done(k):
-            problems = writer.chunk_problems(k)
-            if problems:
-                damaged[k] = problems
-                say(f"store: chunk {k} is damaged, recomputing it: " + "; ".join(f"{p}: {w}" for p, w in problems[:3]))
+    damaged = writer.verify(chunks=[k for k in mine if writer.is_done(k)]).problems
+    for k, problems in sorted(damaged.items()):
+        say(f"store: chunk {k} is damaged, recomputing it: " + "; ".join(f"{p}: {w}" for p, w in problems[:3]))
     todo = [k for k in mine if not writer.is_done(k) or k in damaged]
     pending = set(todo)
     done_items = sum(len(writer.chunk_items(k)) for k in mine if k not in pending)

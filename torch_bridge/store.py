@@ -40,11 +40,11 @@ import errno
 import hashlib
 import json
 import math
-import mmap
 import os
 import platform
 import shutil
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -282,15 +282,34 @@ class LegacyStoreError(StoreIntegrityError):
                          f"`jaxprobe store verify --rehash {store}`; or delete the folder and re-run the dump.")
 
 
+_BLOCK = 8 << 20
+
+
 def file_digest(path: str | os.PathLike) -> tuple[int, str]:
-    """(size in bytes, xxh3_64 hex digest) of a file, hashed through a read-only mmap."""
+    """(size in bytes, xxh3_64 hex digest) of a file, read in blocks of 8 MB (one read call
+    for a chunk file: cheaper than an mmap per small file)."""
     h = xxhash.xxh3_64()
-    with open(path, "rb") as f:
+    with open(path, "rb", buffering=0) as f:
         size = os.fstat(f.fileno()).st_size
-        if size:
-            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
-                h.update(m)
+        view = memoryview(bytearray(max(1, min(size, _BLOCK))))
+        while n := f.readinto(view):
+            h.update(view[:n])
     return size, h.hexdigest()
+
+
+def _npy_from_bytes(buf: bytearray, path: Path) -> np.ndarray:
+    """The array of a whole .npy file held in ``buf``, without a copy."""
+    import io
+
+    f = io.BytesIO(buf)
+    fmt = np.lib.format
+    version = fmt.read_magic(f)
+    read_header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+    shape, fortran, dtype = read_header(f)
+    if dtype.hasobject:
+        raise ValueError(f"{path} holds Python objects; the store holds numbers only.")
+    a = np.frombuffer(buf, dtype=dtype, count=int(np.prod(shape)), offset=f.tell())
+    return a.reshape(shape, order="F" if fortran else "C")
 
 
 def _seal(meta: dict) -> dict:
@@ -334,6 +353,7 @@ class ActivationStore:
         self._metas: dict[int, dict] = {}
         self._verified: set[tuple[int, str]] = set()
         self._bytes_hashed = 0
+        self._count_lock = threading.Lock()
         mpath = self.path / "manifest.json"
         if not mpath.is_file():
             raise FileNotFoundError(
@@ -445,15 +465,35 @@ class ActivationStore:
         path = self.chunk_dir(chunk) / _layer_file(layer)
         if not self.chunk_dir(chunk).is_dir():
             raise FileNotFoundError(f"Chunk {chunk} of {self.path} is not committed yet (no folder {self.chunk_dir(chunk)}).")
-        if (chunk, layer) not in self._verified:
-            problems = self._file_problems(chunk, layer, hash=True)
-            if problems:
-                raise StoreIntegrityError(self.path, problems)
-            self._verified.add((chunk, layer))
+        if not mmap or (chunk, layer) not in self._verified:
+            buf = self._checked_bytes(chunk, layer)
+            if not mmap:
+                try:
+                    return _npy_from_bytes(buf, path)
+                except ValueError as exc:
+                    raise StoreIntegrityError(self.path, [(str(path), f"unreadable ({exc})")]) from None
         try:
-            return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
-        except (OSError, ValueError) as exc:  # e.g. a legacy store's truncated file
+            return np.load(path, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError) as exc:
             raise StoreIntegrityError(self.path, [(str(path), f"unreadable ({exc})")]) from None
+
+    def _checked_bytes(self, chunk: int, layer: str) -> bytearray:
+        """The bytes of one layer file, read once and checked against meta.json (size and
+        checksum); raises StoreIntegrityError naming the file."""
+        problems = self._file_problems(chunk, layer, hash=False)
+        if problems:
+            raise StoreIntegrityError(self.path, problems)
+        path = self.chunk_dir(chunk) / _layer_file(layer)
+        rec = self.chunk_meta(chunk)["files"][path.name]
+        buf = bytearray(rec["bytes"])
+        with open(path, "rb", buffering=0) as f:
+            n = f.readinto(buf)
+        got = xxhash.xxh3_64_hexdigest(buf)
+        if n != len(buf) or got != rec[CHECKSUM]:
+            raise StoreIntegrityError(self.path, [(str(path), f"content changed since commit ({CHECKSUM} {got}, recorded {rec[CHECKSUM]})")])
+        self._bytes_hashed += n
+        self._verified.add((chunk, layer))
+        return buf
 
     def _read_meta(self, chunk: int) -> tuple[dict | None, list[tuple[str, str]]]:
         path = self.chunk_dir(chunk) / "meta.json"
@@ -497,8 +537,9 @@ class ActivationStore:
         if size != rec["bytes"]:
             return [(str(path), f"{size} bytes; {rec['bytes']} were committed (truncated or overwritten)")]
         if hash:
-            self._bytes_hashed += size
             got = file_digest(path)[1]
+            with self._count_lock:
+                self._bytes_hashed += size
             if got != rec[CHECKSUM]:
                 return [(str(path), f"content changed since commit ({CHECKSUM} {got}, recorded {rec[CHECKSUM]})")]
         return []
@@ -527,18 +568,24 @@ class ActivationStore:
         done = self.done_chunks()
         rep.missing = [k for k in range(self.n_chunks) if k not in set(done)] if chunks is None else []
         b0 = self._bytes_hashed
-        for k in (done if chunks is None else chunks):
+
+        def check(k: int) -> list[tuple[str, str]]:
             if self.legacy:
-                meta, probs = self._read_meta(k)
-                probs += [(str(self.chunk_dir(k) / _layer_file(l)), "missing") for l in self.layers
-                          if not (self.chunk_dir(k) / _layer_file(l)).is_file()]
-            else:
-                probs = self.chunk_problems(k, hash=hash)
-            if probs:
-                rep.problems[k] = probs
-            rep.checked += 1
-            if progress is not None:
-                progress(k)
+                probs = self._read_meta(k)[1]
+                return probs + [(str(self.chunk_dir(k) / _layer_file(layer)), "missing") for layer in self.layers
+                                if not (self.chunk_dir(k) / _layer_file(layer)).is_file()]
+            return self.chunk_problems(k, hash=hash)
+
+        # reading and hashing release the GIL: a few threads overlap the per-file system calls
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+            for k, probs in zip(todo := list(done if chunks is None else chunks), pool.map(check, todo)):
+                if probs:
+                    rep.problems[k] = probs
+                rep.checked += 1
+                if progress is not None:
+                    progress(k)
         rep.n_bytes = self._bytes_hashed - b0
         rep.seconds = time.perf_counter() - t0
         return rep
@@ -588,7 +635,9 @@ class ActivationStore:
         chunk_of = items // self.chunk_size
         for k in np.unique(chunk_of):
             rows = np.nonzero(chunk_of == k)[0]
-            out[rows] = self.chunk(int(k), layer)[items[rows] - k * self.chunk_size]
+            # a file not read yet is read once, whole, and checked; a checked one is mapped
+            a = self.chunk(int(k), layer, mmap=(int(k), layer) in self._verified)
+            out[rows] = a[items[rows] - k * self.chunk_size]
         return out
 
     def info(self, items: Sequence[int] | np.ndarray | None = None) -> list[dict]:
