@@ -113,6 +113,8 @@ def dump(
     progress: bool = True,
     durable: bool = True,
     log: Callable[[str], None] | None = None,
+    check: str = "full",
+    recompute: Sequence[int] = (),
 ) -> DumpReport:
     """Run ``model`` on every item of this shard that the store at ``out`` lacks and commit
     the pooled activations of ``layers``. Committed chunks of the shard are verified first
@@ -136,10 +138,17 @@ def dump(
         another batch size
     shard : (i, n) or "i/n": do chunks k with k % n == i
     model_info, mixing, extra : recorded in the manifest (model name, checkpoint sha256, ...)
+    check : how committed chunks of the shard are checked first: "full" (sizes, meta.json
+        seals and checksums: every byte is read) or "quick" (sizes and seals; for callers that
+        read every file next anyway, where each file is checksummed on first read)
+    recompute : chunk ids to recompute even if they pass the check (e.g. the chunks named by
+        a StoreIntegrityError raised while reading)
     """
     if isinstance(shard, str):
         shard = parse_shard(shard)
     shard_i, n_shards = shard
+    if check not in ("full", "quick"):
+        raise ValueError(f"The 'check' parameter of dump must be 'full' or 'quick'. Got {check!r} instead.")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"The 'batch_size' parameter of dump must be an int in [1, inf). Got {batch_size!r} instead.")
     if chunk_size is None:
@@ -160,7 +169,10 @@ def dump(
     )
     say = log or _stderr
     mine = writer.shard_chunks(shard_i, n_shards)
-    damaged = writer.verify(chunks=[k for k in mine if writer.is_done(k)]).problems
+    damaged = writer.verify(chunks=[k for k in mine if writer.is_done(k)], hash=check == "full").problems
+    for k in recompute:
+        if k in mine and writer.is_done(k):
+            damaged.setdefault(k, [(str(writer.chunk_dir(k)), "named for recomputation")])
     for k, problems in sorted(damaged.items()):
         say(f"store: chunk {k} is damaged, recomputing it: " + "; ".join(f"{p}: {w}" for p, w in problems[:3]))
     todo = [k for k in mine if not writer.is_done(k) or k in damaged]
@@ -180,7 +192,7 @@ def dump(
         """Holding chunk k's lock: True when k still needs computing (a damaged or torn
         commit and any temporary of a killed writer are removed first)."""
         if writer.is_done(k):
-            if not writer.chunk_problems(k):
+            if k not in recompute and not writer.chunk_problems(k, hash=check == "full"):
                 return False  # another writer committed it meanwhile
             writer.discard_chunk(k)
         writer.clean_temporaries([k])

@@ -261,10 +261,13 @@ def _repair_hint(root: Path) -> str:
 class StoreIntegrityError(ValueError):
     """Files of a store do not match what was recorded when they were committed.
 
-    ``problems`` : list of (path, what is wrong) pairs; ``store`` : the store folder."""
+    ``problems`` : list of (path, what is wrong) pairs; ``store`` : the store folder;
+    ``chunks`` : ids of the damaged chunks (recomputable), empty when the manifest or plan is."""
 
     def __init__(self, store: Path, problems: Sequence[tuple[str, str]], hint: str | None = None):
         self.store, self.problems = Path(store), list(problems)
+        self.chunks = sorted({int(Path(p).parent.name) for p, _ in self.problems
+                              if Path(p).parent.name.isdigit() and Path(p).parent.parent.name == "chunks"})
         lines = "\n".join(f"  {p}: {w}" for p, w in self.problems[:10])
         more = f"\n  ... and {len(self.problems) - 10} more" if len(self.problems) > 10 else ""
         super().__init__(f"Store {store} is damaged ({len(self.problems)} problem(s)):\n{lines}{more}\n"

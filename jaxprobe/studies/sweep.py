@@ -94,7 +94,7 @@ def _load_data(cfg: dict):
     return utts, {k: noise_map[k] for k in wanted}, desc
 
 
-def _dump_stage(cfg: dict, out: Path, checkpoint: str | None):
+def _dump_stage(cfg: dict, out: Path, checkpoint: str | None, recompute=()):
     from torch_bridge.dump import dump_snr_sweep, muse_dump_model
     from torch_bridge.mixing import snr_sweep
 
@@ -114,7 +114,7 @@ def _dump_stage(cfg: dict, out: Path, checkpoint: str | None):
         spec.model, spec.layers, sweep, str(store_dir), window=spec.window, window_mode=d["window"],
         hop=d["hop"] or None, forward=spec.forward, prepare=spec.prepare, model_info=spec.info,
         extra={**spec.source, "data": desc}, batch_size=m["batch_size"], threads=m["threads"] or None,
-        log=_log,
+        log=_log, check="quick", recompute=recompute,  # the analysis checksums every file it reads
     )
     _log(f"dump: {report.items_written} new items in {report.seconds:.1f} s")
     return store_dir, desc, [u.id for u in utts]
@@ -254,6 +254,24 @@ def _analysis_stage(cfg, store_dir: Path, out: Path, data_desc: str) -> dict:
     return results
 
 
+def _analyse_repairing(cfg, out: Path, checkpoint: str | None, store_dir: Path, desc: str) -> dict:
+    """The analysis stage. The dump stage checks the store's sizes and seals only; every file is
+    checksummed when the analysis first reads it, so damage found there is repaired here: the
+    whole store is verified, its damaged chunks recomputed by the dump stage, and the analysis
+    run again."""
+    from torch_bridge.store import StoreIntegrityError, verify_store
+
+    try:
+        return _analysis_stage(cfg, store_dir, out, desc)
+    except StoreIntegrityError as exc:
+        if not exc.chunks:
+            raise
+        _log(f"analysis: the store is damaged ({exc.problems[0][0]}: {exc.problems[0][1]}); verifying it")
+        bad = sorted(set(exc.chunks) | set(verify_store(store_dir).problems))
+        store_dir, desc, _ = _dump_stage(cfg, out, checkpoint, recompute=bad)
+        return _analysis_stage(cfg, store_dir, out, desc)
+
+
 # ----------------------------------------------------------------------------- entry point
 
 def _preflight(cfg: dict, out_dir, checkpoint: str | None) -> Path:
@@ -284,7 +302,7 @@ def run(config, out_dir, *, checkpoint: str | None = None, devices: str | None =
     _enable_compilation_cache()
     _atomic_json(out / "config.json", cfg)
     store_dir, desc, _ = _dump_stage(cfg, out, checkpoint)
-    results = _analysis_stage(cfg, store_dir, out, desc)
+    results = _analyse_repairing(cfg, out, checkpoint, store_dir, desc)
     from jaxprobe.report import write_report
 
     t0 = time.perf_counter()

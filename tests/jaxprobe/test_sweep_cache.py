@@ -121,3 +121,32 @@ def test_damaged_store_is_named_not_analysed(setup, capsys):
     with pytest.raises(StoreIntegrityError, match="content changed since commit") as err:
         _run(cfg, store, out, capsys)
     assert str(f) in str(err.value)
+
+
+def test_damage_found_while_analysing_is_recomputed_then_analysed(setup, capsys, monkeypatch):
+    """The sweep's dump stage checks sizes and seals only; a flipped bit is caught when the
+    analysis reads the file, and the damaged chunks (all of them, found by one verify) go back
+    to the dump stage before the analysis runs again."""
+    cfg, store, writer, out = setup
+    clean_run, _ = _run(cfg, store, out, capsys)
+    (out / "stages" / "analysis.json").unlink()  # force the analysis to read the store again
+    good = {k: {name: writer.chunk(k, name, mmap=False).copy() for name in writer.layers} for k in (1, 3)}
+    for k, layer in ((1, "Enc1.0"), (3, "Latent.1")):
+        f = store / "chunks" / f"{k:07d}" / f"{layer}.npy"
+        raw = bytearray(f.read_bytes())
+        raw[-8] ^= 0x01
+        f.write_bytes(bytes(raw))
+    calls = []
+
+    def dump_stage(cfg_, out_, checkpoint, recompute=()):  # what the real dump does for these chunks
+        calls.append(list(recompute))
+        for k in recompute:
+            writer.discard_chunk(k)
+            writer.write_chunk(k, good[k])
+        return store, "synthetic", []
+
+    monkeypatch.setattr(sweep, "_dump_stage", dump_stage)
+    res = sweep._analyse_repairing(cfg, out, None, store, "synthetic")
+    log = capsys.readouterr().out
+    assert calls == [[1, 3]] and "the store is damaged" in log and "0000001/Enc1.0.npy" in log
+    assert res["cka"] == clean_run["cka"]

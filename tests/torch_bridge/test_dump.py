@@ -157,6 +157,30 @@ def test_damaged_chunks_are_named_and_recomputed(reference, tmp_path):
     assert worker.run(out).chunks_written == 0  # repaired for good: the next run has nothing to do
 
 
+def test_quick_check_and_named_recomputation(reference, tmp_path):
+    """check="quick" (sizes and seals) catches a truncated file but leaves a flipped bit to the
+    reader's checksum; recompute=[k] redoes chunk k whatever the check says."""
+    import shutil
+
+    from tests.torch_bridge.test_store import _flip_low_mantissa_bits
+
+    out = tmp_path / "store"
+    shutil.copytree(reference, out)
+    _flip_low_mantissa_bits(out / "chunks" / "0000004" / "head.npy", n=2)
+    os.truncate(out / "chunks" / "0000006" / "head.npy", 64)
+    said = []
+    rep = dump(worker.make_model(), worker.LAYERS, worker.items(), worker.load, out, batch_size=1, chunk_size=2,
+               threads=1, progress=False, model_info={"name": "toy"}, mixing={"seed": 0}, log=said.append, check="quick")
+    assert rep.chunks_written == 1 and len(said) == 1 and "0000006/head.npy" in said[0]
+    rep = dump(worker.make_model(), worker.LAYERS, worker.items(), worker.load, out, batch_size=1, chunk_size=2,
+               threads=1, progress=False, model_info={"name": "toy"}, mixing={"seed": 0}, log=said.append,
+               check="quick", recompute=[4])
+    assert rep.chunks_written == 1
+    _assert_equal_stores(out, reference)
+    with pytest.raises(ValueError, match="'check' parameter"):
+        dump(worker.make_model(), worker.LAYERS, worker.items(), worker.load, out, check="sometimes")
+
+
 @pytest.mark.slow
 def test_two_unsharded_runs_on_one_store_share_the_chunks(reference, tmp_path):
     """Two identical dumps on one store at once (no --shard): per-chunk locks make them split
