@@ -31,10 +31,16 @@ def _size(n: int) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
+    import sys
+
     from torch_bridge.store import rehash_store, verify_store
 
     if args.rehash:
-        done = rehash_store(args.store)
+        try:
+            done = rehash_store(args.store)
+        except ValueError as exc:  # already version 2: nothing to trust blindly
+            print(f"jaxprobe store verify: error: {exc}", file=sys.stderr)
+            return 2
         print(f"{args.store}: recorded checksums of {done.checked} chunk(s) ({_size(done.n_bytes)}) "
               f"in {done.seconds:.2f} s; the store is now version 2.")
     check = verify_store(args.store, hash=not args.quick)

@@ -117,8 +117,8 @@ def dump(
     recompute: Sequence[int] = (),
 ) -> DumpReport:
     """Run ``model`` on every item of this shard that the store at ``out`` lacks and commit
-    the pooled activations of ``layers``. Committed chunks of the shard are verified first
-    (sizes and checksums); a damaged one is named (``log``, default stderr) and recomputed.
+    the pooled activations of ``layers``. Committed chunks of the shard are checked first
+    (``check``); a damaged one is named (``log``, default stderr) and recomputed.
     Each chunk is computed under its own lock, so several processes on one store (shards,
     or the same command twice) never compute a chunk twice and never block each other.
 
@@ -235,17 +235,19 @@ def dump(
             while queue or busy:
                 # first every chunk no other live writer holds; then wait for the held ones
                 k, wait = (queue.pop(0), 0.0) if queue else (busy.pop(0), -1.0)
-                with writer.chunk_lock(k, wait=wait) as held:
+                with writer.chunk_lock(k, wait=wait, log=say) as held:
                     if not held:
                         busy.append(k)
                         continue
-                    ok = claim(k) and compute(k, acts)
+                    claimed = claim(k)
+                    ok = claimed and compute(k, acts)
                 if ok:
                     written += 1
                     n_written_items += len(writer.chunk_items(k))
                 else:
                     skipped += 1
-                    bar.update(len(writer.chunk_items(k)))
+                    if not claimed:  # done by another writer: its items count as done here too
+                        bar.update(len(writer.chunk_items(k)))
     finally:
         bar.close()
     return DumpReport(str(out), (shard_i, n_shards), written, len(mine) - len(todo) + skipped,

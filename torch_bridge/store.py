@@ -26,9 +26,11 @@ Reads are memory-mapped (``np.load(..., mmap_mode="r")``), so an analysis can st
 larger than RAM chunk by chunk (``iter_chunks``) or gather the rows it needs (``read``).
 
 Integrity. The store never trusts what is on disk: each layer file is checked against the
-size and checksum recorded at commit the first time a reader touches it (hashing runs at
-memory speed, ~10 GB/s, a small fraction of reading the data; ``bench/bench_store.py``), and a
-chunk's ``meta.json`` must match its own seal. A damaged, truncated or missing file raises
+size and checksum recorded at commit the first time a reader touches it, and a chunk's
+``meta.json`` must match its own seal. A file not read yet is read once, whole, hashed and used
+from that buffer, so checking adds no pass over the data (``bench/bench_store.py``: the checked
+read path is no slower than the unchecked memory-mapped one; hashing alone costs about half a
+warm read). A damaged, truncated or missing file raises
 ``StoreIntegrityError`` naming the file and how to repair it; ``verify`` (``jaxprobe store
 verify DIR``) lists every problem; ``dump`` recomputes damaged chunks of its shard.
 ``content_key()`` digests every recorded checksum: results cached on a store are keyed on it.
@@ -304,7 +306,7 @@ def _npy_from_bytes(buf: bytearray, path: Path) -> np.ndarray:
     """The array of a whole .npy file held in ``buf``, without a copy."""
     import io
 
-    f = io.BytesIO(buf)
+    f = io.BytesIO(memoryview(buf)[:1 << 16])  # the header only (BytesIO copies what it is given)
     fmt = np.lib.format
     version = fmt.read_magic(f)
     read_header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
@@ -824,16 +826,17 @@ class StoreWriter(ActivationStore):
         """Whether chunk ``chunk`` was committed (intact or not: see ``chunk_problems``)."""
         return self.chunk_dir(chunk).is_dir()
 
-    def chunk_lock(self, chunk: int, *, wait: float = 0.0):
+    def chunk_lock(self, chunk: int, *, wait: float = 0.0, log: Callable[[str], None] | None = None):
         """Context manager yielding True while this process is the one writer of ``chunk``
-        (False: another live writer holds it). Writers sharing a store take chunks, not
-        the whole store, so shards and repeated runs proceed side by side."""
+        (False: another live writer holds it after ``wait`` seconds; negative: wait for it).
+        Writers sharing a store take chunks, not the whole store, so shards and repeated runs
+        proceed side by side. A lock left by a killed writer is reported to ``log``."""
         from .locks import try_lock
 
         d = self.path / "locks"
         d.mkdir(exist_ok=True)
         return try_lock(d / f"{chunk:0{_CHUNK_DIGITS}d}.lock", purpose=f"dump of chunk {chunk}",
-                        wait=wait, remove=True)
+                        wait=wait, remove=True, log=log)
 
     def discard_chunk(self, chunk: int) -> None:
         """Remove committed chunk ``chunk`` (hold its ``chunk_lock``): renamed aside in one

@@ -337,3 +337,5 @@ def test_store_verify_cli(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "now version 2" in out and "0000001/meta.json: missing" in out
     assert main(["store", "verify", str(tmp_path / "nothing")]) == 2  # not a store: a usage error
+    assert main(["store", "verify", "--rehash", str(root)]) == 2  # never re-bless a checksummed store
+    assert "already records checksums" in capsys.readouterr().err
