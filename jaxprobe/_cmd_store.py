@@ -43,7 +43,10 @@ def main(args: argparse.Namespace) -> int:
             return 2
         print(f"{args.store}: recorded checksums of {done.checked} chunk(s) ({_size(done.n_bytes)}) "
               f"in {done.seconds:.2f} s; the store is now version 2.")
-    check = verify_store(args.store, hash=not args.quick)
+    from tqdm.auto import tqdm
+
+    with tqdm(unit="chunk", desc="verify", disable=None, leave=False, file=sys.stderr) as bar:  # off when not a terminal
+        check = verify_store(args.store, hash=not args.quick, progress=lambda _k: bar.update())
     lines = []
     for path, what in check.store_problems:
         lines.append(f"  {path}: {what}")

@@ -169,7 +169,11 @@ def dump(
     )
     say = log or _stderr
     mine = writer.shard_chunks(shard_i, n_shards)
-    damaged = writer.verify(chunks=[k for k in mine if writer.is_done(k)], hash=check == "full").problems
+    checked = writer.verify(chunks=[k for k in mine if writer.is_done(k)], hash=check == "full")
+    if checked.seconds > 2:
+        say(f"store: checked {checked.checked} committed chunk(s) ({checked.n_bytes / 1e9:.2f} GB hashed) "
+            f"in {checked.seconds:.1f} s")
+    damaged = checked.problems
     for k in recompute:
         if k in mine and writer.is_done(k):
             damaged.setdefault(k, [(str(writer.chunk_dir(k)), "named for recomputation")])
