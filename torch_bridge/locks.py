@@ -110,7 +110,10 @@ def try_lock(lock_path: str | os.PathLike, *, purpose: str, wait: float = 0.0,
     lock = FileLock(str(lock_path), timeout=wait, thread_local=False)
     try:
         lock.acquire()
+        got = True
     except Timeout:
+        got = False
+    if not got:
         yield False
         return
     try:
