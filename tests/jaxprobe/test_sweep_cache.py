@@ -44,7 +44,8 @@ def setup(tmp_path, rng):
     layers, noisy, clean, noises = _synthetic(rng, K=2, U=3)
     store = tmp_path / "store"
     writer = _write_store(store, layers, noisy, clean, noises)
-    cfg = load_sweep_config({"sweep": {"snrs": [float(s) for s in SNRS]}, "cka": {"n_boot": 20},
+    cfg = load_sweep_config({"sweep": {"snrs": [float(s) for s in SNRS]},
+                             "cka": {"n_boot": 20, "estimators": ["biased"], "designs": ["noise"]},
                              "diffusion": {"inter_snrs": [float(s) for s in SNRS]}})
     out = tmp_path / "out"
     out.mkdir()
