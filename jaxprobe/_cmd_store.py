@@ -7,6 +7,21 @@ from __future__ import annotations
 
 import argparse
 
+DESCRIPTION = """Check an activation store (what `jaxprobe dump` and `jaxprobe sweep` write). Every chunk's
+meta.json records the size and xxh3_64 checksum of each layer file when it was committed;
+`verify` checks them all and lists each damaged, truncated or missing file and the chunks not
+written yet, with how to repair them (re-run the dump that made the store: it recomputes only
+those chunks)."""
+
+EPILOG = """examples:
+  jaxprobe store verify runs/demo/store/<fingerprint>
+  jaxprobe store verify --quick store/          # sizes and meta.json only, no hashing
+  jaxprobe store verify --rehash old_store/     # a store from before checksums (version 1)
+
+outputs:
+  none; a report on stdout. Exit status 0: intact and complete; 1: something is wrong (listed);
+  2: not a store. --rehash rewrites each chunk's meta.json and the manifest (version 2)."""
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="store_command", metavar="ACTION", required=True)

@@ -24,17 +24,23 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["FolderBusyError", "folder_lock", "pid_alive", "try_lock"]
+from .errors import UserError
+
+__all__ = ["FolderBusyError", "LockFolderError", "folder_lock", "pid_alive", "try_lock"]
 
 LOCK_NAME = ".jaxprobe.lock"
 
 
-class FolderBusyError(RuntimeError):
+class FolderBusyError(UserError, RuntimeError):
     """Another live run holds the lock (``path``); ``owner`` is its record (may be empty)."""
 
     def __init__(self, message: str, path: Path, owner: dict):
         super().__init__(message)
         self.path, self.owner = path, owner
+
+
+class LockFolderError(UserError, OSError):
+    """The folder to lock cannot be created, or its lock file cannot be written."""
 
 
 def pid_alive(pid: int) -> bool:
@@ -144,8 +150,13 @@ def folder_lock(folder: str | os.PathLike, *, purpose: str, wait: float = 0.0,
     Raises FolderBusyError naming the holder (pid, host, command, start) when a live run
     holds it after ``wait`` seconds (0: refuse at once)."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     lock_path = folder / LOCK_NAME
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        lock_path.touch()
+    except OSError as exc:
+        raise LockFolderError(f"Cannot take the one-writer lock of {folder}: {exc.strerror or exc}. "
+                              "Choose an output folder you can create and write to.") from None
     with try_lock(lock_path, purpose=purpose, wait=wait, log=log) as got:
         if not got:
             owner = _read_owner(lock_path)

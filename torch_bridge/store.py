@@ -57,6 +57,8 @@ from typing import Any
 import numpy as np
 import xxhash
 
+from .errors import UserError
+
 __all__ = ["ActivationStore", "Chunk", "LegacyStoreError", "Plan", "StoreCheck", "StoreIndex",
            "StoreIntegrityError", "StoreWriter", "open_store", "rehash_store", "verify_store"]
 
@@ -260,7 +262,7 @@ def _repair_hint(root: Path) -> str:
             "(or `jaxprobe sweep`) that made this store: it recomputes damaged and missing chunks.")
 
 
-class StoreIntegrityError(ValueError):
+class StoreIntegrityError(UserError, ValueError):
     """Files of a store do not match what was recorded when they were committed.
 
     ``problems`` : list of (path, what is wrong) pairs; ``store`` : the store folder;

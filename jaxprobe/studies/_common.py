@@ -92,6 +92,7 @@ def locks_output_folder(study: str):
         def run(config, out_dir, *args, **kwargs):
             from torch_bridge.locks import folder_lock  # plain Python; no torch
 
+            ensure_writable_dir(out_dir, "--out")  # the usual message when it cannot be written
             with folder_lock(out_dir, purpose=f"jaxprobe {study}", log=stage_logger(study)):
                 return fn(config, out_dir, *args, **kwargs)
 

@@ -25,7 +25,6 @@ from jaxprobe.errors import DataError
 from jaxprobe.studies._common import atomic_json as _atomic_json
 from jaxprobe.studies._common import enable_compilation_cache as _enable_compilation_cache
 from jaxprobe.studies._common import check_embedded_noises, ensure_writable_dir
-from jaxprobe.studies._common import stage_logger
 from jaxprobe.studies._common import (invalidate_stage, locks_output_folder, stage_logger, stage_outputs_intact,
                                       store_content_key, write_stage_manifest)
 
