@@ -42,7 +42,75 @@ def _conv(c_in, c_out, kernel=1, *, padding=0, stride=1, dilation=1, groups=1, b
 
 
 def _instance_norm(c):
-    return nn.InstanceNorm2d(c, affine=True)
+    return _InstanceNormCL(c, affine=True)
+
+
+_CL = torch.channels_last
+
+
+def _cl(x):
+    """``x`` in channels-last memory order (a no-op when it already is)."""
+    return x.contiguous(memory_format=_CL)
+
+
+def _tokens(x):
+    """``(B, C, H, W)`` channels-last → ``(B, H, W, C)`` contiguous view (no copy)."""
+    return _cl(x).permute(0, 2, 3, 1)
+
+
+def _from_tokens(t):
+    """``(B, H, W, C)`` contiguous → ``(B, C, H, W)`` channels-last view."""
+    return t.permute(0, 3, 1, 2)
+
+
+def _pointwise(conv, x):
+    """A 1x1 conv as one GEMM on the channels-last tokens (oneDNN's 1x1 path and the slow
+    NCHW fallback are both slower here)."""
+    w = conv.weight
+    return _from_tokens(F.linear(_tokens(x), w.reshape(w.shape[0], w.shape[1]), conv.bias))
+
+
+class _InstanceNormCL(nn.InstanceNorm2d):
+    """``InstanceNorm2d(affine=True)`` computed on channels-last maps (same parameters and
+    result; the library kernel reshapes channels-last input to NCHW first)."""
+
+    def forward(self, x):
+        if x.is_contiguous():  # NCHW (the dense blocks): torch's own kernel
+            return super().forward(x)
+        # As torch's kernel: statistics in float64, then y = x * alpha + beta in float32 with
+        # alpha = w / sqrt(var + eps), beta = b - mean * alpha. The means over the positions are
+        # GEMVs on the (B, H*W, C) tokens (torch's reductions over the outer axes of a
+        # channels-last map are slow); var = E[x^2] - mean^2 is exact enough in float64.
+        b, c, h, w = x.shape
+        t = _tokens(x).reshape(b, h * w, c)
+        t64 = t.double()
+        ones = torch.full((1, h * w), 1.0 / (h * w), dtype=torch.float64, device=x.device)
+        mean = torch.matmul(ones, t64)  # (B, 1, C)
+        var = torch.matmul(ones, t64 * t64) - mean * mean
+        alpha = torch.rsqrt(var + self.eps) * self.weight.double()
+        beta = (self.bias.double() - mean * alpha).to(x.dtype)
+        out = torch.addcmul(beta, t, alpha.to(x.dtype))
+        return _from_tokens(out.view(b, h, w, c))
+
+
+class _PixelShuffleCL(nn.PixelShuffle):
+    """``PixelShuffle`` on channels-last maps: ``out[b, c, r*y+i, r*x+j] = in[b, r*r*c + r*i + j, y, x]``."""
+
+    def forward(self, x):
+        r = self.upscale_factor
+        b, c, h, w = x.shape
+        t = _tokens(x).reshape(b, h, w, c // (r * r), r, r).permute(0, 1, 4, 2, 5, 3)
+        return _from_tokens(t.reshape(b, h * r, w * r, c // (r * r)))
+
+
+class _PixelUnshuffleCL(nn.PixelUnshuffle):
+    """``PixelUnshuffle`` on channels-last maps: ``out[b, r*r*c + r*i + j, y, x] = in[b, c, r*y+i, r*x+j]``."""
+
+    def forward(self, x):
+        r = self.downscale_factor
+        b, c, h, w = x.shape
+        t = _tokens(x).reshape(b, h // r, r, w // r, r, c).permute(0, 1, 3, 5, 2, 4)
+        return _from_tokens(t.reshape(b, h // r, w // r, c * r * r))
 
 
 # ----------------------------------------------------------------------------- dense parts
@@ -64,10 +132,16 @@ class DenseBlock(nn.Module):
         )
 
     def forward(self, x):
-        skip = x
-        for step in self.dense_block:
-            y = step(skip)
-            skip = torch.cat([y, skip], dim=1)
+        # NCHW here, unlike the rest of the model: the newest-first concatenation is then a
+        # contiguous channel suffix of one preallocated buffer [y2, y1, y0, x], so no step
+        # concatenates, and the convolutions are oneDNN's NCHW ones, as in the reference.
+        c, depth = x.shape[1], len(self.dense_block)
+        buf = x.new_empty(x.shape[0], c * depth, *x.shape[2:])
+        buf[:, (depth - 1) * c :] = x
+        for i, step in enumerate(self.dense_block):
+            y = step(buf[:, (depth - 1 - i) * c :])
+            if i < depth - 1:
+                buf[:, (depth - 2 - i) * c : (depth - 1 - i) * c] = y
         return y
 
 
@@ -83,7 +157,7 @@ class DenseEncoder(nn.Module):
         )
 
     def forward(self, x):
-        return self.dense_conv_2(self.dense_block(self.dense_conv_1(x)))
+        return _cl(self.dense_conv_2(self.dense_block(self.dense_conv_1(x))))
 
 
 class LearnableSigmoid(nn.Module):
@@ -96,6 +170,29 @@ class LearnableSigmoid(nn.Module):
 
     def forward(self, x):
         return self.beta * torch.sigmoid(self.slope[:, 0] * x)
+
+
+def _mask_tail(seq, x):
+    """``seq`` = (1x1 conv C→4C, PixelShuffle(2), depthwise (1, 3) conv with time stride 2, rest...)
+    applied to ``x``. The strided conv reads only the even output rows of the pixel shuffle,
+    i.e. sub-pixel row 0, channels 4c and 4c+1 of the 1x1 conv; only those are computed, and
+    the shuffle becomes a frequency interleave. The values are those of the full path."""
+    conv1, _, dw, *rest = seq
+    c = dw.weight.shape[0]
+    w = conv1.weight.reshape(c, 2, 2, -1)[:, 0].transpose(0, 1).reshape(2 * c, -1)  # row j*C + c = 4c + j
+    b, _, h, wid = x.shape
+    y = F.linear(_tokens(x), w).reshape(b, h, wid * 2, c)  # (B, T, 2F, C): column 2f + j
+    y = F.conv2d(_from_tokens(y), dw.weight, padding=(0, 1), groups=c)
+    for m in rest:
+        y = _pointwise(m, y) if isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1) else m(y)
+    return y
+
+
+def _pointwise_pair(conv_a, conv_b, x):
+    """Two 1x1 convs on the same input as one GEMM; output channels [a, b]."""
+    w = torch.cat([conv_a.weight, conv_b.weight]).flatten(1)
+    bias = torch.cat([conv_a.bias, conv_b.bias])
+    return _from_tokens(F.linear(_tokens(x), w, bias))
 
 
 class MaskDecoder(nn.Module):
@@ -116,7 +213,7 @@ class MaskDecoder(nn.Module):
         self.lsigmoid = LearnableSigmoid()
 
     def forward(self, x):
-        return self.lsigmoid(self.mask_conv(self.dense_block(x)))
+        return self.lsigmoid(_mask_tail(self.mask_conv, self.dense_block(x.contiguous())))
 
 
 class PhaseDecoder(nn.Module):
@@ -136,8 +233,9 @@ class PhaseDecoder(nn.Module):
         self.phase_conv_i = _conv(c, 1, 1, bias=True)
 
     def forward(self, x):
-        x = self.phase_conv(self.dense_block(x))
-        return torch.atan2(self.phase_conv_i(x), self.phase_conv_r(x))
+        x = _mask_tail(self.phase_conv, self.dense_block(x.contiguous()))
+        ri = _pointwise_pair(self.phase_conv_r, self.phase_conv_i, x)
+        return torch.atan2(ri[:, 1:2], ri[:, 0:1])
 
 
 # ----------------------------------------------------------------------------- embeddings
@@ -149,7 +247,7 @@ class DeformConv(nn.Module):
         self.weight = nn.Parameter(torch.zeros(c, 1, 3, 3))
 
     def forward(self, x, offset):
-        return deform_conv2d_depthwise(x, offset, self.weight)
+        return deform_conv2d_depthwise(x, offset, self.weight, method="grid_cl")
 
 
 class DeformPatchConv(nn.Module):
@@ -163,8 +261,9 @@ class DeformPatchConv(nn.Module):
         self.act = nn.Hardswish()
 
     def forward(self, x):
-        offset = self.offset_generator(x).clamp(-1.0, 1.0)
-        return self.act(self.pwconv(self.dcn(x, offset)))
+        dw, pw = self.offset_generator
+        offset = _pointwise(pw, dw(x)).clamp(-1.0, 1.0)
+        return self.act(_pointwise(self.pwconv, self.dcn(x, offset)))
 
 
 class _PatchPath(nn.Module):
@@ -196,10 +295,13 @@ class BiasFreeLayerNormBody(nn.Module):
         self.weight = nn.Parameter(torch.ones(c))
 
     def forward(self, x):
-        # Two-pass biased variance, written out: ~5x faster than Tensor.var on this layout.
-        centred = x - x.mean(dim=-1, keepdim=True)
-        var = (centred * centred).mean(dim=-1, keepdim=True)
-        return x / torch.sqrt(var + 1e-5) * self.weight
+        # Reductions over a short last axis are slow in torch on CPU; the centring and the
+        # variance are GEMMs with (I - 1/C) and 1/C instead (two-pass variance, as before).
+        c = x.shape[-1]
+        eye = torch.eye(c, dtype=x.dtype, device=x.device)
+        centred = torch.matmul(x, eye - 1.0 / c)
+        var = torch.matmul(centred * centred, torch.full((c, 1), 1.0 / c, dtype=x.dtype, device=x.device))
+        return x * (torch.rsqrt(var + 1e-5) * self.weight)
 
 
 class LayerNorm2d(nn.Module):
@@ -210,9 +312,8 @@ class LayerNorm2d(nn.Module):
         self.body = BiasFreeLayerNormBody(c)
 
     def forward(self, x):
-        b, c, h, w = x.shape
-        tokens = x.flatten(2).transpose(1, 2)
-        return self.body(tokens).transpose(1, 2).reshape(b, c, h, w)
+        # Channels-last: the tokens (B, H, W, C) are a view of the map, and so is the result.
+        return _from_tokens(self.body(_tokens(x)))
 
 
 class RefineAttention(nn.Module):
@@ -250,26 +351,52 @@ class TaylorAttention(nn.Module):
         b, c, h, w = u.shape
         n, heads = h * w, self.heads
         d = c // heads
-        s = self.sca(u)
-        g = self.dwconv(u)
-        q, k, v = self.qkv_dwconv(self.qkv(u)).chunk(3, dim=1)
-        q = q.reshape(b, heads, d, n)
-        k = k.reshape(b, heads, d, n)
-        v = v.reshape(b, heads, d, n)
-        # L2 norm of each token over the head's d channels. (Written out: on CPU this is ~30x
-        # faster than torch.linalg.vector_norm over a strided axis; it differs by 1 ulp.)
-        q = q / ((q * q).sum(dim=2, keepdim=True).sqrt() + 1e-6)
-        k = k / ((k * k).sum(dim=2, keepdim=True).sqrt() + 1e-6)
-        r = self.refine_att(torch.stack([q, k], dim=2).reshape(b, 2 * c, h, w))  # (B, heads, H, W)
+        ut = _tokens(u)  # (B, H, W, C)
+        s = F.linear(ut.mean(dim=(1, 2)), self.sca[1].weight.flatten(1), self.sca[1].bias)  # (B, C)
+        g = self._gate(u)
+        qkv = _tokens(self.qkv_dwconv(_pointwise(self.qkv, u))).reshape(b, n, 3, heads, d)
+        q, k, v = qkv.unbind(2)  # (B, N, heads, d) each
+        # L2 norm of each token over the head's d channels (eps added to the norm).
+        # (Sums over the short head axis as GEMMs with the (C, heads) head indicator.)
+        onehead = self._block_mask(c, d, u)[:, ::d]
+        q = q / (torch.matmul((q * q).reshape(b, n, c), onehead).sqrt() + 1e-6).unsqueeze(-1)
+        k = k / (torch.matmul((k * k).reshape(b, n, c), onehead).sqrt() + 1e-6).unsqueeze(-1)
+        qk = torch.stack([q, k], dim=3).reshape(b, h, w, 2 * c)  # per head [q̂, k̂]
+        r = self.refine_att(_from_tokens(qk))  # (B, heads, H, W) channels-last
 
-        k_sum = k.sum(dim=-1, keepdim=True)  # (B, h, d, 1)
-        v_sum = v.sum(dim=-1, keepdim=True)  # (B, h, d, 1)
-        kv = torch.matmul(k, v.transpose(-1, -2))  # (B, h, d_k, d_v)
-        num = v_sum + torch.matmul(kv.transpose(-1, -2), q)  # (B, h, d_v, N)
-        den = n + (q * k_sum).sum(dim=2, keepdim=True) + 1e-6  # (B, h, 1, N)
-        o = self.temperature * (num / den) * r.reshape(b, heads, 1, n)
-        o = o.reshape(b, c, h, w) * s * F.gelu(g)
-        return self.project_out(o)
+        q = q.reshape(b, n, c)
+        k = k.reshape(b, n, c)
+        v = v.reshape(b, n, c)
+        block = self._block_mask(c, d, u)  # (C, C), 1 inside a head's d x d block
+        kv = torch.matmul(k.transpose(1, 2), v) * block  # (B, C_k, C_v), per-head blocks
+        k_sum = k.sum(dim=1)  # (B, C)
+        v_sum = v.sum(dim=1, keepdim=True)  # (B, 1, C)
+        num = torch.baddbmm(v_sum, q, kv)  # (B, N, C): V + KV^T q̂ per head
+        # den per head: N + q̂·K + 1e-6, as a GEMM with the head-indicator (C, heads) matrix.
+        k_heads = k_sum.unsqueeze(2) * block[:, ::d].unsqueeze(0)  # (B, C, heads)
+        den = torch.matmul(q, k_heads) + (n + 1e-6)  # (B, N, heads)
+        scale = self.temperature.view(1, 1, heads) * _tokens(r).reshape(b, n, heads) / den
+        o = (num.view(b, n, heads, d) * scale.unsqueeze(-1)).view(b, h, w, c)
+        o = o * s.view(b, 1, 1, c) * F.gelu(_tokens(g))
+        return _from_tokens(F.linear(o, self.project_out.weight.flatten(1)))
+
+    def _gate(self, u):
+        """``dwconv``: 1x1 conv C→2C, then the grouped 3x3 conv (2 inputs per output) computed
+        as a depthwise 3x3 conv on the 2C channels plus a pairwise sum (oneDNN's grouped
+        kernel is slow for 2 channels per group)."""
+        pw, grouped = self.dwconv
+        c = grouped.weight.shape[0]
+        # Even input channels (2c) first, then odd (2c + 1), so the pair sum adds two halves.
+        order = torch.cat([torch.arange(0, 2 * c, 2), torch.arange(1, 2 * c, 2)])
+        w_pw = pw.weight.flatten(1)[order]
+        w_dw = grouped.weight.transpose(0, 1).reshape(2 * c, 1, 3, 3)  # [w[c, 0] ..., w[c, 1] ...]
+        y = _tokens(F.conv2d(_from_tokens(F.linear(_tokens(u), w_pw)), w_dw, padding=1, groups=2 * c))
+        return _from_tokens(y[..., :c] + y[..., c:])
+
+    @staticmethod
+    def _block_mask(c, d, like):
+        head = torch.arange(c, device=like.device) // d
+        return (head[:, None] == head[None, :]).to(like.dtype)
 
 
 class GatedFFN(nn.Module):
@@ -283,8 +410,14 @@ class GatedFFN(nn.Module):
         self.project_out = _conv(m, c, 1)
 
     def forward(self, x):
-        a, b = self.dwconv(self.project_in(x)).chunk(2, dim=1)
-        return self.project_out(F.gelu(a) * b)
+        # The two halves a, b are computed as separate maps so GELU runs on contiguous memory.
+        m = self.project_out.weight.shape[1]
+        w_in, w_dw = self.project_in.weight.flatten(1), self.dwconv.weight
+        a, b = (
+            _tokens(F.conv2d(_from_tokens(F.linear(_tokens(x), w_in[sl])), w_dw[sl], padding=1, groups=m))
+            for sl in (slice(0, m), slice(m, 2 * m))
+        )
+        return _from_tokens(F.linear(F.gelu(a) * b, self.project_out.weight.flatten(1)))
 
 
 class TransformerBlock(nn.Module):
@@ -341,11 +474,11 @@ class Stage(nn.Module):
 
 # ----------------------------------------------------------------------------- U-Net
 def _downsample(c, c_out):
-    return nn.Sequential(_conv(c, c, 3, padding=1, groups=c), _conv(c, c_out // 4, 1), nn.PixelUnshuffle(2))
+    return nn.Sequential(_conv(c, c, 3, padding=1, groups=c), _conv(c, c_out // 4, 1), _PixelUnshuffleCL(2))
 
 
 def _upsample(c, c_out):
-    return nn.Sequential(_conv(c, c, 3, padding=1, groups=c), _conv(c, 4 * c_out, 1), nn.PixelShuffle(2))
+    return nn.Sequential(_conv(c, c, 3, padding=1, groups=c), _conv(c, 4 * c_out, 1), _PixelShuffleCL(2))
 
 
 class _Body(nn.Module):
@@ -354,7 +487,8 @@ class _Body(nn.Module):
         self.body = body
 
     def forward(self, x):
-        return self.body(x)
+        dw, pw, shuffle = self.body
+        return shuffle(_pointwise(pw, dw(x)))
 
 
 _EMBED_NAMES = {
@@ -395,9 +529,9 @@ class TCFTransformer(nn.Module):
         e2 = self._stage("encoder_level2", i2)
         i3 = self.down2_3(e2)
         lat = self._stage("latent", i3)
-        d2 = self.reduce_chan_level2(torch.cat([self.up3_2(lat), e2], dim=1))
+        d2 = _pointwise(self.reduce_chan_level2[0], torch.cat([self.up3_2(lat), e2], dim=1))
         o2 = self._stage("decoder_level2", d2)
-        d1 = self.reduce_chan_level1(torch.cat([self.up2_1(o2), e1], dim=1))
+        d1 = _pointwise(self.reduce_chan_level1[0], torch.cat([self.up2_1(o2), e1], dim=1))
         o1 = self._stage("decoder_level1", d1)
         m = self.mag_output(self._stage("mag_refinement", o1)) + x0
         p = self.pha_output(self._stage("pha_refinement", o1)) + x0
@@ -436,7 +570,11 @@ class MUSE(nn.Module):
                 f"got {tuple(mag_c.shape)} and {tuple(pha.shape)}."
             )
         mag = mag_c.transpose(1, 2).unsqueeze(1)  # (B, 1, T, F)
-        x = torch.cat([mag, pha.transpose(1, 2).unsqueeze(1)], dim=1)
+        # Every feature map is kept channels-last (B, T, F, C in memory): oneDNN's depthwise
+        # and dense convolutions are several times faster so, and the transformer's per-token
+        # LayerNorm, attention and 1x1 convs work on the tokens in place.
+        # (The dense blocks alone run NCHW; see DenseBlock.)
+        x = torch.stack([mag_c.transpose(1, 2), pha.transpose(1, 2)], dim=1)
         x0 = self.dense_encoder(x)
         m, p = self.TCFTransformer(x0)
         mask = self.mask_decoder(m)
