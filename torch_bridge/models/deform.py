@@ -17,8 +17,9 @@ channels or batch items):
   ~1e-5 px (about 3e-5 relative error at the first MUSE embedding).
 * ``method="grid_cl"`` (the fast MUSE's): the same float64 ``grid_sample``, on a
   channels-last copy (the C values of a pixel are adjacent, so each sample reads one cache
-  line per corner instead of C), with the tap contraction also done in float64 and one
-  rounding to the input dtype at the end; the result is channels-last.
+  line per corner instead of C), one tap at a time (the all-taps sample tensor is 9x the
+  input in float64, which thrashed the cache at batch 8), with the tap contraction also done
+  in float64 and one rounding to the input dtype at the end; the result is channels-last.
 * ``method="gather"``: the four neighbours of every sample by one row gather on a
   channels-last copy of the input, with explicit bilinear weights; the plain formula.
 """
@@ -71,10 +72,13 @@ def deform_conv2d_depthwise(
     if method == "grid_cl" and h > 1 and w > 1:
         grid = torch.stack([px.double() * (2.0 / (w - 1)) - 1.0, py.double() * (2.0 / (h - 1)) - 1.0], dim=-1)
         x64 = x.to(torch.float64, memory_format=torch.channels_last)
-        samples = torch.nn.functional.grid_sample(
-            x64, grid.reshape(b, n_taps * h, w, 2), mode="bilinear", padding_mode="zeros", align_corners=True
-        ).view(b, c, n_taps, h * w)  # (B, C, taps, H*W)
-        out = torch.matmul(kernel.double().unsqueeze(1), samples).view(b, c, h, w)  # Σ_k w[c, k] s[c, k]
+        k64 = kernel.double()
+        out = None
+        for k in range(n_taps):  # one tap at a time: the (B, C, taps*H, W) float64 samples are 9x the input
+            s_k = torch.nn.functional.grid_sample(
+                x64, grid[:, k], mode="bilinear", padding_mode="zeros", align_corners=True
+            ) * k64[:, k].view(1, c, 1, 1)
+            out = s_k if out is None else out.add_(s_k)
         return out.to(dtype, memory_format=torch.channels_last)
     if method == "grid" and h > 1 and w > 1:
         grid = torch.stack([px.double() * (2.0 / (w - 1)) - 1.0, py.double() * (2.0 / (h - 1)) - 1.0], dim=-1)

@@ -10,6 +10,19 @@ Feature maps are ``(B, C, T, F)``: time is the height axis, frequency the width 
 ``(B, 256, T)`` with T divisible by 4 (T = 308 for the official 30,700-sample segment),
 and returns ``(est_mag_c, est_pha, com)``: ``(B, 256, T)``, ``(B, 256, T)`` and the
 compressed complex spectrum ``(B, 256, T, 2)`` (unused at inference).
+
+This is the fast formulation (issue 19); ``muse_reference.MUSEReference`` is the first,
+straightforward one, kept as the yardstick (same modules and keys; the fast outputs agree with
+it to < 1e-5 relative in ``est_mag_c``, tests/torch_bridge/test_muse.py). What differs, each
+measured on this CPU: feature maps are channels-last (oneDNN's NCHW depthwise and grouped
+convolutions were 2-7x slower); 1x1 convolutions are GEMMs on the (B, H, W, C) tokens (the NCHW
+ones fell back to ``_slow_conv2d_forward``); reductions over a short channel axis (LayerNorm,
+q/k norms, instance-norm statistics) are GEMMs, since torch's reductions over short axes are
+several times slower; the gate's grouped conv (2 inputs per group) is a depthwise conv plus a
+pair sum; the dense blocks run NCHW in one preallocated buffer instead of three concatenations;
+the decoders compute only the pixel-shuffle rows their strided conv reads; the deformable
+sampling stays float64 ``grid_sample`` (exact positions) but on a channels-last copy.
+Forward hooks see the same ``(B, C, T, F)`` shapes as before (channels-last strides).
 """
 from __future__ import annotations
 
@@ -570,10 +583,10 @@ class MUSE(nn.Module):
                 f"got {tuple(mag_c.shape)} and {tuple(pha.shape)}."
             )
         mag = mag_c.transpose(1, 2).unsqueeze(1)  # (B, 1, T, F)
-        # Every feature map is kept channels-last (B, T, F, C in memory): oneDNN's depthwise
-        # and dense convolutions are several times faster so, and the transformer's per-token
-        # LayerNorm, attention and 1x1 convs work on the tokens in place.
-        # (The dense blocks alone run NCHW; see DenseBlock.)
+        # Feature maps are channels-last (B, T, F, C in memory) from the dense encoder's output
+        # on: oneDNN's depthwise convolutions are several times faster so, and the per-token
+        # LayerNorm, attention and 1x1 convs work on the tokens in place. The dense blocks
+        # alone run NCHW (see DenseBlock).
         x = torch.stack([mag_c.transpose(1, 2), pha.transpose(1, 2)], dim=1)
         x0 = self.dense_encoder(x)
         m, p = self.TCFTransformer(x0)
