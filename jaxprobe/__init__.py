@@ -2,12 +2,12 @@
 
 The public API is what ``__all__`` lists. ``import jaxprobe`` never imports torch.
 """
-from jaxprobe.bootstrap import BootstrapResult, bootstrap_cka, bootstrap_eer, bootstrap_mean, resample_counts
+from jaxprobe.bootstrap import BootstrapResult, bootstrap_cka, bootstrap_eer, bootstrap_mean, bootstrap_min_dcf, resample_counts
 from jaxprobe.cka import cka, cka_matrix
 from jaxprobe.diffusion import DiffusionMap, diffusion_distances, diffusion_map, diffusion_nystrom
 from jaxprobe.diffusion_analysis import InterLayerResult, IntraLayerResult, inter_layer, intra_layer, intra_layer_by_name
 from jaxprobe.distributed import make_mesh
-from jaxprobe.stats import LinregressResult, eer, linregress, pearson, rankdata, spearman
+from jaxprobe.stats import LinregressResult, eer, linregress, min_dcf, pearson, rankdata, spearman
 from jaxprobe.streaming import store_gram, streaming_cka
 
 __version__ = "0.1.0"
@@ -21,6 +21,7 @@ __all__ = [
     "bootstrap_cka",
     "bootstrap_eer",
     "bootstrap_mean",
+    "bootstrap_min_dcf",
     "cka",
     "cka_matrix",
     "diffusion_distances",
@@ -32,6 +33,7 @@ __all__ = [
     "intra_layer_by_name",
     "linregress",
     "make_mesh",
+    "min_dcf",
     "pearson",
     "rankdata",
     "resample_counts",

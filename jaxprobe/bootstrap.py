@@ -489,3 +489,72 @@ def bootstrap_eer(
     estimate = jax.vmap(_weighted_eer, in_axes=(0, None, None))(sk, y, jnp.ones((m,), s.dtype)).reshape(s.shape[:-1])
     low, high = _interval(reps, estimate, None, level, "percentile")
     return BootstrapResult(estimate, low, high, jnp.asarray(reps), level, "percentile")
+
+
+def bootstrap_min_dcf(
+    scores,
+    labels,
+    pairs,
+    *,
+    key,
+    p_target=(0.01, 0.001),
+    n_items: int | None = None,
+    n_boot: int = 1000,
+    groups=None,
+    level: float = 0.95,
+    c_miss: float = 1.0,
+    c_fa: float = 1.0,
+) -> BootstrapResult:
+    """Bootstrap interval of the normalised minDCF (:func:`jaxprobe.stats.min_dcf`), resampling
+    the items the trials are made of exactly as :func:`bootstrap_eer` does: the same ``key``,
+    ``n_items``, ``n_boot`` and ``groups`` give the same resamples, so minDCF and EER intervals
+    describe the same replicate populations. Percentile intervals.
+
+    Parameters
+    ----------
+    scores : array of shape (m,), or (k, m) for k systems scoring the same trials.
+    labels, pairs, key, n_items, n_boot, groups, level : as in :func:`bootstrap_eer`.
+    p_target : a prior in (0, 1) or a 1-D list of them (default 0.01 and 0.001).
+    c_miss, c_fa : costs of a miss and a false alarm (default 1 and 1).
+
+    Returns
+    -------
+    BootstrapResult: estimate/low/high of shape (P,) or (k, P) (P priors; a scalar prior drops
+    that axis), replicates (kept resamples, ...).
+
+    Raises
+    ------
+    TooFewResamplesError as :func:`bootstrap_eer`; ValueError for malformed inputs.
+    """
+    from jaxprobe.stats import _dcf_params, _eer_inputs, _weighted_min_dcf
+
+    fn = "bootstrap_min_dcf"
+    n_boot, level = _check_common(n_boot, level, "percentile", fn)
+    s, y = _eer_inputs(scores, labels, fn, max_ndim=2)
+    p_arr, cm, cf = _dcf_params(p_target, c_miss, c_fa, fn)
+    m = s.shape[-1]
+    p = np.asarray(pairs)
+    if p.ndim != 2 or p.shape != (m, 2) or p.dtype.kind not in "iu":
+        raise ValueError(f"The 'pairs' parameter of {fn} must be an int array of shape (m, 2) = ({m}, 2), "
+                         f"the two items of each trial; got {p.dtype} {tuple(p.shape)}.")
+    n = int(p.max()) + 1 if n_items is None else check_int(n_items, "n_items", fn=fn, low=2)
+    if p.min() < 0 or p.max() >= n or np.any(p[:, 0] == p[:, 1]):
+        raise ValueError(f"The 'pairs' parameter of {fn} must hold two different item indices in [0, {n}) per trial.")
+    C = _Design(n, groups, False, fn).counts(key, n_boot).astype(s.dtype)  # (B, n), as bootstrap_eer
+    W = C[:, p[:, 0]] * C[:, p[:, 1]]
+    sk = s.reshape(-1, m)
+    pj = jnp.asarray(p_arr, s.dtype)
+    stat = jax.vmap(_weighted_min_dcf, in_axes=(0, None, None, None, None, None), out_axes=1)
+    reps = np.asarray(stat(sk, y, W, pj, cm, cf))  # (B, k, P)
+    keep = np.isfinite(reps).reshape(reps.shape[0], -1).all(axis=1)
+    scalar = np.ndim(p_target) == 0
+    shape = s.shape[:-1] + (() if scalar else (p_arr.size,))
+    reps = reps[keep].reshape((-1,) + shape)
+    if reps.shape[0] < max(2, n_boot // 2):
+        raise TooFewResamplesError(
+            f"{fn}: only {reps.shape[0]} of {n_boot} replicates had both target and non-target trials; the trial "
+            "list is too small (or too few groups) for a bootstrap interval."
+        )
+    estimate = stat(sk, y, jnp.ones((m,), s.dtype), pj, cm, cf).reshape(shape)
+    low, high = _interval(reps, estimate, None, level, "percentile")
+    return BootstrapResult(estimate, low, high, jnp.asarray(reps), level, "percentile")

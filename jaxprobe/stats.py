@@ -238,3 +238,83 @@ def eer(scores, labels, weights=None):
     if bool(jnp.any(w < 0)):
         raise ValueError(f"The 'weights' parameter of {fn} must be non-negative.")
     return _weighted_eer(s, y, w)
+
+
+P_TARGETS = (0.01, 0.001)  # the operating points of the NIST SRE / VoxSRC detection cost
+
+
+@jax.jit
+def _weighted_min_dcf(scores, labels, weights, p_targets, c_miss, c_fa):
+    """Normalised minimum detection cost of trials (m,) under trial weights (..., m), one per
+    prior in ``p_targets`` (P,) -> (..., P); NaN where a class has no weight.
+
+    The operating points are the ROC points of :func:`_weighted_eer` ("accept none", then one per
+    distinct score, accepting every trial with score >= t). At each,
+    DCF = c_miss * P_miss * p + c_fa * P_fa * (1 - p), divided by min(c_miss * p, c_fa * (1 - p)),
+    the cost of the better trivial system (accept all or reject all); the minimum over the points.
+    """
+    order = jnp.argsort(-scores, stable=True)
+    s, y = scores[order], labels[order]
+    w = weights[..., order]
+    last = jnp.concatenate([s[1:] != s[:-1], jnp.ones((1,), bool)])
+    valid = jnp.concatenate([jnp.ones((1,), bool), last])
+    wt = w * y
+    wn = w * (1 - y)
+    pos = jnp.sum(wt, axis=-1, keepdims=True)
+    neg = jnp.sum(wn, axis=-1, keepdims=True)
+    zero = jnp.zeros(w.shape[:-1] + (1,), w.dtype)
+    # clipped to [0, 1]: in float32 a cumulative sum can overshoot its total by a rounding step
+    p_miss = jnp.clip(1.0 - jnp.concatenate([zero, jnp.cumsum(wt, axis=-1)], axis=-1) / pos, 0.0, 1.0)  # (..., m + 1)
+    p_fa = jnp.clip(jnp.concatenate([zero, jnp.cumsum(wn, axis=-1)], axis=-1) / neg, 0.0, 1.0)
+    p = p_targets.astype(w.dtype)[:, None]  # (P, 1)
+    dcf = c_miss * p * p_miss[..., None, :] + c_fa * (1.0 - p) * p_fa[..., None, :]  # (..., P, m + 1)
+    dcf = dcf / jnp.minimum(c_miss * p, c_fa * (1.0 - p))
+    out = jnp.min(jnp.where(valid, dcf, jnp.inf), axis=-1)
+    ok = (pos[..., 0] > 0) & (neg[..., 0] > 0)
+    return jnp.where(ok[..., None], out, jnp.nan)
+
+
+def _dcf_params(p_target, c_miss, c_fa, fn):
+    p = np.atleast_1d(np.asarray(p_target, np.float64))
+    if p.ndim != 1 or p.size == 0 or not np.all((p > 0) & (p < 1)):
+        raise ValueError(f"The 'p_target' parameter of {fn} must be a prior or a 1-D list of priors in (0, 1); "
+                         f"got {p_target!r}.")
+    for name, c in (("c_miss", c_miss), ("c_fa", c_fa)):
+        if not (isinstance(c, (int, float)) and np.isfinite(c) and c > 0):
+            raise ValueError(f"The '{name}' parameter of {fn} must be a positive finite cost; got {c!r}.")
+    return p, float(c_miss), float(c_fa)
+
+
+def min_dcf(scores, labels, p_target=P_TARGETS, weights=None, *, c_miss: float = 1.0, c_fa: float = 1.0):
+    """Normalised minimum detection cost (minDCF) of verification trials, optionally weighted.
+
+    Parameters
+    ----------
+    scores : array of shape (m,), higher = more likely the same speaker.
+    labels : array of shape (m,), 1 for a target (same-speaker) trial, 0 otherwise.
+    p_target : a prior of a target trial in (0, 1), or a 1-D list of them (default 0.01 and 0.001).
+    weights : array of shape (..., m) or None; non-negative trial weights (as in :func:`eer`).
+    c_miss, c_fa : costs of a miss and of a false alarm (default 1 and 1).
+
+    Returns
+    -------
+    array of shape (..., P), P = number of priors (a scalar prior gives (...,)): the minimum over
+    the score thresholds of C_miss P_miss p + C_fa P_fa (1 - p), divided by
+    min(C_miss p, C_fa (1 - p)); 0 for separable trials, at most 1 (a trivial system). With
+    weights, NaN marks a weighting that leaves a class empty.
+    """
+    fn = "min_dcf"
+    s, y = _eer_inputs(scores, labels, fn)
+    p, cm, cf = _dcf_params(p_target, c_miss, c_fa, fn)
+    if weights is None:
+        w = jnp.ones_like(s)
+    else:
+        w = as_float_array(weights, "weights", fn=fn).astype(s.dtype)
+        if w.shape[-1] != s.shape[0]:
+            raise ValueError(f"The 'weights' parameter of {fn} must have shape (..., m) with m = {s.shape[0]} trials; "
+                             f"got {tuple(w.shape)}.")
+        check_finite(w, "weights", fn=fn)
+        if bool(jnp.any(w < 0)):
+            raise ValueError(f"The 'weights' parameter of {fn} must be non-negative.")
+    out = _weighted_min_dcf(s, y, w, jnp.asarray(p, s.dtype), cm, cf)
+    return out[..., 0] if np.ndim(p_target) == 0 else out
