@@ -139,6 +139,16 @@ def fig_stoi(results, out_dir, formats=("png", "pdf")) -> Figure:
                 "baseline. With noisy input, a layer that has discarded the noise reconstructs cleaner speech.")
 
 
+def fig_pesq(results, out_dir, formats=("png", "pdf")) -> Figure:
+    return _per_layer_figure(
+        results, out_dir, field="pesq", stem="fig4b_pesq_per_layer", title="Fig. 4b — wide-band PESQ per layer",
+        ylabel="PESQ (WB, MOS-LQO)", formats=formats, bands=True,
+        caption="Wide-band PESQ (ITU-T P.862.2, the pesq package) of the reconstructed speech against the clean "
+                "utterance window, per layer and input condition (mean over the items PESQ could score; items it "
+                "cannot score, e.g. silent windows, are counted in the tables and excluded; bands: bootstrap "
+                "interval over utterances). Solid: robust, dashed: baseline.")
+
+
 def fig_l1(results, out_dir, formats=("png", "pdf")) -> Figure:
     return _per_layer_figure(
         results, out_dir, field="l1", stem="fig_l1_per_layer", title="Probe L1 reconstruction error per layer",
@@ -202,6 +212,8 @@ def fig_mels(results, out_dir, formats=("png", "pdf"), source=None) -> Figure | 
 def render_hear_figures(results, out_dir, formats=("png", "pdf"), source=None) -> list[Figure]:
     figs = [fig_eer(results, out_dir, formats), fig_mels(results, out_dir, formats, source),
             fig_stoi(results, out_dir, formats), fig_l1(results, out_dir, formats)]
+    if any(r.get("pesq") is not None for r in results.get("probe", [])):  # older results have no PESQ
+        figs.insert(3, fig_pesq(results, out_dir, formats))
     return [f for f in figs if f is not None]
 
 
@@ -270,7 +282,7 @@ def contrast_rows(results, statistic="stoi_robust_minus_baseline", digits=3):
         row = [MODEL_NAMES.get(m, m), lay]
         for cond in conds:
             got = [c for c in cons if (c["model"], c["layer"], c["condition"]) == (m, lay, cond)]
-            if not got:
+            if not got or got[0]["estimate"] is None:
                 row.append("–")
             elif got[0]["low"] is None:
                 row.append(f"{got[0]['estimate']:+.{digits}f}")
@@ -281,12 +293,13 @@ def contrast_rows(results, statistic="stoi_robust_minus_baseline", digits=3):
 
 
 def reference_rows(results):
-    head = ["model", "recogniser", "reference", "condition", "EER %", "STOI"]
+    head = ["model", "recogniser", "reference", "condition", "EER %", "STOI", "PESQ"]
     rows = []
     for r in results.get("reference", []):
         rows.append([MODEL_NAMES.get(r["model"], r["model"]), r["regime"],
                      "input waveform" if r["layer"] == "audio" else "Griffin-Lim of input mel",
-                     _cond_label(r["condition"]), _f(r["eer"], 1), _f(r["stoi"], 3)])
+                     _cond_label(r["condition"]), _f(r["eer"], 1), _f(r["stoi"], 3),
+                     _f(r.get("pesq"), 2)])
     return head, rows
 
 
@@ -405,14 +418,15 @@ def findings(results) -> list[str]:
 def write_hear_csvs(results, out) -> dict[str, Path]:
     out = Path(out)
     probe_cols = ["model", "regime", "layer", "layer_index", "r", "condition", "snr", "l1", "l1_low", "l1_high",
-                  "stoi", "stoi_low", "stoi_high", "eer", "eer_low", "eer_high", "n_items"]
+                  "stoi", "stoi_low", "stoi_high", "pesq", "pesq_low", "pesq_high", "pesq_excluded", "eer", "eer_low",
+                  "eer_high", "n_items"]
     asr = [{k: v for k, v in r.items() if k != "listen"} | {f"cer_{c}": v["cer"] for c, v in r.get("listen", {}).items()}
            | {f"wer_{c}": v["wer"] for c, v in r.get("listen", {}).items()} for r in results["asr"]]
     h, rows = table2_rows(results)
     t2 = [dict(zip(h, row)) for row in rows]
     return {"probe": _write_csv(out / "probe.csv", probe_cols, results["probe"]),
             "reference": _write_csv(out / "reference.csv", ["model", "regime", "layer", "condition", "eer", "eer_low",
-                                                            "eer_high", "stoi"],
+                                                            "eer_high", "stoi", "pesq"],
                                     results.get("reference", [])),
             "asr": _write_csv(out / "asr.csv", ["model", "regime", "cer", "wer"], asr),
             "table2": _write_csv(out / "table2.csv", h, t2),
@@ -428,14 +442,29 @@ def _sections(results, figures):
             ("table", "Table 2 — speaker-verification EER (%) on speech reconstructed from each layer", table2_rows(results)),
             ("table", "Speaker-verification EER % of the reconstructions ([95 % bootstrap interval, utterances "
                       "resampled])", metric_rows(results, "eer", 1)),
+            *[("table", f"Normalised minDCF of the reconstructions, P_target {p:g}, C_miss = C_fa = 1 ([95 % bootstrap "
+                        "interval, the EER's resamples]; 1 = no better than a trivial system)",
+               metric_rows(results, f"min_dcf_{p:g}", 3)) for p in _dcf_priors(results)],
             ("table", "STOI of the reconstructions (mean [95 % bootstrap interval over utterances])", metric_rows(results, "stoi")),
+            ("table", "Wide-band PESQ of the reconstructions (mean over the items PESQ could score [95 % bootstrap "
+                      "interval over utterances])", metric_rows(results, "pesq")),
+            ("table", "Items PESQ could not score (silence or too short), excluded from the PESQ means",
+             metric_rows(results, "pesq_excluded", 0)),
             ("table", "Probe L1 error (log-mel, mean [interval])", metric_rows(results, "l1")),
             ("table", "Robust − baseline STOI, paired over the same utterances (mean [95 % bootstrap interval])",
              contrast_rows(results)),
+            ("table", "Robust − baseline wide-band PESQ, paired over the utterances PESQ scored for both recognisers "
+                      "(mean [95 % bootstrap interval])", contrast_rows(results, "pesq_robust_minus_baseline")),
             ("table", "Robust − baseline EER (percentage points), paired over the same utterances and trials "
                       "([95 % bootstrap interval])", contrast_rows(results, "eer_robust_minus_baseline", 1)),
             ("table", "References: the unprocessed input and Griffin-Lim of the input mel", reference_rows(results)),
             ("table", "Appendix: settings", settings_rows(results))]
+
+
+def _dcf_priors(results) -> list[float]:
+    """The P_target values of the minDCF fields the probe records carry (none in older results)."""
+    keys = {k for r in results.get("probe", []) for k in r if k.startswith("min_dcf_") and not k.endswith(("_low", "_high"))}
+    return sorted((float(k[len("min_dcf_"):]) for k in keys), reverse=True)
 
 
 def is_hear_results(results) -> bool:

@@ -12,9 +12,10 @@ recomputes only what changed and a killed run resumes:
    jitted step (:func:`jaxprobe.probe.train_probes`), early stopping on held-out L1, orbax
    checkpoints that resume exactly.
 3. listen  (JAX + the torch speaker model) per layer and condition: probe output -> L1 against
-   the target mel; mel -> linear (pseudo-inverse) -> Griffin-Lim -> waveform; STOI against the
-   clean window; x-vector embeddings -> verification EER (interval: utterances resampled,
-   ``jaxprobe.bootstrap_eer``); wavs of a few utterances.
+   the target mel; mel -> linear (pseudo-inverse) -> Griffin-Lim -> waveform; STOI and wide-band
+   PESQ against the clean window (items PESQ cannot score are counted and excluded); x-vector embeddings -> verification EER and normalised minDCF at P_target 0.01
+   and 0.001 (intervals: utterances resampled, ``jaxprobe.bootstrap_eer`` / ``bootstrap_min_dcf``,
+   the same resamples); wavs of a few utterances.
 4. report  results.json, CSV tables, figures (Table 2, Figs. 2-4), report.md, report.html.
 
 Two reference rows frame every layer's numbers: "audio" (the waveform the recogniser heard,
@@ -40,7 +41,8 @@ CLEAN = "clean"
 INPUT = "frontend.mel"  # the store's input log-mel layer (torch_bridge.models.asr.INPUT_LAYER)
 REFERENCES = ("audio", "mel")
 _VERSION = 1
-_LISTEN_VERSION = 3  # 2: EER intervals, 3: embeddings kept for paired EER contrasts (older caches are recomputed)
+_LISTEN_VERSION = 5  # 2: EER intervals, 3: embeddings kept for paired EER contrasts, 4: minDCF, 5: PESQ
+# (older caches are recomputed)
 
 
 _log = stage_logger("hear")
@@ -199,6 +201,39 @@ def _eer_ci(emb: np.ndarray, speakers: list, key_int: int, cfg) -> tuple[float, 
     return float(est[0]), 100.0 * float(r.low[0]), 100.0 * float(r.high[0])
 
 
+def dcf_key(p: float) -> str:
+    """The record key of the minDCF at prior ``p`` ('min_dcf_0.01')."""
+    return f"min_dcf_{p:g}"
+
+
+def _min_dcf_ci(emb: np.ndarray, speakers: list, key_int: int, cfg) -> dict:
+    """One system's normalised minDCF at each prior in ``jaxprobe.stats.P_TARGETS`` (C_miss = C_fa = 1)
+    with percentile intervals from the same utterance resamples as its EER (``key_int`` as given to
+    :func:`_eer_ci`); intervals None for tiny sets. Keys 'min_dcf_0.01', 'min_dcf_0.01_low', ..."""
+    import jax
+
+    from jaxprobe.bootstrap import TooFewResamplesError, bootstrap_min_dcf
+    from jaxprobe.stats import P_TARGETS, min_dcf
+    from torch_bridge.models.speaker import cosine_scores, verification_trials
+
+    lst = cfg["listen"]
+    trials = cfg["speaker"]["trials_per_class"] or None
+    pairs, labels = verification_trials(speakers, n_per_class=trials, seed=cfg["seed"])
+    scores = cosine_scores(emb, pairs)
+    try:
+        r = bootstrap_min_dcf(scores, labels, pairs, p_target=P_TARGETS, n_items=len(speakers), n_boot=lst["n_boot"],
+                              level=lst["level"], key=jax.random.fold_in(jax.random.key(cfg["seed"]), key_int))
+        est, lo, hi = (np.asarray(a, np.float64) for a in (r.estimate, r.low, r.high))
+    except TooFewResamplesError:
+        est, lo, hi = np.asarray(min_dcf(scores, labels, P_TARGETS), np.float64), None, None
+    out = {}
+    for k, p in enumerate(P_TARGETS):
+        out[dcf_key(p)] = float(est[k])
+        out[dcf_key(p) + "_low"] = None if lo is None else float(lo[k])
+        out[dcf_key(p) + "_high"] = None if hi is None else float(hi[k])
+    return out
+
+
 def _ci_mean(values: np.ndarray, key_int: int, cfg) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Mean over items (last axis) with percentile bootstrap intervals over utterances."""
     import jax
@@ -211,10 +246,22 @@ def _ci_mean(values: np.ndarray, key_int: int, cfg) -> tuple[np.ndarray, np.ndar
     return np.asarray(r.estimate), np.asarray(r.low), np.asarray(r.high)
 
 
+def _pesq_ci(scores: np.ndarray, key_int: int, cfg) -> dict:
+    """Mean wide-band PESQ over the items PESQ could score (NaN = excluded), with its percentile
+    interval over utterances and the number excluded; None where fewer than 2 items remain."""
+    ok = np.isfinite(scores)
+    rec = {"pesq": None, "pesq_low": None, "pesq_high": None, "pesq_excluded": int((~ok).sum())}
+    if ok.sum() >= 2:
+        e, lo, hi = _ci_mean(scores[ok], key_int, cfg)
+        rec.update(pesq=float(e), pesq_low=float(lo), pesq_high=float(hi))
+    return rec
+
+
 def listen(job_result: dict, probes, cfg: dict, data, speaker_path: str, out: Path) -> dict:
     """Every layer's reconstructions of the listening set, measured (see the module docstring)."""
     import jax.numpy as jnp
 
+    from jaxprobe.audio.pesq import wideband_pesq
     from jaxprobe.audio.stoi import stoi
     from torch_bridge.dump import Item
     from torch_bridge.hear import item_audio, listening_conditions, speaker_embeddings
@@ -245,6 +292,12 @@ def listen(job_result: dict, probes, cfg: dict, data, speaker_path: str, out: Pa
     def measure(label: str, wav: np.ndarray, mel: np.ndarray | None, key_int: int) -> list[dict]:
         st = stoi(clean_w, wav)
         per_item[f"stoi|{label}"] = st
+        pq = wideband_pesq(clean_w, wav)
+        per_item[f"pesq|{label}"] = pq.scores
+        if pq.n_excluded:  # reported, never silent: the records count them per condition
+            reasons = sorted({r.split(":", 1)[0] for r in pq.failures.values()})
+            _log(f"{tag} {label}: PESQ could not score {pq.n_excluded} of {len(wav)} items ({', '.join(reasons)}); "
+                 "excluded from the PESQ means")
         emb = speaker_embeddings(speaker_path, list(wav), threads=max(cfg["asr"]["threads"], 1))
         per_item[f"emb|{label}"] = emb
         recs = []
@@ -255,7 +308,9 @@ def listen(job_result: dict, probes, cfg: dict, data, speaker_path: str, out: Pa
             s_est, s_lo, s_hi = _ci_mean(st[order], key_int * 97 + ci, cfg)
             rec = {"layer": label, "condition": cond, "snr": None if cond == CLEAN else float(cond),
                    "eer": e_est, "eer_low": e_lo, "eer_high": e_hi,
+                   **_min_dcf_ci(emb[order], [spk[u] for u in utt_of[order]], key_int * 97 + ci + 25, cfg),
                    "stoi": float(s_est), "stoi_low": float(s_lo), "stoi_high": float(s_hi),
+                   **_pesq_ci(pq.scores[order], key_int * 97 + ci + 75, cfg),
                    "n_items": int(order.size)}
             if mel is not None:
                 l1 = np.mean(np.abs(mel[order] - target[order]), axis=(1, 2))
@@ -307,7 +362,7 @@ def listen(job_result: dict, probes, cfg: dict, data, speaker_path: str, out: Pa
 
 
 def regime_contrasts(out: Path, models, cfg) -> list[dict]:
-    """Paired robust - baseline STOI and EER differences per (model, layer, condition): the same
+    """Paired robust - baseline STOI, PESQ and EER differences per (model, layer, condition): the same
     listening items through both recognisers, so the bootstrap resamples utterances once for both
     (a tighter and more honest comparison than two separate intervals)."""
     from jaxprobe.bootstrap import _interval
@@ -328,6 +383,16 @@ def regime_contrasts(out: Path, models, cfg) -> list[dict]:
                 e, lo, hi = _ci_mean(d, 10_000 + 1000 * mi + 10 * li + ci, cfg)
                 recs.append({"model": model, "layer": layer, "condition": str(cond), "statistic": "stoi_robust_minus_baseline",
                              "estimate": float(e), "low": float(lo), "high": float(hi), "n_items": int(sel.size)})
+                if f"pesq|{layer}" in b.files and f"pesq|{layer}" in r.files:  # items PESQ scored in both
+                    d = r[f"pesq|{layer}"][sel] - b[f"pesq|{layer}"][sel]
+                    ok = np.isfinite(d)
+                    rec = {"model": model, "layer": layer, "condition": str(cond), "statistic": "pesq_robust_minus_baseline",
+                           "estimate": None, "low": None, "high": None, "n_items": int(ok.sum()),
+                           "n_excluded": int((~ok).sum())}
+                    if ok.sum() >= 2:
+                        e, lo, hi = _ci_mean(d[ok], 30_000 + 1000 * mi + 10 * li + ci, cfg)
+                        rec.update(estimate=float(e), low=float(lo), high=float(hi))
+                    recs.append(rec)
                 if f"emb|{layer}" in b.files and f"emb|{layer}" in r.files:
                     order = sel[np.argsort(b["utterance"][sel])]  # the order listen() scored them in
                     est, boot = _eer_boot([b[f"emb|{layer}"][order], r[f"emb|{layer}"][order]],

@@ -119,24 +119,43 @@ def test_results_contract(hear_run):
     assert len(with_ci) >= len(res["probe"]) // 2
     for r in with_ci:
         assert 0 <= r["eer_low"] <= r["eer"] <= r["eer_high"] <= 100
+    # wide-band PESQ next to STOI: excluded items counted, never silently a number
+    for r in res["probe"] + res["reference"]:
+        assert 0 <= r["pesq_excluded"] <= r["n_items"]
+        if r["pesq"] is not None:
+            assert 1.0 <= r["pesq_low"] - 1e-6 <= r["pesq"] <= r["pesq_high"] + 1e-6 <= 4.65  # float32 means
+    assert sum(r["pesq"] is not None for r in res["probe"]) >= len(res["probe"]) // 2
+    # minDCF at P_target 0.01 and 0.001 next to the EER, intervals from the same resamples (present together)
+    for r in res["probe"] + res["reference"]:
+        for p in ("0.01", "0.001"):
+            d, lo, hi = r[f"min_dcf_{p}"], r[f"min_dcf_{p}_low"], r[f"min_dcf_{p}_high"]
+            assert 0 <= d <= 1 + 1e-6 and (lo is None) == (hi is None) == (r["eer_low"] is None)
+            assert lo is None or 0 <= lo <= hi <= 1 + 1e-6
     # paired robust - baseline STOI and EER contrasts: every (model, layer, condition), intervals around estimates
-    for stat, field in (("stoi_robust_minus_baseline", "stoi"), ("eer_robust_minus_baseline", "eer")):
+    for stat, field in (("stoi_robust_minus_baseline", "stoi"), ("eer_robust_minus_baseline", "eer"),
+                        ("pesq_robust_minus_baseline", "pesq")):
         cons = [c for c in res["contrasts"] if c["statistic"] == stat]
         assert len(cons) == sum(n * 3 for n in n_layers.values())
         for c in cons:
             assert c["n_items"] == 9 and (c["low"] is None or c["low"] <= c["high"])
             per = {r["regime"]: r[field] for r in res["probe"]
                    if (r["model"], r["layer"], r["condition"]) == (c["model"], c["layer"], c["condition"])}
+            if field == "pesq":  # paired over the items PESQ scored for both: equal to the means' difference then
+                if c["estimate"] is not None and c["n_excluded"] == 0:
+                    assert math.isclose(c["estimate"], per["robust"] - per["baseline"], abs_tol=1e-4)
+                continue
             assert math.isclose(c["estimate"], per["robust"] - per["baseline"], abs_tol=1e-4)  # same items, paired
     assert all(c["low"] <= c["estimate"] <= c["high"] for c in res["contrasts"] if c["statistic"].startswith("stoi"))
     # references: the unprocessed clean input scores STOI 1 against itself
     ref = [r for r in res["reference"] if r["layer"] == "audio" and r["condition"] == "clean"]
     assert ref and all(math.isclose(r["stoi"], 1.0, abs_tol=1e-4) for r in ref)
+    assert all(r["pesq_excluded"] > 0 or abs(r["pesq"] - 4.644) < 0.01 for r in ref)  # and PESQ the scale's top
     for name in ("md", "html", "probe_csv", "asr_csv", "table2_csv", "contrasts_csv"):
         assert (out / paths[name].split(str(out))[-1].lstrip("/")).exists()
     html = (out / "report.html").read_text()
     assert "Table 2" in html and "data:image/png;base64," in html and "Findings" in html
-    for stem in ("fig2_eer_per_layer", "fig3_mel_per_layer", "fig4_stoi_per_layer"):
+    assert "minDCF of the reconstructions, P_target 0.001" in html
+    for stem in ("fig2_eer_per_layer", "fig3_mel_per_layer", "fig4_stoi_per_layer", "fig4b_pesq_per_layer"):
         assert (out / "figures" / f"{stem}.png").stat().st_size > 10_000
     wavs = sorted((out / "wavs").rglob("*.wav"))
     # one example utterance x 4 recognisers x 3 conditions x (layers + 2 references)
