@@ -45,6 +45,7 @@ class HearData:
     listen: list
     noises: dict
     description: str
+    human: list = dataclasses.field(default_factory=list)  # held-out human speech (the embedded corpus's prompts)
 
 
 def _by_speaker(records, per_speaker: int, n_speakers: int = 0, skip: set | None = None) -> list:
@@ -87,6 +88,7 @@ def load_hear_data(d: Mapping[str, Any], noise_names: Sequence[str] = (), log: C
         rest = [r for r in dev if r.id not in {u.id for u in listen}]
         valid = _spread(rest, d["probe_valid_utterances"])
         held_pool = rest
+        human = list(corpus.real_speech)
     else:
         from .data import LibriSpeech, Musan
 
@@ -99,6 +101,7 @@ def load_hear_data(d: Mapping[str, Any], noise_names: Sequence[str] = (), log: C
         listen = _by_speaker(test, d["eval_per_speaker"], d["eval_speakers"])
         valid = _spread(dev, d["probe_valid_utterances"])
         held_pool = dev
+        human = []  # LibriSpeech is human speech throughout: the listening set itself
     if noise_names:
         unknown = [n for n in noise_names if n not in noises]
         if unknown:
@@ -112,7 +115,7 @@ def load_hear_data(d: Mapping[str, Any], noise_names: Sequence[str] = (), log: C
         raise ValueError("The listening set needs utterances of at least 2 speakers for speaker verification; "
                          "raise data.eval_speakers or use a larger corpus.")
     return HearData(train=train, held_out=held, probe_train=probe_train, probe_valid=valid, listen=listen,
-                    noises={"all": noises, "listen": listen_noises}, description=desc)
+                    noises={"all": noises, "listen": listen_noises}, description=desc, human=human)
 
 
 # ----------------------------------------------------------------------------- items
@@ -367,5 +370,31 @@ def speaker_embeddings(path: str, waveforms: Sequence[np.ndarray], *, threads: i
     torch.set_num_threads(max(threads, 1))
     try:
         return _emb(_speaker_model(str(path)), list(waveforms), batch_size=32)
+    finally:
+        torch.set_num_threads(old)
+
+
+@functools.lru_cache(maxsize=1)
+def _judge():
+    from .models.ge2e import GE2EJudge
+
+    return GE2EJudge()
+
+
+def judge_info() -> dict:
+    """Name, source, training data, licence and architecture of the study's pretrained judge."""
+    from .models.ge2e import INFO
+
+    return dict(INFO)
+
+
+def judge_embeddings(waveforms: Sequence[np.ndarray], *, threads: int = 1) -> np.ndarray:
+    """Embeddings (n, 256) of 16 kHz waveforms by the pretrained GE2E judge (Resemblyzer's weights)."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(max(threads, 1))
+    try:
+        return _judge().embed(list(waveforms))
     finally:
         torch.set_num_threads(old)

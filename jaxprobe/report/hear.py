@@ -123,7 +123,8 @@ def fig_eer(results, out_dir, formats=("png", "pdf")) -> Figure:
     return _per_layer_figure(
         results, out_dir, field="eer", stem="fig2_eer_per_layer", title="Fig. 2 — speaker-verification EER per layer",
         ylabel="EER (%)", formats=formats, bands=True,
-        caption="Equal error rate of x-vector speaker verification on speech reconstructed from each layer "
+        caption="Equal error rate of speaker verification by the pretrained GE2E judge (Resemblyzer's LSTM encoder, "
+                "trained on LibriSpeech and VoxCeleb; results.json 'speaker.judge') on speech reconstructed from each layer "
                 "(probe → mel → pseudo-inverse → Griffin-Lim), per input condition; solid: robust recogniser, "
                 "dashed: baseline; bands: bootstrap intervals from resampling utterances. 'mel (ref.)': Griffin-Lim "
                 "from the recogniser's own input log-mel, the best a probe can reach through this vocoder. Higher "
@@ -323,7 +324,18 @@ def data_rows(results):
             ["listening noises", ", ".join(d["listen_noises"])], ["conditions", ", ".join(map(_cond_label, d["conditions"]))],
             ["window", f"{d['window_seconds']} s centred per utterance"]]
     sp = results.get("speaker", {})
-    if sp:
+    pc = lambda v: "–" if v is None else f"{100 * v:.1f} %"  # noqa: E731
+    if "judge" in sp:
+        j, x = sp["judge"], sp.get("xvector", {})
+        rows.append(["speaker judge", f"{j['name']} — {j['source']}; trained on {j['training_data']}; {j['licence']}"])
+        rows.append(["judge EER, held-out human speech (clean)",
+                     f"{pc(j.get('eer_human'))} [{pc(j.get('eer_human_low'))}, {pc(j.get('eer_human_high'))}] "
+                     f"({j.get('n_human_utterances') or 0} utterances of {len(j.get('human_speakers') or [])} speakers)"])
+        rows.append(["judge EER, clean listening windows (synthetic voices)",
+                     f"{pc(j.get('eer_synthetic'))} [{pc(j.get('eer_synthetic_low'))}, {pc(j.get('eer_synthetic_high'))}]"])
+        rows.append(["second judge", f"x-vector, {x.get('steps', '?')} steps on {len(x.get('speakers', []))} synthetic "
+                                     f"training voices; EER human {pc(x.get('eer_human'))}, synthetic {pc(x.get('eer_synthetic'))}"])
+    elif sp:  # results written before the pretrained judge
         rows.append(["speaker model", f"x-vector, {sp.get('steps', '?')} steps on {len(sp.get('speakers', []))} training speakers"])
     return ["", ""], rows
 
@@ -409,8 +421,14 @@ def findings(results) -> list[str]:
                            "in noise, i.e. lower EER)." + paired)
     sp = [r for r in results.get("reference", []) if r["layer"] == "audio" and r["condition"] == "clean"]
     if sp:
-        out.append(f"Speaker model on the unprocessed clean listening windows: EER {sp[0]['eer']:.1f} % "
+        out.append(f"Speaker judge on the unprocessed clean listening windows: EER {sp[0]['eer']:.1f} % "
                    "(the floor every layer's EER is read against).")
+    j = results.get("speaker", {}).get("judge", {})
+    if j.get("eer_human") is not None:
+        out.append(f"The judge ({j['name']}) on the corpus's held-out human speech, clean: EER "
+                   f"{100 * j['eer_human']:.1f} % [{100 * (j.get('eer_human_low') or j['eer_human']):.1f}, "
+                   f"{100 * (j.get('eer_human_high') or j['eer_human']):.1f}]; the x-vector trained here: "
+                   f"{100 * results['speaker']['xvector']['eer_human']:.1f} %.")
     return out
 
 
@@ -445,6 +463,8 @@ def _sections(results, figures):
             *[("table", f"Normalised minDCF of the reconstructions, P_target {p:g}, C_miss = C_fa = 1 ([95 % bootstrap "
                         "interval, the EER's resamples]; 1 = no better than a trivial system)",
                metric_rows(results, f"min_dcf_{p:g}", 3)) for p in _dcf_priors(results)],
+            ("table", "Second judge: x-vector (trained here on the synthetic training voices) EER % of the "
+                      "reconstructions ([95 % bootstrap interval])", metric_rows(results, "eer_xvector", 1)),
             ("table", "STOI of the reconstructions (mean [95 % bootstrap interval over utterances])", metric_rows(results, "stoi")),
             ("table", "Wide-band PESQ of the reconstructions (mean over the items PESQ could score [95 % bootstrap "
                       "interval over utterances])", metric_rows(results, "pesq")),

@@ -119,6 +119,15 @@ def test_results_contract(hear_run):
     assert len(with_ci) >= len(res["probe"]) // 2
     for r in with_ci:
         assert 0 <= r["eer_low"] <= r["eer"] <= r["eer_high"] <= 100
+    # the pretrained judge and the x-vector as a second judge, both on human speech
+    j, x = res["speaker"]["judge"], res["speaker"]["xvector"]
+    assert "Resemblyzer" in j["name"] and j["licence"] == "Apache-2.0" and "VoxCeleb" in j["training_data"]
+    assert len(j["human_speakers"]) == 4 and j["n_human_utterances"] >= 8
+    for judge in (j, x):
+        assert 0 <= judge["eer_human"] <= 1 and 0 <= judge["eer_synthetic"] <= 1
+    assert j["eer_human_low"] <= j["eer_human"] <= j["eer_human_high"]
+    for r in res["probe"]:
+        assert 0 <= r["eer_xvector"] <= 100
     # wide-band PESQ next to STOI: excluded items counted, never silently a number
     for r in res["probe"] + res["reference"]:
         assert 0 <= r["pesq_excluded"] <= r["n_items"]
@@ -154,7 +163,8 @@ def test_results_contract(hear_run):
         assert (out / paths[name].split(str(out))[-1].lstrip("/")).exists()
     html = (out / "report.html").read_text()
     assert "Table 2" in html and "data:image/png;base64," in html and "Findings" in html
-    assert "minDCF of the reconstructions, P_target 0.001" in html
+    assert "minDCF of the reconstructions, P_target 0.001" in html and "Second judge: x-vector" in html
+    assert "judge EER, held-out human speech" in html
     for stem in ("fig2_eer_per_layer", "fig3_mel_per_layer", "fig4_stoi_per_layer", "fig4b_pesq_per_layer"):
         assert (out / "figures" / f"{stem}.png").stat().st_size > 10_000
     wavs = sorted((out / "wavs").rglob("*.wav"))
