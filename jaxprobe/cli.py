@@ -26,6 +26,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("jaxprobe._cmd_demo", "Run the main job (the SNR-sweep study of MUSE) on the embedded default."),
     "sweep": ("jaxprobe._cmd_sweep", "The SNR-sweep probing study of MUSE, end to end, with its report."),
     "hear": ("jaxprobe._cmd_hear", "What does a layer hear? Recognisers, per-layer Highway probes, listening (Table 2, Figs. 2-4)."),
+    "hear-score": ("jaxprobe._cmd_hear_score", "Score a listening test: human error rate per layer with intervals over listeners and triplets."),
     "dump": ("jaxprobe._cmd_dump", "Dump a model's pooled activations over an SNR sweep into a resumable store."),
     "store": ("jaxprobe._cmd_store", "Check an activation store: `jaxprobe store verify DIR` (sizes, checksums, missing chunks)."),
     "corpus": ("jaxprobe._cmd_corpus", "Build or verify the embedded default corpus (speech and noise)."),
