@@ -54,7 +54,7 @@ def _check_against_golden(model, layers) -> float:
     """Largest relative (Frobenius) difference of the captured norm1 time means to the
     official code's, on the golden input; raises if above 1e-4."""
     from torch_bridge import capture
-    from torch_bridge.enhance import muse_forward_inputs, muse_segments
+    from torch_bridge.muse_inference import muse_forward_inputs, muse_segments
 
     gold = np.load(SHARED_MUSE / "golden_case1.npz")
     stages = {"Enc1": "encoder_level1", "Enc2": "encoder_level2", "Latent": "latent",
@@ -99,7 +99,7 @@ def main() -> int:
 
     from torch_bridge import capture, dump_snr_sweep, snr_sweep
     from torch_bridge.dump import muse_dump_model
-    from torch_bridge.enhance import SEGMENT_SIZE
+    from torch_bridge.muse_inference import SEGMENT_SIZE
 
     torch.set_num_threads(args.threads)
     machine = _machine(args.threads)

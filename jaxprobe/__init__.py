@@ -3,7 +3,7 @@
 The public API is what ``__all__`` lists. ``import jaxprobe`` never imports torch.
 """
 from jaxprobe.bootstrap import BootstrapResult, bootstrap_cka, bootstrap_eer, bootstrap_mean, bootstrap_min_dcf, resample_counts
-from jaxprobe.cka import cka, cka_matrix
+from jaxprobe._cka import cka, cka_matrix
 from jaxprobe.diffusion import DiffusionMap, diffusion_distances, diffusion_map, diffusion_nystrom
 from jaxprobe.diffusion_analysis import InterLayerResult, IntraLayerResult, inter_layer, intra_layer, intra_layer_by_name
 from jaxprobe.distributed import make_mesh

@@ -87,7 +87,7 @@ def main(args: argparse.Namespace) -> int:
     _check_output(args.output, args.subtype)
     import torch
 
-    from torch_bridge.enhance import enhance, load_muse
+    from torch_bridge.muse_inference import enhance, load_muse
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)

@@ -74,15 +74,38 @@ def _aligned_view(a: np.ndarray, align: int = ALIGN) -> np.ndarray:
     return out
 
 
-def as_float_array(x: Any, name: str, *, fn: str | None = None, min_ndim: int = 1, transient: bool = False):
-    """Return ``x`` as a floating jax-compatible array, keeping float64 when x64 is on.
+DTYPE_POLICY = """Dtype policy (every public entry of jaxprobe, applied by ``as_float_array``):
+float32 and float64 arrays are kept (float64 stays float64 when ``jax_enable_x64`` is on;
+with x64 off it is computed in float32, and values outside float32's range are an error,
+never a silent inf or 0); narrow floats (float16, bfloat16) are upcast to float32;
+bool, complex and non-numeric arrays are rejected; integer arrays are rejected for
+representations (activations, point clouds) and converted to the float dtype for
+coordinates and statistics (``linregress(snrs, values)``)."""
 
-    Integer/bool input is promoted to the default float dtype. Raises TypeError for
-    non-numeric input and ValueError for too few dimensions. ``transient=True`` (for
-    arrays used only during one call) hands a numpy array to the CPU device without
-    a copy when it is 64-byte aligned (jax copies unaligned buffers slowly; an aligned
-    numpy copy is several times faster).
+
+def _is_float(dt) -> bool:
+    import jax.numpy as jnp
+
+    try:
+        return bool(jnp.issubdtype(dt, jnp.floating))
+    except TypeError:
+        return False
+
+
+def as_float_array(x: Any, name: str, *, fn: str | None = None, min_ndim: int = 1, transient: bool = False,
+                   integers: bool = True):
+    """Return ``x`` as a floating jax-compatible array following ``DTYPE_POLICY``.
+
+    float16/bfloat16 are upcast to float32; float64 is kept when x64 is on, else cast to
+    float32 after checking that its values fit (ValueError otherwise); integer input is
+    converted to the default float dtype when ``integers`` is True and rejected (TypeError)
+    otherwise; bool, complex and non-numeric input are rejected (TypeError). Raises
+    ValueError for too few dimensions. ``transient=True`` (for arrays used only during
+    one call) hands a numpy array to the CPU device without a copy when it is 64-byte
+    aligned (jax copies unaligned buffers slowly; an aligned numpy copy is several
+    times faster).
     """
+    import jax
     import jax.numpy as jnp
 
     if not hasattr(x, "shape") or not hasattr(x, "dtype"):
@@ -90,26 +113,89 @@ def as_float_array(x: Any, name: str, *, fn: str | None = None, min_ndim: int = 
             x = np.asarray(x)
         except Exception as exc:  # pragma: no cover - numpy message is informative
             raise TypeError(f"The '{name}' parameter{_where(fn)} must be an array; got {type(x).__name__}.") from exc
-    if x.dtype.kind not in "biuf":
+    dt = np.dtype(x.dtype) if not _is_float(x.dtype) else x.dtype
+    is_float = _is_float(dt)
+    if not is_float and (dt.kind not in "iu" or not integers):
+        what = "floating-point numbers (float32 or float64)" if not integers else "real numbers (float or int)"
+        hint = " Convert with .astype(np.float32) if the values really are measurements." if dt.kind in "iu" else ""
         raise TypeError(
-            f"The '{name}' parameter{_where(fn)} must hold real numbers; got dtype {x.dtype}."
+            f"The '{name}' parameter{_where(fn)} must hold {what}; got dtype {dt}.{hint}"
         )
     if x.ndim < min_ndim:
         raise ValueError(
             f"The '{name}' parameter{_where(fn)} must have at least {min_ndim} dimensions; "
             f"got shape {tuple(x.shape)}. Reshape your data, e.g. x[:, None] for a single feature."
         )
-    if x.dtype.kind != "f":
-        x = jnp.asarray(x, dtype=jnp.result_type(float))
-    elif transient and isinstance(x, np.ndarray):
-        import jax
+    if not is_float:
+        return jnp.asarray(x, dtype=jnp.result_type(float))
+    if np.dtype(x.dtype).itemsize < 4:  # float16, bfloat16: too narrow for sums of squares
+        return jnp.asarray(x, dtype=jnp.float32)
+    want = np.dtype(jax.dtypes.canonicalize_dtype(x.dtype))  # float64 -> float32 unless x64 is on
+    if want != x.dtype:
+        a = np.asarray(x)
+        amax = float(np.max(np.abs(a))) if a.size else 0.0
+        f32 = np.finfo(np.float32)
+        if np.isfinite(amax) and (amax > f32.max or 0.0 < amax < f32.tiny):
+            raise ValueError(
+                f"The '{name}' parameter{_where(fn)} holds float64 values up to {amax:.3g} in magnitude, outside "
+                f"float32's range [{f32.tiny:.3g}, {f32.max:.3g}]; jax computes in float32 unless x64 is on. Call "
+                "jax.config.update('jax_enable_x64', True) to keep float64, or rescale the values."
+            )
+        a = a.astype(want)
+        if transient:
+            return jax.device_put(_aligned_view(a), may_alias=True)
+        return jnp.asarray(a)
+    if transient and isinstance(x, np.ndarray):
+        return jax.device_put(_aligned_view(x), may_alias=True)
+    return jnp.asarray(x)
 
-        want = np.dtype(jax.dtypes.canonicalize_dtype(x.dtype))  # float64 -> float32 unless x64 is on
-        a = x if x.dtype == want else x.astype(want)
-        x = jax.device_put(_aligned_view(a), may_alias=True)
-    else:
-        x = jnp.asarray(x)
-    return x
+
+# ----------------------------------------------------------------------------- constant representations
+
+CONSTANT_EPS_FACTOR = 64
+CONSTANT_RULE = """A representation item A (n, d) is constant when its column-centred values are no larger
+than rounding noise: ||A - mean_rows(A)||_F <= 64 * eps * ||A||_F, with eps the machine
+epsilon of the computing dtype (float32: 1.2e-7, so a relative spread below 7.6e-6;
+float64: 2.2e-16, below 1.4e-14). Both norms are taken after scaling A by a power of two
+(CKA is scale invariant), from the centred Gram's trace and one sum of squares computed
+in the same pass as the CKA itself. An all-zero item (a dead layer) is constant."""
+
+
+def constant_threshold(dtype) -> float:
+    """The bound on ``||A_c||_F^2 / ||A||_F^2`` below which an item is constant (``CONSTANT_RULE``)."""
+    return float((CONSTANT_EPS_FACTOR * np.finfo(np.dtype(dtype)).eps) ** 2)
+
+
+def item_index(flat_index: tuple, batch: tuple, own: tuple) -> tuple:
+    """The index into an argument of batch shape ``own`` of broadcast batch index ``flat_index``
+    (``batch`` the broadcast shape): leading axes it lacks dropped, size-1 axes at 0."""
+    k = len(batch) - len(own)
+    return tuple(0 if own[i] == 1 else int(flat_index[k + i]) for i in range(len(own)))
+
+
+def check_not_constant(ratio, name: str, *, fn: str | None, dtype, own_shape: tuple | None = None) -> None:
+    """Raise the one constant-representation error if any item's ``ratio`` (centred over
+    uncentred sum of squares, of shape batch) is at or below ``constant_threshold(dtype)``.
+
+    ``own_shape``: the argument's own batch shape when ``ratio`` is broadcast to a larger
+    batch (the index reported is then the argument's own)."""
+    r = np.asarray(ratio, dtype=np.float64)
+    tol = constant_threshold(dtype)
+    bad = r <= tol  # NaN (a non-finite item) is not constant: the finite check reports it
+    if not np.any(bad):
+        return
+    where = tuple(int(i) for i in np.argwhere(np.atleast_1d(bad))[0]) if r.ndim else ()
+    if own_shape is not None and r.ndim:
+        where = item_index(where, r.shape, tuple(own_shape))
+    at = f" at batch index {where}" if where else ""
+    spread = float(np.sqrt(max(float(r[bad].ravel()[0]), 0.0)))
+    raise ValueError(
+        f"The '{name}' parameter{_where(fn)} is a constant representation{at}: its rows differ by no "
+        f"more than rounding noise (centred / uncentred norm {spread:.2g} <= {np.sqrt(tol):.2g} = "
+        f"{CONSTANT_EPS_FACTOR} x {np.dtype(dtype).name} eps), so its centred Gram matrix is zero and CKA is "
+        "undefined (0/0). Drop the item (a dead layer or channel block), or pass float64 data with x64 on "
+        "if the variation is real."
+    )
 
 
 def check_finite(x, name: str, *, fn: str | None = None) -> None:
@@ -141,10 +227,39 @@ def check_open_interval(v: Any, name: str, *, fn: str | None = None, low: float 
 
 
 def check_choice(v: Any, name: str, choices, *, fn: str | None = None):
-    if v not in choices:
-        opts = ", ".join(repr(c) for c in choices)
-        raise ValueError(f"The '{name}' parameter{_where(fn)} must be one of {opts}. Got {v!r} instead.")
-    return v
+    """``v`` if it is one of ``choices`` (same type and value: ``True`` is not ``1``), else ValueError."""
+    for c in choices:
+        if v is c:
+            return c
+        if isinstance(c, str) and isinstance(v, str) and v == c:
+            return c
+        if (isinstance(c, numbers.Number) and not isinstance(c, bool) and isinstance(v, numbers.Number)
+                and not isinstance(v, (bool, np.bool_)) and v == c):
+            return c
+    opts = ", ".join(repr(c) for c in choices)
+    raise ValueError(f"The '{name}' parameter{_where(fn)} must be one of {opts}. Got {v!r} instead.")
+
+
+def check_bool(v: Any, name: str, *, fn: str | None = None) -> bool:
+    """``v`` as a bool; only True/False (and numpy bools) are accepted, never strings or ints."""
+    if isinstance(v, (bool, np.bool_)):
+        return bool(v)
+    raise TypeError(f"The '{name}' parameter{_where(fn)} must be a bool (True or False). Got {v!r} "
+                    f"({type(v).__name__}) instead.")
+
+
+def check_key(key: Any, name: str = "key", *, fn: str | None = None):
+    """A JAX PRNG key: a typed key (``jax.random.key(seed)``) or a raw uint32 key of shape (2,)."""
+    import jax
+
+    dt = getattr(key, "dtype", None)
+    shape = getattr(key, "shape", None)
+    if dt is not None and jax.dtypes.issubdtype(dt, jax.dtypes.prng_key) and shape == ():
+        return key
+    if dt is not None and np.dtype(dt) == np.uint32 and tuple(shape) == (2,) and isinstance(key, jax.Array):
+        return key
+    raise TypeError(f"The '{name}' parameter{_where(fn)} must be a JAX PRNG key, e.g. jax.random.key(0); "
+                    f"got {key!r} ({type(key).__name__}) instead.")
 
 
 def check_positive(v: Any, name: str, *, fn: str | None = None) -> float:

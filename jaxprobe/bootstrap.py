@@ -37,8 +37,8 @@ import jax.numpy as jnp
 import numpy as np
 from scipy.special import ndtr, ndtri
 
-from jaxprobe._validate import as_float_array, check_choice, check_finite, check_int, check_open_interval
-from jaxprobe.cka import KERNELS, _resolve_sigma, _validate_pair
+from jaxprobe._validate import as_float_array, check_bool, check_choice, check_finite, check_int, check_key, check_open_interval
+from jaxprobe._cka import KERNELS, _centred, _pow2_scale, _ratio, _resolve_sigma, _validate_pair, raise_constants
 from kernels import gram as _gram
 from kernels import resample as _resample
 
@@ -194,6 +194,8 @@ def n_distinct_resamples(n: int | None = None, *, groups=None, hierarchical: boo
 def resample_counts(key, n_boot: int, n: int, *, groups=None, hierarchical: bool = False):
     """Count matrix (n_boot, n) of a bootstrap design (see the module docstring)."""
     fn = "resample_counts"
+    key = check_key(key, fn=fn)
+    hierarchical = check_bool(hierarchical, "hierarchical", fn=fn)
     n_boot = check_int(n_boot, "n_boot", fn=fn, low=1)
     n = check_int(n, "n", fn=fn, low=1)
     return _Design(n, groups, hierarchical, fn).counts(key, n_boot)
@@ -258,16 +260,21 @@ def _boot_cka_from_grams(K, L, C, *, debiased, chunk):
 
 @partial(jax.jit, static_argnames=("kernel",))
 def _grams(X, Y, sx, sy, *, kernel):
+    """Grams of every item (each scaled by a power of two: no overflow) and the items'
+    constant statistics (``jaxprobe._cka._ratio``), from the same centred products."""
     def g(A, s):
+        Ac, mean_ss = _centred(A, True)  # HSIC is shift invariant; centering helps float32
+        L = Ac @ Ac.T
+        r = _ratio(jnp.sum(L * L), mean_ss, True)
         if kernel == "linear":
-            Ac = _gram.center_columns(A)  # HSIC is shift invariant; centering helps float32
-            return Ac @ Ac.T
-        return _gram.rbf_gram(A, s)
+            return L, r
+        return _gram.rbf_gram(A * _pow2_scale(A), s * _pow2_scale(A)), r
 
     f = g
     for _ in range(X.ndim - 2):
         f = jax.vmap(f)
-    return f(X, sx), f(Y, sy)
+    (K, rx), (L, ry) = f(X, sx), f(Y, sy)
+    return K, L, rx, ry
 
 
 def bootstrap_cka(
@@ -315,7 +322,11 @@ def bootstrap_cka(
     n_boot, level = _check_common(n_boot, level, method, fn)
     check_choice(kernel, "kernel", KERNELS, fn=fn)
     chunk = check_int(chunk, "chunk", fn=fn, low=1)
+    hierarchical = check_bool(hierarchical, "hierarchical", fn=fn)
+    key = check_key(key, fn=fn)
     X, Y, batch = _validate_pair(X, Y, fn, debiased)
+    debiased = bool(debiased)
+    X0, Y0 = X, Y
     X = jnp.broadcast_to(X, batch + X.shape[-2:])
     Y = jnp.broadcast_to(Y, batch + Y.shape[-2:])
     n = X.shape[-2]
@@ -326,7 +337,11 @@ def bootstrap_cka(
         sx = sy = jnp.zeros(batch, X.dtype)
     else:
         sx, sy = _resolve_sigma(X, sigma, fn), _resolve_sigma(Y, sigma, fn)
-    K, L = _grams(X, Y, sx, sy, kernel=kernel)
+    K, L, rx, ry = _grams(X, Y, sx, sy, kernel=kernel)
+    if not bool(jnp.all(jnp.isfinite(K)) & jnp.all(jnp.isfinite(L))):
+        check_finite(X0, "X", fn=fn)
+        check_finite(Y0, "Y", fn=fn)
+    raise_constants(rx, ry, X0, Y0, fn)
 
     chunk = min(chunk, n_boot)
     if mesh is None:
@@ -349,6 +364,9 @@ def bootstrap_cka(
             "Use more samples, the cluster design, or debiased=False."
         )
     reps = kl / jnp.sqrt(kk * ll)
+    if not bool(jnp.all(jnp.isfinite(reps)) & jnp.all(jnp.isfinite(estimate))):
+        raise FloatingPointError(f"{fn} produced a non-finite CKA from finite, non-constant inputs"
+                                 + (" (an RBF bandwidth of 0; pass sigma= explicitly)." if kernel == "rbf" else "."))
     jack = None
     if method == "bca":
         J = jnp.asarray(design.jackknife())
@@ -388,25 +406,30 @@ def bootstrap_mean(
     """
     fn = "bootstrap_mean"
     n_boot, level = _check_common(n_boot, level, method, fn)
+    key = check_key(key, fn=fn)
+    hierarchical = check_bool(hierarchical, "hierarchical", fn=fn)
     v = as_float_array(values, "values", fn=fn)
     check_finite(v, "values", fn=fn)
     n = v.shape[-1]
     if n < 2:
         raise ValueError(f"The 'values' parameter of {fn} needs at least 2 items on the last axis; got {n}.")
     design = _Design(n, groups, hierarchical, fn)
-    flat = v.reshape(-1, n).T  # (n, k)
+    # Each statistic is scaled by a power of two (exact) so that its values are below 1 in
+    # magnitude: the count-weighted sums cannot overflow (values near 1e37 in float32).
+    scale = jax.vmap(_pow2_scale)(v.reshape(-1, n))  # (k,)
+    flat = v.reshape(-1, n).T * scale[None, :]  # (n, k)
     if mesh is None:
         reps = _resample.bootstrap_weighted_means(flat, design.counts(key, n_boot))
     else:
         from jaxprobe.distributed import sharded_weighted_means
 
         reps = sharded_weighted_means(flat, design, key, n_boot, mesh=mesh)
-    reps = reps.reshape((n_boot,) + v.shape[:-1])
-    estimate = jnp.mean(v, axis=-1)
+    reps = (reps / scale[None, :]).reshape((n_boot,) + v.shape[:-1])
+    estimate = (jnp.mean(flat, axis=0) / scale).reshape(v.shape[:-1])
     jack = None
     if method == "bca":
         J = jnp.asarray(design.jackknife())
-        jack = _resample.bootstrap_weighted_means(flat, J).reshape((J.shape[0],) + v.shape[:-1])
+        jack = (_resample.bootstrap_weighted_means(flat, J) / scale[None, :]).reshape((J.shape[0],) + v.shape[:-1])
     low, high = _interval(reps, estimate, jack, level, method)
     return BootstrapResult(estimate, low, high, reps, level, method)
 
@@ -465,6 +488,7 @@ def bootstrap_eer(
     from jaxprobe.stats import _eer_inputs, _weighted_eer
 
     fn = "bootstrap_eer"
+    key = check_key(key, fn=fn)
     n_boot, level = _check_common(n_boot, level, "percentile", fn)
     s, y = _eer_inputs(scores, labels, fn, max_ndim=2)
     m = s.shape[-1]

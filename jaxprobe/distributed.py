@@ -230,11 +230,11 @@ def sharded_weighted_means(values, design, key, n_boot, *, mesh):
 
 # ----------------------------------------------------------------------------- CKA batches
 
-def _cka_block(X, Y, sx, sy, *, kernel, debiased, features):
-    from jaxprobe.cka import _linear_cka_batched, _rbf_cka_batched
+def _cka_block(X, Y, sx, sy, *, kernel, debiased, features, scaled):
+    from jaxprobe._cka import _linear_cka_batched, _rbf_cka_batched
 
     if kernel == "linear":
-        return _linear_cka_batched(X, Y, debiased=debiased, features=features)
+        return _linear_cka_batched(X, Y, debiased=debiased, features=features, scaled=scaled)
     return _rbf_cka_batched(X, Y, sx, sy, debiased=debiased)
 
 
@@ -246,7 +246,7 @@ def _compiled_cka(mesh: Mesh, statics: tuple):
     x_spec = spec if split in ("x", "both") else P()
     y_spec = spec if split in ("y", "both") else P()
     f = partial(_cka_block, **{k: v for k, v in statics if k != "split"})
-    return jax.jit(jax.shard_map(f, mesh=mesh, in_specs=(x_spec, y_spec, x_spec, y_spec), out_specs=spec,
+    return jax.jit(jax.shard_map(f, mesh=mesh, in_specs=(x_spec, y_spec, x_spec, y_spec), out_specs=(spec, spec, spec),
                                  check_vma=False))
 
 
@@ -257,10 +257,11 @@ def _pad_rows(a, total):
     return a
 
 
-def sharded_cka(X, Y, sx, sy, *, mesh, kernel, debiased, features):
+def sharded_cka(X, Y, sx, sy, *, mesh, kernel, debiased, features, scaled=False):
     """CKA of validated, dtype-matched X (..., n, d1), Y (..., n, d2) split over ``mesh``;
     sx, sy are the RBF bandwidths (shape X.shape[:-2], Y.shape[:-2]; ignored for the
-    linear kernel). Returns (...), the broadcast batch shape.
+    linear kernel). Returns (cka, rx, ry), each of the broadcast batch shape (...): rx, ry
+    are the constant-representation statistics of each pair's X and Y item.
 
     When one side lacks leading batch axes (e.g. noisy (K, S, U, C, F) against clean
     (U, C, F)), those outer axes are flattened and split while the other side is
@@ -293,9 +294,10 @@ def sharded_cka(X, Y, sx, sy, *, mesh, kernel, debiased, features):
     else:
         args = (lead(jnp.broadcast_to(X, batch + X.shape[-2:]), nb), lead(jnp.broadcast_to(Y, batch + Y.shape[-2:]), nb),
                 lead(jnp.broadcast_to(sx, batch), nb), lead(jnp.broadcast_to(sy, batch), nb))
-    st = tuple(sorted(dict(kernel=kernel, debiased=bool(debiased), features=bool(features), split=split).items()))
+    st = tuple(sorted(dict(kernel=kernel, debiased=bool(debiased), features=bool(features), split=split,
+                        scaled=bool(scaled)).items()))
     out = _compiled_cka(mesh, st)(*args)
-    return _fetch(out, B).reshape(batch)
+    return tuple(_fetch(o, B).reshape(batch) for o in out)
 
 
 # ----------------------------------------------------------------------------- diffusion maps

@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprobe._validate import check_choice, check_int
+from jaxprobe._validate import check_bool, check_choice, check_int, check_not_constant
 
 __all__ = ["store_gram", "streaming_cka", "cka_from_centered_grams"]
 
@@ -115,6 +115,13 @@ def store_gram(store, layer, *, rows=None, chunk=None, center=True):
     on the default device; the sum over slabs is float64.
     """
     fn = "store_gram"
+    center = check_bool(center, "center", fn=fn)
+    return _store_gram(store, layer, rows, chunk, center, fn)[0]
+
+
+def _store_gram(store, layer, rows, chunk, center, fn):
+    """``store_gram``'s K, the uncentred part ``N ||mean||^2`` of the sum of squares (for the
+    constant statistic) and the store dtype."""
     store = _open(store, fn)
     rows = _rows(store, rows, "rows", fn)
     d = int(np.prod(store.layer_shape(layer)))
@@ -123,14 +130,29 @@ def store_gram(store, layer, *, rows=None, chunk=None, center=True):
         chunk = max(1, min(d, _SLAB_BYTES // (4 * N)))
     chunk = check_int(chunk, "chunk", fn=fn, low=1)
     K = np.zeros((N, N), np.float64)
+    mean_ss, dtype = 0.0, np.float32
     for f0 in range(0, d, chunk):
         S = _gather(store, layer, rows, f0, min(d, f0 + chunk))
         _check_finite_block(S, layer, fn)
+        dtype = S.dtype
         if center:
-            S -= S.mean(axis=0, dtype=np.float64).astype(S.dtype)  # in place: no float64 slab
+            m = S.mean(axis=0, dtype=np.float64)
+            mean_ss += N * float(m @ m)
+            S -= m.astype(S.dtype)  # in place: no float64 slab
         K += np.asarray(_slab_gram(jnp.asarray(S)), np.float64)
         del S
-    return K
+    if not np.all(np.isfinite(K)):
+        raise ValueError(f"{fn}: the Gram products of layer {layer!r} overflowed {np.dtype(dtype).name} (activations "
+                         "too large for the store dtype); rescale the activations before dumping them.")
+    return K, mean_ss, dtype
+
+
+def _check_constant(K, mean_ss, dtype, layer, fn, name):
+    """The constant rule of every CKA path (``jaxprobe._validate.CONSTANT_RULE``) on a
+    float64 centred Gram of store items."""
+    gn = float(np.sqrt(np.sum(K * K)))
+    r = gn / (gn + mean_ss) if gn + mean_ss > 0 else 0.0
+    check_not_constant(np.float64(r), name, fn=f"{fn} (layer {layer!r})", dtype=dtype)
 
 
 def _u_center(K):
@@ -151,7 +173,8 @@ def cka_from_centered_grams(Kx, Ky, *, debiased=False) -> float:
         Kx, Ky = _u_center(Kx), _u_center(Ky)
     den = np.sqrt(np.sum(Kx * Kx) * np.sum(Ky * Ky))
     if not den > 0:
-        raise ValueError("streaming CKA: a representation is constant over the rows (zero centred Gram); CKA is undefined.")
+        raise ValueError("The 'Kx' or 'Ky' parameter of cka_from_centered_grams is zero: a representation is constant "
+                         "over the rows, so CKA is undefined (0/0).")
     return float(np.sum(Kx * Ky) / den)
 
 
@@ -167,6 +190,7 @@ def _feature_cka(store, layer_x, layer_y, rows, rows_y, chunk, fn):
         Y = _gather(store, layer_y, rows_y[r0:r0 + chunk], 0, dy)
         _check_finite_block(X, layer_x, fn)
         _check_finite_block(Y, layer_y, fn)
+        dtype = X.dtype
         if shift is None:
             shift = X.mean(axis=0, dtype=np.float64), Y.mean(axis=0, dtype=np.float64)
         Xs = (X - shift[0]).astype(X.dtype)
@@ -181,9 +205,14 @@ def _feature_cka(store, layer_x, layer_y, rows, rows_y, chunk, fn):
     cxy = sums[0] - N * np.outer(mx, my)
     cxx = sums[1] - N * np.outer(mx, mx)
     cyy = sums[2] - N * np.outer(my, my)
+    for layer, acc in ((layer_x, sums[1]), (layer_y, sums[2])):
+        if not np.all(np.isfinite(acc)):
+            raise ValueError(f"{fn}: the products of layer {layer!r} overflowed {np.dtype(dtype).name} (activations too "
+                             "large for the store dtype); rescale the activations before dumping them.")
+    # ||Xc^T Xc||_F = ||Xc Xc^T||_F: the same constant statistic as the Gram paths
+    _check_constant(cxx, N * float((shift[0] + mx) @ (shift[0] + mx)), dtype, layer_x, fn, "layer_x")
+    _check_constant(cyy, N * float((shift[1] + my) @ (shift[1] + my)), dtype, layer_y, fn, "layer_y")
     den = np.sqrt(np.sum(cxx * cxx) * np.sum(cyy * cyy))
-    if not den > 0:
-        raise ValueError(f"{fn}: a representation is constant over the rows (zero covariance); CKA is undefined.")
     return float(np.sum(cxy * cxy) / den)
 
 
@@ -212,6 +241,7 @@ def streaming_cka(store, layer_x, layer_y=None, *, rows=None, rows_y=None, metho
     """
     fn = "streaming_cka"
     check_choice(method, "method", METHODS, fn=fn)
+    debiased = check_bool(debiased, "debiased", fn=fn)
     store = _open(store, fn)
     layer_y = layer_x if layer_y is None else layer_y
     rows = _rows(store, rows, "rows", fn)
@@ -232,6 +262,8 @@ def streaming_cka(store, layer_x, layer_y=None, *, rows=None, rows_y=None, metho
             chunk = max(1, _SLAB_BYTES // (4 * (dx + dy)))
         chunk = check_int(chunk, "chunk", fn=fn, low=1)
         return _feature_cka(store, layer_x, layer_y, rows, rows_y, chunk, fn)
-    Kx = store_gram(store, layer_x, rows=rows, chunk=chunk)
-    Ky = store_gram(store, layer_y, rows=rows_y, chunk=chunk)
+    Kx, mx, dtx = _store_gram(store, layer_x, rows, chunk, True, fn)
+    _check_constant(Kx, mx, dtx, layer_x, fn, "layer_x")
+    Ky, my, dty = _store_gram(store, layer_y, rows_y, chunk, True, fn)
+    _check_constant(Ky, my, dty, layer_y, fn, "layer_y")
     return cka_from_centered_grams(Kx, Ky, debiased=debiased)

@@ -396,7 +396,7 @@ def _muse_energy_norm(x: np.ndarray) -> tuple[np.ndarray, dict]:
     """The official inference's first step over the whole mixture (``muse_normalise``: float32,
     as the official code computes it; MUSE is sensitive enough that a 1e-7 relative change of
     its input moves the norm1 means by ~1e-3 relative, so the rounding must match too)."""
-    from .enhance import muse_normalise
+    from .muse_inference import muse_normalise
 
     x, c = muse_normalise(x)
     return x, {"muse_norm_factor": c}
@@ -412,7 +412,7 @@ def _plain_forward(model: torch.nn.Module, batch: torch.Tensor):
 
 
 def _muse_forward(model: torch.nn.Module, batch: torch.Tensor):
-    from .enhance import muse_forward_inputs
+    from .muse_inference import muse_forward_inputs
 
     mag_c, pha = muse_forward_inputs(batch)  # STFT on the CPU, as the official code
     dev = _model_device(model)
@@ -423,7 +423,7 @@ def muse_dump_model(checkpoint: str | None = None, *, layers: Sequence[Any] | No
                     device: str = "cpu") -> DumpModel:
     """MUSE with the official weights (resolved as ``load_muse`` does) on ``device``, its 24
     canonical ``norm1`` layers (``MUSE_LAYERS``), the STFT front end and 30,700-sample windows."""
-    from .enhance import SEGMENT_SIZE, load_muse
+    from .muse_inference import SEGMENT_SIZE, load_muse
     from .weights import resolve_muse_checkpoint, sha256_file
 
     path = resolve_muse_checkpoint(checkpoint)

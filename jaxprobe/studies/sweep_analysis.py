@@ -22,9 +22,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprobe._validate import as_float_array
+from jaxprobe._validate import as_float_array, check_finite, check_not_constant
 from jaxprobe.bootstrap import bootstrap_mean, n_distinct_resamples
-from jaxprobe.cka import cka
+from jaxprobe._cka import _needs_rescue, _pow2_scale, _ratio, cka
 from jaxprobe.stats import _linregress, rankdata
 from kernels.gram import center_gram_unbiased
 
@@ -70,7 +70,7 @@ def _orient(a, orientation):
 
 def _as_device(a):
     """A float array on the device; numpy input is handed over without a copy when aligned."""
-    return as_float_array(a, "activations", fn="analyze_cka", min_ndim=3, transient=True)
+    return as_float_array(a, "activations", fn="analyze_cka", min_ndim=3, transient=True, integers=False)
 
 
 def per_item_cka(noisy, clean, *, debiased, orientation="channels", mesh=None):
@@ -90,13 +90,19 @@ def per_item_cka(noisy, clean, *, debiased, orientation="channels", mesh=None):
     return cka(X, Y, debiased=debiased, mesh=mesh)
 
 
-def _unit_grams(A, debiased_flags):
+def _unit_grams(A, debiased_flags, scaled):
     """Centred linear Grams of every (n, d) item of A (..., n, d), one per estimator, each
-    scaled to unit Frobenius norm. One Gram product serves both estimators: the debiased
-    (U-centred) Gram of the column-centred data equals that of the raw data, since
+    scaled to unit Frobenius norm, and the items' constant statistics (...) (the rule of
+    every CKA path, ``jaxprobe._cka._ratio``). One Gram product serves both estimators: the
+    debiased (U-centred) Gram of the column-centred data equals that of the raw data, since
     U-centring removes the a_i + a_j terms a shift of the features adds."""
-    Ac = A - jnp.mean(A, axis=-2, keepdims=True)
+    if scaled:
+        A = A * jax.vmap(_pow2_scale)(A.reshape((-1,) + A.shape[-2:])).reshape(A.shape[:-2] + (1, 1))
+    m = jnp.mean(A, axis=-2, keepdims=True)
+    Ac = A - m
     G = jnp.einsum("...cf,...df->...cd", Ac, Ac)
+    g2 = jnp.sum(G * G, axis=(-2, -1))
+    r = _ratio(g2, A.shape[-2] * jnp.sum(m * m, axis=(-2, -1)), scaled)
     out = []
     for deb in debiased_flags:
         g = G
@@ -104,24 +110,25 @@ def _unit_grams(A, debiased_flags):
             flat = G.reshape((-1,) + G.shape[-2:])
             g = jax.vmap(center_gram_unbiased)(flat).reshape(G.shape)
         out.append(g / jnp.sqrt(jnp.sum(g * g, axis=(-2, -1), keepdims=True)))
-    return out
+    return out, r
 
 
-@partial(jax.jit, static_argnames=("debiased_flags", "orientation", "cells"))
-def _per_item_cka_piece(X, Y, *, debiased_flags, orientation, cells):
+@partial(jax.jit, static_argnames=("debiased_flags", "orientation", "cells", "scaled"))
+def _per_item_cka_piece(X, Y, *, debiased_flags, orientation, cells, scaled=False):
     """X (P, U, C, F): P (noise, SNR) cells, P a multiple of ``cells``; Y (U, C, F) ->
-    (E, P, U): every estimator from one Gram per item; a sequential map over ``cells``
-    cells at a time keeps the working set in cache (XLA on CPU runs one huge batch of
-    small products several times slower)."""
+    (E, P, U), and the constant statistics of the noisy (P, U) and clean (U,) items: every
+    estimator from one Gram per item; a sequential map over ``cells`` cells at a time keeps
+    the working set in cache (XLA on CPU runs one huge batch of small products several
+    times slower)."""
     P, U, n, d = X.shape
-    gy = _unit_grams(_orient(Y, orientation), debiased_flags)  # the clean Grams once
+    gy, ry = _unit_grams(_orient(Y, orientation), debiased_flags, scaled)  # the clean Grams once
 
-    def step(x):  # (cells, U, C, F) -> (E, cells, U)
-        x = _orient(x, orientation)
-        return jnp.stack([jnp.sum(g * h[None], axis=(-2, -1)) for g, h in zip(_unit_grams(x, debiased_flags), gy)])
+    def step(x):  # (cells, U, C, F) -> (E, cells, U), (cells, U)
+        gx, rx = _unit_grams(_orient(x, orientation), debiased_flags, scaled)
+        return jnp.stack([jnp.sum(g * h[None], axis=(-2, -1)) for g, h in zip(gx, gy)]), rx
 
-    out = jax.lax.map(step, X.reshape(P // cells, cells, U, n, d))  # (P/cells, E, cells, U)
-    return jnp.moveaxis(out, 1, 0).reshape(len(debiased_flags), P, U)
+    out, rx = jax.lax.map(step, X.reshape(P // cells, cells, U, n, d))  # (P/cells, E, cells, U), (P/cells, cells, U)
+    return jnp.moveaxis(out, 1, 0).reshape(len(debiased_flags), P, U), rx.reshape(P, U), ry
 
 
 _CELL_BYTES = 1 << 20  # activations per map step: about 1 MiB (L2-sized on common CPUs)
@@ -174,21 +181,35 @@ def per_item_cka_all(noisy, clean, *, estimators=ESTIMATORS, orientation="channe
     piece = cells * -(-(-(-M // cells)) // len(devices))  # whole map steps, one piece per device
     Yd = {None: _as_device(Y)} if mesh is None else {d: jax.device_put(Y, d) for d in devices}
     flags = tuple(e == "debiased" for e in estimators)
-    outs = []
-    for i, start in enumerate(range(0, M, piece)):
-        x = flat[start:start + piece]
-        short = -x.shape[0] % cells  # the last piece: whole map steps only, not a whole piece
-        if short:  # copies of the piece's first cell (finite), trimmed below
-            lib = jnp if isinstance(x, jax.Array) else np
-            x = lib.concatenate([x, lib.broadcast_to(x[:1], (short,) + x.shape[1:])])
-        dev = devices[i % len(devices)]
-        xd = _as_device(x) if dev is None else jax.device_put(x, dev)
-        outs.append(_per_item_cka_piece(xd, Yd[dev], debiased_flags=flags, orientation=orientation, cells=cells))
-    out = np.concatenate([np.asarray(o) for o in outs], axis=1)[:, :M].reshape(len(flags), K, S, U)
-    if not np.all(np.isfinite(out)):  # let cka() locate and word the problem
-        for e in estimators:
-            per_item_cka(noisy, clean, debiased=e == "debiased", orientation=orientation)
-        raise FloatingPointError("per_item_cka_all produced a non-finite CKA value; see jaxprobe.cka.")
+
+    def run(scaled):
+        outs, rxs, ry = [], [], None
+        for i, start in enumerate(range(0, M, piece)):
+            x = flat[start:start + piece]
+            short = -x.shape[0] % cells  # the last piece: whole map steps only, not a whole piece
+            if short:  # copies of the piece's first cell (finite), trimmed below
+                lib = jnp if isinstance(x, jax.Array) else np
+                x = lib.concatenate([x, lib.broadcast_to(x[:1], (short,) + x.shape[1:])])
+            dev = devices[i % len(devices)]
+            xd = _as_device(x) if dev is None else jax.device_put(x, dev)
+            o, rx, ry = _per_item_cka_piece(xd, Yd[dev], debiased_flags=flags, orientation=orientation, cells=cells,
+                                            scaled=scaled)
+            outs.append(o)
+            rxs.append(rx)
+        out = np.concatenate([np.asarray(o) for o in outs], axis=1)[:, :M].reshape(len(flags), K, S, U)
+        rx = np.concatenate([np.asarray(r) for r in rxs], axis=0)[:M].reshape(K, S, U)
+        return out, rx, np.asarray(ry)
+
+    out, rx, ry = run(False)
+    if _needs_rescue(out, rx, ry, dtype=out.dtype):  # as in jaxprobe.cka: locate and word the problem
+        fn = "per_item_cka_all"
+        check_finite(X, "noisy", fn=fn)
+        check_finite(Y, "clean", fn=fn)
+        out, rx, ry = run(True)
+        check_not_constant(rx, "noisy", fn=fn, dtype=out.dtype)
+        check_not_constant(ry, "clean", fn=fn, dtype=out.dtype)
+        if not np.all(np.isfinite(out)):
+            raise FloatingPointError(f"{fn} produced a non-finite CKA value from finite, non-constant activations.")
     return {e: jnp.asarray(out[i]) for i, e in enumerate(estimators)}
 
 

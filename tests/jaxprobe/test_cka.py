@@ -9,7 +9,7 @@ from scipy.stats import ortho_group
 import jaxprobe
 import importlib
 
-cka_mod = importlib.import_module("jaxprobe.cka")
+cka_mod = importlib.import_module("jaxprobe._cka")
 from tests.reference import cka_ref as ref
 
 

@@ -24,7 +24,7 @@ from torch_bridge import (
     muse_reconstruct,
     muse_segments,
 )
-from torch_bridge.enhance import SEGMENT_SIZE as S
+from torch_bridge.muse_inference import SEGMENT_SIZE as S
 
 STAGES = ("encoder_level1", "encoder_level2", "latent", "decoder_level2", "decoder_level1", "mag_refinement")
 REL_TOL = 1e-4
