@@ -91,7 +91,25 @@ def linregress(x, y) -> LinregressResult:
     """
     x, y = _pair(x, y, "linregress", 3)
     _check_not_constant(x, "x", "linregress")
-    return _linregress(x, y)
+    return _linregress_scaled(x, y)
+
+
+def _row_scale(a):
+    """Per-row powers of two bringing max|a| into [0.5, 1) (exact; 1 for all-zero rows)."""
+    m = jnp.max(jnp.abs(a), axis=-1, keepdims=True)
+    _, e = jnp.frexp(jnp.where(m > 0, m, 1.0).astype(a.dtype))
+    return jnp.ldexp(jnp.ones_like(m), -e)
+
+
+@jax.jit
+def _linregress_scaled(x, y):
+    """``_linregress`` on x, y scaled by powers of two (sums of squares cannot overflow or
+    underflow, e.g. x ~ 1e30 or 1e-25 in float32), the fit scaled back."""
+    a, b = _row_scale(x), _row_scale(y)
+    f = _linregress(x * a, y * b)
+    k = (a / b)[..., 0]
+    ib = 1.0 / b[..., 0]
+    return LinregressResult(f.slope * k, f.intercept * ib, f.r2, f.slope_stderr * k, f.intercept_stderr * ib)
 
 
 @jax.jit
@@ -131,7 +149,7 @@ def pearson(x, y):
     x, y = _pair(x, y, "pearson", 2)
     _check_not_constant(x, "x", "pearson")
     _check_not_constant(y, "y", "pearson")
-    return _pearson(x, y)
+    return _pearson(x * _row_scale(x), y * _row_scale(y))  # scale invariant; no overflow
 
 
 def spearman(x, y):

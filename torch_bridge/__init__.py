@@ -56,6 +56,7 @@ _EXPORTS: dict[str, str] = {
     "Mixture": "torch_bridge.mixing",
     "Reverb": "torch_bridge.mixing",
     "SNRSweep": "torch_bridge.mixing",
+    "content_id": "torch_bridge.mixing",
     "item_seed": "torch_bridge.mixing",
     "loudness": "torch_bridge.mixing",
     "measure_snr": "torch_bridge.mixing",

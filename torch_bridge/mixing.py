@@ -243,6 +243,13 @@ def synthetic_rir(rt60: float, *, sample_rate: int = 16000, seed: int = 0, lengt
 
 # ----------------------------------------------------------------------------- mixing
 
+def content_id(x: np.ndarray) -> str:
+    """A reproducible id of a waveform's content: ``"sha256:"`` and the first 16 hex digits of
+    the SHA-256 of its float32 samples (the same for the same samples in any order of calls)."""
+    a = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
+    return "sha256:" + hashlib.sha256(a.tobytes()).hexdigest()[:16]
+
+
 def _as_signal(x: Any, name: str, sample_rate: int) -> tuple[np.ndarray, str | None]:
     if isinstance(x, AudioRecord):
         if x.sample_rate != sample_rate:
@@ -326,8 +333,8 @@ def mix_at_snr(
     on_clip : {'report', 'scale', 'error'}
         What to do when the normalised mixture's peak exceeds full scale.
     utterance_id, noise_id : str, optional
-        Ids for seeding and metadata (default: the records' ids; required for arrays so
-        that seeds are tied to content names, not positions).
+        Ids for seeding and metadata (default: the records' ids; for arrays, a hash of
+        their content, :func:`content_id`, so seeds follow the signals, not positions).
     offset_per_snr : bool
         Hash the SNR into the offset seed too (default False: one segment per
         utterance/noise pair, scaled to every SNR).
@@ -354,11 +361,8 @@ def mix_at_snr(
 
     x, rec_uid = _as_signal(clean, "clean", sample_rate)
     v, rec_nid = _as_signal(noise, "noise", sample_rate)
-    uid = utterance_id if utterance_id is not None else rec_uid
-    nid = noise_id if noise_id is not None else rec_nid
-    if uid is None or nid is None:
-        raise ValueError("mix_at_snr needs utterance_id= and noise_id= when clean/noise are arrays: "
-                         "the seeds are derived from them (pass AudioRecords to use their ids).")
+    uid = utterance_id if utterance_id is not None else (rec_uid if rec_uid is not None else content_id(x))
+    nid = noise_id if noise_id is not None else (rec_nid if rec_nid is not None else content_id(v))
 
     n_target = None if duration is None else int(round(duration * sample_rate))
     x, trim_start, trim_action = _trim(x, n_target, short, uid)

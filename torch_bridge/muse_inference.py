@@ -111,7 +111,11 @@ def _as_waveform(waveform, name: str = "waveform") -> np.ndarray:
         raise ValueError(f"The '{name}' parameter is empty; give at least one sample.")
     if not np.isfinite(x).all():
         raise ValueError(f"The '{name}' parameter holds NaN or inf; remove them before enhancing.")
-    return x.astype(np.float32, copy=False)
+    y = x.astype(np.float32, copy=False)
+    if not np.isfinite(y).all():
+        raise ValueError(f"The '{name}' parameter holds values up to {float(np.max(np.abs(x))):.3g}, beyond float32's "
+                         "range (MUSE runs in float32); rescale the waveform (enhancement normalises its energy anyway).")
+    return y
 
 
 def muse_normalise(waveform) -> tuple[np.ndarray, float]:
@@ -130,9 +134,12 @@ def muse_normalise(waveform) -> tuple[np.ndarray, float]:
     """
     x = torch.from_numpy(np.ascontiguousarray(_as_waveform(waveform)))
     energy = torch.sum(x**2.0)
-    if not energy > 0:
+    if not bool(torch.any(x != 0)):
         raise ValueError("The 'waveform' parameter is silent (all zeros); MUSE's energy normalisation needs signal.")
-    c = torch.sqrt(x.shape[0] / energy)
+    if torch.isfinite(energy) and energy >= torch.finfo(torch.float32).tiny * x.shape[0]:
+        c = torch.sqrt(x.shape[0] / energy)  # the official float32 arithmetic
+    else:  # the float32 energy overflowed or underflowed (e.g. samples ~1e30 or ~1e-25): float64
+        c = torch.sqrt(x.shape[0] / torch.sum(x.double() ** 2.0)).float()
     return (x * c).numpy(), float(c)
 
 

@@ -22,6 +22,7 @@ from torch_bridge.mixing import (
     ClippingError,
     Reverb,
     ShortUtteranceError,
+    content_id,
     item_seed,
     mix_at_snr,
     snr_sweep,
@@ -334,7 +335,7 @@ def test_silent_noise_segment_is_an_error(utt):
             mix(utt, gappy, 0, seed=seed)
 
 
-def test_nan_stereo_wrong_rate_and_missing_ids(utt, noi):
+def test_nan_stereo_and_wrong_rate(utt, noi):
     bad = utt.copy()
     bad[100] = np.nan
     with pytest.raises(AudioError, match="finite.*index 100"):
@@ -344,8 +345,6 @@ def test_nan_stereo_wrong_rate_and_missing_ids(utt, noi):
     rec = AudioRecord(id="u8k", speaker=None, waveform=utt, sample_rate=8000)
     with pytest.raises(AudioError, match="8000 Hz"):
         mix_at_snr(rec, noi, 0, seed=0, noise_id="n")
-    with pytest.raises(ValueError, match="utterance_id="):
-        mix_at_snr(utt, noi, 0, seed=0)
     with pytest.raises(AudioError, match="400 ms"):
         mix(utt[SR:SR + 3000], noi, 0)
     with pytest.raises(ValueError, match="'snr_db' parameter"):
@@ -400,3 +399,21 @@ def test_window_starts_property(n, size, hop, mode):
             assert starts[-1] + hop > n - size  # no further full window was dropped
     else:
         assert starts == [-((size - n) // 2) if mode == "center" else 0]
+
+
+def test_arrays_without_ids_use_content_hashes(utt, noi):
+    """Issue 13: the call a user writes first works; its ids are content hashes, so the
+    mixture depends on the signals, not on call order, and explicit ids still work."""
+    other = noise_like(12.0, 5)
+    a = mix_at_snr(utt, noi, 5, sample_rate=16000, seed=3)
+    mix_at_snr(utt, other, 5, sample_rate=16000, seed=3)  # a different call in between
+    b = mix_at_snr(utt.copy(), noi.copy(), 5, sample_rate=16000, seed=3)
+    np.testing.assert_array_equal(a.noisy, b.noisy)
+    assert a.info["utterance_id"] == content_id(utt) and a.info["noise_id"] == content_id(noi)
+    assert content_id(utt).startswith("sha256:") and content_id(utt) != content_id(noi)
+    assert content_id(utt.astype(np.float64)) == content_id(utt)  # the float32 samples are hashed
+    c = mix_at_snr(utt, other, 5, sample_rate=16000, seed=3)
+    assert c.info["noise_id"] != a.info["noise_id"]
+    explicit = mix(utt, noi, 5, seed=3)
+    assert explicit.info["utterance_id"] == "u1" and explicit.info["noise_id"] == "n1"
+    np.testing.assert_array_equal(explicit.noisy, mix(utt, noi, 5, seed=3).noisy)

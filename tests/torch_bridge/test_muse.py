@@ -401,3 +401,17 @@ def test_fast_path_keeps_the_layers_channels_last_and_hookable(fast_vs_reference
     for layer in MUSE_LAYERS:
         c, f = layer.shape
         assert acts[layer.name].shape[:2] == (3, c) and acts[layer.name].shape[3] == f
+
+@pytest.mark.parametrize("scale", [1e30, 1e-25])
+def test_enhance_extreme_scales_are_finite(scale, rng):
+    """Issue 13: wav * 1e30 gave NaN audio (the float32 energy overflowed); the energy is
+    then taken in float64, so the identity model gives the input back, finite."""
+    x = rng.standard_normal(S + 10).astype(np.float32) * 0.1 * np.float32(scale)
+    y = enhance(_Identity(), x)
+    assert np.isfinite(y).all()
+    np.testing.assert_allclose(y, x, rtol=0, atol=1e-5 * np.abs(x).max())
+
+
+def test_enhance_rejects_values_beyond_float32():
+    with pytest.raises(ValueError, match="'waveform'.*beyond float32"):
+        enhance(_Identity(), np.full(100, 1e300))
