@@ -135,7 +135,7 @@ def as_float_array(x: Any, name: str, *, fn: str | None = None, min_ndim: int = 
         a = np.asarray(x)
         amax = float(np.max(np.abs(a))) if a.size else 0.0
         f32 = np.finfo(np.float32)
-        if np.isfinite(amax) and (amax > f32.max or 0.0 < amax < f32.tiny):
+        if np.isfinite(amax) and (amax > float(f32.max) or 0.0 < amax < float(f32.tiny)):
             raise ValueError(
                 f"The '{name}' parameter{_where(fn)} holds float64 values up to {amax:.3g} in magnitude, outside "
                 f"float32's range [{f32.tiny:.3g}, {f32.max:.3g}]; jax computes in float32 unless x64 is on. Call "
