@@ -290,8 +290,17 @@ def cka(X, Y, *, kernel="linear", sigma=None, debiased=False, mesh=None):
     array of shape (...), broadcast leading shape; a scalar for 2-D inputs. Dtype
     follows the inputs (float32 by default; float64 when x64 is on and inputs are).
 
+    Raises
+    ------
+    ValueError naming 'X' or 'Y' and the batch index for a constant item (zeros, ones, or a
+    spread that is only rounding noise; the rule is ``jaxprobe._validate.CONSTANT_RULE``),
+    for non-finite values, mismatched n, too few samples; TypeError for a non-bool
+    ``debiased`` or non-float input (the dtype policy is ``jaxprobe._validate.DTYPE_POLICY``).
+
     Notes
     -----
+    Inputs are scaled by powers of two where their Gram would overflow or underflow, so
+    ``cka(X * 1e20, Y) == cka(X, Y)`` up to rounding.
     Linear CKA uses the feature-space formula ``||X^T Y||^2 / (||X^T X|| ||Y^T Y||)``
     when it is cheaper (roughly d < n), otherwise normalised centered Grams, computing
     each distinct representation's Gram once across broadcast axes.
@@ -387,6 +396,11 @@ def cka_matrix(Xs, Ys=None, *, kernel="linear", sigma=None, debiased=False):
     Returns
     -------
     array of shape (L1, L2): entry (i, j) is ``cka(Xs[i], Ys[j])``.
+
+    Raises
+    ------
+    ValueError naming ``Xs[i]`` / ``Ys[j]`` for a constant representation
+    (``jaxprobe._validate.CONSTANT_RULE``, computed with each Gram).
     """
     fn = "cka_matrix"
     check_choice(kernel, "kernel", KERNELS, fn=fn)

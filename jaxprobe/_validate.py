@@ -153,12 +153,18 @@ def as_float_array(x: Any, name: str, *, fn: str | None = None, min_ndim: int = 
 # ----------------------------------------------------------------------------- constant representations
 
 CONSTANT_EPS_FACTOR = 64
-CONSTANT_RULE = """A representation item A (n, d) is constant when its column-centred values are no larger
-than rounding noise: ||A - mean_rows(A)||_F <= 64 * eps * ||A||_F, with eps the machine
-epsilon of the computing dtype (float32: 1.2e-7, so a relative spread below 7.6e-6;
-float64: 2.2e-16, below 1.4e-14). Both norms are taken after scaling A by a power of two
-(CKA is scale invariant), from the centred Gram's trace and one sum of squares computed
-in the same pass as the CKA itself. An all-zero item (a dead layer) is constant."""
+CONSTANT_RULE = """A representation item A (n, d) is constant when its column-centred Gram matrix is no
+larger than rounding noise:
+
+    ||Ac Ac^T||_F <= (64 eps)^2 * (||Ac Ac^T||_F + n ||mean_rows(A)||^2),    Ac = A - mean_rows(A),
+
+with eps the machine epsilon of the computing dtype (float32: 1.2e-7, so roughly a relative
+spread of the rows below 8e-6; float64: 2.2e-16, below 1.4e-14). Zeros (a dead layer), ones and
+ones plus float32 rounding noise are constant. The statistic is computed from the centred
+Gram the CKA path builds anyway (for the feature-space formula ||Ac^T Ac||_F, equal), after
+scaling A by a power of two where its Gram norm would leave the normal range (CKA is scale
+invariant), so it needs no second pass over the data. Every CKA path raises the same error
+(``check_not_constant``) naming the argument and the batch index."""
 
 
 def constant_threshold(dtype) -> float:
@@ -191,7 +197,7 @@ def check_not_constant(ratio, name: str, *, fn: str | None, dtype, own_shape: tu
     spread = float(np.sqrt(max(float(r[bad].ravel()[0]), 0.0)))
     raise ValueError(
         f"The '{name}' parameter{_where(fn)} is a constant representation{at}: its rows differ by no "
-        f"more than rounding noise (centred / uncentred norm {spread:.2g} <= {np.sqrt(tol):.2g} = "
+        f"more than rounding noise (relative spread {spread:.2g} <= {np.sqrt(tol):.2g} = "
         f"{CONSTANT_EPS_FACTOR} x {np.dtype(dtype).name} eps), so its centred Gram matrix is zero and CKA is "
         "undefined (0/0). Drop the item (a dead layer or channel block), or pass float64 data with x64 on "
         "if the variation is real."

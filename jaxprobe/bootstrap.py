@@ -317,6 +317,11 @@ def bootstrap_cka(
     Returns
     -------
     BootstrapResult with estimate/low/high of shape (...) and replicates (n_boot, ...).
+
+    Raises
+    ------
+    ValueError naming 'X' or 'Y' and the batch index for a constant item, by the rule of every
+    CKA path (``jaxprobe._validate.CONSTANT_RULE``), computed with the Grams.
     """
     fn = "bootstrap_cka"
     n_boot, level = _check_common(n_boot, level, method, fn)

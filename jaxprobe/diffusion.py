@@ -38,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental.sparse.linalg import lobpcg_standard
 
-from jaxprobe._validate import as_float_array, check_choice, check_finite, check_int, check_positive
+from jaxprobe._validate import as_float_array, check_choice, check_finite, check_int, check_key, check_positive
 from kernels.affinity import (
     affinity_matvec,
     cross_affinity,
@@ -327,7 +327,7 @@ def _identical_error(name, fn, idx):
 
 def _check_clouds(X, name, fn):
     host = X if isinstance(X, np.ndarray) and X.dtype.kind == "f" else None
-    X = as_float_array(X, name, fn=fn, min_ndim=2)
+    X = as_float_array(X, name, fn=fn, min_ndim=2, integers=False)
     n = X.shape[-2]
     if n < 3:
         raise ValueError(
@@ -538,8 +538,7 @@ def diffusion_map(
             tol = check_positive(tol, "tol", fn=_FN)
     if solver == "eigh":
         maxiter, tol = 0, None  # unused; keeps the compiled signature stable
-    if key is None:
-        key = jax.random.key(0)
+    key = jax.random.key(0) if key is None else check_key(key, fn=_FN)
     use_align = align_to is not None
     if use_align:
         a = as_float_array(align_to, "align_to", fn=_FN)

@@ -238,6 +238,12 @@ def streaming_cka(store, layer_x, layer_y=None, *, rows=None, rows_y=None, metho
     Returns
     -------
     float, CKA computed in float64 from float64-accumulated sums.
+
+    Raises
+    ------
+    ValueError naming 'layer_x' / 'layer_y' for a constant layer, by the rule of every CKA path
+    (``jaxprobe._validate.CONSTANT_RULE``: the accumulated centred Gram or covariance against
+    the means, no extra pass), or when the store dtype's products overflow.
     """
     fn = "streaming_cka"
     check_choice(method, "method", METHODS, fn=fn)

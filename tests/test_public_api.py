@@ -51,11 +51,24 @@ def _submodules(pkg_name):
     return {m.name.rpartition(".")[2] for m in pkgutil.iter_modules(pkg.__path__)}
 
 
-@pytest.mark.parametrize("pkg_name", PACKAGES)
+def _all_packages():
+    out = list(PACKAGES) + ["kernels"]
+    for root in PACKAGES:
+        pkg = importlib.import_module(root)
+        out += [m.name for m in pkgutil.walk_packages(pkg.__path__, root + ".") if m.ispkg]
+    return out
+
+
+@pytest.mark.parametrize("pkg_name", _all_packages())
 def test_no_public_name_is_also_a_submodule(pkg_name):
+    """No public name may share its name with a module of its package (the import system
+    rebinds the package attribute to the module when that module is first imported)."""
     pkg = importlib.import_module(pkg_name)
-    clash = sorted(set(pkg.__all__) & _submodules(pkg_name))
-    assert not clash, f"{pkg_name}: public names that are also submodule names: {clash}"
+    public = set(getattr(pkg, "__all__", ())) or {n for n in vars(pkg) if not n.startswith("_")}
+    clash = sorted(n for n in public & _submodules(pkg_name)
+                   if not isinstance(getattr(pkg, n, None), type(pkg)))
+    clash += sorted(n for n in set(getattr(pkg, "__all__", ())) & _submodules(pkg_name))
+    assert not clash, f"{pkg_name}: public names that are also submodule names: {sorted(set(clash))}"
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

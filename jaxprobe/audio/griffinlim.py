@@ -12,7 +12,7 @@ import numpy as np
 
 from jaxprobe._validate import as_float_array, check_choice, check_int, check_positive
 from jaxprobe.audio.mel import MelConfig, mel_from_log, mel_to_linear
-from jaxprobe.audio.stft import _check, _istft, _stft, _window, istft
+from jaxprobe.audio._stft import _check, _istft, _stft, _window, istft
 
 
 def griffin_lim(spec, *, n_fft: int = 400, hop_length: int = 160, win_length: int | None = None, window=None,
@@ -25,7 +25,7 @@ def griffin_lim(spec, *, n_fft: int = 400, hop_length: int = 160, win_length: in
     spec : array of shape (..., T, n_fft // 2 + 1)
         Magnitude (``power=1``) or power (``power=2``) spectrogram, frames on axis -2.
     n_fft, hop_length, win_length, window
-        The STFT that made ``spec`` (as :func:`jaxprobe.audio.stft.stft`).
+        The STFT that made ``spec`` (as :func:`jaxprobe.audio.stft`).
     n_iter : int
         Iterations (>= 1; 32 by default, as torchaudio).
     momentum : float in [0, 1)
@@ -90,7 +90,7 @@ def _griffin_lim(mag, angles, w, n_fft, hop, n_iter, momentum, length):
 def spectral_convergence(x, spec, *, n_fft: int = 400, hop_length: int = 160, win_length: int | None = None,
                          power: float = 1.0):
     """``|| |stft(x)| - mag ||_F / || mag ||_F`` per item: x (..., L), spec (..., T, n_freqs) -> (...)."""
-    from jaxprobe.audio.stft import stft
+    from jaxprobe.audio._stft import stft
 
     spec = jnp.asarray(spec)
     if spec.ndim < 2 or spec.shape[-1] != n_fft // 2 + 1:

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxprobe._validate import as_float_array, check_choice, check_int, check_positive
-from jaxprobe.audio.stft import stft
+from jaxprobe.audio._stft import stft
 
 
 def hz_to_mel(f, mel_scale: str = "htk"):

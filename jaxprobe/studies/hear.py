@@ -264,7 +264,7 @@ def listen(job_result: dict, probes, cfg: dict, data, speaker_path: str, out: Pa
     import jax.numpy as jnp
 
     from jaxprobe.audio.pesq import wideband_pesq
-    from jaxprobe.audio.stoi import stoi
+    from jaxprobe.audio._stoi import stoi
     from torch_bridge.dump import Item
     from torch_bridge.hear import item_audio, judge_embeddings, listening_conditions, speaker_embeddings
 

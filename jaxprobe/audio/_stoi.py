@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxprobe._validate import check_finite, check_int
-from jaxprobe.audio.stft import _overlap_add
+from jaxprobe.audio._stft import _overlap_add
 
 _FS, _FRAME, _HOP, _NFFT, _BANDS, _FMIN, _SEG, _BETA, _DYN = 10000, 256, 128, 512, 15, 150.0, 30, -15.0, 40.0
 _EPS = float(np.finfo(float).eps)
