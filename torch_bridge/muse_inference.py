@@ -111,7 +111,8 @@ def _as_waveform(waveform, name: str = "waveform") -> np.ndarray:
         raise ValueError(f"The '{name}' parameter is empty; give at least one sample.")
     if not np.isfinite(x).all():
         raise ValueError(f"The '{name}' parameter holds NaN or inf; remove them before enhancing.")
-    y = x.astype(np.float32, copy=False)
+    with np.errstate(over="ignore"):
+        y = x.astype(np.float32, copy=False)
     if not np.isfinite(y).all():
         raise ValueError(f"The '{name}' parameter holds values up to {float(np.max(np.abs(x))):.3g}, beyond float32's "
                          "range (MUSE runs in float32); rescale the waveform (enhancement normalises its energy anyway).")

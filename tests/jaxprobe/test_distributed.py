@@ -64,6 +64,21 @@ _SCRIPT = textwrap.dedent(
     out["cka_rbf_3"] = np.asarray(jaxprobe.cka(Xb, Yp, kernel="rbf", mesh=3)).tolist()
     out["cka_swap_ref"] = np.asarray(jaxprobe.cka(Yb, Xb)).tolist()
     out["cka_swap_4"] = np.asarray(jaxprobe.cka(Yb, Xb, mesh=4)).tolist()
+    # a constant item raises the one constant-representation error on any device count
+    errors = {}
+    Xz, Yz = Xb.copy(), Yb.copy()
+    Xz[2, 4] = 0.0
+    Yz[3] = 1.0
+    for label, call in (("x_linear_4", lambda: jaxprobe.cka(Xz, Yb, mesh=4)),
+                        ("y_debiased_4", lambda: jaxprobe.cka(Xb, Yz, debiased=True, mesh=4)),
+                        ("y_rbf_3", lambda: jaxprobe.cka(Xb, Yz, kernel="rbf", mesh=3)),
+                        ("boot_2", lambda: jaxprobe.bootstrap_cka(Xz[2], Yb, key=key, n_boot=9, mesh=2))):
+        try:
+            call()
+            errors[label] = None
+        except ValueError as e:
+            errors[label] = str(e)
+    out["constant_errors"] = errors
     # diffusion maps of 5 clouds (uneven over 4); LOBPCG starts from the per-cloud keys
     C = rng.normal(size=(5, 40, 3)).astype(np.float32)
     for solver in ("lobpcg", "krylov"):
@@ -124,6 +139,14 @@ def test_per_item_cka_sharded_with_uneven_batch(four):
     np.testing.assert_allclose(np.asarray(four["cka_rbf_3"]), np.asarray(four["cka_rbf_ref"]), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(np.asarray(four["cka_swap_4"]), np.asarray(four["cka_swap_ref"]), rtol=1e-4, atol=1e-5)
     assert np.asarray(four["cka_rbf_3"]).shape == (3, 5)
+
+
+def test_constant_item_raises_on_every_mesh(four):
+    e = four["constant_errors"]
+    assert "'X' parameter of cka is a constant representation at batch index (2, 4)" in e["x_linear_4"]
+    assert "'Y' parameter of cka is a constant representation at batch index (3,)" in e["y_debiased_4"]
+    assert "'Y' parameter of cka is a constant representation at batch index (3,)" in e["y_rbf_3"]
+    assert "'X' parameter of bootstrap_cka is a constant representation at batch index (4,)" in e["boot_2"]
 
 
 @pytest.mark.parametrize("solver", ["lobpcg", "krylov"])
