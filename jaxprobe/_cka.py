@@ -17,7 +17,6 @@ import numpy as np
 from jaxprobe._validate import (as_float_array, check_bool, check_choice, check_finite, check_not_constant, check_positive,
                                 constant_threshold)
 from kernels import gram as _gram
-from kernels import hsic as _hsic
 
 KERNELS = ("linear", "rbf")
 

@@ -3,7 +3,6 @@ path that computes CKA (paths x dtypes x estimators), the dtype policy, overflow
 statistics, and type checks of bool / choice / key parameters."""
 from __future__ import annotations
 
-import re
 
 import jax
 import numpy as np
