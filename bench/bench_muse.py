@@ -46,7 +46,7 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def _inputs(gold) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    from torch_bridge.enhance import SEGMENT_SIZE, muse_forward_inputs, muse_normalise
+    from torch_bridge.muse_inference import SEGMENT_SIZE, muse_forward_inputs, muse_normalise
 
     rng = np.random.default_rng(0)
     noise, _ = muse_normalise(rng.standard_normal(SEGMENT_SIZE).astype(np.float32))
