@@ -209,7 +209,7 @@ def test_run_dump_refuses_a_negative_count(tmp_path, no_dump_model):
 def test_enhance_checks_the_output_before_the_model(tmp_path, capsys, monkeypatch, rng):
     import soundfile as sf
 
-    import torch_bridge.enhance as te
+    import torch_bridge.muse_inference as te
 
     monkeypatch.setattr(te, "load_muse", lambda *a, **k: (_ for _ in ()).throw(AssertionError("model loaded")))
     src = tmp_path / "in.wav"
