@@ -42,8 +42,8 @@ CLEAN = "clean"
 INPUT = "frontend.mel"  # the store's input log-mel layer (torch_bridge.models.asr.INPUT_LAYER)
 REFERENCES = ("audio", "mel")
 _VERSION = 1
-_LISTEN_VERSION = 6  # 2: EER intervals, 3: embeddings kept for paired EER contrasts, 4: minDCF, 5: PESQ,
-# 6: the pretrained GE2E judge (x-vector second)
+_LISTEN_VERSION = 7  # 2: EER intervals, 3: embeddings kept for paired EER contrasts, 4: minDCF, 5: PESQ,
+# 6: the pretrained GE2E judge (x-vector second), 7: wavs of the listening test's utterances
 # (older caches are recomputed)
 
 
@@ -286,6 +286,11 @@ def listen(job_result: dict, probes, cfg: dict, data, speaker_path: str, out: Pa
     utt_of = np.array([u for u, _ in items])
     spk = {r.id: str(r.speaker) for r in data.listen}
     examples = [r.id for r in data.listen[: cfg["listen"]["wav_examples"]]]
+    if examples:  # and the listening test's: two utterances of each of the first two speakers (triplets)
+        by_spk: dict[str, list[str]] = {}
+        for r in data.listen:
+            by_spk.setdefault(str(r.speaker), []).append(r.id)
+        examples += [u for s in list(by_spk)[:2] for u in by_spk[s][:2] if u not in examples]
     ex_dir = out / "wavs" / tag
     mels_for_fig: dict[str, np.ndarray] = {}
 
@@ -557,5 +562,9 @@ def run(config, out_dir, *, devices: str | None = None) -> dict:
     from jaxprobe.report.hear import write_hear_report
 
     paths = write_hear_report(results, out, formats=tuple(cfg["report"]["formats"]))
+    if cfg["listen"]["wav_examples"] > 0:  # the human test (Fig. 2b) from the wavs just written
+        from jaxprobe.report.listening import write_listening_test
+
+        paths.update(write_listening_test(out, results))
     _log(f"report: {paths.get('html')}")
     return {"results": str(out / "results.json"), **{k: str(v) for k, v in paths.items()}}

@@ -73,7 +73,8 @@ HEAR_DEFAULTS: dict[str, Any] = {
     "listen": {
         "griffin_lim_iters": 32,
         "mel_inversion": "pinv",  # "pinv" (the paper) or "nnls"
-        "wav_examples": 2,  # listening-set utterances whose reconstructions are written as wavs
+        "wav_examples": 2,  # listening-set utterances whose reconstructions are written as wavs (> 0: also two
+        # utterances of each of the first two speakers, and the listening test page built from them)
         "n_boot": 1000,  # bootstrap replicates (over utterances) for the STOI / L1 intervals
         "level": 0.95,
     },

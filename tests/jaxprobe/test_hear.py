@@ -168,8 +168,12 @@ def test_results_contract(hear_run):
     for stem in ("fig2_eer_per_layer", "fig3_mel_per_layer", "fig4_stoi_per_layer", "fig4b_pesq_per_layer"):
         assert (out / "figures" / f"{stem}.png").stat().st_size > 10_000
     wavs = sorted((out / "wavs").rglob("*.wav"))
-    # one example utterance x 4 recognisers x 3 conditions x (layers + 2 references)
-    assert len(wavs) == sum(2 * 3 * (n + 2) for n in n_layers.values())
+    # one example utterance (also the listening test's first) + the listening test's other three (two speakers x
+    # two utterances) x 4 recognisers x 3 conditions x (layers + 2 references)
+    assert len(wavs) == sum(4 * 2 * 3 * (n + 2) for n in n_layers.values())
+    page = (out / "listening_test.html").read_text()
+    assert page.count("data:audio/wav;base64,") == sum(4 * 2 * (n + 2) for n in n_layers.values())  # clean only
+    assert (out / "listening_test_answers_example.csv").is_file()
 
 
 def test_rerun_reuses_every_stage(hear_run):
