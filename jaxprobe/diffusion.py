@@ -18,6 +18,11 @@ Conventions (shared with ``kernels.affinity`` and ``tests/reference/diffusion_re
   positive semi-definite, so negative values are round-off). With all ``n - 1``
   components, Euclidean distance between coordinates is the diffusion distance
   ``||p_t(x_i, .) - p_t(x_j, .)||_{1/pi}``.
+* ``coordinates="symmetric"`` (the SE authors' convention) uses the unit eigenvectors
+  ``v = sqrt(pi) psi`` of ``S`` directly: ``coords = lambda^t v``, same eigenvalues, same
+  signs, trivial pair dropped as well. With uneven degrees the per-point factor
+  ``sqrt(pi_i)`` reorders points along each coordinate, and Euclidean distances between
+  these coordinates are not diffusion distances.
 * Signs: each eigenvector's entry of largest magnitude is positive. ``align_to=a``
   (a vector over the points, e.g. SNR) instead makes ``sum_i pi_i psi(i) a_i >= 0``, so
   DC1 points the same way across layers, runs and bootstrap replicates.
@@ -52,6 +57,7 @@ from kernels.gram import sq_distances
 from kernels.krylov import block_krylov_eigh, converged
 
 EPSILON_RULES = ("median", "bgh")
+COORDINATES = ("markov", "symmetric")
 SOLVERS = ("auto", "eigh", "lobpcg", "krylov")
 DENSE_MAX_N = 8192  # above this n, affinities are built in tiles (block_size=None)
 AUTO_EIGH_MAX_N = 256  # solver="auto" uses eigh up to this n
@@ -69,7 +75,7 @@ ALMOST_ZERO = 1e-6  # largest off-diagonal affinity of a point below this: isola
         "coords", "eigenvalues", "eigenvectors", "epsilon", "stationary", "density",
         "n_kept", "mask", "min_affinity", "n_isolated", "residuals",
     ],
-    meta_fields=["alpha", "t", "epsilon_rule", "energy", "solver"],
+    meta_fields=["alpha", "t", "epsilon_rule", "energy", "solver", "coordinates"],
 )
 @dataclasses.dataclass(frozen=True)
 class DiffusionMap:
@@ -77,9 +83,11 @@ class DiffusionMap:
 
     Attributes
     ----------
-    coords : array of shape (..., n, k), ``lambda^t psi``, zero where ``mask`` is False.
+    coords : array of shape (..., n, k), ``lambda^t psi`` ("markov") or ``lambda^t v``
+        ("symmetric"), zero where ``mask`` is False.
     eigenvalues : array of shape (..., k), nontrivial, decreasing.
-    eigenvectors : array of shape (..., n, k), right eigenvectors ``psi`` of P.
+    eigenvectors : array of shape (..., n, k), right eigenvectors ``psi`` of P ("markov"), or
+        the unit eigenvectors ``v = sqrt(pi) psi`` of the conjugate matrix S ("symmetric").
     epsilon : array of shape (...), the bandwidth used.
     stationary : array of shape (..., n), ``pi``.
     density : array of shape (..., n), kernel row sums ``q`` (needed for Nystrom).
@@ -89,7 +97,7 @@ class DiffusionMap:
     n_isolated : int array of shape (...), points with no off-diagonal affinity above 1e-6.
     residuals : array of shape (..., k), ``||S v - lambda v||`` of each unit eigenvector
         of the conjugate matrix (a convergence check for LOBPCG).
-    alpha, t, epsilon_rule, energy, solver : the settings (static).
+    alpha, t, epsilon_rule, energy, solver, coordinates : the settings (static).
     """
 
     coords: jax.Array
@@ -108,6 +116,7 @@ class DiffusionMap:
     epsilon_rule: str
     energy: float | None
     solver: str
+    coordinates: str = "markov"
 
 
 # ----------------------------------------------------------------------------- one cloud
@@ -194,7 +203,7 @@ def _blocked_operator(X, eps_value, alpha, key, *, rule, block_size):
     return op, eps, deg, q, min_aff, n_iso
 
 
-def _finish(w, V, deg, t, energy, align, *, k, use_energy, use_align):
+def _finish(w, V, deg, t, energy, align, *, k, use_energy, use_align, symmetric=False):
     """Truncate to k, map to right eigenvectors, fix signs, weight by lambda^t.
 
     ``w`` (decreasing) holds every computed nontrivial eigenvalue; the energy share
@@ -216,13 +225,15 @@ def _finish(w, V, deg, t, energy, align, *, k, use_energy, use_align):
         c = jnp.sum(pi[:, None] * psi * align[:, None], axis=0)
         sign = jnp.where(c != 0, jnp.sign(c), sign)
     psi = psi * jnp.where(sign == 0, 1.0, sign)[None, :]
+    if symmetric:  # the unit eigenvectors of S, signed like psi
+        psi = psi * jnp.sqrt(pi)[:, None]
     mask = jnp.arange(k) < n_kept
     coords = psi * (lam ** t * mask)[None, :]
     return coords, w, psi, pi, n_kept, mask
 
 
 def _one_cloud(X, eps_value, alpha, t, energy, align, key, *, rule, k, solver, block_size,
-               maxiter, tol, use_energy, use_align):
+               maxiter, tol, use_energy, use_align, symmetric=False):
     n = X.shape[0]
     ksub, kinit = jax.random.split(key)
     if block_size is None:
@@ -254,7 +265,7 @@ def _one_cloud(X, eps_value, alpha, t, energy, align, key, *, rule, k, solver, b
     Vk = V[:, :k]
     residual = jnp.linalg.norm(apply(Vk) - Vk * w[None, :k], axis=0)
     coords, w, psi, pi, n_kept, mask = _finish(
-        w, V, deg, t, energy, align, k=k, use_energy=use_energy, use_align=use_align
+        w, V, deg, t, energy, align, k=k, use_energy=use_energy, use_align=use_align, symmetric=symmetric
     )
     # input checks, done here instead of in extra host passes over X: raised by the caller
     finite = jnp.all(jnp.isfinite(X))
@@ -265,7 +276,7 @@ def _one_cloud(X, eps_value, alpha, t, energy, align, key, *, rule, k, solver, b
 @partial(
     jax.jit,
     static_argnames=("rule", "k", "solver", "block_size", "maxiter", "tol", "use_energy", "use_align",
-                     "sequential"),
+                     "sequential", "symmetric"),
 )
 def _diffusion_map_batched(X, eps_value, alpha, t, energy, align, key, *, sequential, **static):
     """X (B, n, d), align (B, n), key: one PRNG key -> tuple of (B, ...) arrays.
@@ -420,6 +431,7 @@ def diffusion_map(
     block_size=None,
     maxiter=100,
     tol=None,
+    coordinates="markov",
 ) -> DiffusionMap:
     """Diffusion map of one cloud or of every cloud of a batch, in one jitted call.
 
@@ -463,6 +475,11 @@ def diffusion_map(
         points. None: tiles of 1024 when n > 8192, dense otherwise.
     maxiter, tol : LOBPCG iterations and tolerance
         (``jax.experimental.sparse.linalg.lobpcg_standard``).
+    coordinates : "markov" or "symmetric"
+        "markov" (default, Coifman-Lafon): right eigenvectors ``psi`` of P, so distances
+        between coordinates are diffusion distances. "symmetric" (the SE authors' code):
+        the unit eigenvectors ``v = sqrt(pi) psi`` of ``S = D^-1/2 K D^-1/2`` used directly,
+        same eigenvalues and signs; ``diffusion_nystrom`` needs "markov".
 
     Returns
     -------
@@ -486,6 +503,7 @@ def diffusion_map(
     if energy is not None:
         energy = _check_real(energy, "energy", 0.0, 1.0, lo_open=True)
     solver = check_choice(solver, "solver", SOLVERS, fn=_FN)
+    coordinates = check_choice(coordinates, "coordinates", COORDINATES, fn=_FN)
     if n_components is not None and (
         isinstance(n_components, bool) or not isinstance(n_components, numbers.Integral)
         or not 1 <= n_components <= n - 1
@@ -564,7 +582,7 @@ def diffusion_map(
         a.reshape(B, n),
         key,
         rule=rule, k=k, solver=solver, block_size=block_size, maxiter=maxiter, tol=tol,
-        use_energy=energy is not None, use_align=use_align,
+        use_energy=energy is not None, use_align=use_align, symmetric=coordinates == "symmetric",
         sequential=solver in ("lobpcg", "krylov") and one_device and (block_size is None or solver == "krylov"),
     )
     coords, w, psi, eps, pi, q, n_kept, mask, min_aff, n_iso, resid, finite, spread = (
@@ -585,6 +603,7 @@ def diffusion_map(
         coords=coords, eigenvalues=w, eigenvectors=psi, epsilon=eps, stationary=pi, density=q,
         n_kept=n_kept, mask=mask, min_affinity=min_aff, n_isolated=n_iso, residuals=resid,
         alpha=alpha, t=t, epsilon_rule="fixed" if rule is None else rule, energy=energy, solver=solver,
+        coordinates=coordinates,
     )
     _warn_degenerate(res)
     _warn_unconverged(res)
@@ -648,6 +667,12 @@ def diffusion_nystrom(dmap: DiffusionMap, X, Y):
     coords : array of shape (..., m, k). Memory is O(m n) per cloud.
     """
     fn = "diffusion_nystrom"
+    if getattr(dmap, "coordinates", "markov") != "markov":
+        raise ValueError(
+            f"The 'dmap' parameter of {fn} must be a map with coordinates='markov' (the extension formula is "
+            f"for right eigenvectors of P); got coordinates={dmap.coordinates!r}. Recompute the map with "
+            "coordinates='markov'."
+        )
     X = as_float_array(X, "X", fn=fn, min_ndim=2)
     Y = as_float_array(Y, "Y", fn=fn, min_ndim=2)
     check_finite(Y, "Y", fn=fn)

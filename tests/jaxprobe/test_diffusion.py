@@ -295,6 +295,56 @@ def test_nystrom_matches_reference_formula(x64, rng):
     np.testing.assert_allclose(np.asarray(diffusion_nystrom(res, X, Y)), expect, atol=1e-12)
 
 
+# ----------------------------------------------------------------------------- symmetric coordinates
+
+
+def _uneven_cloud(rng, n):
+    """A dense cluster and a sparse tail: degrees vary a lot (the case where conventions differ)."""
+    return np.concatenate([0.1 * rng.normal(size=(n // 2, 3)), rng.normal(size=(n - n // 2, 3)) * [2.0, 1.0, 0.5]])
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.5])
+@pytest.mark.parametrize("solver, k", [("eigh", None), ("lobpcg", 4), ("krylov", 4)])
+def test_symmetric_coordinates_are_eigenvectors_of_the_conjugate_matrix(x64, rng, alpha, solver, k):
+    """"symmetric" = unit eigenvectors of D^-1/2 K_a D^-1/2, checked against scipy.linalg.eigh of that
+    matrix by residual and subspace angle (float64: residual < 1e-8, angle < 1e-6)."""
+    X = _uneven_cloud(rng, 60)
+    res = diffusion_map(X, alpha=alpha, t=1.0, n_components=k, solver=solver, coordinates="symmetric")
+    assert res.coordinates == "symmetric" and res.eigenvectors.dtype == jnp.float64
+    eps = float(res.epsilon)
+    _, K_a, deg, _ = ref.markov_matrices(X, eps, alpha)
+    S = K_a / np.sqrt(np.outer(deg, deg))
+    w, V = scipy.linalg.eigh(S)
+    w, V = w[::-1][1:], V[:, ::-1][:, 1:]  # drop the trivial pair (eigenvalue 1)
+    kk = res.eigenvalues.shape[-1]
+    np.testing.assert_allclose(np.asarray(res.eigenvalues), w[:kk], atol=1e-8)
+    v = np.asarray(res.eigenvectors)
+    assert np.linalg.norm(S @ v - v * np.asarray(res.eigenvalues)[None, :], axis=0).max() < 1e-8
+    np.testing.assert_allclose(v.T @ v, np.eye(kk), atol=1e-8)  # unit, orthogonal
+    assert np.abs(v.T @ np.sqrt(deg / deg.sum())).max() < 1e-8  # the trivial vector is dropped
+    assert _max_angle(v[:, :3], V[:, :3]) < 1e-6
+    lam = np.clip(np.asarray(res.eigenvalues), 0, None)
+    np.testing.assert_allclose(np.asarray(res.coords), v * lam[None, :], atol=1e-12)
+
+
+def test_symmetric_is_sqrt_pi_times_markov_with_the_same_signs(x64, rng):
+    X = _uneven_cloud(rng, 40)
+    a = np.linspace(-1, 1, 40)
+    mk = diffusion_map(X, t=0.5, energy=0.99, align_to=a)
+    sy = diffusion_map(X, t=0.5, energy=0.99, align_to=a, coordinates="symmetric")
+    root = np.sqrt(np.asarray(mk.stationary))[:, None]
+    np.testing.assert_allclose(np.asarray(sy.coords), root * np.asarray(mk.coords), atol=1e-12)
+    np.testing.assert_array_equal(np.asarray(sy.mask), np.asarray(mk.mask))
+    np.testing.assert_array_equal(np.asarray(sy.eigenvalues), np.asarray(mk.eigenvalues))
+
+
+def test_nystrom_refuses_symmetric_maps(rng):
+    X = rng.normal(size=(20, 3))
+    sy = diffusion_map(X, coordinates="symmetric")
+    with pytest.raises(ValueError, match="coordinates='markov'"):
+        diffusion_nystrom(sy, X, X[:2])
+
+
 # ----------------------------------------------------------------------------- bad input
 
 
@@ -317,6 +367,7 @@ def test_nystrom_matches_reference_formula(x64, rng):
         (np.arange(120.0).reshape(40, 3), {"n_components": 6, "solver": "krylov"}, "5 \\* \\(n_components \\+ 2\\) < n"),
         (np.arange(60.0).reshape(20, 3), {"solver": "eigh", "block_size": 8}, "cannot be 'eigh'"),
         (np.arange(3.0), {}, "at least 2 dimensions"),
+        (np.arange(12.0).reshape(4, 3), {"coordinates": "authors"}, "'coordinates'.*'markov', 'symmetric'"),
     ],
 )
 def test_bad_input_raises_clear_errors(X, kwargs, match):
