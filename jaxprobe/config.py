@@ -65,6 +65,11 @@ SWEEP_DEFAULTS: dict[str, Any] = {
         "energy": 0.99,
         "inter_snrs": [-10, -5, 0, 10, 20, 30],  # SNRs drawn in Fig. 5, each on the SNR grid (when the key is
         # left out: these six where on the grid, else six spread over it)
+        "coordinates": "markov",  # markov (Coifman-Lafon) | symmetric (eigenvectors of D^-1/2 K D^-1/2, the SE authors')
+        "inter_layers": "authors",  # authors (all layers of Enc1, Enc2, Dec2, Dec1) | first_of_block | [module paths]
+        "n_boot": 200,  # bootstrap replicates of the geometry (centroids and every map recomputed)
+        "level": 0.95,
+        "design": "hierarchical",  # hierarchical (noise types, then items) | noise (noise types only)
     },
     "report": {"formats": ["png", "pdf"]},  # png is always needed (the HTML report embeds it)
     "compute": {"devices": "1"},  # JAX devices for the analysis: "1", "all" or a count (see jaxprobe.distributed)
@@ -79,6 +84,8 @@ _CHOICES = {
     ("data", "speech_split"): ("train", "dev", "test", "all", "real"),
     ("cka", "orientation"): ("channels", "bins"),
     ("cka", "method"): ("percentile", "bca"),
+    ("diffusion", "coordinates"): ("markov", "symmetric"),
+    ("diffusion", "design"): ("hierarchical", "noise"),
 }
 _SUBSETS = {
     ("cka", "protocols"): ("utterance", "centroid"),
@@ -130,6 +137,7 @@ def _merge(base: dict, over: dict, path: str) -> dict:
                 isinstance(v, type(d))
                 or (isinstance(d, float) and isinstance(v, int) and not isinstance(v, bool))
                 or (k == "epsilon" and isinstance(v, (int, float)))
+                or (k == "inter_layers" and isinstance(v, list))
             )
             if not ok or (isinstance(v, bool) != isinstance(d, bool)):
                 raise ConfigError(
@@ -232,6 +240,14 @@ def _validate(cfg: dict) -> dict:
         raise ConfigError(f"Configuration key 'diffusion.epsilon' must be 'median', 'bgh' or a number > 0; got {dd['epsilon']!r}.")
     if not isinstance(dd["epsilon"], str) and not (dd["epsilon"] > 0 and math.isfinite(dd["epsilon"])):
         raise ConfigError(f"Configuration key 'diffusion.epsilon' must be a finite number > 0; got {dd['epsilon']!r}.")
+    il = dd["inter_layers"]
+    if not (il in ("authors", "first_of_block") or (isinstance(il, list) and il and all(isinstance(x, str) for x in il))):
+        raise ConfigError("Configuration key 'diffusion.inter_layers' must be 'authors', 'first_of_block' or a non-empty "
+                          f"list of module paths; got {il!r}.")
+    if not (isinstance(dd["n_boot"], int) and dd["n_boot"] >= 2):
+        raise ConfigError(f"Configuration key 'diffusion.n_boot' must be an int >= 2; got {dd['n_boot']!r}.")
+    if not 0 < dd["level"] < 1:
+        raise ConfigError(f"Configuration key 'diffusion.level' must be in (0, 1); got {dd['level']!r}.")
     return cfg
 
 

@@ -93,7 +93,7 @@ def _membership(labels, n_groups, dtype):
 
 
 def intra_layer(X, snr, *, n_components=None, epsilon="median", alpha=0.0, t=1.0, energy=None,
-                key=None, solver="auto") -> IntraLayerResult:
+                key=None, solver="auto", coordinates="markov") -> IntraLayerResult:
     """Intra-layer analysis: a diffusion map per layer over the SNR grid.
 
     Parameters
@@ -103,7 +103,7 @@ def intra_layer(X, snr, *, n_components=None, epsilon="median", alpha=0.0, t=1.0
         n = noises x SNRs (738) centroids, or (layers, noises, 41, d) for one map per
         layer and noise type (average the fits over the noise axis afterwards).
     snr : array of shape (n,), the SNR of each point; at least 3 distinct values.
-    n_components, epsilon, alpha, t, energy, key, solver : as in ``diffusion_map``
+    n_components, epsilon, alpha, t, energy, key, solver, coordinates : as in ``diffusion_map``
         (``align_to`` is the SNR, so DC1 grows with SNR).
 
     Returns
@@ -126,7 +126,7 @@ def intra_layer(X, snr, *, n_components=None, epsilon="median", alpha=0.0, t=1.0
             f"The 'snr' parameter of {fn} must hold at least 3 distinct values for a line fit; got {len(levels)}."
         )
     maps = diffusion_map(X, n_components=n_components, epsilon=epsilon, alpha=alpha, t=t, energy=energy,
-                         key=key, solver=solver, align_to=snr)
+                         key=key, solver=solver, align_to=snr, coordinates=coordinates)
     dc1 = maps.coords[..., 0]
     snr_j = jnp.asarray(snr, dc1.dtype)
     fit = linregress(snr_j, dc1)
@@ -173,7 +173,7 @@ def intra_layer_by_name(layers: Mapping, snr, **kwargs) -> dict:
 
 
 def inter_layer(layers: Mapping, *, blocks: Mapping | None = None, n_components=None, epsilon="median",
-                alpha=0.0, t=1.0, energy=None, key=None, solver="auto") -> InterLayerResult:
+                alpha=0.0, t=1.0, energy=None, key=None, solver="auto", coordinates="markov") -> InterLayerResult:
     """Inter-layer analysis: a diffusion map per SNR over the points of all layers.
 
     Parameters
@@ -185,7 +185,7 @@ def inter_layer(layers: Mapping, *, blocks: Mapping | None = None, n_components=
     blocks : mapping layer name -> block name, optional
         Group the layers into blocks (from the layer map, never parsed from names);
         distances are between block centroids. None: every layer is its own group.
-    n_components, epsilon, alpha, t, energy, key, solver : as in ``diffusion_map``
+    n_components, epsilon, alpha, t, energy, key, solver, coordinates : as in ``diffusion_map``
         (``align_to`` is the layer position, so DC1 grows with depth).
 
     Returns
@@ -237,7 +237,7 @@ def inter_layer(layers: Mapping, *, blocks: Mapping | None = None, n_components=
     cloud = jnp.concatenate([arrays[nm] for nm in names], axis=1)  # (S, L * m, d)
     depth = np.repeat(np.arange(len(names), dtype=np.float64), m)
     maps = diffusion_map(cloud, n_components=n_components, epsilon=epsilon, alpha=alpha, t=t, energy=energy,
-                         key=key, solver=solver, align_to=depth)
+                         key=key, solver=solver, align_to=depth, coordinates=coordinates)
     labels = np.repeat([groups.index(group_of[nm]) for nm in names], m)
     gc, gd = _group_geometry(maps.coords, _membership(labels, len(groups), maps.coords.dtype))
     return InterLayerResult(maps=maps, layers=names, groups=groups, group_coords=gc, group_distances=gd,

@@ -12,9 +12,18 @@ activation, flattened to C*F features (2048 for MUSE, 1536 in the latent block).
   ("table1_per_noise_maps"): in one pooled map, different noise types can move away
   from the clean point in different directions, so DC1 may rise with SNR for some
   noise types and fall for others; separate maps align each with SNR.
-* Inter-layer: one map per SNR over the centroids (K per layer) of the first layer of
-  each block, latent excluded (different dimension); distances between the layers'
-  mean diffusion coordinates (Fig. 5).
+* Inter-layer: one map per SNR over the centroids (K per layer) of a set of layers
+  (``diffusion.inter_layers``): "authors" (default) = every layer of Enc1, Enc2, Dec2 and
+  Dec1, as the SE authors' code (latent: different dimension; refinement left out);
+  "first_of_block" = the first layer of each block (Latent excluded by its dimension);
+  or a list of module paths. Distances between the layers' mean diffusion coordinates
+  (Fig. 5; between blocks for "first_of_block"). Blocks come from the layer map.
+* Coordinates: ``diffusion.coordinates`` ("markov" | "symmetric") sets the convention of
+  every distance; Table 1 is given in both ("table1" Markov, "table1_symmetric").
+* Intervals: every number is bootstrapped by recomputing the maps
+  (``jaxprobe.diffusion_bootstrap``): noise types, then items within each, are resampled,
+  the centroids and every map recomputed, and each statistic taken per replicate; keys
+  ending in "distances" get "<key>_low" and "<key>_high" of the same shape.
 """
 from __future__ import annotations
 
@@ -24,9 +33,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprobe.bootstrap import bootstrap_mean
-from jaxprobe.diffusion_analysis import inter_layer, intra_layer, intra_layer_by_name
+from jaxprobe import diffusion_bootstrap as DB
+from jaxprobe.diffusion_analysis import _membership, inter_layer, intra_layer
 from jaxprobe.stats import linregress, spearman
+
+AUTHORS_BLOCKS = ("Enc1", "Enc2", "Dec2", "Dec1")  # the SE authors' inter-layer blocks (their code)
+INTER_LAYER_SETS = ("authors", "first_of_block")
 
 
 def centroids(noisy: dict) -> dict:
@@ -38,96 +50,219 @@ def centroids(noisy: dict) -> dict:
     return out
 
 
-def analyze_diffusion(noisy: dict, layers: list, snrs, noises, dcfg: dict, *, seed: int = 0, n_boot: int = 1000,
-                      level: float = 0.95) -> dict:
-    """Intra- and inter-layer diffusion analyses -> the ``diffusion`` part of results.json."""
-    snrs = np.asarray(snrs, np.float64)
-    K, S = len(noises), len(snrs)
-    key = jax.random.key(seed)
-    cent = centroids(noisy)
+def inter_layer_set(layers: list, choice) -> tuple[list, str, str]:
+    """The layers of the inter-layer maps, read from the layer map (``block`` of each record).
+
+    Returns
+    -------
+    names : module paths in depth order; grouping : "layer" (one row of Fig. 5 per layer)
+    or "block"; description : a phrase for the report.
+    """
     names = [l["name"] for l in layers]
     block_of = {l["name"]: l["block"] for l in layers}
+    if isinstance(choice, str) and choice == "authors":
+        chosen = [nm for nm in names if block_of[nm] in AUTHORS_BLOCKS]
+        if not chosen:
+            raise ValueError(
+                f"The 'diffusion.inter_layers' setting 'authors' needs layers of the blocks {list(AUTHORS_BLOCKS)} in "
+                f"the layer map; got blocks {sorted(set(block_of.values()))}. Use 'first_of_block' or a list of "
+                "module paths."
+            )
+        found = [b for b in AUTHORS_BLOCKS if any(block_of[nm] == b for nm in chosen)]
+        return chosen, "layer", (f"the SE authors' set: all {len(chosen)} layers of {', '.join(found)} "
+                                 "(latent and refinement excluded)")
+    if isinstance(choice, str) and choice == "first_of_block":
+        chosen = [next(nm for nm in names if block_of[nm] == b) for b in dict.fromkeys(block_of.values())]
+        return chosen, "block", "the first layer of each block"
+    if isinstance(choice, (list, tuple)) and choice and all(isinstance(c, str) for c in choice):
+        unknown = [c for c in choice if c not in block_of]
+        if unknown:
+            raise ValueError(
+                f"The 'diffusion.inter_layers' setting must list module paths of the layer map; unknown: {unknown}. "
+                f"Known (first 3): {names[:3]}."
+            )
+        chosen = [nm for nm in names if nm in set(choice)]
+        return chosen, "layer", f"{len(chosen)} listed layers"
+    raise ValueError(
+        f"The 'diffusion.inter_layers' setting must be one of {list(INTER_LAYER_SETS)} or a non-empty list of module "
+        f"paths; got {choice!r}."
+    )
+
+
+def _block_means(values, rows_of_block):
+    """values (..., L, K) -> (..., G): mean over each block's layers and over the K slots."""
+    return np.stack([values[..., rows, :].mean(axis=(-2, -1)) for rows in rows_of_block], axis=-1)
+
+
+def _with_bounds(rec, key, est, reps, level):
+    lo, hi = DB.percentile(reps, level)
+    rec[key] = est.tolist() if isinstance(est, np.ndarray) else float(est)
+    rec[f"{key}_low"] = lo.tolist() if isinstance(lo, np.ndarray) and lo.ndim else float(lo)
+    rec[f"{key}_high"] = hi.tolist() if isinstance(hi, np.ndarray) and hi.ndim else float(hi)
+
+
+def analyze_diffusion(noisy: dict, layers: list, snrs, noises, dcfg: dict, *, seed: int = 0, n_boot: int | None = None,
+                      level: float | None = None) -> dict:
+    """Intra- and inter-layer diffusion analyses -> the ``diffusion`` part of results.json.
+
+    noisy : dict layer -> (K, S, U, C, F) activations; layers : layer-map records (name,
+    block, ...) in depth order. ``dcfg``: the ``diffusion`` config table; ``n_boot`` /
+    ``level`` override its ``n_boot`` / ``level``.
+    """
+    snrs = np.asarray(snrs, np.float64)
+    K, S = len(noises), len(snrs)
+    n_boot = int(dcfg.get("n_boot", 200) if n_boot is None else n_boot)
+    level = float(dcfg.get("level", 0.95) if level is None else level)
+    design = dcfg.get("design", "hierarchical")
+    coordinates = dcfg.get("coordinates", "markov")
+    symmetric = coordinates == "symmetric"
+    key = jax.random.key(seed)
+    names = [l["name"] for l in layers]
+    block_of = {l["name"]: l["block"] for l in layers}
+    blocks = list(dict.fromkeys(block_of[nm] for nm in names))
     eps = dcfg["epsilon"]
     common = dict(epsilon=eps, alpha=float(dcfg["alpha"]), energy=float(dcfg["energy"]) if dcfg["energy"] else None)
-
-    # ---- intra-layer: one cloud of K*S points per layer
-    point_snr = np.tile(snrs, K)  # points ordered noise-major: (k, s) -> k * S + s
-    clouds = {nm: cent[nm].reshape(K * S, -1) for nm in names}
-    intra = intra_layer_by_name(clouds, point_snr, t=float(dcfg["t_intra"]), key=jax.random.fold_in(key, 1), **common)
-    dc1 = np.stack([np.asarray(intra[nm].dc1, np.float64).reshape(K, S) for nm in names])  # (L, K, S)
+    t_intra, t_inter = float(dcfg["t_intra"]), float(dcfg["t_inter"])
+    items = {nm: np.asarray(noisy[nm], np.float32) for nm in names}
+    items = {nm: a.reshape(a.shape[:3] + (-1,)) for nm, a in items.items()}  # (K, S, U, D)
+    U = next(iter(items.values())).shape[2]
+    cent = {nm: a.mean(axis=2) for nm, a in items.items()}  # (K, S, D)
+    index, weights = DB.resample(jax.random.fold_in(key, 7), n_boot, K, U, design)
     x = jnp.asarray(snrs)
-    rho = np.asarray(spearman(x, jnp.asarray(dc1)), np.float64)  # (L, K)
-    r2 = np.asarray(linregress(x, jnp.asarray(dc1)).r2, np.float64)
-    intra_out = {}
-    for i, nm in enumerate(names):
-        res = intra[nm]
-        intra_out[nm] = {
-            "block": block_of[nm],
-            "snrs": snrs.tolist(),
-            "dc1": {"pooled": dc1[i].mean(axis=0).tolist(), **{n: dc1[i, k].tolist() for k, n in enumerate(noises)}},
-            "distances": np.asarray(res.level_distances, np.float64).tolist(),
-            "dist_to_clean": np.asarray(res.distance_to_clean, np.float64).tolist(),
-            "spearman_all_points": float(res.spearman), "r2_all_points": float(res.r2),
-            "spearman_per_noise": rho[i].tolist(), "r2_per_noise": r2[i].tolist(),
-            "n_components": int(np.asarray(res.maps.n_kept)) if hasattr(res.maps, "n_kept") else None,
-            "epsilon": float(np.asarray(res.maps.epsilon)),
-        }
-    blocks = list(dict.fromkeys(block_of[nm] for nm in names))
 
-    def block_table(rho_of, r2_of, salt):
-        """Per block: rho and R^2 per noise type averaged over the block's layers, then over
-        noise types, with percentile intervals from resampling noise types."""
-        out = []
-        for b_i, b in enumerate(blocks):
-            rows = [nm for nm in names if block_of[nm] == b]
-            rb = np.mean([rho_of[nm] for nm in rows], axis=0)
-            qb = np.mean([r2_of[nm] for nm in rows], axis=0)
-            rec = {"block": b, "spearman": float(rb.mean()), "r2": float(qb.mean()), "n_layers": len(rows), "n_noises": K}
-            if K >= 2:
-                bt = bootstrap_mean(np.stack([rb, qb]), key=jax.random.fold_in(key, salt + b_i), n_boot=n_boot, level=level)
-                rec.update(spearman_low=float(bt.low[0]), spearman_high=float(bt.high[0]),
-                           r2_low=float(bt.low[1]), r2_high=float(bt.high[1]))
-            out.append(rec)
-        return out
-
-    table1 = block_table({nm: rho[i] for i, nm in enumerate(names)}, {nm: r2[i] for i, nm in enumerate(names)}, 100)
-
-    # ---- alternative reading: one map per (layer, noise type) over its S SNR centroids
+    # ---- intra-layer, full data: per layer-shape group, one K*S-point map per layer (noise-major
+    # points: (k, s) -> k * S + s) and one S-point map per (layer, noise type); then the replicates
     by_shape: dict = {}
     for nm in names:
         by_shape.setdefault(cent[nm].shape, []).append(nm)
-    rho_pn, r2_pn = {}, {}
-    for grp in by_shape.values():
-        res = intra_layer(np.stack([cent[nm] for nm in grp]), snrs, t=float(dcfg["t_intra"]),
-                          key=jax.random.fold_in(key, 3), **common)  # (Lg, K, S, d): Lg*K maps in one call
-        for i, nm in enumerate(grp):
-            rho_pn[nm] = np.asarray(res.spearman[i], np.float64)
-            r2_pn[nm] = np.asarray(res.r2[i], np.float64)
-            intra_out[nm]["spearman_per_noise_maps"] = rho_pn[nm].tolist()
-            intra_out[nm]["r2_per_noise_maps"] = r2_pn[nm].tolist()
-    table1_pn = block_table(rho_pn, r2_pn, 200)
+    point_snr = np.tile(snrs, K)
+    pos = {nm: i for i, nm in enumerate(names)}
+    L = len(names)
+    dc1 = {c: np.zeros((L, K, S)) for c in ("markov", "symmetric")}
+    rho, r2 = {c: np.zeros((L, K)) for c in dc1}, {c: np.zeros((L, K)) for c in dc1}
+    rho_pn, r2_pn = np.zeros((L, K)), np.zeros((L, K))
+    level_d, n_kept, epsilon, all_pts = np.zeros((L, S, S)), np.zeros(L, int), np.zeros(L), np.zeros((L, 2))
+    reps = {k: np.zeros((n_boot, L, K)) for k in ("rho", "r2", "rho_symmetric", "r2_symmetric",
+                                                    "rho_per_noise_maps", "r2_per_noise_maps")}
+    reps["level_distances"] = np.zeros((n_boot, L, S, S))
+    residual = 0.0
+    for g, grp in enumerate(by_shape.values()):
+        rows = [pos[nm] for nm in grp]
+        C = np.stack([cent[nm] for nm in grp])  # (Lg, K, S, D)
+        res = {c: intra_layer(C.reshape(len(grp), K * S, -1), point_snr, t=t_intra, coordinates=c,
+                              key=jax.random.fold_in(key, 1), **common) for c in dc1}
+        pn = intra_layer(C, snrs, t=t_intra, key=jax.random.fold_in(key, 3), **common)  # Lg*K maps in one call
+        used = res[coordinates]
+        for c in dc1:
+            d = np.asarray(res[c].dc1, np.float64).reshape(len(grp), K, S)
+            dc1[c][rows] = d
+            rho[c][rows] = np.asarray(spearman(x, jnp.asarray(d)), np.float64)
+            r2[c][rows] = np.asarray(linregress(x, jnp.asarray(d)).r2, np.float64)
+        rho_pn[rows] = np.asarray(pn.spearman, np.float64)
+        r2_pn[rows] = np.asarray(pn.r2, np.float64)
+        level_d[rows] = np.asarray(used.level_distances, np.float64)
+        n_kept[rows] = np.asarray(used.maps.n_kept)
+        epsilon[rows] = np.asarray(used.maps.epsilon)
+        all_pts[rows] = np.stack([np.asarray(used.spearman), np.asarray(used.r2)], -1)
+        X = jnp.stack([jnp.asarray(items[nm]) for nm in grp])  # (Lg, K, S, U, D)
+        rep = DB.intra_replicates(X, index, weights, snrs, res["markov"].maps, pn.maps,
+                                  key=jax.random.fold_in(key, 10 + g), symmetric=symmetric)
+        for k in reps:
+            reps[k][:, rows] = getattr(rep, k)
+        residual = max(residual, rep.max_residual)
 
-    # ---- inter-layer: per SNR, the first layer of every block (K centroids each)
-    firsts = []
-    for b in blocks:
-        first = next(nm for nm in names if block_of[nm] == b)
-        firsts.append(first)
-    inter_in = {nm: np.moveaxis(cent[nm], 0, 1) for nm in firsts}  # (S, K, d)
+    intra_out = {}
+    for i, nm in enumerate(names):
+        rec = {
+            "block": block_of[nm], "snrs": snrs.tolist(),
+            "dc1": {"pooled": dc1[coordinates][i].mean(axis=0).tolist(),
+                    **{n: dc1[coordinates][i, k].tolist() for k, n in enumerate(noises)}},
+        }
+        _with_bounds(rec, "distances", level_d[i], reps["level_distances"][:, i], level)
+        _with_bounds(rec, "dist_to_clean", level_d[i, :, -1], reps["level_distances"][:, i, :, -1], level)
+        rec.update({
+            "spearman_all_points": float(all_pts[i, 0]), "r2_all_points": float(all_pts[i, 1]),
+            "spearman_per_noise": rho["markov"][i].tolist(), "r2_per_noise": r2["markov"][i].tolist(),
+            "spearman_per_noise_symmetric": rho["symmetric"][i].tolist(),
+            "r2_per_noise_symmetric": r2["symmetric"][i].tolist(),
+            "spearman_per_noise_maps": rho_pn[i].tolist(), "r2_per_noise_maps": r2_pn[i].tolist(),
+            "n_components": int(n_kept[i]), "epsilon": float(epsilon[i]),
+        })
+        intra_out[nm] = rec
+    rows_of_block = [[pos[nm] for nm in names if block_of[nm] == b] for b in blocks]
+
+    def block_table(rho_lk, r2_lk, rho_reps, r2_reps):
+        """Per block: rho and R^2 per noise type averaged over the block's layers and the noise
+        types; intervals: the same average inside every replicate (recomputed maps)."""
+        est = np.stack([_block_means(rho_lk, rows_of_block), _block_means(r2_lk, rows_of_block)])
+        lo_rho, hi_rho = DB.percentile(_block_means(rho_reps, rows_of_block), level)
+        lo_r2, hi_r2 = DB.percentile(_block_means(r2_reps, rows_of_block), level)
+        return [{"block": b, "spearman": float(est[0, i]), "r2": float(est[1, i]),
+                 "spearman_low": float(lo_rho[i]), "spearman_high": float(hi_rho[i]),
+                 "r2_low": float(lo_r2[i]), "r2_high": float(hi_r2[i]),
+                 "n_layers": len(rows_of_block[i]), "n_noises": K} for i, b in enumerate(blocks)]
+
+    table1 = block_table(rho["markov"], r2["markov"], reps["rho"], reps["r2"])
+    table1_sym = block_table(rho["symmetric"], r2["symmetric"], reps["rho_symmetric"], reps["r2_symmetric"])
+    table1_pn = block_table(rho_pn, r2_pn, reps["rho_per_noise_maps"], reps["r2_per_noise_maps"])
+
+    # block drift: mean over a block's layers of the distance from the lowest SNR to the cleanest
+    low = int(np.argmin(snrs))
+    drift = []
+    for b, rows in zip(blocks, rows_of_block):
+        rec = {"block": b, "snr_low": float(snrs[low]), "snr_clean": float(snrs[-1])}
+        _with_bounds(rec, "distance", level_d[rows, low, -1].mean(), reps["level_distances"][:, rows, low, -1].mean(1),
+                     level)
+        drift.append(rec)
+
+    # ---- inter-layer: per SNR, one map over the chosen layers' K noise centroids
+    chosen, grouping, described = inter_layer_set(layers, dcfg.get("inter_layers", "authors"))
+    inter_in = {nm: np.moveaxis(cent[nm], 0, 1) for nm in chosen}  # (S, K, d)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        inter = inter_layer(inter_in, blocks={nm: block_of[nm] for nm in firsts}, t=float(dcfg["t_inter"]),
-                            key=jax.random.fold_in(key, 2), **common)
+        inter = inter_layer(inter_in, blocks={nm: block_of[nm] for nm in chosen} if grouping == "block" else None,
+                            t=t_inter, coordinates=coordinates, key=jax.random.fold_in(key, 2), **common)
     notes = [str(w.message) for w in caught]
     gd = np.asarray(inter.group_distances, np.float64)
-    inter_out = {}
+    m = K
+    labels = np.repeat([inter.groups.index(nm if grouping == "layer" else block_of[nm]) for nm in inter.layers], m)
+    membership = _membership(labels, len(inter.groups), jnp.float32)
+    markov_inter = inter if not symmetric else inter_layer(
+        inter_in, blocks={nm: block_of[nm] for nm in chosen} if grouping == "block" else None, t=t_inter,
+        key=jax.random.fold_in(key, 2), **common)
+    Xi = jnp.stack([jnp.asarray(items[nm]) for nm in inter.layers])  # (Li, K, S, U, D)
+    gd_reps, res_i = DB.inter_replicates(Xi, index, weights, markov_inter.maps, membership,
+                                          key=jax.random.fold_in(key, 20), symmetric=symmetric)
+    residual = max(residual, res_i)
+    group_blocks = [g if grouping == "block" else block_of[g] for g in inter.groups]
+    off = ~np.eye(len(inter.groups), dtype=bool)
+    inter_out, inter_mean = {}, []
     for s_i, s in enumerate(snrs):
-        inter_out[f"{s:g}"] = {"layers": list(inter.layers), "blocks": list(inter.groups), "matrix": gd[s_i].tolist()}
+        rec = {"layers": list(inter.layers), "groups": list(inter.groups), "group_blocks": group_blocks,
+               "grouping": grouping}
+        _with_bounds(rec, "distances", gd[s_i], gd_reps[:, s_i], level)
+        inter_out[f"{s:g}"] = rec
+        mrec = {"snr": float(s)}
+        _with_bounds(mrec, "mean_off_diagonal", gd[s_i][off].mean() if off.any() else 0.0,
+                     gd_reps[:, s_i][:, off].mean(-1) if off.any() else np.zeros(n_boot), level)
+        inter_mean.append(mrec)
+    if residual > float(np.sqrt(np.finfo(np.float32).eps)):
+        notes.append(f"Bootstrap maps: largest eigensolver residual {residual:.2e} (top-k solver not fully converged "
+                     "in some replicate).")
     return {
         "table1": table1,
+        "table1_symmetric": table1_sym,
         "table1_per_noise_maps": table1_pn,
         "intra_layer": intra_out,
+        "block_drift": drift,
         "inter_layer": inter_out,
+        "inter_layer_mean": inter_mean,
+        "inter_layer_set": {"setting": dcfg.get("inter_layers", "authors"), "layers": list(inter.layers),
+                            "grouping": grouping, "description": described},
         "inter_layer_excluded": list(inter.excluded),
         "notes": notes,
-        "settings": {**dcfg, "points_intra": "K x S (noise, SNR) centroids per layer", "points_inter": "K noise centroids per first layer of each block"},
+        "bootstrap": {"n_boot": n_boot, "level": level, "design": design, "interval": "percentile",
+                      "recomputed": "centroids and every diffusion map in every replicate"},
+        "settings": {**dcfg, "points_intra": "K x S (noise, SNR) centroids per layer",
+                     "points_inter": f"K noise centroids per layer of {described}"},
     }
