@@ -227,12 +227,13 @@ def diffusion(results) -> Mapping:
     return require(results, "diffusion", "results", why="Table 1 and the diffusion figures")
 
 
-def table1(results) -> list[dict]:
-    """Table 1 rows (DC1 vs SNR per block) in network block order."""
-    recs = _records(diffusion(results), "table1", TABLE1_REQUIRED, "Table 1", "results['diffusion']")
+def table1(results, key: str = "table1") -> list[dict]:
+    """Table 1 rows (DC1 vs SNR per block) in network block order; ``key`` "table1" (Markov
+    coordinates) or "table1_symmetric" (the SE authors' convention)."""
+    recs = _records(diffusion(results), key, TABLE1_REQUIRED, "Table 1", "results['diffusion']")
     rows = []
     for i, r in enumerate(recs):
-        w = f"results['diffusion']['table1'][{i}]"
+        w = f"results['diffusion'][{key!r}][{i}]"
         rows.append({"block": str(r["block"]), "spearman": finite(r["spearman"], f"{w}['spearman']"),
                      "r2": finite(r["r2"], f"{w}['r2']"),
                      **{k: bound(r, k, w, optional_key=True) for k in TABLE1_FIELDS[3:]}})
@@ -270,20 +271,38 @@ def intra_layer(results, name: str) -> IntraLayer:
     return IntraLayer(snrs, dc, dist, to_clean)
 
 
+def has_table1_symmetric(results) -> bool:
+    return isinstance(results.get("diffusion"), Mapping) and bool(results["diffusion"].get("table1_symmetric"))
+
+
+def _matrix_key(rec, w):
+    """Inter-layer distances are under "distances" (older results: "matrix")."""
+    if isinstance(rec, Mapping) and "distances" not in rec and "matrix" in rec:
+        return "matrix"
+    require(rec, "distances", w, why="the inter-layer diffusion figure (Fig. 5)")
+    return "distances"
+
+
 def inter_layer(results) -> list[tuple[float, list[str], np.ndarray]]:
     """(snr, display labels, distance matrix) per SNR, sorted by SNR.
 
-    Labels are the record's ``blocks`` when it has one per matrix row, else ``Block.index``
-    of its ``layers``."""
+    Labels: ``Block.index`` of the record's ``groups`` when it groups by layer; its
+    ``groups`` (block names) when it groups by block; else its ``blocks`` when it has one
+    per matrix row, else ``Block.index`` of its ``layers``."""
     inter = require(diffusion(results), "inter_layer", "results['diffusion']",
                     why="the inter-layer diffusion figure (Fig. 5)")
     out = []
     for key, rec in inter.items():
         w = f"results['diffusion']['inter_layer'][{key!r}]"
         names = [str(n) for n in require(rec, "layers", w)]
-        m = np.asarray(require(rec, "matrix", w), dtype=float)
+        m = np.asarray(rec[_matrix_key(rec, w)], dtype=float)
         blocks_ = rec.get("blocks") if isinstance(rec, Mapping) else None
-        if blocks_ is not None and m.ndim == 2 and len(blocks_) == len(m):
+        groups = rec.get("groups")
+        if groups is not None and rec.get("grouping") == "layer":
+            labels = [short_label(results, g) for g in groups]
+        elif groups is not None:
+            labels = [str(g) for g in groups]
+        elif blocks_ is not None and m.ndim == 2 and len(blocks_) == len(m):
             labels = [str(b) for b in blocks_]
         else:
             labels = [short_label(results, n) for n in names]
@@ -293,6 +312,54 @@ def inter_layer(results) -> list[tuple[float, list[str], np.ndarray]]:
     if not out:
         raise ResultsError("results['diffusion']['inter_layer'] is empty.")
     return sorted(out, key=lambda t: t[0])
+
+
+def inter_layer_bounds(results) -> dict:
+    """SNR -> (low, high) matrices of the inter-layer distances; empty when the results have none."""
+    out = {}
+    for key, rec in diffusion(results).get("inter_layer", {}).items():
+        k = _matrix_key(rec, f"results['diffusion']['inter_layer'][{key!r}]")
+        if f"{k}_low" in rec and f"{k}_high" in rec:
+            out[float(key)] = (np.asarray(rec[f"{k}_low"], float), np.asarray(rec[f"{k}_high"], float))
+    return out
+
+
+def inter_layer_group_blocks(results) -> list[str] | None:
+    """The block of every row of the inter-layer matrices (from the layer map, written by the
+    analysis as ``group_blocks``); None for results without it."""
+    for rec in diffusion(results).get("inter_layer", {}).values():
+        gb = rec.get("group_blocks") if isinstance(rec, Mapping) else None
+        return [str(b) for b in gb] if gb else None
+    return None
+
+
+def inter_layer_set(results) -> str | None:
+    """The phrase naming the inter-layer point set (``results['diffusion']['inter_layer_set']``)."""
+    rec = diffusion(results).get("inter_layer_set")
+    return str(rec.get("description")) if isinstance(rec, Mapping) and rec.get("description") else None
+
+
+def _estimate_records(results, key: str, est: str) -> list[dict] | None:
+    recs = diffusion(results).get(key)
+    if not recs:
+        return None
+    out = []
+    for i, r in enumerate(recs):
+        w = f"results['diffusion'][{key!r}][{i}]"
+        out.append(dict(r, estimate=finite(require(r, est, w), f"{w}[{est!r}]"),
+                        low=bound(r, f"{est}_low", w, optional_key=True),
+                        high=bound(r, f"{est}_high", w, optional_key=True)))
+    return out
+
+
+def block_drift(results) -> list[dict] | None:
+    """Per block: mean distance from the lowest SNR to the cleanest with its bootstrap interval."""
+    return _estimate_records(results, "block_drift", "distance")
+
+
+def inter_layer_mean(results) -> list[dict] | None:
+    """Per SNR: mean off-diagonal inter-layer distance with its bootstrap interval."""
+    return _estimate_records(results, "inter_layer_mean", "mean_off_diagonal")
 
 
 def flatten_settings(settings, prefix: str = "") -> list[tuple[str, object]]:

@@ -271,9 +271,15 @@ def fig_diffusion_snr(results, out_dir, *, reduce: str = "mean", formats=FORMATS
         cb.set_label("Diffusion distance (intra-layer map)" + suffix)
         png, pdf = save(fig, out_dir, "fig4_diffusion_snr", formats)
     how = "averaged over the layers of each block" if reduce == "mean" else "of the first layer of each block"
-    cap = (f"Pairwise diffusion distances between input SNRs, {how}; each layer's diffusion map is "
+    coords = R.find_setting(results.get("settings", {}), "coordinates")
+    conv = f" ({coords} coordinates)" if coords else ""
+    boot = (" Every cell has a bootstrap interval (maps recomputed per replicate) in results.json (intra_layer "
+            "distances_low / distances_high) and in diffusion_intervals.csv."
+            if any("distances_low" in (rec or {}) for rec in R.diffusion(results).get("intra_layer", {}).values())
+            else "")
+    cap = (f"Pairwise diffusion distances{conv} between input SNRs, {how}; each layer's diffusion map is "
            f"computed on its (noise, SNR) centroids. One colour scale (0 to {vmax / factor:.3g}) is shared by all "
-           f"panels so blocks can be compared.")
+           f"panels so blocks can be compared." + boot)
     return Figure("fig4", "Fig. 4 — Diffusion distances across SNRs per block", png, pdf, cap)
 
 
@@ -291,6 +297,11 @@ def fig_inter_layer(results, out_dir, *, snrs=FIG5_SNRS, formats=FORMATS) -> Fig
     factor, suffix = _scale(max(float(m.max()) for _, _, m in pick))
     pick = [(snr, labels, m * factor) for snr, labels, m in pick]
     vmax = max(float(m.max()) for _, _, m in pick) or 1.0
+    group_blocks = R.inter_layer_group_blocks(results)
+    n_rows = len(pick[0][1])
+    cuts = []
+    if group_blocks and len(group_blocks) == n_rows and len(set(group_blocks)) < n_rows:
+        cuts = [i - 0.5 for i in range(1, n_rows) if group_blocks[i] != group_blocks[i - 1]]
     with style():
         ncol = min(3, len(pick))
         nrow = (len(pick) + ncol - 1) // ncol
@@ -299,6 +310,9 @@ def fig_inter_layer(results, out_dir, *, snrs=FIG5_SNRS, formats=FORMATS) -> Fig
         for k, (ax, (snr, labels, m)) in enumerate(zip(axes, pick)):
             mesh = ax.imshow(m, cmap=DIST_CMAP, vmin=0, vmax=vmax, interpolation="nearest")
             ax.set_title(f"{snr:g} dB", fontweight="bold")
+            for edge in cuts:  # block boundaries (from the layer map) when rows are layers
+                ax.axhline(edge, color="white", lw=1.2)
+                ax.axvline(edge, color="white", lw=1.2)
             pos = np.arange(len(labels))
             ax.set_xticks(pos, labels, rotation=90 if len(labels) > 6 else 45, ha="center" if len(labels) > 6 else "right")
             ax.set_yticks(pos, labels if k % ncol == 0 else [""] * len(labels))
@@ -321,13 +335,19 @@ def fig_inter_layer(results, out_dir, *, snrs=FIG5_SNRS, formats=FORMATS) -> Fig
         png, pdf = save(fig, out_dir, "fig5_inter_layer", formats)
     shown = ", ".join(f"{s:g}" for s, _, _ in pick)
     missing = [s for s in snrs if not np.any(np.isclose(have, s))]
-    blocks_shown = {lab.split(".")[0] for _, labels, _ in pick for lab in labels}
+    blocks_shown = set(group_blocks) if group_blocks else {lab.split(".")[0] for _, labels, _ in pick for lab in labels}
     latent = "" if "Latent" in blocks_shown else " (Latent excluded: different dimensionality)"
     unit = f"; values shown in units of 10^{-round(np.log10(factor))}" if factor != 1.0 else ""
-    cap = (f"Pairwise diffusion distances between layers in the diffusion map computed per SNR over the "
-           f"layers shown{latent}, at {shown} dB. One colour scale "
+    which = R.inter_layer_set(results)
+    points = f"{which}{latent}" if which else f"the layers shown{latent}"
+    grouped = "; white lines separate the blocks" if cuts else ""
+    bounds = R.inter_layer_bounds(results)
+    boot = (" Every cell has a bootstrap interval (maps recomputed per replicate) in results.json "
+            "(inter_layer distances_low / distances_high) and in diffusion_intervals.csv." if bounds else "")
+    cap = (f"Pairwise diffusion distances between layers in the diffusion map computed per SNR over "
+           f"{points}, at {shown} dB{grouped}. One colour scale "
            f"(0 to {vmax / factor:.3g}) is shared by all panels{unit}."
-           + (f" Not in the results: {', '.join(f'{s:g}' for s in missing)} dB." if missing else ""))
+           + (f" Not in the results: {', '.join(f'{s:g}' for s in missing)} dB." if missing else "") + boot)
     return Figure("fig5", "Fig. 5 — Inter-layer diffusion distances", png, pdf, cap)
 
 

@@ -53,6 +53,22 @@ def _choices(results, combo) -> list[str]:
             if (v := R.find_setting(s, k)) is not None]
     if diff:
         out.append("Diffusion maps: " + ", ".join(diff) + ".")
+    d = results.get("diffusion", {}) if isinstance(results.get("diffusion"), dict) else {}
+    coords = R.find_setting(s, "coordinates")
+    if coords is not None:
+        out.append(f"Diffusion coordinates of every distance and figure: {coords} "
+                   + ("(right eigenvectors of the Markov matrix, Coifman-Lafon; distances are diffusion distances)."
+                      if coords == "markov" else "(eigenvectors of D^-1/2 K D^-1/2 used directly, the SE authors' code)."))
+    which = R.inter_layer_set(results)
+    if which:
+        out.append(f"Inter-layer maps (Fig. 5): {which}.")
+    boot = d.get("bootstrap")
+    if isinstance(boot, dict) and boot.get("n_boot"):
+        out.append(f"Diffusion intervals: {100 * float(boot.get('level', 0.95)):g}% percentile intervals from "
+                   f"{boot['n_boot']} replicates ({boot.get('design', 'hierarchical')} design: noise types"
+                   + (", then utterances within each" if boot.get("design", "hierarchical") == "hierarchical" else "")
+                   + "), with the centroids and every diffusion map recomputed in every replicate and eigenvector "
+                   "signs aligned to the full-data map.")
     if R.has_trends(results):
         out.append("Depth trends (Spearman ρ of slope and of intercept against layer index) and block means "
                    "(CKA near 0 dB and at the lowest SNR, slope, intercept) are computed on the mean curves and "
@@ -97,6 +113,7 @@ def _sections(results, figures, combo):
             ("figures", "Figures", figures),
             ("table", "Table 1 — DC1 versus SNR per block (Spearman ρ and R² of the linear fit)",
              T.table1_rows(results)),
+            *_table1_note(results),
             ("table", f"Regression of CKA on SNR per layer ({combo[0]}, {combo[1]})",
              T.regression_rows(results, *combo)),
             *_trend_sections(results, combo),
@@ -125,6 +142,15 @@ def _resampling_rows(results):
     rows = [[d["protocol"], d["design"], d["unit"], f"{d['distinct_resamples']:,}", str(d["n_boot"]),
              "too few: intervals mean little" if d["too_few"] else "enough"] for d in designs]
     return ["Protocol", "Design", "Resampled", "Distinct resamples", "Replicates", "Verdict"], rows
+
+
+def _table1_note(results):
+    if not R.has_table1_symmetric(results):
+        return []
+    return [("list", "Why Table 1 has two conventions",
+             ["Markov coordinates are the symmetric matrix's eigenvectors divided by sqrt(π) point by point "
+              "(π ∝ kernel degree), so where degrees are uneven the two conventions order the points along DC1 "
+              "differently and their ρ and R² differ; the paper's Table 1 used the symmetric eigenvectors."])]
 
 
 def _trend_sections(results, combo):

@@ -180,6 +180,14 @@ def _dc1_sentence(results) -> str:
 
 
 def _drift_sentence(results) -> str:
+    drift = R.block_drift(results)
+    if drift:
+        r0 = drift[0]
+        return (f"Intra-layer diffusion distance from the lowest SNR ({r0['snr_low']:g} dB) to the cleanest "
+                f"({r0['snr_clean']:g} dB), mean over each block's layers: "
+                + ", ".join(f"{r['block']} {ci(r['estimate'], r['low'], r['high'], 3)}" for r in drift)
+                + f" ({_boot_words(results)}; paper: encoders drift little, latent and decoder strongly, "
+                "refinement partly reverses).")
     lays = R.layers(results)
     parts = []
     for name, group in R.blocks(lays):
@@ -188,24 +196,59 @@ def _drift_sentence(results) -> str:
         parts.append((name, float(d)))
     snr = R.intra_layer(results, lays[0].name).snrs
     return (f"Intra-layer diffusion distance from the lowest SNR ({snr.min():g} dB) to the cleanest "
-            f"(mean over each block's layers): " + ", ".join(f"{b} {d:.3g}" for b, d in parts)
-            + " (no interval: the diffusion maps are not bootstrapped; paper: encoders drift little, latent and "
+            f"(mean over each block's layers): " + ", ".join(f"{b} {ci(d, np.nan, np.nan)}" for b, d in parts)
+            + " (these results carry no bootstrap of the maps; paper: encoders drift little, latent and "
             "decoder strongly, refinement partly reverses).")
+
+
+def _boot_words(results) -> str:
+    b = R.diffusion(results).get("bootstrap") or {}
+    n = b.get("n_boot")
+    lvl = b.get("level")
+    pct = f"{100 * float(lvl):g}% " if isinstance(lvl, (int, float)) else ""
+    return (f"{pct}percentile intervals from {n} bootstrap replicates that resample noise types and utterances and "
+            "recompute the centroids and every map" if n else "bootstrap intervals")
 
 
 def _inter_sentence(results) -> str:
     entries = R.inter_layer(results)
+    means = R.inter_layer_mean(results)
+    bounds = R.inter_layer_bounds(results)
 
     def off(m):
         return float(m[~np.eye(len(m), dtype=bool)].mean()) if len(m) > 1 else 0.0
 
     (s0, labels0, m0), (s1, _, m1) = entries[0], entries[-1]
     i, j = np.unravel_index(np.argmax(m0), m0.shape)
-    return (f"Inter-layer diffusion distances: mean off-diagonal {off(m0):.3g} at {s0:g} dB versus "
-            f"{off(m1):.3g} at {s1:g} dB; the farthest pair at {s0:g} dB is "
-            f"{labels0[i]}-{labels0[j]} ({m0[i, j]:.3g}) "
-            f"(no interval: the diffusion maps are not bootstrapped; paper: cross-block separation grows under "
-            f"noise, most between encoder and decoder).")
+    if means:
+        by = {float(r["snr"]): r for r in means}
+        a, b = by.get(s0), by.get(s1)
+        mean0 = ci(a["estimate"], a["low"], a["high"], 3) if a else ci(off(m0), np.nan, np.nan)
+        mean1 = ci(b["estimate"], b["low"], b["high"], 3) if b else ci(off(m1), np.nan, np.nan)
+    else:
+        mean0, mean1 = f"{off(m0):.3g}", f"{off(m1):.3g}"
+    lo, hi = bounds.get(s0, (None, None))
+    pair = (ci(m0[i, j], lo[i, j], hi[i, j], 3) if lo is not None else f"{m0[i, j]:.3g}")
+    sci = max(float(np.max(m0)), float(np.max(m1)))
+    if 0 < sci < 1e-2:  # tiny distances (large t): state them in a shared power of ten
+        e = int(np.floor(np.log10(sci)))
+        f = 10.0 ** -e
+
+        def scaled(est, l_, h_):
+            return ci(est * f, l_ * f, h_ * f, 3)
+        if means and a and b:
+            mean0, mean1 = scaled(a["estimate"], a["low"], a["high"]), scaled(b["estimate"], b["low"], b["high"])
+        if lo is not None:
+            pair = scaled(m0[i, j], lo[i, j], hi[i, j])
+        unit = f" (in units of 1e{e})"
+    else:
+        unit = ""
+    which = R.inter_layer_set(results)
+    which = f" over {which}" if which else ""
+    tail = (f"{_boot_words(results)}; " if means else "these results carry no bootstrap of the maps; ")
+    return (f"Inter-layer diffusion distances{which}{unit}: mean off-diagonal {mean0} at {s0:g} dB versus "
+            f"{mean1} at {s1:g} dB; the farthest pair at {s0:g} dB is {labels0[i]}-{labels0[j]} ({pair}) "
+            f"({tail}paper: cross-block separation grows under noise, most between encoder and decoder).")
 
 
 def findings(results, *, protocol=None, estimator=None) -> list[str]:

@@ -74,13 +74,48 @@ def write_csvs(results, out_dir) -> dict[str, Path]:
     }
     if R.has_trends(results):
         paths["trends"] = _write_csv(out / "trends.csv", CSV_COLUMNS["trends"], results["trends"])
+    if R.has_table1_symmetric(results):
+        paths["table1_symmetric"] = _write_csv(out / "table1_symmetric.csv", CSV_COLUMNS["table1"],
+                                               _table1_raw(results, "table1_symmetric"))
+    rows = _diffusion_interval_rows(results)
+    if rows:
+        paths["diffusion_intervals"] = _write_csv(out / "diffusion_intervals.csv", DIFFUSION_INTERVAL_FIELDS, rows)
     return paths
 
 
-def _table1_raw(results) -> list:
-    R.table1(results)  # validates
+DIFFUSION_INTERVAL_FIELDS = ("map", "layer", "snr", "row", "column", "estimate", "low", "high")
+
+
+def _diffusion_interval_rows(results) -> list[dict]:
+    """Every diffusion distance with its bootstrap bounds, one row per matrix cell: intra-layer
+    (map = layer; row/column = SNRs) and inter-layer (map = SNR; row/column = layers or blocks)."""
+    d = R.diffusion(results)
+    out = []
+    for name, rec in (d.get("intra_layer") or {}).items():
+        if "distances_low" not in rec:
+            continue
+        snrs = rec["snrs"]
+        for i, a in enumerate(snrs):
+            for j, b in enumerate(snrs):
+                out.append({"map": "intra_layer", "layer": name, "snr": None, "row": a, "column": b,
+                            "estimate": rec["distances"][i][j], "low": rec["distances_low"][i][j],
+                            "high": rec["distances_high"][i][j]})
+    for key, rec in (d.get("inter_layer") or {}).items():
+        if "distances_low" not in rec:
+            continue
+        groups = rec.get("groups") or rec.get("layers")
+        for i, a in enumerate(groups):
+            for j, b in enumerate(groups):
+                out.append({"map": "inter_layer", "layer": None, "snr": float(key), "row": a, "column": b,
+                            "estimate": rec["distances"][i][j], "low": rec["distances_low"][i][j],
+                            "high": rec["distances_high"][i][j]})
+    return out
+
+
+def _table1_raw(results, key: str = "table1") -> list:
+    R.table1(results, key)  # validates
     order = {b: i for i, b in enumerate(R.BLOCK_ORDER)}
-    recs = results["diffusion"]["table1"]
+    recs = results["diffusion"][key]
     return sorted(recs, key=lambda r: order.get(r["block"], len(order)))
 
 
@@ -108,10 +143,20 @@ def ci(est: float, low: float, high: float, digits: int = 3) -> str:
 
 
 def table1_rows(results) -> tuple[list[str], list[list[str]]]:
+    """Table 1 per block; with ``table1_symmetric`` in the results, both coordinate conventions."""
     rows = R.table1(results)
     head = ["Block", "Spearman ρ [interval]", "R² [interval]"]
-    return head, [[r["block"], ci(r["spearman"], r["spearman_low"], r["spearman_high"]),
-                   ci(r["r2"], r["r2_low"], r["r2_high"])] for r in rows]
+    body = [[r["block"], ci(r["spearman"], r["spearman_low"], r["spearman_high"]),
+             ci(r["r2"], r["r2_low"], r["r2_high"])] for r in rows]
+    if R.has_table1_symmetric(results):
+        sym = {r["block"]: r for r in R.table1(results, "table1_symmetric")}
+        head = ["Block", "ρ, Markov [interval]", "R², Markov [interval]", "ρ, symmetric [interval]",
+                "R², symmetric [interval]"]
+        for row in body:
+            r = sym.get(row[0])
+            row += ([ci(r["spearman"], r["spearman_low"], r["spearman_high"]), ci(r["r2"], r["r2_low"], r["r2_high"])]
+                    if r else ["n/a", "n/a"])
+    return head, body
 
 
 def regression_rows(results, protocol=None, estimator=None) -> tuple[list[str], list[list[str]]]:
