@@ -17,10 +17,10 @@ the mean over items (utterance windows) of the flattened activation. A replicate
 4. recomputes every statistic from the recomputed maps (DC1 against SNR per slot, in both
    coordinate conventions; distances between SNR levels; distances between layer groups).
 
-Replicates run inside one jitted ``lax.map`` per layer-shape group (chunks of replicates
-vmapped together), the maps of one replicate batched over layers as in ``diffusion_map``
-(the same dense eigh, Krylov or LOBPCG solvers). Random keys: replicate b uses
-``fold_in(key, b)``, so results do not depend on chunking.
+Replicates run in chunks through one jitted function (a chunk is ``vmap``-ed for the dense
+eigh solver, mapped sequentially for the top-k solvers), the maps of one replicate batched
+over layers as in ``diffusion_map`` (the same dense eigh, Krylov or LOBPCG solvers). Random
+keys: replicate b uses ``fold_in(key, b)``, so results do not depend on chunking.
 """
 from __future__ import annotations
 
@@ -92,9 +92,18 @@ def _fits(snrs, dc1):
     return _spearman(snrs, dc1), _linregress(jnp.broadcast_to(snrs, dc1.shape), dc1).r2
 
 
-@partial(jax.jit, static_argnames=("static", "static_pn", "symmetric", "chunk"))
-def _intra_replicates(X, index, weights, align, align_pn, snrs, eps_value, alpha, t_, energy, key, *,
-                      static, static_pn, symmetric, chunk):
+def _over_replicates(one, index, weights, ids, batched):
+    """One chunk of replicates: ``vmap`` (dense eigh solvers: batched LAPACK calls) or a
+    sequential ``lax.map`` (top-k solvers: vmap would turn their LOBPCG fallback's
+    ``lax.cond`` into running both branches)."""
+    if batched:
+        return jax.vmap(lambda i, w, b: one((i, w, b)))(index, weights, ids)
+    return jax.lax.map(one, (index, weights, ids))
+
+
+@partial(jax.jit, static_argnames=("static", "static_pn", "symmetric", "batched"))
+def _intra_replicates(X, index, weights, ids, align, align_pn, snrs, eps_value, alpha, t_, energy, key, *,
+                      static, static_pn, symmetric, batched):
     L, K, S, U, D = X.shape
     snrs = snrs.astype(X.dtype)
 
@@ -119,30 +128,47 @@ def _intra_replicates(X, index, weights, align, align_pn, snrs, eps_value, alpha
                 "r2_per_noise_maps": r2_pn, "level_distances": dist, "ok": ok,
                 "max_residual": jnp.maximum(res, res_pn)}
 
-    return jax.lax.map(one, (index, weights, jnp.arange(index.shape[0])), batch_size=chunk)
+    return _over_replicates(one, index, weights, ids, batched)
 
 
-@partial(jax.jit, static_argnames=("static", "symmetric", "chunk"))
-def _inter_replicates(X, index, weights, align, membership, eps_value, alpha, t_, energy, key, *,
-                      static, symmetric, chunk):
+@partial(jax.jit, static_argnames=("static", "symmetric", "batched", "pool"))
+def _inter_replicates(X, index, weights, ids, align, membership, eps_value, alpha, t_, energy, key, *,
+                      static, symmetric, batched, pool):
     L, K, S, U, D = X.shape
 
     def one(args):
         i, w, b = args
         C = jnp.einsum("ju,ljsud->sljd", w.astype(X.dtype), X[:, i])  # (S, L, K, D)
-        a = align.reshape(S, L, K)[:, :, i].reshape(S, L * K)
-        coords, pi, ok, res = _maps(C.reshape(S, L * K, D), a, jax.random.fold_in(key, b),
-                                    eps_value, alpha, t_, energy, static)
+        if pool:  # one point per layer: the mean over the (resampled) noise types
+            cloud, a = jnp.mean(C, axis=2), align.reshape(S, L)
+        else:
+            cloud, a = C.reshape(S, L * K, D), align.reshape(S, L, K)[:, :, i].reshape(S, L * K)
+        coords, pi, ok, res = _maps(cloud, a, jax.random.fold_in(key, b), eps_value, alpha, t_, energy, static)
         use = coords * jnp.sqrt(pi)[..., None] if symmetric else coords
         groups = jnp.einsum("gn,snk->sgk", membership.astype(use.dtype), use)
         return {"group_distances": jnp.sqrt(jax.vmap(sq_distances)(groups)), "ok": jnp.all(ok),
                 "max_residual": res}
 
-    return jax.lax.map(one, (index, weights, jnp.arange(index.shape[0])), batch_size=chunk)
+    return _over_replicates(one, index, weights, ids, batched)
 
 
 def _chunk(n_boot, per_replicate_bytes):
     return int(max(1, min(n_boot, CHUNK_BYTES // max(1, per_replicate_bytes))))
+
+
+def _in_chunks(call, index, weights, chunk):
+    """Run ``call(index, weights, ids)`` on consecutive chunks of ``chunk`` replicates, the last
+    one padded with copies of replicate 0 (dropped), so one compiled function serves every
+    chunk; memory stays bounded by the chunk. Returns the outputs stacked as numpy arrays."""
+    index, weights = jnp.asarray(index), jnp.asarray(weights)
+    B = int(index.shape[0])
+    parts = []
+    for start in range(0, B, chunk):
+        ids = np.arange(start, start + chunk)
+        ids = np.where(ids < B, ids, 0)
+        out = call(index[ids], weights[ids], jnp.asarray(ids))
+        parts.append(jax.tree_util.tree_map(np.asarray, out))
+    return {k: np.concatenate([p[k] for p in parts])[:B] for k in parts[0]}
 
 
 def _static(maps):
@@ -188,7 +214,8 @@ def intra_replicates(X, index, weights, snrs, maps, maps_per_noise, *, key, symm
 
     Parameters
     ----------
-    X : array of shape (L, K, S, U, D), items of L layers of equal feature dimension.
+    X : array of shape (L, K, S, U, D), items of L layers (pad narrower layers' features with
+        zeros: distances, hence maps, are unchanged, and one compiled call serves all layers).
     index, weights : the replicate design of :func:`resample`, (B, K) and (B, K, U).
     snrs : array of shape (S,).
     maps : DiffusionMap of the full-data pooled clouds, batch (L,), n = K * S points
@@ -203,23 +230,24 @@ def intra_replicates(X, index, weights, snrs, maps, maps_per_noise, *, key, symm
     align = jnp.asarray(maps.coords[..., 0], X.dtype).reshape(L, K, S)
     align_pn = jnp.asarray(maps_per_noise.coords[..., 0], X.dtype).reshape(L, K, S)
     chunk = _chunk(B, L * K * S * (U + 1) * D * X.dtype.itemsize)
-    out = _intra_replicates(
-        X, jnp.asarray(index), jnp.asarray(weights), align, align_pn, jnp.asarray(snrs),
-        *_scalars(maps, X.dtype), key, static=_static(maps), static_pn=_static(maps_per_noise),
-        symmetric=bool(symmetric), chunk=chunk,
-    )
+    batched = maps.solver == "eigh" and maps_per_noise.solver == "eigh"
+    scal, snrs = _scalars(maps, X.dtype), jnp.asarray(snrs)
+    out = _in_chunks(lambda i, w, b: _intra_replicates(
+        X, i, w, b, align, align_pn, snrs, *scal, key, static=_static(maps), static_pn=_static(maps_per_noise),
+        symmetric=bool(symmetric), batched=batched), index, weights, chunk)
     arrays, res = _finish(out, "intra_replicates")
     return IntraReplicates(**arrays, max_residual=res)
 
 
-def inter_replicates(X, index, weights, maps, membership, *, key, symmetric=False):
+def inter_replicates(X, index, weights, maps, membership, *, key, symmetric=False, pool_noises=False):
     """Recompute the inter-layer maps (one per SNR) in every replicate.
 
     Parameters
     ----------
     X : array of shape (L, K, S, U, D), items of the L layers of the inter-layer cloud.
-    maps : DiffusionMap of the full-data clouds, batch (S,), n = L * K points (layer-major).
-    membership : array of shape (G, L * K), rows summing to 1 (group averaging).
+    maps : DiffusionMap of the full-data clouds, batch (S,), n = L * K points (layer-major),
+        or n = L with ``pool_noises`` (one point per layer: its centroid over noise types).
+    membership : array of shape (G, n), rows summing to 1 (group averaging).
 
     Returns
     -------
@@ -229,11 +257,10 @@ def inter_replicates(X, index, weights, maps, membership, *, key, symmetric=Fals
     L, K, S, U, D = X.shape
     B = int(index.shape[0])
     chunk = _chunk(B, L * K * S * (U + 1) * D * X.dtype.itemsize)
-    out = _inter_replicates(
-        X, jnp.asarray(index), jnp.asarray(weights), jnp.asarray(maps.coords[..., 0], X.dtype),
-        jnp.asarray(membership), *_scalars(maps, X.dtype), key, static=_static(maps),
-        symmetric=bool(symmetric), chunk=chunk,
-    )
+    align, member, scal = jnp.asarray(maps.coords[..., 0], X.dtype), jnp.asarray(membership), _scalars(maps, X.dtype)
+    out = _in_chunks(lambda i, w, b: _inter_replicates(
+        X, i, w, b, align, member, *scal, key, static=_static(maps), symmetric=bool(symmetric),
+        batched=maps.solver == "eigh", pool=bool(pool_noises)), index, weights, chunk)
     arrays, res = _finish(out, "inter_replicates")
     return arrays["group_distances"], res
 

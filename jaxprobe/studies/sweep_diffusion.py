@@ -55,8 +55,10 @@ def inter_layer_set(layers: list, choice) -> tuple[list, str, str]:
 
     Returns
     -------
-    names : module paths in depth order; grouping : "layer" (one row of Fig. 5 per layer)
-    or "block"; description : a phrase for the report.
+    names : module paths in depth order; grouping : "layer" (one point per layer and SNR, its
+    centroid over noise types and items, as in the authors' code; one row of Fig. 5 per
+    layer) or "block" (K points per layer, one per noise type; distances between block
+    means); description : a phrase for the report.
     """
     names = [l["name"] for l in layers]
     block_of = {l["name"]: l["block"] for l in layers}
@@ -70,10 +72,11 @@ def inter_layer_set(layers: list, choice) -> tuple[list, str, str]:
             )
         found = [b for b in AUTHORS_BLOCKS if any(block_of[nm] == b for nm in chosen)]
         return chosen, "layer", (f"the SE authors' set: all {len(chosen)} layers of {', '.join(found)} "
-                                 "(latent and refinement excluded)")
+                                 "(latent and refinement excluded), one point per layer (its centroid over "
+                                 "noise types and utterances)")
     if isinstance(choice, str) and choice == "first_of_block":
         chosen = [next(nm for nm in names if block_of[nm] == b) for b in dict.fromkeys(block_of.values())]
-        return chosen, "block", "the first layer of each block"
+        return chosen, "block", "the first layer of each block, one point per noise type"
     if isinstance(choice, (list, tuple)) and choice and all(isinstance(c, str) for c in choice):
         unknown = [c for c in choice if c not in block_of]
         if unknown:
@@ -82,7 +85,7 @@ def inter_layer_set(layers: list, choice) -> tuple[list, str, str]:
                 f"Known (first 3): {names[:3]}."
             )
         chosen = [nm for nm in names if nm in set(choice)]
-        return chosen, "layer", f"{len(chosen)} listed layers"
+        return chosen, "layer", f"{len(chosen)} listed layers, one point per layer"
     raise ValueError(
         f"The 'diffusion.inter_layers' setting must be one of {list(INTER_LAYER_SETS)} or a non-empty list of module "
         f"paths; got {choice!r}."
@@ -130,46 +133,38 @@ def analyze_diffusion(noisy: dict, layers: list, snrs, noises, dcfg: dict, *, se
     index, weights = DB.resample(jax.random.fold_in(key, 7), n_boot, K, U, design)
     x = jnp.asarray(snrs)
 
-    # ---- intra-layer, full data: per layer-shape group, one K*S-point map per layer (noise-major
-    # points: (k, s) -> k * S + s) and one S-point map per (layer, noise type); then the replicates
-    by_shape: dict = {}
-    for nm in names:
-        by_shape.setdefault(cent[nm].shape, []).append(nm)
-    point_snr = np.tile(snrs, K)
-    pos = {nm: i for i, nm in enumerate(names)}
+    # ---- intra-layer, full data: one K*S-point map per layer (noise-major points: (k, s) -> k * S + s)
+    # and one S-point map per (layer, noise type); then the replicates. Narrower layers (MUSE's latent
+    # block) are zero-padded to the widest: distances, hence maps, are unchanged, and one compiled
+    # call serves every layer. Both coordinate conventions come from one eigendecomposition:
+    # symmetric coordinates are sqrt(pi) times the Markov ones (jaxprobe.diffusion).
     L = len(names)
-    dc1 = {c: np.zeros((L, K, S)) for c in ("markov", "symmetric")}
-    rho, r2 = {c: np.zeros((L, K)) for c in dc1}, {c: np.zeros((L, K)) for c in dc1}
-    rho_pn, r2_pn = np.zeros((L, K)), np.zeros((L, K))
-    level_d, n_kept, epsilon, all_pts = np.zeros((L, S, S)), np.zeros(L, int), np.zeros(L), np.zeros((L, 2))
-    reps = {k: np.zeros((n_boot, L, K)) for k in ("rho", "r2", "rho_symmetric", "r2_symmetric",
-                                                    "rho_per_noise_maps", "r2_per_noise_maps")}
-    reps["level_distances"] = np.zeros((n_boot, L, S, S))
-    residual = 0.0
-    for g, grp in enumerate(by_shape.values()):
-        rows = [pos[nm] for nm in grp]
-        C = np.stack([cent[nm] for nm in grp])  # (Lg, K, S, D)
-        res = {c: intra_layer(C.reshape(len(grp), K * S, -1), point_snr, t=t_intra, coordinates=c,
-                              key=jax.random.fold_in(key, 1), **common) for c in dc1}
-        pn = intra_layer(C, snrs, t=t_intra, key=jax.random.fold_in(key, 3), **common)  # Lg*K maps in one call
-        used = res[coordinates]
-        for c in dc1:
-            d = np.asarray(res[c].dc1, np.float64).reshape(len(grp), K, S)
-            dc1[c][rows] = d
-            rho[c][rows] = np.asarray(spearman(x, jnp.asarray(d)), np.float64)
-            r2[c][rows] = np.asarray(linregress(x, jnp.asarray(d)).r2, np.float64)
-        rho_pn[rows] = np.asarray(pn.spearman, np.float64)
-        r2_pn[rows] = np.asarray(pn.r2, np.float64)
-        level_d[rows] = np.asarray(used.level_distances, np.float64)
-        n_kept[rows] = np.asarray(used.maps.n_kept)
-        epsilon[rows] = np.asarray(used.maps.epsilon)
-        all_pts[rows] = np.stack([np.asarray(used.spearman), np.asarray(used.r2)], -1)
-        X = jnp.stack([jnp.asarray(items[nm]) for nm in grp])  # (Lg, K, S, U, D)
-        rep = DB.intra_replicates(X, index, weights, snrs, res["markov"].maps, pn.maps,
-                                  key=jax.random.fold_in(key, 10 + g), symmetric=symmetric)
-        for k in reps:
-            reps[k][:, rows] = getattr(rep, k)
-        residual = max(residual, rep.max_residual)
+    D = max(a.shape[-1] for a in items.values())
+    pad = lambda a: np.pad(a, [(0, 0)] * (a.ndim - 1) + [(0, D - a.shape[-1])])  # noqa: E731
+    C = np.stack([pad(cent[nm]) for nm in names])  # (L, K, S, D)
+    point_snr = np.tile(snrs, K)
+    res = intra_layer(C.reshape(L, K * S, D), point_snr, t=t_intra, key=jax.random.fold_in(key, 1), **common)
+    if symmetric:
+        res_used = intra_layer(C.reshape(L, K * S, D), point_snr, t=t_intra, coordinates="symmetric",
+                               key=jax.random.fold_in(key, 1), **common)
+    else:
+        res_used = res
+    pn = intra_layer(C, snrs, t=t_intra, key=jax.random.fold_in(key, 3), **common)  # L*K maps in one call
+    root_pi = np.sqrt(np.asarray(res.maps.stationary, np.float64))
+    dc1_m = np.asarray(res.dc1, np.float64)
+    dc1 = {"markov": dc1_m.reshape(L, K, S), "symmetric": (root_pi * dc1_m).reshape(L, K, S)}
+    rho = {c: np.asarray(spearman(x, jnp.asarray(v)), np.float64) for c, v in dc1.items()}
+    r2 = {c: np.asarray(linregress(x, jnp.asarray(v)).r2, np.float64) for c, v in dc1.items()}
+    rho_pn, r2_pn = np.asarray(pn.spearman, np.float64), np.asarray(pn.r2, np.float64)
+    level_d = np.asarray(res_used.level_distances, np.float64)
+    n_kept, epsilon = np.asarray(res.maps.n_kept), np.asarray(res.maps.epsilon)
+    all_pts = np.stack([np.asarray(res_used.spearman), np.asarray(res_used.r2)], -1)
+    X = jnp.stack([jnp.asarray(pad(items[nm])) for nm in names])  # (L, K, S, U, D)
+    rep = DB.intra_replicates(X, index, weights, snrs, res.maps, pn.maps, key=jax.random.fold_in(key, 10),
+                              symmetric=symmetric)
+    reps = rep._asdict()
+    residual = rep.max_residual
+    pos = {nm: i for i, nm in enumerate(names)}
 
     intra_out = {}
     for i, nm in enumerate(names):
@@ -215,24 +210,22 @@ def analyze_diffusion(noisy: dict, layers: list, snrs, noises, dcfg: dict, *, se
                      level)
         drift.append(rec)
 
-    # ---- inter-layer: per SNR, one map over the chosen layers' K noise centroids
+    # ---- inter-layer: per SNR, one map over the chosen layers (one point each, or K noise centroids each)
     chosen, grouping, described = inter_layer_set(layers, dcfg.get("inter_layers", "authors"))
-    inter_in = {nm: np.moveaxis(cent[nm], 0, 1) for nm in chosen}  # (S, K, d)
+    pool = grouping == "layer"  # one point per layer: its centroid over noise types and items
+    inter_in = {nm: (cent[nm].mean(axis=0)[:, None, :] if pool else np.moveaxis(cent[nm], 0, 1)) for nm in chosen}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         inter = inter_layer(inter_in, blocks={nm: block_of[nm] for nm in chosen} if grouping == "block" else None,
                             t=t_inter, coordinates=coordinates, key=jax.random.fold_in(key, 2), **common)
     notes = [str(w.message) for w in caught]
     gd = np.asarray(inter.group_distances, np.float64)
-    m = K
+    m = 1 if pool else K
     labels = np.repeat([inter.groups.index(nm if grouping == "layer" else block_of[nm]) for nm in inter.layers], m)
     membership = _membership(labels, len(inter.groups), jnp.float32)
-    markov_inter = inter if not symmetric else inter_layer(
-        inter_in, blocks={nm: block_of[nm] for nm in chosen} if grouping == "block" else None, t=t_inter,
-        key=jax.random.fold_in(key, 2), **common)
     Xi = jnp.stack([jnp.asarray(items[nm]) for nm in inter.layers])  # (Li, K, S, U, D)
-    gd_reps, res_i = DB.inter_replicates(Xi, index, weights, markov_inter.maps, membership,
-                                          key=jax.random.fold_in(key, 20), symmetric=symmetric)
+    gd_reps, res_i = DB.inter_replicates(Xi, index, weights, inter.maps, membership,
+                                          key=jax.random.fold_in(key, 20), symmetric=symmetric, pool_noises=pool)
     residual = max(residual, res_i)
     group_blocks = [g if grouping == "block" else block_of[g] for g in inter.groups]
     off = ~np.eye(len(inter.groups), dtype=bool)
@@ -264,5 +257,5 @@ def analyze_diffusion(noisy: dict, layers: list, snrs, noises, dcfg: dict, *, se
         "bootstrap": {"n_boot": n_boot, "level": level, "design": design, "interval": "percentile",
                       "recomputed": "centroids and every diffusion map in every replicate"},
         "settings": {**dcfg, "points_intra": "K x S (noise, SNR) centroids per layer",
-                     "points_inter": f"K noise centroids per layer of {described}"},
+                     "points_inter": described},
     }

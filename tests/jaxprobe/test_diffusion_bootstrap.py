@@ -1,0 +1,179 @@
+"""The geometry bootstrap: every replicate recomputes the centroids and the maps."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxprobe import diffusion_bootstrap as DB
+from jaxprobe.config import ConfigError, load_sweep_config
+from jaxprobe.diffusion_analysis import intra_layer
+from jaxprobe.studies.sweep_diffusion import analyze_diffusion, inter_layer_set
+from tests.reference import diffusion_ref as ref
+
+SNRS = np.array([-10.0, -5.0, 0.0, 10.0, 20.0, 30.0])
+
+
+def _items(rng, L=2, K=3, U=4, D=12, dtype=np.float32):
+    """(L, K, S, U, D): SNR moves every item along a layer-specific direction, noise types
+    and items add scatter."""
+    S = len(SNRS)
+    drift = (1.0 / (1.0 + np.exp(SNRS / 8.0)))[None, None, :, None, None]
+    d = rng.normal(size=(L, 1, 1, 1, D))
+    X = drift * (d + 0.3 * rng.normal(size=(L, K, 1, 1, D))) + 0.05 * rng.normal(size=(L, K, S, U, D))
+    return X.astype(dtype)
+
+
+def _full_maps(X, energy):
+    L, K, S, U, D = X.shape
+    C = X.mean(axis=3)
+    res = intra_layer(C.reshape(L, K * S, D), np.tile(SNRS, K), t=0.5, energy=energy)
+    pn = intra_layer(C, SNRS, t=0.5, energy=energy)
+    return res, pn
+
+
+def test_resample_designs(rng):
+    idx, w = DB.resample(jax.random.key(0), 50, 4, 5, "hierarchical")
+    assert idx.shape == (50, 4) and w.shape == (50, 4, 5)
+    np.testing.assert_allclose(np.asarray(w).sum(-1), 1.0, rtol=1e-6)
+    assert np.all((np.asarray(w) * 5) == np.round(np.asarray(w) * 5))  # counts / U
+    assert len(np.unique(np.asarray(idx))) == 4 and np.asarray(w).std() > 0
+    _, wn = DB.resample(jax.random.key(0), 3, 4, 5, "noise")
+    np.testing.assert_allclose(np.asarray(wn), 0.2)
+    a, _ = DB.resample(jax.random.key(1), 7, 4, 5)
+    b, _ = DB.resample(jax.random.key(1), 7, 4, 5)
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    with pytest.raises(ValueError, match="'design'.*hierarchical"):
+        DB.resample(jax.random.key(0), 2, 2, 2, "items")
+
+
+def test_identity_replicate_reproduces_the_full_data_maps(rng):
+    X = _items(rng)
+    res, pn = _full_maps(X, 0.99)
+    idx = jnp.tile(jnp.arange(3), (2, 1))
+    w = jnp.full((2, 3, 4), 0.25)
+    rep = DB.intra_replicates(X, idx, w, SNRS, res.maps, pn.maps, key=jax.random.key(0))
+    np.testing.assert_allclose(rep.level_distances[0], np.asarray(res.level_distances), atol=1e-5)
+    dc1 = np.asarray(res.dc1).reshape(2, 3, -1)
+    want = np.array([[np.corrcoef(np.argsort(np.argsort(v)), np.argsort(np.argsort(SNRS)))[0, 1] for v in lay]
+                     for lay in dc1])
+    np.testing.assert_allclose(rep.rho[0], want, atol=1e-6)
+
+
+def test_replicate_equals_reference_on_its_own_centroids(x64, rng):
+    """Replicate b against the float64 reference (tests/reference/diffusion_ref) run on centroids
+    recomputed in numpy from b's design: level distances with all components (energy None), and
+    DC1's |Spearman| per slot. Tolerance 1e-8 (float64)."""
+    X = _items(rng, dtype=np.float64)
+    L, K, S, U, D = X.shape
+    res, pn = _full_maps(X, None)
+    idx, w = DB.resample(jax.random.key(3), 4, K, U)
+    rep = DB.intra_replicates(X, idx, w, SNRS, res.maps, pn.maps, key=jax.random.key(0))
+    idx, w = np.asarray(idx), np.asarray(w)
+    for b in range(4):
+        for layer in range(L):
+            C = np.einsum("ju,jsud->jsd", w[b], X[layer][idx[b]]).reshape(K * S, D)
+            eps = ref.median_epsilon(ref.sq_distance_matrix(C))
+            _, _, coords, _, _ = ref.diffusion_map(C, eps, 0.0, 0.5)
+            levels = coords.reshape(K, S, -1).mean(0)
+            dist = np.sqrt(((levels[:, None] - levels[None]) ** 2).sum(-1))
+            np.testing.assert_allclose(rep.level_distances[b, layer], dist, atol=1e-8)
+            dc1 = coords[:, 0].reshape(K, S)
+            rho = [np.corrcoef(np.argsort(np.argsort(v)), np.arange(S))[0, 1] for v in dc1]
+            np.testing.assert_allclose(np.abs(rep.rho[b, layer]), np.abs(rho), atol=1e-8)
+
+
+def test_signs_follow_the_full_data_map(rng):
+    """DC1 of every replicate points the way of the full-data DC1: SNR-increasing data keep rho > 0."""
+    X = _items(rng)
+    res, pn = _full_maps(X, 0.99)
+    assert np.all(np.asarray(res.spearman) > 0.5)
+    idx, w = DB.resample(jax.random.key(5), 20, 3, 4)
+    rep = DB.intra_replicates(X, idx, w, SNRS, res.maps, pn.maps, key=jax.random.key(0))
+    assert np.mean(rep.rho > 0) > 0.95
+
+
+def test_chunking_does_not_change_replicates(rng, monkeypatch):
+    X = _items(rng)
+    res, pn = _full_maps(X, 0.99)
+    idx, w = DB.resample(jax.random.key(2), 5, 3, 4)
+    a = DB.intra_replicates(X, idx, w, SNRS, res.maps, pn.maps, key=jax.random.key(0))
+    monkeypatch.setattr(DB, "CHUNK_BYTES", 1)  # one replicate per step
+    b = DB.intra_replicates(X, idx, w, SNRS, res.maps, pn.maps, key=jax.random.key(0))
+    np.testing.assert_allclose(a.level_distances, b.level_distances, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(a.r2_symmetric, b.r2_symmetric, rtol=1e-5, atol=1e-7)
+
+
+def _layers_and_items(rng, blocks=("Enc1", "Enc2", "Latent", "Dec2", "Dec1", "Refine"), per_block=2, K=3, U=3):
+    layers, noisy = [], {}
+    for depth, block in enumerate(blocks):
+        for i in range(per_block):
+            C, F = (3, 4) if block == "Latent" else (4, 4)
+            name = f"m.{block.lower()}.{i}"
+            layers.append({"name": name, "block": block, "index": i, "shape": [C, F], "skip": None})
+            X = _items(rng, L=1, K=K, U=U, D=C * F)[0] * (1 + depth)
+            noisy[name] = X.reshape(K, len(SNRS), U, C, F)
+    return layers, noisy, [f"n{k}" for k in range(K)]
+
+
+def _walk(d, path=""):
+    if isinstance(d, dict):
+        for k, v in d.items():
+            yield from _walk(v, f"{path}.{k}")
+            if isinstance(k, str) and k.endswith("distances"):
+                yield f"{path}.{k}", d, k
+
+
+def test_every_distance_matrix_has_bounds_of_its_shape(rng):
+    layers, noisy, noises = _layers_and_items(rng)
+    dcfg = load_sweep_config({})["diffusion"]
+    d = analyze_diffusion(noisy, layers, SNRS, noises, dcfg, n_boot=20)
+    found = list(_walk(d))
+    assert len(found) == len(layers) + len(SNRS)  # one per layer (Fig. 4) and per SNR (Fig. 5)
+    for where, rec, k in found:
+        est, lo, hi = (np.asarray(rec[k + s]) for s in ("", "_low", "_high"))
+        assert lo.shape == est.shape == hi.shape, where
+        assert np.all(lo <= hi + 1e-12), where
+    # the authors' set: every layer of Enc1, Enc2, Dec2, Dec1, one row per layer, blocks from the layer map
+    inter = d["inter_layer"]["-10"]
+    assert inter["grouping"] == "layer" and len(inter["groups"]) == 8
+    assert inter["group_blocks"] == ["Enc1"] * 2 + ["Enc2"] * 2 + ["Dec2"] * 2 + ["Dec1"] * 2
+    for key in ("table1", "table1_symmetric", "table1_per_noise_maps"):
+        for r in d[key]:
+            assert r["spearman_low"] <= r["spearman_high"] and r["r2_low"] <= r["r2_high"]
+    assert {r["block"] for r in d["table1_symmetric"]} == {l["block"] for l in layers}
+    assert d["bootstrap"]["n_boot"] == 20
+    for r in d["block_drift"] + d["inter_layer_mean"]:
+        assert set(r) >= {"distance_low", "distance_high"} or set(r) >= {"mean_off_diagonal_low"}
+
+
+def test_first_of_block_and_listed_sets(rng):
+    layers, noisy, noises = _layers_and_items(rng)
+    dcfg = load_sweep_config({"diffusion": {"inter_layers": "first_of_block"}})["diffusion"]
+    d = analyze_diffusion(noisy, layers, SNRS, noises, dcfg, n_boot=10)
+    inter = d["inter_layer"]["0"]
+    assert inter["grouping"] == "block" and inter["groups"] == ["Enc1", "Enc2", "Dec2", "Dec1", "Refine"]
+    assert d["inter_layer_excluded"] == ["m.latent.0"]
+    names, grouping, _ = inter_layer_set(layers, ["m.dec1.1", "m.enc1.0"])
+    assert names == ["m.enc1.0", "m.dec1.1"] and grouping == "layer"  # depth order
+    with pytest.raises(ValueError, match="unknown: \\['nope'\\]"):
+        inter_layer_set(layers, ["nope"])
+    with pytest.raises(ValueError, match="'authors' needs layers of the blocks"):
+        inter_layer_set([{"name": "a", "block": "Conv"}], "authors")
+    with pytest.raises(ValueError, match="must be one of"):
+        inter_layer_set(layers, "all")
+
+
+def test_config_keys_of_the_geometry():
+    cfg = load_sweep_config({"diffusion": {"coordinates": "symmetric", "inter_layers": ["a.b"], "n_boot": 50}})
+    assert cfg["diffusion"]["inter_layers"] == ["a.b"]
+    assert load_sweep_config({})["diffusion"]["inter_layers"] == "authors"
+    with pytest.raises(ConfigError, match="'diffusion.coordinates' must be one of"):
+        load_sweep_config({"diffusion": {"coordinates": "laplacian"}})
+    with pytest.raises(ConfigError, match="'diffusion.inter_layers' must be"):
+        load_sweep_config({"diffusion": {"inter_layers": "everything"}})
+    with pytest.raises(ConfigError, match="'diffusion.n_boot' must be an int >= 2"):
+        load_sweep_config({"diffusion": {"n_boot": 1}})
+    with pytest.raises(ConfigError, match="'diffusion.design' must be one of"):
+        load_sweep_config({"diffusion": {"design": "items"}})
