@@ -64,12 +64,12 @@ def test_tables_regressions_and_determinism(rng):
 
 def test_diffusion_stage_shapes_and_exclusion(rng):
     layers, noisy, clean, noises = _synthetic(rng)
-    dcfg = load_sweep_config({})["diffusion"]
-    d = analyze_diffusion(noisy, layers, SNRS, noises, dcfg, n_boot=100)
+    dcfg = load_sweep_config({"diffusion": {"inter_layers": "first_of_block"}})["diffusion"]
+    d = analyze_diffusion(noisy, layers, SNRS, noises, dcfg, n_boot=20)
     assert any("excluded" in n for n in d["notes"])  # the latent exclusion is reported, not silent
     assert [r["block"] for r in d["table1"]] == list(SHAPES)
     assert d["inter_layer_excluded"] == ["Latent.0"]
-    m = np.asarray(d["inter_layer"]["-10"]["matrix"])
+    m = np.asarray(d["inter_layer"]["-10"]["distances"])
     assert m.shape == (2, 2) and np.allclose(m, m.T) and np.all(np.diag(m) == 0)
     one = d["intra_layer"]["Dec1.1"]
     assert np.asarray(one["distances"]).shape == (len(SNRS), len(SNRS))
@@ -183,6 +183,12 @@ def test_report_from_real_analysis_has_trend_tables(rng, tmp_path):
                for s in lines)
     assert any(f"Latent {slope_txt}" in s for s in lines)
     assert not any("envelope" in s for s in lines)  # block numbers carry replicate intervals
+    # the geometry: every diffusion number quoted with an interval, Table 1 in both conventions
+    assert "no interval" not in md and "no interval" not in page
+    assert "ρ, symmetric [interval]" in md and "Why Table 1 has two conventions" in md
+    drift = results["diffusion"]["block_drift"][0]
+    assert f"{drift['block']} {drift['distance']:.3f} [{drift['distance_low']:.3f}, {drift['distance_high']:.3f}]" in md
+    assert "SE authors' set" in md and (tmp_path / "diffusion_intervals.csv").is_file()
 
 
 def test_resampling_summary_warns_when_few_distinct_resamples():

@@ -26,7 +26,7 @@ def sweep_run(tmp_path_factory, request):
         "data": {"corpus_size": "tiny", "speech_split": "all", "utterances": 2, "noises": ["pink", "babble"]},
         "sweep": {"snrs": [-10, 0, 10, 30]},
         "cka": {"n_boot": 300},
-        "diffusion": {"inter_snrs": [-10, 0, 10, 30]},
+        "diffusion": {"inter_snrs": [-10, 0, 10, 30], "n_boot": 20},
     }
     out = root / "out"
     paths = run(cfg, out, checkpoint=str(MUSE_DIR / "g_best"))
@@ -44,7 +44,9 @@ def test_outputs_and_schema(sweep_run):
     assert {"slope", "intercept", "r2", "slope_low", "slope_high", "intercept_low", "intercept_high"} <= set(reg)
     assert {r["block"] for r in res["diffusion"]["table1"]} == {"Enc1", "Enc2", "Latent", "Dec2", "Dec1", "Refine"}
     inter = res["diffusion"]["inter_layer"]["-10"]
-    assert "Latent" not in inter["blocks"] and len(inter["matrix"]) == 5
+    assert inter["group_blocks"] == ["Enc1"] * 4 + ["Enc2"] * 4 + ["Dec2"] * 4 + ["Dec1"] * 4  # the authors' set
+    assert np.asarray(inter["distances_low"]).shape == np.asarray(inter["distances"]).shape == (16, 16)
+    assert {r["block"] for r in res["diffusion"]["table1_symmetric"]} == {r["block"] for r in res["diffusion"]["table1"]}
     for name in ("report.html", "report.md", "cka.csv", "regression.csv", "table1.csv",
                  "figures/fig2_cka_heatmap.png", "figures/fig3_regression.pdf"):
         assert (out / name).stat().st_size > 0, name
