@@ -197,6 +197,18 @@ class IntraReplicates(NamedTuple):
     max_residual: float
 
 
+def _check_design(X, index, weights, fn):
+    """X (L, K, S, U, D) and a replicate design (B, K), (B, K, U); worded errors."""
+    if X.ndim != 5:
+        raise ValueError(f"The 'X' parameter of {fn} must have shape (L, K, S, U, D) (layers, noise types, SNRs, "
+                         f"items, features); got shape {tuple(X.shape)}.")
+    _, K, _, U, _ = X.shape
+    index, weights = np.shape(index), np.shape(weights)
+    if len(index) != 2 or index[1] != K or weights != (index[0], K, U):
+        raise ValueError(f"The 'index' and 'weights' parameters of {fn} must have shapes (B, {K}) and (B, {K}, {U}) "
+                         f"for X of shape {tuple(X.shape)} (see resample); got {index} and {weights}.")
+
+
 def _finish(out, what):
     ok = np.asarray(out.pop("ok"))
     if not ok.all():
@@ -225,7 +237,14 @@ def intra_replicates(X, index, weights, snrs, maps, maps_per_noise, *, key, symm
     symmetric : distances between levels in symmetric coordinates instead of Markov.
     """
     X = jnp.asarray(X)
+    _check_design(X, index, weights, "intra_replicates")
     L, K, S, U, D = X.shape
+    if np.shape(snrs) != (S,) or maps.coords.shape[:-1] != (L, K * S) or maps_per_noise.coords.shape[:-1] != (L, K, S):
+        raise ValueError(
+            f"The 'snrs', 'maps' and 'maps_per_noise' parameters of intra_replicates must match X of shape "
+            f"{tuple(X.shape)}: snrs ({S},), maps of {L} clouds of {K * S} points, maps_per_noise of ({L}, {K}) clouds "
+            f"of {S} points; got snrs {np.shape(snrs)}, maps coords {tuple(maps.coords.shape)}, maps_per_noise coords "
+            f"{tuple(maps_per_noise.coords.shape)}.")
     B = int(index.shape[0])
     align = jnp.asarray(maps.coords[..., 0], X.dtype).reshape(L, K, S)
     align_pn = jnp.asarray(maps_per_noise.coords[..., 0], X.dtype).reshape(L, K, S)
@@ -254,7 +273,14 @@ def inter_replicates(X, index, weights, maps, membership, *, key, symmetric=Fals
     (group distances of shape (B, S, G, G), largest solver residual).
     """
     X = jnp.asarray(X)
+    _check_design(X, index, weights, "inter_replicates")
     L, K, S, U, D = X.shape
+    n = L if pool_noises else L * K
+    if maps.coords.shape[:-1] != (S, n) or np.shape(membership)[-1:] != (n,):
+        raise ValueError(
+            f"The 'maps' and 'membership' parameters of inter_replicates must match X of shape {tuple(X.shape)}: "
+            f"maps of {S} clouds of {n} points and membership (G, {n}); got maps coords {tuple(maps.coords.shape)} "
+            f"and membership {np.shape(membership)}.")
     B = int(index.shape[0])
     chunk = _chunk(B, L * K * S * (U + 1) * D * X.dtype.itemsize)
     align, member, scal = jnp.asarray(maps.coords[..., 0], X.dtype), jnp.asarray(membership), _scalars(maps, X.dtype)

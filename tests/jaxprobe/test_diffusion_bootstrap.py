@@ -84,6 +84,18 @@ def test_replicate_equals_reference_on_its_own_centroids(x64, rng):
             np.testing.assert_allclose(np.abs(rep.rho[b, layer]), np.abs(rho), atol=1e-8)
 
 
+def test_bad_designs_are_named(rng):
+    X = _items(rng)
+    res, pn = _full_maps(X, 0.99)
+    idx, w = DB.resample(jax.random.key(0), 2, 3, 4)
+    with pytest.raises(ValueError, match="'X' parameter of intra_replicates must have shape"):
+        DB.intra_replicates(X[0], idx, w, SNRS, res.maps, pn.maps, key=jax.random.key(0))
+    with pytest.raises(ValueError, match=r"'index' and 'weights'.*\(B, 3\) and \(B, 3, 4\)"):
+        DB.intra_replicates(X, idx, w[:, :, :2], SNRS, res.maps, pn.maps, key=jax.random.key(0))
+    with pytest.raises(ValueError, match="'snrs', 'maps' and 'maps_per_noise'"):
+        DB.intra_replicates(X, idx, w, SNRS[:4], res.maps, pn.maps, key=jax.random.key(0))
+
+
 def test_signs_follow_the_full_data_map(rng):
     """DC1 of every replicate points the way of the full-data DC1: SNR-increasing data keep rho > 0."""
     X = _items(rng)
