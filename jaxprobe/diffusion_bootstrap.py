@@ -101,9 +101,22 @@ def _over_replicates(one, index, weights, ids, batched):
     return jax.lax.map(one, (index, weights, ids))
 
 
-@partial(jax.jit, static_argnames=("static", "static_pn", "symmetric", "batched"))
-def _intra_replicates(X, index, weights, ids, align, align_pn, snrs, eps_value, alpha, t_, energy, key, *,
-                      static, static_pn, symmetric, batched):
+# One LAPACK solver per compiled program, programs run one after another.
+# jaxlib 0.10's CPU LAPACK kernels (eigh, qr, cholesky) split a batch over XLA's intra-op
+# thread pool and block the calling pool thread until the pieces finish. Two such calls
+# that XLA may run concurrently (independent maps in one program, or two programs in
+# flight) can occupy every pool thread on a small machine (2 here) while their pieces wait
+# in the queue: a deadlock, seen as every thread asleep in ``BlockingCounter::Wait``
+# under ``lapack_ssyevd_ffi``. So the pooled maps and the per-noise maps of a replicate
+# are separate jitted functions, and ``_in_chunks`` waits for each result before it
+# dispatches the next call (tests/jaxprobe/test_diffusion_bootstrap.py checks that each
+# compiled program holds one solver call).
+
+
+@partial(jax.jit, static_argnames=("static", "symmetric", "batched"))
+def _intra_pooled_replicates(X, index, weights, ids, align, snrs, eps_value, alpha, t_, energy, key, *,
+                             static, symmetric, batched):
+    """Per replicate: the pooled intra-layer maps (one per layer, K x S centroids)."""
     L, K, S, U, D = X.shape
     snrs = snrs.astype(X.dtype)
 
@@ -120,13 +133,27 @@ def _intra_replicates(X, index, weights, ids, align, align_pn, snrs, eps_value, 
         use = coords * jnp.sqrt(pi)[..., None] if symmetric else coords
         levels = jnp.mean(use.reshape(L, K, S, -1), axis=1)  # (L, S, k): mean over the slots
         dist = jnp.sqrt(jax.vmap(sq_distances)(levels))
-        pc, _, ok_pn, res_pn = _maps(C.reshape(L * K, S, D), align_pn[:, i].reshape(L * K, S),
-                                     jax.random.fold_in(kb, 1), eps_value, alpha, t_, energy, static_pn)
+        return {"rho": rho, "r2": r2, "rho_symmetric": rho_s, "r2_symmetric": r2_s,
+                "level_distances": dist, "ok": jnp.all(ok), "max_residual": res}
+
+    return _over_replicates(one, index, weights, ids, batched)
+
+
+@partial(jax.jit, static_argnames=("static", "batched"))
+def _intra_per_noise_replicates(X, index, weights, ids, align_pn, snrs, eps_value, alpha, t_, energy, key, *,
+                                static, batched):
+    """Per replicate: one map per (layer, slot) over its S SNR centroids."""
+    L, K, S, U, D = X.shape
+    snrs = snrs.astype(X.dtype)
+
+    def one(args):
+        i, w, b = args
+        kb = jax.random.fold_in(key, b)
+        C = jnp.einsum("ju,ljsud->ljsd", w.astype(X.dtype), X[:, i])
+        pc, _, ok, res = _maps(C.reshape(L * K, S, D), align_pn[:, i].reshape(L * K, S),
+                               jax.random.fold_in(kb, 1), eps_value, alpha, t_, energy, static)
         rho_pn, r2_pn = _fits(snrs, pc[..., 0].reshape(L, K, S))
-        ok = jnp.all(ok) & jnp.all(ok_pn)
-        return {"rho": rho, "r2": r2, "rho_symmetric": rho_s, "r2_symmetric": r2_s, "rho_per_noise_maps": rho_pn,
-                "r2_per_noise_maps": r2_pn, "level_distances": dist, "ok": ok,
-                "max_residual": jnp.maximum(res, res_pn)}
+        return {"rho_per_noise_maps": rho_pn, "r2_per_noise_maps": r2_pn, "ok": jnp.all(ok), "max_residual": res}
 
     return _over_replicates(one, index, weights, ids, batched)
 
@@ -166,7 +193,7 @@ def _in_chunks(call, index, weights, chunk):
     for start in range(0, B, chunk):
         ids = np.arange(start, start + chunk)
         ids = np.where(ids < B, ids, 0)
-        out = call(index[ids], weights[ids], jnp.asarray(ids))
+        out = jax.block_until_ready(call(index[ids], weights[ids], jnp.asarray(ids)))  # one program in flight
         parts.append(jax.tree_util.tree_map(np.asarray, out))
     return {k: np.concatenate([p[k] for p in parts])[:B] for k in parts[0]}
 
@@ -249,11 +276,16 @@ def intra_replicates(X, index, weights, snrs, maps, maps_per_noise, *, key, symm
     align = jnp.asarray(maps.coords[..., 0], X.dtype).reshape(L, K, S)
     align_pn = jnp.asarray(maps_per_noise.coords[..., 0], X.dtype).reshape(L, K, S)
     chunk = _chunk(B, L * K * S * (U + 1) * D * X.dtype.itemsize)
-    batched = maps.solver == "eigh" and maps_per_noise.solver == "eigh"
     scal, snrs = _scalars(maps, X.dtype), jnp.asarray(snrs)
-    out = _in_chunks(lambda i, w, b: _intra_replicates(
-        X, i, w, b, align, align_pn, snrs, *scal, key, static=_static(maps), static_pn=_static(maps_per_noise),
-        symmetric=bool(symmetric), batched=batched), index, weights, chunk)
+    out = _in_chunks(lambda i, w, b: _intra_pooled_replicates(
+        X, i, w, b, align, snrs, *scal, key, static=_static(maps), symmetric=bool(symmetric),
+        batched=maps.solver == "eigh"), index, weights, chunk)
+    out_pn = _in_chunks(lambda i, w, b: _intra_per_noise_replicates(
+        X, i, w, b, align_pn, snrs, *_scalars(maps_per_noise, X.dtype), key, static=_static(maps_per_noise),
+        batched=maps_per_noise.solver == "eigh"), index, weights, chunk)
+    out["ok"] = out["ok"] & out_pn.pop("ok")
+    out["max_residual"] = np.maximum(out["max_residual"], out_pn.pop("max_residual"))
+    out.update(out_pn)
     arrays, res = _finish(out, "intra_replicates")
     return IntraReplicates(**arrays, max_residual=res)
 

@@ -8,6 +8,7 @@ import pytest
 
 from jaxprobe import diffusion_bootstrap as DB
 from jaxprobe.config import ConfigError, load_sweep_config
+from jaxprobe.diffusion import diffusion_map
 from jaxprobe.diffusion_analysis import intra_layer
 from jaxprobe.studies.sweep_diffusion import analyze_diffusion, inter_layer_set
 from tests.reference import diffusion_ref as ref
@@ -115,6 +116,42 @@ def test_chunking_does_not_change_replicates(rng, monkeypatch):
     b = DB.intra_replicates(X, idx, w, SNRS, res.maps, pn.maps, key=jax.random.key(0))
     np.testing.assert_allclose(a.level_distances, b.level_distances, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(a.r2_symmetric, b.r2_symmetric, rtol=1e-5, atol=1e-7)
+
+
+def _solver_calls(fn, args, kwargs):
+    """Count LAPACK custom calls in the compiled program of a jitted replicate function."""
+    text = fn.lower(*args, **kwargs).compile().as_text()
+    return text.count('custom_call_target="lapack_')
+
+
+@pytest.mark.parametrize("name, which", [("_intra_pooled_replicates", "intra"),
+                                         ("_intra_per_noise_replicates", "intra"),
+                                         ("_inter_replicates", "inter")])
+def test_each_replicate_program_holds_one_solver_call(rng, monkeypatch, name, which):
+    """jaxlib 0.10's CPU LAPACK kernels block a pool thread while their batch pieces run on the
+    same pool: two solver calls in flight at once deadlock a 2-core machine. Each replicate
+    program must hold exactly one (a batched eigh over replicates and layers)."""
+    X = _items(rng)
+    res, pn = _full_maps(X, 0.99)
+    idx, w = DB.resample(jax.random.key(2), 3, 3, 4)
+    seen = []
+    real = getattr(DB, name)
+
+    def spy(*args, **kwargs):
+        seen.append((args, kwargs))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(DB, name, spy)
+    if which == "intra":
+        DB.intra_replicates(X, idx, w, SNRS, res.maps, pn.maps, key=jax.random.key(0))
+    else:
+        L, K, S, U, D = X.shape  # one map per SNR over the L x K (layer, noise) centroids
+        clouds = np.transpose(X.mean(axis=3), (2, 0, 1, 3)).reshape(S, L * K, D)
+        maps = diffusion_map(clouds, t=0.5, energy=0.99)
+        member = np.kron(np.eye(L), np.full((1, K), 1.0 / K))
+        DB.inter_replicates(X, idx, w, maps, member, key=jax.random.key(0))
+    assert seen, f"{name} was not called"
+    assert _solver_calls(real, *seen[0]) == 1
 
 
 def _layers_and_items(rng, blocks=("Enc1", "Enc2", "Latent", "Dec2", "Dec1", "Refine"), per_block=2, K=3, U=3):
