@@ -15,6 +15,11 @@ _EXPORTS: dict[str, str] = {
     "capture": "torch_bridge.hooks",
     "forward_batches": "torch_bridge.hooks",
     "to_jax": "torch_bridge.hooks",
+    # the model contract
+    "LayerSpec": "torch_bridge.models.spec",
+    "ModelSpec": "torch_bridge.models.spec",
+    "available_models": "torch_bridge.models.registry",
+    "load_model": "torch_bridge.models.registry",
     # MUSE
     "MUSE": "torch_bridge.models.muse",
     "MUSE_BLOCKS": "torch_bridge.models.muse_layers",
