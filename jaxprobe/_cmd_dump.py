@@ -15,6 +15,8 @@ several --shard writers can fill one store."""
 EPILOG = """examples:
   jaxprobe dump --out store/ --snrs=-10:30:5 --utterances 8
   jaxprobe dump --data my_speech/ --noises my_noises/ --snrs=-5,0,5 --out store/ --shard 0/2
+  jaxprobe dump --model gtcrn --out store_gtcrn/ --snrs=-5,0,5 --utterances 4
+  jaxprobe dump --model mypkg.models:build --layers 'encoder.*' --out store_mine/ --snrs=0,10
 
 outputs (in --out):
   manifest.json (model, checkpoint sha256, layer map, mixing settings, plan), plan/*.npy,
@@ -78,9 +80,13 @@ def _shard(text: str) -> str:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="muse", choices=["muse"], help="model to run (default: muse)")
-    p.add_argument("--checkpoint", help="model weights (default: $JAXPROBE_MUSE_CHECKPOINT, the cache, "
-                   "then the verified download)")
+    p.add_argument("--model", default="muse", help="model to run: muse (default), gtcrn, gtcrn:dns3, ctc:vgg_lstm, "
+                   "ctc:lstm, wav2vec2_base, hubert_base, wavlm_base, a name registered under the jaxprobe.models "
+                   "entry points, or package.module:function (docs/models.md)")
+    p.add_argument("--checkpoint", help="model weights (MUSE/GTCRN default: $JAXPROBE_MUSE_CHECKPOINT / "
+                   "$JAXPROBE_GTCRN_CHECKPOINT, the cache, then the verified download; required for ctc:* and SSL)")
+    p.add_argument("--layers", nargs="+", metavar="GLOB", help="probe the modules whose named_modules() paths match "
+                   "these glob patterns instead of the model's canonical layers")
     p.add_argument("--data", default="embedded", help="folder of clean speech files (wav/flac/ogg, searched "
                    "recursively), or 'embedded' for the embedded corpus (default)")
     p.add_argument("--split", choices=["train", "dev", "test", "real"], default="test",
@@ -113,7 +119,7 @@ def main(args: argparse.Namespace) -> int:
     from torch_bridge.dump import run_dump
 
     report = run_dump(
-        model=args.model, checkpoint=args.checkpoint, data=args.data, split=args.split, noises=args.noises,
+        model=args.model, checkpoint=args.checkpoint, layers=args.layers, data=args.data, split=args.split, noises=args.noises,
         noise_types=args.noise_types.split(",") if args.noise_types else None, snrs=args.snrs,
         utterances=args.utterances, seed=args.seed, duration=args.duration, short=args.short,
         window_mode=args.windows, hop=args.hop, include_clean=not args.no_clean, out=args.out,

@@ -17,6 +17,7 @@ _EXPORTS: dict[str, str] = {
     "to_jax": "torch_bridge.hooks",
     # the model contract
     "LayerSpec": "torch_bridge.models.spec",
+    "ModelError": "torch_bridge.models.spec",
     "ModelSpec": "torch_bridge.models.spec",
     "available_models": "torch_bridge.models.registry",
     "load_model": "torch_bridge.models.registry",

@@ -20,7 +20,8 @@ import torch
 from .hooks import PoolingSpec, capture
 from .store import Plan, StoreWriter
 
-__all__ = ["MODELS", "DumpModel", "DumpReport", "Item", "dump", "dump_snr_sweep", "muse_dump_model", "parse_shard", "run_dump", "sweep_items"]
+__all__ = ["DumpModel", "DumpReport", "Item", "dump", "dump_snr_sweep", "dump_spec_sweep", "muse_dump_model", "parse_shard",
+           "run_dump", "spec_model_info", "sweep_items"]
 
 
 @dataclass(frozen=True)
@@ -206,6 +207,7 @@ def dump(
         r = writer.chunk_items(k)
         acts.clear()
         infos: list[dict] = []
+        order: list[int] = []
         for start in range(r.start, r.stop, batch_size):
             batch, batch_info = [], []
             for pos in range(start, min(start + batch_size, r.stop)):
@@ -213,14 +215,19 @@ def dump(
                 wave, info = got if isinstance(got, tuple) else (got, {})
                 batch.append(np.asarray(wave, dtype=np.float32))
                 batch_info.append(dict(info))
-            if len({b.shape for b in batch}) > 1:
-                raise ValueError(
-                    f"Items {start}..{start + len(batch) - 1} have inputs of different shapes "
-                    f"{sorted({b.shape for b in batch})}; cut them to one window length or use batch_size=1."
-                )
-            call(model, torch.from_numpy(np.stack(batch)))
+            # Inputs of different lengths (whole-utterance models) never share a forward pass:
+            # each length runs as its own sub-batch, so no padding can reach an activation and
+            # a batch gives the activations its items give alone.
+            by_len: dict[tuple, list[int]] = {}
+            for i, b in enumerate(batch):
+                by_len.setdefault(b.shape, []).append(i)
+            for group in by_len.values():
+                call(model, torch.from_numpy(np.stack([batch[i] for i in group])))
+                order.extend(start - r.start + i for i in group)
             infos.extend(batch_info)
             bar.update(len(batch))
+        rows = np.argsort(np.asarray(order), kind="stable")  # call order -> item order
+        in_order = bool((rows == np.arange(len(rows))).all())
         arrays = {}
         for name in names:
             a = acts[name]
@@ -230,7 +237,7 @@ def dump(
                     f"{acts.n_calls(name)} times for {-(-len(r) // batch_size)} batches. Capture a module that "
                     "runs once per forward pass."
                 )
-            arrays[name] = a
+            arrays[name] = a if in_order else a[rows]
         return writer.write_chunk(k, arrays, infos)
 
     try:
@@ -280,17 +287,18 @@ def _mixture_length(n: int, mix_kwargs: Mapping[str, Any]) -> int:
     return target if mix_kwargs.get("short", "keep") == "pad" else n
 
 
-def sweep_items(sweep, *, window: int, window_mode: str = "center", hop: int | None = None,
+def sweep_items(sweep, *, window: int | None, window_mode: str = "center", hop: int | None = None,
                 include_clean: bool = True) -> list[Item]:
     """The items of an ``SNRSweep`` (all shards of it): per utterance, the clean reference
     (condition ``{"noise": "clean", "snr": None}``) then every (noise, SNR), each cut into
-    model windows. Ordered by utterance, so one utterance's items share chunks."""
+    model windows (``window=None``: one item per mixture, the whole mixture). Ordered by
+    utterance, so one utterance's items share chunks."""
     from .mixing import window_starts
 
     items: list[Item] = []
     for uid, rec in sweep.utterances.items():
-        n_win = len(window_starts(_mixture_length(rec.waveform.shape[0], sweep.mix_kwargs),
-                                  size=window, mode=window_mode, hop=hop))
+        n_win = 1 if window is None else len(window_starts(
+            _mixture_length(rec.waveform.shape[0], sweep.mix_kwargs), size=window, mode=window_mode, hop=hop))
         conds = ([{"noise": CLEAN, "snr": None}] if include_clean else []) + [
             {"noise": t, "snr": s} for t in sweep.noises for s in sweep.snrs]
         items.extend(Item(c, uid, w) for c in conds for w in range(n_win))
@@ -326,7 +334,8 @@ class _SweepLoader:
             if self.prepare is not None:
                 signal, extra = self.prepare(signal)
                 info.update(extra)
-            self._cuts = windows(signal, size=self.window, mode=self.mode, hop=self.hop)
+            self._cuts = (np.asarray(signal, np.float32)[None] if self.window is None
+                          else windows(signal, size=self.window, mode=self.mode, hop=self.hop))
             self._key, self._info = key, info
         if item.window >= self._cuts.shape[0]:
             raise RuntimeError(f"{item}: the mixture has {self._cuts.shape[0]} windows; the plan expected more.")
@@ -339,7 +348,7 @@ def dump_snr_sweep(
     sweep,
     out: str,
     *,
-    window: int,
+    window: int | None,
     window_mode: str = "center",
     hop: int | None = None,
     include_clean: bool = True,
@@ -352,7 +361,7 @@ def dump_snr_sweep(
 
     Items are per utterance: the clean reference, then every (noise type, SNR) mixture,
     each cut into ``window``-sample windows (``window_mode`` first/center/all, see
-    ``torch_bridge.windows``). ``prepare(signal) -> (signal, info)`` runs on each whole
+    ``torch_bridge.windows``; ``window=None``: whole mixtures, for whole-utterance models). ``prepare(signal) -> (signal, info)`` runs on each whole
     mixture before it is cut (MUSE: the official energy normalisation). The mixing settings
     go to the manifest. ``shard=`` and the other keyword arguments are those of :func:`dump`.
     """
@@ -442,7 +451,24 @@ def muse_dump_model(checkpoint: str | None = None, *, layers: Sequence[Any] | No
     )
 
 
-MODELS: dict[str, Callable[..., DumpModel]] = {"muse": muse_dump_model}
+def spec_model_info(spec) -> dict[str, Any]:
+    """What a store's manifest records about a ``ModelSpec``: its info (name, checkpoint sha256)
+    plus kind, rate, window and what the samples and features of per-utterance CKA are."""
+    return {**spec.info, "name": spec.name, "kind": spec.kind, "sample_rate": spec.sample_rate,
+            "window": spec.window, "cka_samples": spec.cka_samples, "cka_features": spec.cka_features}
+
+
+def dump_spec_sweep(spec, sweep, out: str, *, window_mode: str = "center", hop: int | None = None,
+                    include_clean: bool = True, extra: Mapping[str, Any] | None = None, **kwargs: Any) -> DumpReport:
+    """:func:`dump_snr_sweep` of a ``torch_bridge.ModelSpec``: its layer map (records go to the
+    manifest), per-layer pooling and ``select``, window (None: whole mixtures), forward call
+    and preparation. Other keyword arguments are those of :func:`dump`."""
+    return dump_snr_sweep(
+        spec.model, spec.layer_records(), sweep, out, window=spec.window, window_mode=window_mode, hop=hop,
+        include_clean=include_clean, forward=spec.forward_fn, prepare=spec.prepare,
+        model_info=spec_model_info(spec), pooling=spec.pooling, select=spec.select,
+        extra={**spec.source, **(extra or {})}, **kwargs,
+    )
 
 
 def _read_speech(data: str, split: str):
@@ -480,6 +506,7 @@ def run_dump(
     noises: str | None = None,
     split: str = "test",
     checkpoint: str | None = None,
+    layers: Sequence[str] | None = None,
     noise_types: Sequence[str] | None = None,
     utterances: int | None = None,
     seed: int = 0,
@@ -499,13 +526,13 @@ def run_dump(
     ``"embedded"`` for the embedded corpus, whose ``split`` train/dev/test/real is used) and
     noise recordings (``noises``: a folder of files, one noise type each, a DEMAND tree, or
     None / ``"embedded"`` for the corpus noises), take the first ``utterances`` utterances,
-    build the SNR sweep, and dump ``model``'s canonical layers into the store ``out`` (this
-    shard's part)."""
+    build the SNR sweep, and dump ``model``'s canonical layers (or those matching the glob
+    patterns ``layers``) into the store ``out`` (this shard's part). ``model`` is any name
+    ``torch_bridge.load_model`` accepts."""
     from .mixing import snr_sweep
 
-    if model not in MODELS:
-        raise ValueError(f"The 'model' parameter of run_dump must be one of {sorted(MODELS)}. Got {model!r} instead.")
     from .data.record import check_int
+    from .models import registry
 
     if utterances is not None:  # a count, never a Python slice bound (-1 would drop the last one)
         utterances = check_int(utterances, "utterances", fn="run_dump", low=1)
@@ -515,10 +542,9 @@ def run_dump(
         speech = speech[:utterances]
     sweep = snr_sweep(speech, _read_noises(noises), list(snrs), seed=seed,
                       noise_types=noise_types, duration=duration, short=short)
-    spec = MODELS[model](checkpoint, device=device)
-    return dump_snr_sweep(
-        spec.model, spec.layers, sweep, out, window=spec.window, window_mode=window_mode, hop=hop,
-        include_clean=include_clean, forward=spec.forward, prepare=spec.prepare, model_info=spec.info,
-        extra={**spec.source, "data": str(data), "split": split, "noises": str(noises)}, shard=shard,
+    spec = registry.load_model(model, checkpoint, device, layers=layers)
+    return dump_spec_sweep(
+        spec, sweep, out, window_mode=window_mode, hop=hop, include_clean=include_clean,
+        extra={"data": str(data), "split": split, "noises": str(noises)}, shard=shard,
         batch_size=batch_size, chunk_size=chunk_size, threads=threads, progress=progress,
     )

@@ -10,7 +10,7 @@ import dataclasses
 
 import torch
 
-from torch_bridge.models.spec import LayerSpec, ModelSpec
+from torch_bridge.models.spec import LayerSpec, ModelError, ModelSpec
 
 __all__ = ["ctc_spec", "gtcrn_spec", "muse_spec"]
 
@@ -69,7 +69,7 @@ def gtcrn_spec(variant: str | None = None, checkpoint=None, device: str = "cpu")
 
     variant = variant or "vctk"
     if variant not in GTCRN_SOURCES:
-        raise ValueError(f"GTCRN has the variants {sorted(GTCRN_SOURCES)}; got {variant!r}.")
+        raise ModelError(f"GTCRN has the variants {sorted(GTCRN_SOURCES)}; got {variant!r}.")
     path = resolve_checkpoint(GTCRN_SOURCES[variant], checkpoint)  # sha256-verified, as load_gtcrn
     model = load_gtcrn(path, variant=variant, verify=False).to(device)
     layers = tuple(LayerSpec(lay.name, lay.block, lay.index, lay.skip, lay.shape, "time_mean",
@@ -102,11 +102,11 @@ def ctc_spec(variant: str | None = None, checkpoint=None, device: str = "cpu") -
     from torch_bridge.weights import sha256_file
 
     if checkpoint is None:
-        raise ValueError(f"Model 'ctc:{variant}' needs --checkpoint: the checkpoint.pt (or its folder) that "
+        raise ModelError(f"Model 'ctc:{variant}' needs --checkpoint: the checkpoint.pt (or its folder) that "
                          "`jaxprobe train-asr` wrote. Nothing is downloaded for the project's recognisers.")
     model = load_recogniser(checkpoint).to(device)
     if model.config.model != variant:
-        raise ValueError(f"The checkpoint {str(checkpoint)!r} holds a {model.config.model!r} recogniser; "
+        raise ModelError(f"The checkpoint {str(checkpoint)!r} holds a {model.config.model!r} recogniser; "
                          f"load it as 'ctc:{model.config.model}' (asked for 'ctc:{variant}', known: {list(MODELS)}).")
     rank: dict[str, int] = {}
     layers = []

@@ -26,9 +26,9 @@ from importlib import metadata
 
 import torch
 
-from torch_bridge.models.spec import ModelSpec
+from torch_bridge.models.spec import ModelError, ModelSpec
 
-__all__ = ["ENTRY_POINT_GROUP", "available_models", "load_model"]
+__all__ = ["BUILTIN_MODELS", "ENTRY_POINT_GROUP", "ModelError", "available_models", "load_model"]
 
 ENTRY_POINT_GROUP = "jaxprobe.models"
 
@@ -63,18 +63,18 @@ def available_models() -> list[str]:
     return list(BUILTIN_MODELS) + sorted(n for n in _entry_points() if n not in BUILTIN_MODELS)
 
 
-def _unknown(name: str) -> ValueError:
+def _unknown(name: str) -> ModelError:
     names = available_models()
     close = difflib.get_close_matches(name, names, n=1, cutoff=0.5)
     hint = f" Did you mean {close[0]!r}?" if close else ""
-    return ValueError(
+    return ModelError(
         f"Unknown model {name!r}.{hint} Known models: {', '.join(names)}; or give 'package.module:function' "
         f"returning a ModelSpec or an nn.Module, or register one under the {ENTRY_POINT_GROUP!r} entry-point group.")
 
 
 def _call_user(fn: Callable, origin: str, checkpoint) -> object:
     if not callable(fn):
-        raise TypeError(f"Model {origin!r} must name a function returning a ModelSpec or an nn.Module; "
+        raise ModelError(f"Model {origin!r} must name a function returning a ModelSpec or an nn.Module; "
                         f"it names a {type(fn).__name__}.")
     return fn() if checkpoint is None else fn(checkpoint=checkpoint)
 
@@ -82,11 +82,11 @@ def _call_user(fn: Callable, origin: str, checkpoint) -> object:
 def _import_target(text: str):
     mod_name, _, attr = text.partition(":")
     if not mod_name or not attr:
-        raise ValueError(f"A model given as 'package.module:function' needs both parts; got {text!r}.")
+        raise ModelError(f"A model given as 'package.module:function' needs both parts; got {text!r}.")
     try:
         mod = importlib.import_module(mod_name)
     except ImportError as exc:
-        raise ValueError(f"Model {text!r}: cannot import module {mod_name!r} ({exc}). Is it on PYTHONPATH "
+        raise ModelError(f"Model {text!r}: cannot import module {mod_name!r} ({exc}). Is it on PYTHONPATH "
                          "or installed?") from exc
     obj = mod
     for part in attr.split("."):
@@ -94,7 +94,7 @@ def _import_target(text: str):
             public = sorted(n for n in dir(mod) if not n.startswith("_") and callable(getattr(mod, n)))
             close = difflib.get_close_matches(attr, public, n=1)
             hint = f" Did you mean {mod_name}:{close[0]}?" if close else ""
-            raise ValueError(f"Model {text!r}: module {mod_name!r} has no attribute {attr!r}.{hint}")
+            raise ModelError(f"Model {text!r}: module {mod_name!r} has no attribute {attr!r}.{hint}")
         obj = getattr(obj, part)
     return obj
 
@@ -105,7 +105,7 @@ def _as_spec(obj, origin: str, device: str) -> ModelSpec:
         return obj
     if isinstance(obj, torch.nn.Module):
         return ModelSpec.from_module(obj.to(device), name=origin)
-    raise TypeError(f"Model {origin!r} returned a {type(obj).__name__}; expected a torch_bridge.ModelSpec or a "
+    raise ModelError(f"Model {origin!r} returned a {type(obj).__name__}; expected a torch_bridge.ModelSpec or a "
                     "torch.nn.Module taking (B, samples) waveforms at 16 kHz.")
 
 

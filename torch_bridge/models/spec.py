@@ -47,7 +47,15 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["LayerSpec", "ModelSpec", "SKIP_ROLES", "select_layers"]
+from torch_bridge.errors import UserError
+
+__all__ = ["LayerSpec", "ModelError", "ModelSpec", "SKIP_ROLES", "select_layers"]
+
+
+class ModelError(UserError, ValueError):
+    """A model name, checkpoint, layer pattern or user model that cannot be used (the CLI
+    reports it as one line)."""
+
 
 SKIP_ROLES = ("input", "output", None)
 Pooling = str | Callable[[torch.Tensor], torch.Tensor]
@@ -222,11 +230,11 @@ class ModelSpec:
         are kept frame by frame (frames are the samples of per-utterance CKA). Pooled shapes
         are measured by one forward pass on a ``window``-sample probe signal."""
         if not isinstance(module, torch.nn.Module):
-            raise TypeError(f"Model {name!r}: expected a ModelSpec or a torch.nn.Module; got {type(module).__name__}.")
+            raise ModelError(f"Model {name!r}: expected a ModelSpec or a torch.nn.Module; got {type(module).__name__}.")
         module.eval()
         paths = list(layers) if layers is not None else _children_in_order(module, window or sample_rate)
         if not paths:
-            raise ValueError(f"Model {name!r} ({type(module).__name__}) has no child modules to probe; "
+            raise ModelError(f"Model {name!r} ({type(module).__name__}) has no child modules to probe; "
                              "return a ModelSpec with explicit layers instead.")
         recs = tuple(LayerSpec(p, block=p, index=0, pooling="frames") for p in paths)
         spec = cls(name=name, model=module, layers=recs, forward_fn=_call_module, sample_rate=sample_rate,
@@ -292,7 +300,7 @@ def select_layers(spec: ModelSpec, patterns: Sequence[str]) -> tuple[LayerSpec, 
         if not hits:
             close = difflib.get_close_matches(pat, paths, n=5, cutoff=0.5)
             hint = f" Closest paths: {', '.join(close)}." if close else ""
-            raise ValueError(f"The --layers pattern {pat!r} matches no module path of model {spec.name!r} "
+            raise ModelError(f"The --layers pattern {pat!r} matches no module path of model {spec.name!r} "
                              f"({len(paths)} modules).{hint} Canonical layers: "
                              f"{', '.join(lay.name for lay in spec.layers[:6])}{' ...' if len(spec.layers) > 6 else ''}.")
         chosen += [p for p in hits if p not in chosen]

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from torch_bridge.models.spec import LayerSpec, ModelSpec
+from torch_bridge.models.spec import LayerSpec, ModelError, ModelSpec
 
 __all__ = ["SSL_MODELS", "ssl_frames", "ssl_spec"]
 
@@ -50,14 +50,14 @@ def _read_state(path: Path, name: str) -> dict:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise ValueError(f"Could not read the {name} weights {str(path)!r} as a torch state dict "
+        raise ModelError(f"Could not read the {name} weights {str(path)!r} as a torch state dict "
                          f"({type(exc).__name__}: {exc}).") from exc
     if isinstance(obj, dict):
         for key in ("model", "state_dict"):
             if isinstance(obj.get(key), dict):
                 obj = obj[key]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ValueError(f"The {name} weights {str(path)!r} must hold a state dict (parameter name -> tensor); "
+        raise ModelError(f"The {name} weights {str(path)!r} must hold a state dict (parameter name -> tensor); "
                          f"got a {type(obj).__name__}.")
     return obj
 
@@ -72,9 +72,9 @@ def ssl_spec(name: str, checkpoint=None, device: str = "cpu") -> ModelSpec:
     from torch_bridge.weights import sha256_file
 
     if name not in SSL_MODELS:
-        raise ValueError(f"The SSL architectures are {list(SSL_MODELS)}; got {name!r}.")
+        raise ModelError(f"The SSL architectures are {list(SSL_MODELS)}; got {name!r}.")
     if checkpoint is None:
-        raise ValueError(
+        raise ModelError(
             f"Model {name!r} needs --checkpoint: a local state-dict file of torchaudio.models.{name}() "
             "(nothing is downloaded here). Make one where the network is reachable with "
             f"torch.save(torchaudio.pipelines.{name.upper()}.get_model().state_dict(), '{name}.pt').")
@@ -85,7 +85,7 @@ def ssl_spec(name: str, checkpoint=None, device: str = "cpu") -> ModelSpec:
     try:
         model.load_state_dict(_read_state(path, name), strict=True)
     except RuntimeError as exc:
-        raise ValueError(f"The weights {str(path)!r} do not fit torchaudio.models.{name}(): {exc}") from exc
+        raise ModelError(f"The weights {str(path)!r} do not fit torchaudio.models.{name}(): {exc}") from exc
     t = ssl_frames(SSL_WINDOW)
     layers = (LayerSpec("feature_extractor", "CNN", 0, None, (t, CONV_WIDTH), "frames", select=0),)
     layers += tuple(LayerSpec(f"encoder.transformer.layers.{i}", "Transformer", i, None, (t, HIDDEN), "frames", select=0)
