@@ -1,9 +1,9 @@
-"""`jaxprobe sweep --config CONFIG [--out DIR] [--checkpoint PATH]`."""
+"""`jaxprobe sweep --config CONFIG [--model NAME_OR_SPEC] [--checkpoint PATH] [--layers GLOB ...] [--out DIR]`."""
 from __future__ import annotations
 
 
-DESCRIPTION = """The SNR-sweep probing study of MUSE, end to end: mix clean speech with noise at every SNR,
-run MUSE and store the 24 probed layers' pooled activations, then CKA against the clean
+DESCRIPTION = """The SNR-sweep probing study of a speech model (MUSE by default), end to end: mix clean speech
+with noise at every SNR, run the model and store its probed layers' pooled activations, then CKA against the clean
 input (per utterance and per centroid, biased and debiased) with bootstrap intervals,
 CKA-vs-SNR fits and depth trends, intra- and inter-layer diffusion maps, figures and a
 report. The whole configuration is checked before any work starts; every stage is cached,
@@ -12,6 +12,8 @@ so a re-run recomputes only what changed and an interrupted run resumes."""
 EPILOG = """examples:
   jaxprobe sweep --config demo --out runs/demo
   jaxprobe sweep --config my.toml --devices all       # keys and defaults: jaxprobe/config.py
+  jaxprobe sweep --config demo --model gtcrn --out runs/demo_gtcrn
+  jaxprobe sweep --config demo --model mypkg.models:build --layers 'encoder.*' --out runs/mine
   XLA_FLAGS=--xla_force_host_platform_device_count=4 jaxprobe sweep --config demo --devices 4
 
 outputs (in --out, default runs/<config name>):
@@ -27,8 +29,15 @@ def add_arguments(p):
     p.add_argument("--config", default="demo",
                    help="TOML config file, or a shipped name: demo, paper (default: demo)")
     p.add_argument("--out", default=None, help="output folder (default: runs/<config name>)")
+    p.add_argument("--model", default=None,
+                   help="model to probe (default: model.name of the config, muse): muse, gtcrn, gtcrn:dns3, "
+                   "ctc:vgg_lstm, ctc:lstm, wav2vec2_base, hubert_base, wavlm_base, an entry-point name, or "
+                   "package.module:function (docs/models.md)")
     p.add_argument("--checkpoint", default=None,
-                   help="MUSE g_best path (else $JAXPROBE_MUSE_CHECKPOINT, the cache, the verified download)")
+                   help="model weights (MUSE: else $JAXPROBE_MUSE_CHECKPOINT, the cache, the verified download; "
+                   "GTCRN likewise; required for ctc:* and the SSL models)")
+    p.add_argument("--layers", nargs="+", default=None, metavar="GLOB",
+                   help="probe the modules whose named_modules() paths match these glob patterns (model.layers)")
     p.add_argument("--devices", default=None,
                    help="JAX devices for the analysis: 1 (default), all, or a count; results do not depend on it")
 
@@ -52,5 +61,6 @@ def main(args) -> int:
     from jaxprobe.studies.sweep import run
 
     out = args.out or str(Path("runs") / Path(str(args.config)).stem)
-    print_outputs(run(args.config, out, checkpoint=args.checkpoint, devices=args.devices))
+    print_outputs(run(args.config, out, checkpoint=args.checkpoint, devices=args.devices, model=args.model,
+                      layers=args.layers))
     return 0

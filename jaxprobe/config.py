@@ -20,8 +20,9 @@ __all__ = ["ConfigError", "SWEEP_DEFAULTS", "check_devices", "load_sweep_config"
 SWEEP_DEFAULTS: dict[str, Any] = {
     "name": "sweep",
     "model": {
-        "name": "muse",
+        "name": "muse",  # any torch_bridge.load_model name: muse, gtcrn, wav2vec2_base, package.module:function, ...
         "checkpoint": "",  # empty: --checkpoint, then $JAXPROBE_MUSE_CHECKPOINT, then cache, then download
+        "layers": [],  # glob patterns over module paths; empty = the model's canonical probe layers
         "threads": 0,  # torch threads; 0 = torch's default
         "batch_size": 1,  # windows per MUSE forward; 1 is fastest per window on CPU
     },
@@ -76,7 +77,6 @@ SWEEP_DEFAULTS: dict[str, Any] = {
 }
 
 _CHOICES = {
-    ("model", "name"): ("muse",),
     ("data", "source"): ("embedded", "voicebank_demand"),
     ("data", "corpus_size"): ("default", "small", "tiny"),
     ("data", "short"): ("keep", "pad", "skip"),
@@ -98,7 +98,7 @@ _SUBSETS = {
 
 
 # list keys whose default is empty: the type their elements must have
-_LIST_ITEMS = {"snrs": "number", "noises": "str"}
+_LIST_ITEMS = {"snrs": "number", "noises": "str", "layers": "str"}
 
 
 def _is_number(v) -> bool:
@@ -204,6 +204,9 @@ def _validate(cfg: dict) -> dict:
         ok = (v > lo if open_lo else v >= lo) and (hi is None or v <= hi)
         if not ok:
             raise _fail(f"{sec}.{key}", what, v)
+    if not cfg["model"]["name"].strip():
+        raise _fail("model.name", "a model name (muse, gtcrn, ..., or package.module:function)", cfg["model"]["name"])
+    _distinct("model.layers", cfg["model"]["layers"])
     c = cfg["cka"]
     if not 0 < c["level"] < 1:
         raise ConfigError(f"Configuration key 'cka.level' must be in (0, 1); got {c['level']!r}.")

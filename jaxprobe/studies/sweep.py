@@ -1,10 +1,11 @@
-"""`jaxprobe sweep`: the SNR-sweep probing study of MUSE, end to end.
+"""`jaxprobe sweep`: the SNR-sweep probing study of a speech model (MUSE by default), end to end.
 
 Stages, each cached in the output folder under a fingerprint of the settings it
 depends on, so a re-run recomputes only what changed and a killed run resumes:
 
 1. data      corpus / folders -> the utterances and noise recordings (torch_bridge)
-2. dump      mixtures -> MUSE -> 24 pooled layers -> activation store (resumable, torch_bridge)
+2. dump      mixtures -> the model (``torch_bridge.load_model``) -> its pooled probe layers
+             -> activation store (resumable, torch_bridge)
 3. analysis  store -> CKA tables, bootstraps, regressions, diffusion maps -> results.json, CSV
 4. report    results -> figures (PNG, PDF), report.md, report.html
 
@@ -53,9 +54,13 @@ def _select_utterances(records, n: int, min_seconds: float):
     return out
 
 
-def _load_data(cfg: dict):
+#: shortest utterance a whole-utterance model (no window) is given
+MIN_UTTERANCE_S = 1.0
+
+
+def _load_data(cfg: dict, window: int | None = 30700):
     d = cfg["data"]
-    window_s = 30700 / 16000.0
+    window_s = window / 16000.0 if window else MIN_UTTERANCE_S - 0.1
     if d["source"] == "embedded":
         from torch_bridge.corpus import load_corpus
 
@@ -88,31 +93,38 @@ def _load_data(cfg: dict):
                         f"have; available: {sorted(noise_map)}.")
     if not utts:
         where = f"data.speech_split = {d['speech_split']!r}" if d["source"] == "embedded" else f"data.voicebank = {d['voicebank']!r}"
-        raise DataError(f"No utterance of {where} is long enough for one {window_s:.2f} s MUSE window "
+        raise DataError(f"No utterance of {where} is long enough for one {window_s + 0.1:.2f} s model window "
                         f"({n_pool} utterance(s) there); choose a split or folder with longer recordings.")
     return utts, {k: noise_map[k] for k in wanted}, desc
 
 
+def _store_key(cfg: dict) -> str:
+    m = cfg["model"]
+    what = {"data": cfg["data"], "sweep": cfg["sweep"], "model": m["name"]}
+    if m["layers"]:  # canonical layers keep the key of stores made before layers could be chosen
+        what["layers"] = list(m["layers"])
+    return fingerprint(what)
+
+
 def _dump_stage(cfg: dict, out: Path, checkpoint: str | None, recompute=()):
-    from torch_bridge.dump import dump_snr_sweep, muse_dump_model
+    from torch_bridge.dump import dump_spec_sweep
     from torch_bridge.mixing import snr_sweep
+    from torch_bridge.models import registry
 
     d, m = cfg["data"], cfg["model"]
-    key = fingerprint({"data": d, "sweep": cfg["sweep"], "model": m["name"]})
-    store_dir = out / "store" / key
-    utts, noises, desc = _load_data(cfg)
-    spec = muse_dump_model(checkpoint or (m["checkpoint"] or None))
+    store_dir = out / "store" / _store_key(cfg)
+    spec = registry.load_model(m["name"], checkpoint or (m["checkpoint"] or None), layers=m["layers"] or None)
+    utts, noises, desc = _load_data(cfg, spec.window)
     sweep = snr_sweep(
         utts, list(noises.values()), snr_grid(cfg), seed=cfg["sweep"]["seed"],
         duration=d["duration"], short=d["short"], target_lufs=d["target_lufs"],
     )
     n_items = len(utts) * (1 + len(noises) * len(snr_grid(cfg)))
-    _log(f"dump: {len(utts)} utterances x {len(noises)} noises x {len(snr_grid(cfg))} SNRs (+ clean) "
-         f"= {n_items} mixtures -> {store_dir}")
-    report = dump_snr_sweep(
-        spec.model, spec.layers, sweep, str(store_dir), window=spec.window, window_mode=d["window"],
-        hop=d["hop"] or None, forward=spec.forward, prepare=spec.prepare, model_info=spec.info,
-        extra={**spec.source, "data": desc}, batch_size=m["batch_size"], threads=m["threads"] or None,
+    _log(f"dump: {spec.name}, {len(spec.layers)} layers in {len(spec.blocks)} blocks; {len(utts)} utterances x "
+         f"{len(noises)} noises x {len(snr_grid(cfg))} SNRs (+ clean) = {n_items} mixtures -> {store_dir}")
+    report = dump_spec_sweep(
+        spec, sweep, str(store_dir), window_mode=d["window"], hop=d["hop"] or None,
+        extra={"data": desc}, batch_size=m["batch_size"], threads=m["threads"] or None,
         log=_log, check="quick", recompute=recompute,  # the analysis checksums every file it reads
     )
     _log(f"dump: {report.items_written} new items in {report.seconds:.1f} s")
@@ -167,6 +179,13 @@ def load_sweep_arrays(store_dir: Path, snrs: list[float]):
 
 
 # ----------------------------------------------------------------------------- analysis
+
+def _model_record(store_dir: Path) -> dict:
+    """The model as the store's manifest records it: name, kind, window, what the samples and
+    features of per-utterance CKA are (``torch_bridge.ModelSpec``), checkpoint sha256."""
+    manifest = json.loads((Path(store_dir) / "manifest.json").read_text())
+    return dict(manifest.get("model") or {})
+
 
 def _analysis_stage(cfg, store_dir: Path, out: Path, data_desc: str) -> dict:
     from jaxprobe.bootstrap import n_distinct_resamples
@@ -238,6 +257,7 @@ def _analysis_stage(cfg, store_dir: Path, out: Path, data_desc: str) -> dict:
             "noises": noises, "snrs": snrs, "n_windows": max(w for _, w in items) + 1,
             "utterance_ids": sorted({u for u, _ in items}),
         },
+        "model": _model_record(store_dir),
         "layers": layers,
         "cka": cka_part["cka"],
         "regression": cka_part["regression"],
@@ -289,16 +309,23 @@ def _preflight(cfg: dict, out_dir, checkpoint: str | None) -> Path:
                 raise ConfigError(f"Configuration key 'data.{k}' must name an existing folder; got {d[k]!r}.")
     ckpt = checkpoint or cfg["model"]["checkpoint"]
     if ckpt and not Path(ckpt).expanduser().is_file():
-        raise ConfigError(f"The MUSE checkpoint ({'--checkpoint' if checkpoint else 'model.checkpoint'}) must be "
+        raise ConfigError(f"The model checkpoint ({'--checkpoint' if checkpoint else 'model.checkpoint'}) must be "
                           f"an existing file; got {str(ckpt)!r}.")
     return ensure_writable_dir(out_dir, "--out")
 
 
 @locks_output_folder("sweep")
-def run(config, out_dir, *, checkpoint: str | None = None, devices: str | None = None) -> dict:
+def run(config, out_dir, *, checkpoint: str | None = None, devices: str | None = None, model: str | None = None,
+        layers=None) -> dict:
     """Run (or resume) the sweep study. ``config``: a path, a shipped name ("demo",
-    "paper") or a dict. Returns the paths of the outputs."""
-    over = {"compute": {"devices": str(devices)}} if devices else {}
+    "paper") or a dict; ``model`` / ``layers`` override ``model.name`` / ``model.layers``
+    (any ``torch_bridge.load_model`` name; glob patterns over module paths). Returns the
+    paths of the outputs."""
+    over: dict = {"compute": {"devices": str(devices)}} if devices else {}
+    if model:
+        over["model"] = {"name": str(model)}
+    if layers:
+        over.setdefault("model", {})["layers"] = [str(x) for x in layers]
     cfg = load_sweep_config(config, **over)
     out = _preflight(cfg, out_dir, checkpoint)
     _enable_compilation_cache()

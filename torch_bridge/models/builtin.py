@@ -46,6 +46,18 @@ def muse_spec(variant: str | None = None, checkpoint=None, device: str = "cpu") 
 
 
 # ----------------------------------------------------------------------------- GTCRN
+#: fewest rows of a per-item matrix for per-utterance CKA: the debiased estimator needs n >= 4,
+#: and the biased one is identically 1 for n = 2
+MIN_CKA_SAMPLES = 4
+
+
+def time_mean_bins_as_rows(t: torch.Tensor) -> torch.Tensor:
+    """Capture pooling ``[B, C, T, F]`` -> mean over T, transposed -> ``(B, F, C)``: the
+    frequency positions become the samples of per-utterance CKA (for 2-channel maps)."""
+    if t.ndim != 4:
+        raise ValueError(f"time_mean_bins_as_rows expects a [B, C, T, F] map; got shape {tuple(t.shape)}.")
+    return t.mean(dim=2).transpose(1, 2)
+
 def _gtcrn_forward(model, batch: torch.Tensor):
     from torch_bridge.models.gtcrn.inference import gtcrn_stft
 
@@ -72,13 +84,20 @@ def gtcrn_spec(variant: str | None = None, checkpoint=None, device: str = "cpu")
         raise ModelError(f"GTCRN has the variants {sorted(GTCRN_SOURCES)}; got {variant!r}.")
     path = resolve_checkpoint(GTCRN_SOURCES[variant], checkpoint)  # sha256-verified, as load_gtcrn
     model = load_gtcrn(path, variant=variant, verify=False).to(device)
-    layers = tuple(LayerSpec(lay.name, lay.block, lay.index, lay.skip, lay.shape, "time_mean",
-                             skip_partner=lay.skip_partner) for lay in GTCRN_LAYERS)
+    layers = tuple(
+        LayerSpec(lay.name, lay.block, lay.index, lay.skip, lay.shape, "time_mean", skip_partner=lay.skip_partner)
+        if lay.shape[0] >= MIN_CKA_SAMPLES else
+        LayerSpec(lay.name, lay.block, lay.index, lay.skip, lay.shape[::-1], time_mean_bins_as_rows,
+                  skip_partner=lay.skip_partner)
+        for lay in GTCRN_LAYERS)
     return ModelSpec(
         name=f"gtcrn:{variant}", model=model, layers=layers, forward_fn=_gtcrn_forward, window=None,
-        cka_samples="time mean -> (C, F) per item: C channels (9 in SFE, 16, 2 in the last decoder and the mask) "
-                    "are the samples of per-utterance CKA",
-        cka_features="F frequency positions (ERB-compressed 129 -> 65 -> 33 in the encoder, 257 bins at the mask)",
+        cka_samples="time mean -> (C, F) per item, the C channels (9 in SFE, 16 elsewhere) are the samples of "
+                    "per-utterance CKA; the two 2-channel layers (Decoder.4: the complex mask, Mask: the enhanced "
+                    "spectrum, re/im) are stored transposed, (F, 2), with frequency positions as the samples, "
+                    "since CKA over 2 samples is degenerate (always 1)",
+        cka_features="frequency positions (129 ERB-compressed bands in SFE, 65/33 in the encoder) or, for the "
+                     "two transposed layers, the re/im pair",
         enhance_fn=_gtcrn_enhance, kind="enhancement",
         info={"name": f"gtcrn:{variant}", "checkpoint_sha256": sha256_file(path)},
         source={"checkpoint_path": str(path)},
