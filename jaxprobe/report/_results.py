@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-BLOCK_ORDER = ("Enc1", "Enc2", "Latent", "Dec2", "Dec1", "Refine")
+BLOCK_ORDER = ("Enc1", "Enc2", "Latent", "Dec2", "Dec1", "Refine")  # MUSE's; results without a layer map
 PREFERRED_COMBO = ("utterance", "biased")
 
 
@@ -77,10 +77,11 @@ class Layer:
     index: int
     skip: str | None
     depth: int
+    display: str | None = None  # the model spec's label, when the results carry one
 
     @property
     def label(self) -> str:
-        return f"{self.block}.{self.index}"
+        return self.display or f"{self.block}.{self.index}"
 
 
 def layers(results) -> list[Layer]:
@@ -91,7 +92,9 @@ def layers(results) -> list[Layer]:
         skip = r["skip"]
         if skip not in (None, "input", "output"):
             raise ResultsError(f"results['layers'][{d}]['skip'] must be null, 'input' or 'output'; got {skip!r}.")
-        out.append(Layer(str(r["name"]), str(r["block"]), int(r["index"]), skip, d))
+        label = r.get("label")
+        out.append(Layer(str(r["name"]), str(r["block"]), int(r["index"]), skip, d,
+                         str(label) if label is not None else None))
     names = [layer.name for layer in out]
     if len(set(names)) != len(names):
         raise ResultsError("results['layers'] lists a layer name twice; names must be unique module paths.")
@@ -107,6 +110,17 @@ def blocks(lays: Sequence[Layer]) -> list[tuple[str, list[Layer]]]:
         else:
             groups.append((layer.block, [layer]))
     return groups
+
+
+def block_order(results) -> dict[str, int]:
+    """block -> rank in depth order, from the layer map in ``results['layers']`` (the model's
+    spec); MUSE's block order for results without one."""
+    recs = results.get("layers") if isinstance(results, Mapping) else None
+    if isinstance(recs, Sequence) and recs and all(isinstance(r, Mapping) and "block" in r for r in recs):
+        names = list(dict.fromkeys(str(r["block"]) for r in recs))
+    else:
+        names = list(BLOCK_ORDER)
+    return {b: i for i, b in enumerate(names)}
 
 
 def short_label(results, name: str) -> str:
@@ -237,7 +251,7 @@ def table1(results, key: str = "table1") -> list[dict]:
         rows.append({"block": str(r["block"]), "spearman": finite(r["spearman"], f"{w}['spearman']"),
                      "r2": finite(r["r2"], f"{w}['r2']"),
                      **{k: bound(r, k, w, optional_key=True) for k in TABLE1_FIELDS[3:]}})
-    order = {b: i for i, b in enumerate(BLOCK_ORDER)}
+    order = block_order(results)
     return sorted(rows, key=lambda r: order.get(r["block"], len(order)))
 
 
@@ -418,6 +432,6 @@ def trends(results, protocol=None, estimator=None) -> dict:
             out["blocks"].setdefault(str(r["block"]), {})[str(r["statistic"])] = rec
     if not out["blocks"] and not any(k in out for k in DEPTH_TRENDS):
         raise ResultsError(f"results['trends'] has no {protocol}/{estimator} records.")
-    order = {b: i for i, b in enumerate(BLOCK_ORDER)}
+    order = block_order(results)
     out["blocks"] = dict(sorted(out["blocks"].items(), key=lambda kv: order.get(kv[0], len(order))))
     return out

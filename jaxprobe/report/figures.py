@@ -184,8 +184,8 @@ def fig_regression(results, out_dir, *, protocol=None, estimator=None, formats=F
     thr = R.find_setting(results.get("settings", {}), "poor_fit_r2", "r2_threshold")
     cap = (f"Linear fits of CKA versus SNR per layer ({_combo_words(protocol, estimator)}): slope (top) "
            f"and intercept, the fitted CKA at 0 dB (bottom). Error bars: {_interval_words(results)}, the "
-           f"fit repeated in every replicate. Green triangles mark layers receiving a U-Net skip, orange "
-           f"stars layers whose block output leaves on a skip. {n_poor} of {len(rows)} fits are flagged "
+           f"fit repeated in every replicate. Green triangles mark layers receiving a skip connection, "
+           f"orange stars layers whose block output leaves on one (skip roles from the model's layer map). {n_poor} of {len(rows)} fits are flagged "
            f"poor (red squares{f', R² < {thr}' if thr is not None else ''}); R² ranges "
            f"{r2.min():.3f}-{r2.max():.3f}.")
     return Figure(f"fig3:{protocol}/{estimator}", f"Fig. 3 — CKA-vs-SNR slopes and intercepts "
@@ -337,6 +337,7 @@ def fig_inter_layer(results, out_dir, *, snrs=FIG5_SNRS, formats=FORMATS) -> Fig
     missing = [s for s in snrs if not np.any(np.isclose(have, s))]
     blocks_shown = set(group_blocks) if group_blocks else {lab.split(".")[0] for _, labels, _ in pick for lab in labels}
     latent = "" if "Latent" in blocks_shown else " (Latent excluded: different dimensionality)"
+    latent = _other_maps_words(results) if R.diffusion(results).get("inter_layer_maps") else latent
     unit = f"; values shown in units of 10^{-round(np.log10(factor))}" if factor != 1.0 else ""
     which = R.inter_layer_set(results)
     points = f"{which}{latent}" if which else f"the layers shown{latent}"
@@ -349,6 +350,23 @@ def fig_inter_layer(results, out_dir, *, snrs=FIG5_SNRS, formats=FORMATS) -> Fig
            f"(0 to {vmax / factor:.3g}) is shared by all panels{unit}."
            + (f" Not in the results: {', '.join(f'{s:g}' for s in missing)} dB." if missing else "") + boot)
     return Figure("fig5", "Fig. 5 — Inter-layer diffusion distances", png, pdf, cap)
+
+
+def _other_maps_words(results) -> str:
+    """Which blocks are not in the drawn inter-layer map, and why (their width differs)."""
+    maps = R.diffusion(results).get("inter_layer_maps")
+    if maps:  # the analysis split the blocks into maps by width; the first is drawn
+        others = [m for m in maps[1:] if m.get("blocks")]
+        if not others:
+            return ""
+        parts = [f"{', '.join(m['blocks'])} (width {m['width']}"
+                 + (", in a map of their own" if len(m["blocks"]) > 1 else ", alone") + ")" for m in others]
+        return (f" of width {maps[0]['width']}; blocks with no layer of that width are in separate maps: "
+                + "; ".join(parts) + " (results.json, diffusion.inter_layer_maps)")
+    excluded = R.diffusion(results).get("inter_layer_excluded") or []
+    if excluded:
+        return " (excluded, different dimensionality: " + ", ".join(R.short_label(results, n) for n in excluded) + ")"
+    return ""
 
 
 def fig_dc1(results, out_dir, *, formats=FORMATS) -> Figure:

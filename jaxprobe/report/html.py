@@ -32,7 +32,9 @@ figcaption{font-size:.85rem;color:#444}.small{font-size:.85rem;color:#555}
 
 
 def _title(results) -> str:
-    model = R.find_setting(results.get("settings", {}), "model_name", "model", default="MUSE")
+    rec = results.get("model")
+    model = rec.get("name") if isinstance(rec, dict) and rec.get("name") else None
+    model = model or R.find_setting(results.get("settings", {}), "model_name", "model", default="MUSE")
     if isinstance(model, dict):
         model = model.get("name", "MUSE")
     return f"Probing {model} across input SNRs: CKA and diffusion-map study"
@@ -48,6 +50,12 @@ def _choices(results, combo) -> list[str]:
     orient = R.find_setting(s, "orientation")
     if orient is not None:
         out.append(f"Per-utterance CKA orientation: {orient}.")
+    rec = results.get("model")
+    if isinstance(rec, dict) and rec.get("cka_samples"):
+        window = rec.get("window")
+        out.append(f"What per-utterance CKA compares for {rec.get('name', 'this model')} (its model spec): samples = "
+                   f"{rec['cka_samples']}; features = {rec.get('cka_features', '?')}. Model input: "
+                   + (f"{window}-sample windows." if window else "whole mixtures (no window)."))
     out.append(f"Intervals: {_interval_words(results)}.")
     diff = [f"{k} = {v}" for k in ("epsilon", "alpha", "t_intra", "t_inter", "energy")
             if (v := R.find_setting(s, k)) is not None]

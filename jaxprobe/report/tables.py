@@ -114,7 +114,7 @@ def _diffusion_interval_rows(results) -> list[dict]:
 
 def _table1_raw(results, key: str = "table1") -> list:
     R.table1(results, key)  # validates
-    order = {b: i for i, b in enumerate(R.BLOCK_ORDER)}
+    order = R.block_order(results)
     recs = results["diffusion"][key]
     return sorted(recs, key=lambda r: order.get(r["block"], len(order)))
 

@@ -17,7 +17,12 @@ activation, flattened to C*F features (2048 for MUSE, 1536 in the latent block).
   Dec1, as the SE authors' code (latent: different dimension; refinement left out);
   "first_of_block" = the first layer of each block (Latent excluded by its dimension);
   or a list of module paths. Distances between the layers' mean diffusion coordinates
-  (Fig. 5; between blocks for "first_of_block"). Blocks come from the layer map.
+  (Fig. 5; between blocks for "first_of_block"). Blocks come from the layer map. Points of
+  one map must share a width, so the chosen points are split into maps by width
+  (:func:`width_maps`: a block joins through its first layer of the map's width; MUSE's
+  Latent alone), none dropped: "inter_layer" is the largest map (Fig. 5),
+  "inter_layer_maps" lists them all. A model without MUSE's blocks gets "first_of_block"
+  for the default "authors".
 * Coordinates: ``diffusion.coordinates`` ("markov" | "symmetric") sets the convention of
   every distance; Table 1 is given in both ("table1" Markov, "table1_symmetric").
 * Intervals: every number is bootstrapped by recomputing the maps
@@ -50,6 +55,31 @@ def centroids(noisy: dict) -> dict:
     return out
 
 
+def width_maps(names, block_of, width) -> list[tuple[int, list[str]]]:
+    """Split the blocks into inter-layer maps whose points share a width, each block in one map.
+
+    Greedy: the width that the most blocks still unassigned have a layer of (ties: the width of
+    the earliest such layer) forms a map of each of those blocks' first layer of that width;
+    repeat with the remaining blocks. MUSE: its five 2048-wide blocks, then the Latent alone (the
+    SE paper's Fig. 5). Returns [(width, [layer per block in depth order])], the largest map first.
+    """
+    blocks = list(dict.fromkeys(block_of[nm] for nm in names))
+    left = list(blocks)
+    out = []
+    while left:
+        count: dict[int, list[str]] = {}
+        for nm in names:
+            b = block_of[nm]
+            if b in left and b not in count.setdefault(width[nm], []):
+                count[width[nm]].append(b)
+        w = max(count, key=lambda k: len(count[k]))  # first inserted wins ties (depth order)
+        reps = [next(nm for nm in names if block_of[nm] == b and width[nm] == w) for b in count[w]]
+        reps.sort(key=names.index)
+        out.append((w, reps))
+        left = [b for b in left if b not in count[w]]
+    return out
+
+
 def inter_layer_set(layers: list, choice) -> tuple[list, str, str]:
     """The layers of the inter-layer maps, read from the layer map (``block`` of each record).
 
@@ -64,6 +94,11 @@ def inter_layer_set(layers: list, choice) -> tuple[list, str, str]:
     block_of = {l["name"]: l["block"] for l in layers}
     if isinstance(choice, str) and choice == "authors":
         chosen = [nm for nm in names if block_of[nm] in AUTHORS_BLOCKS]
+        if not chosen and not any(b in AUTHORS_BLOCKS or b in ("Latent", "Refine") for b in block_of.values()):
+            # another model than MUSE: the authors' set does not exist for it; one layer per block
+            chosen, grouping, _ = inter_layer_set(layers, "first_of_block")
+            return chosen, grouping, ("one layer per block (the default 'authors' set names MUSE's blocks, which "
+                                      "this model does not have), one point per noise type")
         if not chosen:
             raise ValueError(
                 f"The 'diffusion.inter_layers' setting 'authors' needs layers of the blocks {list(AUTHORS_BLOCKS)} in "
@@ -210,35 +245,68 @@ def analyze_diffusion(noisy: dict, layers: list, snrs, noises, dcfg: dict, *, se
                      level)
         drift.append(rec)
 
-    # ---- inter-layer: per SNR, one map over the chosen layers (one point each, or K noise centroids each)
+    # ---- inter-layer: per SNR, one map over the chosen layers (one point each, or K noise centroids each).
+    # Points of one map must share a width: the chosen layers are split into maps by width
+    # (width_maps), the largest is "inter_layer" (Fig. 5), every map is in "inter_layer_maps".
     chosen, grouping, described = inter_layer_set(layers, dcfg.get("inter_layers", "authors"))
     pool = grouping == "layer"  # one point per layer: its centroid over noise types and items
-    inter_in = {nm: (cent[nm].mean(axis=0)[:, None, :] if pool else np.moveaxis(cent[nm], 0, 1)) for nm in chosen}
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        inter = inter_layer(inter_in, blocks={nm: block_of[nm] for nm in chosen} if grouping == "block" else None,
-                            t=t_inter, coordinates=coordinates, key=jax.random.fold_in(key, 2), **common)
-    notes = [str(w.message) for w in caught]
-    gd = np.asarray(inter.group_distances, np.float64)
-    m = 1 if pool else K
-    labels = np.repeat([inter.groups.index(nm if grouping == "layer" else block_of[nm]) for nm in inter.layers], m)
-    membership = _membership(labels, len(inter.groups), jnp.float32)
-    Xi = jnp.stack([jnp.asarray(items[nm]) for nm in inter.layers])  # (Li, K, S, U, D)
-    gd_reps, res_i = DB.inter_replicates(Xi, index, weights, inter.maps, membership,
-                                          key=jax.random.fold_in(key, 20), symmetric=symmetric, pool_noises=pool)
-    residual = max(residual, res_i)
-    group_blocks = [g if grouping == "block" else block_of[g] for g in inter.groups]
-    off = ~np.eye(len(inter.groups), dtype=bool)
-    inter_out, inter_mean = {}, []
-    for s_i, s in enumerate(snrs):
-        rec = {"layers": list(inter.layers), "groups": list(inter.groups), "group_blocks": group_blocks,
-               "grouping": grouping}
-        _with_bounds(rec, "distances", gd[s_i], gd_reps[:, s_i], level)
-        inter_out[f"{s:g}"] = rec
-        mrec = {"snr": float(s)}
-        _with_bounds(mrec, "mean_off_diagonal", gd[s_i][off].mean() if off.any() else 0.0,
-                     gd_reps[:, s_i][:, off].mean(-1) if off.any() else np.zeros(n_boot), level)
-        inter_mean.append(mrec)
+    width = {nm: int(cent[nm].shape[-1]) for nm in names}
+    if grouping == "block":  # a block joins a map through its first layer of the map's width
+        in_set = {block_of[nm] for nm in chosen}
+        groups_by_width = width_maps([nm for nm in names if block_of[nm] in in_set], block_of, width)
+    else:  # every chosen layer is a point: one map per width, the most populous first
+        by_w: dict[int, list[str]] = {}
+        for nm in chosen:
+            by_w.setdefault(width[nm], []).append(nm)
+        groups_by_width = sorted(by_w.items(), key=lambda kv: -len(kv[1]))
+    notes: list[str] = []
+
+    def one_map(members: list[str], salt: int):
+        nonlocal residual
+        inter_in = {nm: (cent[nm].mean(axis=0)[:, None, :] if pool else np.moveaxis(cent[nm], 0, 1)) for nm in members}
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            inter = inter_layer(inter_in, blocks={nm: block_of[nm] for nm in members} if grouping == "block" else None,
+                                t=t_inter, coordinates=coordinates, key=jax.random.fold_in(key, salt), **common)
+        notes.extend(str(w.message) for w in caught)
+        gd = np.asarray(inter.group_distances, np.float64)
+        m = 1 if pool else K
+        labels = np.repeat([inter.groups.index(nm if grouping == "layer" else block_of[nm]) for nm in inter.layers], m)
+        membership = _membership(labels, len(inter.groups), jnp.float32)
+        Xi = jnp.stack([jnp.asarray(items[nm]) for nm in inter.layers])  # (Li, K, S, U, D)
+        gd_reps, res_i = DB.inter_replicates(Xi, index, weights, inter.maps, membership,
+                                              key=jax.random.fold_in(key, salt + 18), symmetric=symmetric,
+                                              pool_noises=pool)
+        residual = max(residual, res_i)
+        group_blocks = [g if grouping == "block" else block_of[g] for g in inter.groups]
+        off = ~np.eye(len(inter.groups), dtype=bool)
+        by_snr, means = {}, []
+        for s_i, s in enumerate(snrs):
+            rec = {"layers": list(inter.layers), "groups": list(inter.groups), "group_blocks": group_blocks,
+                   "grouping": grouping}
+            _with_bounds(rec, "distances", gd[s_i], gd_reps[:, s_i], level)
+            by_snr[f"{s:g}"] = rec
+            mrec = {"snr": float(s)}
+            _with_bounds(mrec, "mean_off_diagonal", gd[s_i][off].mean() if off.any() else 0.0,
+                         gd_reps[:, s_i][:, off].mean(-1) if off.any() else np.zeros(n_boot), level)
+            means.append(mrec)
+        return inter, by_snr, means
+
+    maps_out, inter_out, inter_mean, main_layers = [], {}, [], []
+    for m_i, (w, members) in enumerate(groups_by_width):
+        rec = {"width": w, "layers": list(members), "blocks": list(dict.fromkeys(block_of[nm] for nm in members))}
+        if len(members) < 2:
+            rec["note"] = (f"{block_of[members[0]]} alone: no other chosen layer or block has width {w}, so it has no "
+                           "inter-layer distances (its intra-layer maps are above)")
+        else:
+            inter, by_snr, means = one_map(list(members), 2 if m_i == 0 else 1000 + 30 * m_i)
+            if not inter_out:  # the largest map: Fig. 5 and the summary
+                inter_out, inter_mean, main_layers = by_snr, means, list(inter.layers)
+            else:
+                rec["by_snr"] = {k: {"distances": v["distances"], "distances_low": v["distances_low"],
+                                     "distances_high": v["distances_high"], "groups": v["groups"]}
+                                 for k, v in by_snr.items()}
+        maps_out.append(rec)
     if residual > float(np.sqrt(np.finfo(np.float32).eps)):
         notes.append(f"Bootstrap maps: largest eigensolver residual {residual:.2e} (top-k solver not fully converged "
                      "in some replicate).")
@@ -250,9 +318,10 @@ def analyze_diffusion(noisy: dict, layers: list, snrs, noises, dcfg: dict, *, se
         "block_drift": drift,
         "inter_layer": inter_out,
         "inter_layer_mean": inter_mean,
-        "inter_layer_set": {"setting": dcfg.get("inter_layers", "authors"), "layers": list(inter.layers),
+        "inter_layer_set": {"setting": dcfg.get("inter_layers", "authors"), "layers": main_layers,
                             "grouping": grouping, "description": described},
-        "inter_layer_excluded": list(inter.excluded),
+        "inter_layer_excluded": [nm for r in maps_out for nm in r["layers"] if nm not in main_layers],
+        "inter_layer_maps": maps_out,
         "notes": notes,
         "bootstrap": {"n_boot": n_boot, "level": level, "design": design, "interval": "percentile",
                       "recomputed": "centroids and every diffusion map in every replicate"},
