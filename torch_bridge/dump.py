@@ -534,6 +534,8 @@ def run_dump(
     from .data.record import check_int
     from .models import registry
 
+    registry.resolve_model(model)  # an unknown name fails before any data is read
+
     if utterances is not None:  # a count, never a Python slice bound (-1 would drop the last one)
         utterances = check_int(utterances, "utterances", fn="run_dump", low=1)
     # the data, the noise names and the SNR grid are checked before the model is loaded

@@ -307,6 +307,9 @@ def _preflight(cfg: dict, out_dir, checkpoint: str | None) -> Path:
         for k in ("voicebank", "demand"):
             if not Path(d[k]).expanduser().is_dir():
                 raise ConfigError(f"Configuration key 'data.{k}' must name an existing folder; got {d[k]!r}.")
+    from torch_bridge.models.registry import resolve_model
+
+    resolve_model(cfg["model"]["name"])  # an unknown model name fails before any work
     ckpt = checkpoint or cfg["model"]["checkpoint"]
     if ckpt and not Path(ckpt).expanduser().is_file():
         raise ConfigError(f"The model checkpoint ({'--checkpoint' if checkpoint else 'model.checkpoint'}) must be "

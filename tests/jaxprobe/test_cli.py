@@ -151,12 +151,12 @@ def _dump(tmp_path, data, noises, *extra):
 
 @pytest.fixture
 def no_dump_model(monkeypatch):
-    import torch_bridge.dump as dump
-
     def never(*a, **k):
         raise AssertionError("the model was loaded")
 
-    monkeypatch.setattr(dump, "MODELS", {"muse": never})
+    import torch_bridge.models.registry as registry
+
+    monkeypatch.setattr(registry, "load_model", never)
 
 
 def test_dump_user_errors_are_one_line(tmp_path, capsys, rng, no_dump_model):

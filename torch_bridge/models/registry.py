@@ -28,7 +28,7 @@ import torch
 
 from torch_bridge.models.spec import ModelError, ModelSpec
 
-__all__ = ["BUILTIN_MODELS", "ENTRY_POINT_GROUP", "ModelError", "available_models", "load_model"]
+__all__ = ["BUILTIN_MODELS", "ENTRY_POINT_GROUP", "ModelError", "available_models", "load_model", "resolve_model"]
 
 ENTRY_POINT_GROUP = "jaxprobe.models"
 
@@ -133,19 +133,26 @@ def load_model(name_or_spec, checkpoint=None, device: str = "cpu", *,
     """
     if isinstance(name_or_spec, (ModelSpec, torch.nn.Module)):
         spec = _as_spec(name_or_spec, getattr(name_or_spec, "name", type(name_or_spec).__name__), device)
-    elif not isinstance(name_or_spec, str) or not name_or_spec.strip():
-        raise TypeError(f"The 'name_or_spec' parameter of load_model must be a model name, a ModelSpec or an "
-                        f"nn.Module; got {name_or_spec!r}.")
     else:
-        name = name_or_spec.strip()
-        builtin = _builtin()
-        if name in builtin:
-            spec = builtin[name](checkpoint, device)
-        elif name in (eps := _entry_points()):
-            spec = _as_spec(_call_user(eps[name].load(), name, checkpoint), name, device)
-        elif ":" in name and name.partition(":")[0] not in ("gtcrn", "ctc"):
-            spec = _as_spec(_call_user(_import_target(name), name, checkpoint), name, device)
-        else:
-            raise _unknown(name)
+        spec = resolve_model(name_or_spec)(checkpoint, device)
     spec.model.eval()
     return spec.with_layers(layers)
+
+
+def resolve_model(name: str) -> Callable[[object, str], ModelSpec]:
+    """The builder ``(checkpoint, device) -> ModelSpec`` behind a model name, found without
+    building anything (a ``module:function`` is imported): call it first to reject an unknown
+    name before any data is read. Raises ModelError for an unknown name."""
+    if not isinstance(name, str) or not name.strip():
+        raise ModelError(f"The model must be a name (muse, gtcrn, ..., or package.module:function); got {name!r}.")
+    name = name.strip()
+    builtin = _builtin()
+    if name in builtin:
+        return builtin[name]
+    eps = _entry_points()
+    if name in eps:
+        return lambda ck, dev: _as_spec(_call_user(eps[name].load(), name, ck), name, dev)
+    if ":" in name and name.partition(":")[0] not in ("gtcrn", "ctc"):
+        fn = _import_target(name)
+        return lambda ck, dev: _as_spec(_call_user(fn, name, ck), name, dev)
+    raise _unknown(name)
