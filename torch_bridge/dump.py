@@ -230,6 +230,12 @@ def dump(
         in_order = bool((rows == np.arange(len(rows))).all())
         arrays = {}
         for name in names:
+            shapes = sorted({b.shape[1:] for b in acts.batches(name)})
+            if len(shapes) > 1:
+                raise ValueError(
+                    f"Layer {name!r} gave pooled shapes {shapes} for inputs of different lengths, but a store "
+                    "holds one shape per layer. Pool it over time (pooling='time_mean') or give the model a "
+                    "fixed window (ModelSpec.window), so every item has the same frame count.")
             a = acts[name]
             if a.shape[0] != len(r):
                 raise RuntimeError(
