@@ -1,0 +1,76 @@
+"""The sweep study on another model than MUSE: GTCRN end to end on its real checkpoint (tiny
+size), and model names checked before any work."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from jaxprobe import cli
+from tests.conftest import SHARED
+
+GTCRN_CKPT = SHARED / "gtcrn" / "model_trained_on_vctk.tar"
+
+
+def test_unknown_model_is_one_line_before_any_work(tmp_path, capsys):
+    assert cli.main(["sweep", "--config", "demo", "--model", "gtcrm", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Unknown model 'gtcrm'. Did you mean 'gtcrn'?" in err[0]
+    assert not (tmp_path / "r" / "store").exists()
+    assert cli.main(["dump", "--model", "wavlm", "--out", str(tmp_path / "s"), "--quiet"]) == 2
+    assert "Did you mean 'wavlm_base'?" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.shared
+def test_gtcrn_sweep_end_to_end(tmp_path, monkeypatch):
+    if not GTCRN_CKPT.exists():
+        pytest.skip(f"needs {GTCRN_CKPT} (../shared is absent on this machine)")
+    monkeypatch.setenv("JAXPROBE_CACHE", str(tmp_path / "cache"))
+    cfg = tmp_path / "g.toml"
+    cfg.write_text("""name = "g"
+[model]
+name = "muse"        # overridden by --model
+batch_size = 4
+threads = 1
+[data]
+corpus_size = "tiny"
+speech_split = "all"
+utterances = 2
+noises = ["pink", "babble"]
+[sweep]
+snrs = [-10, 0, 10]
+[cka]
+n_boot = 50
+protocols = ["utterance"]
+estimators = ["biased"]
+designs = ["noise"]
+[diffusion]
+inter_snrs = [-10, 0, 10]
+[report]
+formats = ["png"]
+""")
+    out = tmp_path / "run"
+    argv = ["sweep", "--config", str(cfg), "--model", "gtcrn", "--checkpoint", str(GTCRN_CKPT), "--out", str(out)]
+    assert cli.main(argv) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["model"]["name"] == "gtcrn:vctk" and res["model"]["window"] is None
+    assert "channels" in res["model"]["cka_samples"] and res["settings"]["model"]["name"] == "gtcrn"
+    layers = res["layers"]
+    assert [lay["name"] for lay in layers][:2] == ["sfe", "encoder.en_convs.0"] and len(layers) == 14
+    assert [lay["block"] for lay in layers] == ["SFE"] + ["Encoder"] * 5 + ["DPGRNN"] * 2 + ["Decoder"] * 5 + ["Mask"]
+    assert [lay["skip"] for lay in layers if lay["block"] == "Decoder"] == ["input"] * 5
+    assert res["data"]["n_windows"] == 1  # whole mixtures, one item per utterance
+    assert all(np.isfinite(r["estimate"]) for r in res["cka"])
+    assert [r["block"] for r in res["diffusion"]["table1"]] == ["SFE", "Encoder", "DPGRNN", "Decoder", "Mask"]
+    # every block is in one inter-layer map; the 528-wide one (16 x 33) is drawn
+    maps = res["diffusion"]["inter_layer_maps"]
+    assert sorted(b for m in maps for b in m["blocks"]) == sorted(["SFE", "Encoder", "DPGRNN", "Decoder", "Mask"])
+    assert maps[0]["width"] == 528 and maps[0]["blocks"] == ["Encoder", "DPGRNN", "Decoder"]
+    assert res["diffusion"]["inter_layer"]["0"]["blocks"] == ["Encoder", "DPGRNN", "Decoder"]
+    html = (out / "report.html").read_text()
+    assert "Probing gtcrn:vctk" in html and "whole mixtures (no window)" in html
+    assert "SFE (width 1161, alone)" in (out / "report.md").read_text()
+    for name in ("figures/fig3_regression.png", "figures/fig5_inter_layer.png", "cka.csv", "table1.csv"):
+        assert (out / name).stat().st_size > 0, name
