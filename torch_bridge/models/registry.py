@@ -19,6 +19,7 @@ Anything else raises ``ValueError`` listing the names that exist and the closest
 """
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import importlib
 from collections.abc import Callable, Sequence
@@ -102,6 +103,12 @@ def _import_target(text: str):
 def _as_spec(obj, origin: str, device: str) -> ModelSpec:
     if isinstance(obj, ModelSpec):
         obj.model.to(device)
+        unknown = [lay for lay in obj.layers if lay.shape is None]
+        if unknown and obj.window:  # a fixed window fixes every pooled shape: measure the missing ones
+            from torch_bridge.models.spec import measure_shapes
+
+            got = {lay.name: lay for lay in measure_shapes(obj, unknown)}
+            obj = dataclasses.replace(obj, layers=tuple(got.get(lay.name, lay) for lay in obj.layers))
         return obj
     if isinstance(obj, torch.nn.Module):
         return ModelSpec.from_module(obj.to(device), name=origin)
