@@ -465,6 +465,8 @@ def render_figures(results, out_dir, *, all_combos: bool = True, formats=FORMATS
     calls = [(fig_cka_heatmap, kw), (fig_regression, kw), (fig_diffusion_snr, {"formats": formats}),
              (fig_inter_layer, {"snrs": _inter_snrs(results), "formats": formats}),
              (fig_cka_curves, kw), (fig_dc1, {"formats": formats})]
+    if "inter_layer_maps" in R.diffusion(results) and not R.diffusion(results).get("inter_layer"):
+        calls.remove(calls[3])  # no two blocks share a width: no inter-layer distances (the notes say so)
     for protocol, estimator in others if all_combos else ():
         kw = {"protocol": protocol, "estimator": estimator, "formats": formats}
         calls += [(fig_cka_heatmap, kw), (fig_regression, kw), (fig_cka_curves, kw)]

@@ -178,7 +178,16 @@ def _notes(results) -> list[str]:
     diff = results.get("diffusion", {})
     out += [str(n) for n in diff.get("notes", []) or []]
     excluded = diff.get("inter_layer_excluded")
-    if excluded:
+    maps = diff.get("inter_layer_maps")
+    if maps:
+        words = [f"width {m['width']}: {', '.join(m['blocks'])}"
+                 + (" (Fig. 5)" if k == 0 and len(m["blocks"]) > 1 else " (alone: no distances)"
+                    if len(m["blocks"]) == 1 else " (a separate map, in results.json)") for k, m in enumerate(maps)]
+        out.append("Inter-layer diffusion maps (one layer per block; a map's points share a width): "
+                   + "; ".join(words) + "."
+                   + ("" if any(len(m["blocks"]) > 1 for m in maps)
+                      else " No two blocks share a width, so there are no inter-layer distances and no Fig. 5."))
+    elif excluded:
         out.append("Excluded from the inter-layer diffusion maps: "
                    + ", ".join(R.short_label(results, n) for n in excluded) + ".")
     return out

@@ -211,6 +211,10 @@ def _boot_words(results) -> str:
 
 
 def _inter_sentence(results) -> str:
+    diff = R.diffusion(results)
+    if "inter_layer_maps" in diff and not diff.get("inter_layer"):
+        return ("Inter-layer diffusion distances: none, since no two blocks of this model have a layer of the same "
+                "width (a diffusion map needs points of one width).")
     entries = R.inter_layer(results)
     means = R.inter_layer_mean(results)
     bounds = R.inter_layer_bounds(results)
