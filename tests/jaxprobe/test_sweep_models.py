@@ -74,3 +74,35 @@ formats = ["png"]
     assert "SFE (width 1161, alone)" in (out / "report.md").read_text()
     for name in ("figures/fig3_regression.png", "figures/fig5_inter_layer.png", "cka.csv", "table1.csv"):
         assert (out / name).stat().st_size > 0, name
+
+
+def test_width_maps_keep_every_block():
+    from jaxprobe.studies.sweep_diffusion import width_maps
+
+    # MUSE: five 2048-wide blocks in one map (the first layer of each), the 1536-wide latent alone
+    muse = [(f"{b}.{i}", b, 1536 if b == "Latent" else 2048)
+            for b in ("Enc1", "Enc2", "Latent", "Dec2", "Dec1", "Refine") for i in range(4)]
+    names = [n for n, _, _ in muse]
+    got = width_maps(names, {n: b for n, b, _ in muse}, {n: w for n, _, w in muse})
+    assert got == [(2048, ["Enc1.0", "Enc2.0", "Dec2.0", "Dec1.0", "Refine.0"]), (1536, ["Latent.0"])]
+    # a block joins a map through its first layer of the shared width, not its first layer
+    lay = [("A.0", "A", 10), ("A.1", "A", 5), ("B.0", "B", 5), ("C.0", "C", 7), ("C.1", "C", 5), ("D.0", "D", 3)]
+    names = [n for n, _, _ in lay]
+    got = width_maps(names, {n: b for n, b, _ in lay}, {n: w for n, _, w in lay})
+    assert got == [(5, ["A.1", "B.0", "C.1"]), (3, ["D.0"])]
+
+
+def test_report_without_shared_widths_has_no_fig5(tmp_path):
+    from jaxprobe.report import write_report
+    from tests.jaxprobe.report_fixtures import make_results
+
+    res = make_results(combos=(("utterance", "biased"),))
+    blocks = list(dict.fromkeys(lay["block"] for lay in res["layers"]))
+    res["diffusion"]["inter_layer"] = {}
+    res["diffusion"]["inter_layer_maps"] = [{"width": 100 + k, "blocks": [b], "layers": [res["layers"][4 * k]["name"]]}
+                                            for k, b in enumerate(blocks)]
+    paths = write_report(res, tmp_path, formats=("png",))
+    assert not any("fig5" in k for k in paths)
+    md = (tmp_path / "report.md").read_text()
+    assert "no two blocks of this model have a layer of the same width" in md
+    assert "No two blocks share a width, so there are no inter-layer distances and no Fig. 5." in md
