@@ -124,10 +124,6 @@ class LayerSpec:
         return rec
 
 
-def _unsupported_enhance(waveform):  # pragma: no cover - replaced per instance
-    raise NotImplementedError
-
-
 @dataclass(frozen=True)
 class ModelSpec:
     """A model and everything a probing study needs to know about it (module docstring).
