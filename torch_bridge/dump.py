@@ -458,10 +458,21 @@ def muse_dump_model(checkpoint: str | None = None, *, layers: Sequence[Any] | No
 
 
 def spec_model_info(spec) -> dict[str, Any]:
-    """What a store's manifest records about a ``ModelSpec``: its info (name, checkpoint sha256)
-    plus kind, rate, window and what the samples and features of per-utterance CKA are."""
-    return {**spec.info, "name": spec.name, "kind": spec.kind, "sample_rate": spec.sample_rate,
-            "window": spec.window, "cka_samples": spec.cka_samples, "cka_features": spec.cka_features}
+    """What a store's manifest records about a ``ModelSpec`` beyond its identity (``spec.info``:
+    name, checkpoint sha256): kind, rate, window and what the samples and features of
+    per-utterance CKA are. It goes to the manifest's ``extra["model_spec"]``, outside the store's
+    identity, so describing a model better never invalidates a store."""
+    return {"name": spec.name, "kind": spec.kind, "sample_rate": spec.sample_rate, "window": spec.window,
+            "cka_samples": spec.cka_samples, "cka_features": spec.cka_features}
+
+
+def _uniform(per_layer: Mapping[str, Any]) -> Any:
+    """One value when every layer has the same one (as stores before the model contract
+    recorded it), else the mapping."""
+    values = list(per_layer.values())
+    if all(isinstance(v, (str, int, type(None))) for v in values) and len({repr(v) for v in values}) == 1:
+        return values[0]
+    return dict(per_layer)
 
 
 def dump_spec_sweep(spec, sweep, out: str, *, window_mode: str = "center", hop: int | None = None,
@@ -472,8 +483,8 @@ def dump_spec_sweep(spec, sweep, out: str, *, window_mode: str = "center", hop: 
     return dump_snr_sweep(
         spec.model, spec.layer_records(), sweep, out, window=spec.window, window_mode=window_mode, hop=hop,
         include_clean=include_clean, forward=spec.forward_fn, prepare=spec.prepare,
-        model_info=spec_model_info(spec), pooling=spec.pooling, select=spec.select,
-        extra={**spec.source, **(extra or {})}, **kwargs,
+        model_info=dict(spec.info), pooling=_uniform(spec.pooling), select=_uniform(spec.select),
+        extra={**spec.source, "model_spec": spec_model_info(spec), **(extra or {})}, **kwargs,
     )
 
 

@@ -184,7 +184,7 @@ def _model_record(store_dir: Path) -> dict:
     """The model as the store's manifest records it: name, kind, window, what the samples and
     features of per-utterance CKA are (``torch_bridge.ModelSpec``), checkpoint sha256."""
     manifest = json.loads((Path(store_dir) / "manifest.json").read_text())
-    return dict(manifest.get("model") or {})
+    return {**(manifest.get("model") or {}), **((manifest.get("extra") or {}).get("model_spec") or {})}
 
 
 def _analysis_stage(cfg, store_dir: Path, out: Path, data_desc: str) -> dict:

@@ -228,6 +228,15 @@ def test_muse_capture(muse_dir):
     for lay in spec.layers:
         assert got[lay.name].shape == (1,) + lay.shape
         assert np.isfinite(got[lay.name]).all()
+    # the store identity is the one MUSE stores had before the model contract (they stay valid)
+    import dataclasses
+
+    from torch_bridge import MUSE_LAYERS
+    from torch_bridge.dump import _uniform
+
+    assert spec.layer_records() == [{**dataclasses.asdict(lay), "shape": list(lay.shape)} for lay in MUSE_LAYERS]
+    assert _uniform(spec.pooling) == "time_mean" and _uniform(spec.select) == 0
+    assert set(spec.info) == {"name", "checkpoint_sha256"} and spec.info["name"] == "muse"
 
 
 @pytest.mark.parametrize("variant", ["vgg_lstm", "lstm"])

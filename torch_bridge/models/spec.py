@@ -113,12 +113,15 @@ class LayerSpec:
             object.__setattr__(self, "label", f"{self.block}.{self.index}")
 
     def record(self) -> dict[str, Any]:
-        """A JSON-ready description (what the store's manifest and results.json hold)."""
-        pooling = self.pooling if isinstance(self.pooling, str) else (
-            f"callable:{getattr(self.pooling, '__module__', '?')}.{getattr(self.pooling, '__qualname__', '?')}")
+        """A JSON-ready description (what the store's manifest and results.json hold): name,
+        block, index, skip, shape, plus label and skip_partner where they say more than the
+        default. Pooling and select are recorded in the manifest's capture section. (MUSE's
+        records are exactly those of stores written before the model contract, so those stores
+        stay valid.)"""
         rec = {"name": self.name, "block": self.block, "index": self.index, "skip": self.skip,
-               "shape": list(self.shape) if self.shape is not None else None, "pooling": pooling,
-               "label": self.label}
+               "shape": list(self.shape) if self.shape is not None else None}
+        if self.label != f"{self.block}.{self.index}":
+            rec["label"] = self.label
         if self.skip_partner is not None:
             rec["skip_partner"] = self.skip_partner
         return rec
