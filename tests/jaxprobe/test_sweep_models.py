@@ -48,6 +48,7 @@ estimators = ["biased"]
 designs = ["noise"]
 [diffusion]
 inter_snrs = [-10, 0, 10]
+n_boot = 10
 [report]
 formats = ["png"]
 """)
@@ -68,7 +69,8 @@ formats = ["png"]
     maps = res["diffusion"]["inter_layer_maps"]
     assert sorted(b for m in maps for b in m["blocks"]) == sorted(["SFE", "Encoder", "DPGRNN", "Decoder", "Mask"])
     assert maps[0]["width"] == 528 and maps[0]["blocks"] == ["Encoder", "DPGRNN", "Decoder"]
-    assert res["diffusion"]["inter_layer"]["0"]["blocks"] == ["Encoder", "DPGRNN", "Decoder"]
+    assert res["diffusion"]["inter_layer"]["0"]["groups"] == ["Encoder", "DPGRNN", "Decoder"]
+    assert "MUSE's blocks" in res["diffusion"]["inter_layer_set"]["description"]
     html = (out / "report.html").read_text()
     assert "Probing gtcrn:vctk" in html and "whole mixtures (no window)" in html
     assert "SFE (width 1161, alone)" in (out / "report.md").read_text()
