@@ -20,7 +20,7 @@ DPI = 200  # the brief: PNG at >= 200 dpi; the PDF is the vector original
 SKIP_INPUT = {"marker": "^", "color": "#1b9e3a", "label": "skip input"}
 SKIP_OUTPUT = {"marker": "*", "color": "#f28e00", "label": "skip output"}
 POOR_FIT_COLOR = "#c0182a"
-LAYER_COLORS = ("#2c7bb6", "#7b3294", "#d7191c", "#fdae61")  # layer index 0..3 in a block
+LAYER_COLORS = ("#2c7bb6", "#7b3294", "#d7191c", "#fdae61", "#1a9641", "#636363")  # layer index in a block (MUSE 0..3, GTCRN 0..4)
 SEQ_CMAP = "viridis"
 DIST_CMAP = "magma_r"
 

@@ -214,7 +214,8 @@ def fig_cka_curves(results, out_dir, *, protocol=None, estimator=None, formats=F
             ax.set_ylabel("CKA (noisy vs clean)")
         for ax in axes.reshape(2, -1)[-1]:
             ax.set_xlabel("Input SNR (dB)")
-        h, lab = axes[0].get_legend_handles_labels()
+        # the legend of the panel with the most layers (blocks of a model may differ in size)
+        h, lab = max((ax.get_legend_handles_labels() for ax in axes), key=lambda hl: len(hl[1]))
         fig.legend(h, lab, loc="outside lower center", ncol=len(lab))
         png, pdf = save(fig, out_dir, _stem("cka_curves", g.protocol, g.estimator, primary), formats)
     cap = (f"CKA versus input SNR per block ({_combo_words(g.protocol, g.estimator)}); one line per "
