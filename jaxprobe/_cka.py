@@ -8,14 +8,18 @@ not 738 times.
 """
 from __future__ import annotations
 
+import functools
 from functools import partial
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
+from jax.sharding import PartitionSpec as P
 
 from jaxprobe._validate import (as_float_array, check_bool, check_choice, check_finite, check_not_constant, check_positive,
                                 constant_threshold)
+from jaxprobe import _mesh
 from kernels import gram as _gram
 
 KERNELS = ("linear", "rbf")
@@ -335,16 +339,12 @@ def _cka_dispatch(X, Y, *, kernel, sigma, debiased, mesh, fn, scaled):
         n, d1, d2 = X.shape[-2], X.shape[-1], Y.shape[-1]
         features = _use_features(n, d1, d2)
         if mesh is not None:
-            from jaxprobe.distributed import sharded_cka
-
             return sharded_cka(X, Y, 0.0, 0.0, mesh=mesh, kernel=kernel, debiased=debiased, features=features,
                                scaled=scaled)
         return _linear_cka_batched(X, Y, debiased=debiased, features=features, scaled=scaled)
     sx = _resolve_sigma(X, sigma, fn)
     sy = _resolve_sigma(Y, sigma, fn)
     if mesh is not None:
-        from jaxprobe.distributed import sharded_cka
-
         return sharded_cka(X, Y, sx, sy, mesh=mesh, kernel=kernel, debiased=debiased, features=False, scaled=scaled)
     return _rbf_cka_batched(X, Y, sx, sy, debiased=debiased)
 
@@ -416,3 +416,67 @@ def cka_matrix(Xs, Ys=None, *, kernel="linear", sigma=None, debiased=False):
         raise FloatingPointError(f"{fn} produced a non-finite value from finite, non-constant inputs"
                                  + (" (an RBF bandwidth of 0; pass sigma= explicitly)." if kernel == "rbf" else "."))
     return out
+
+
+# ----------------------------------------------------------------------------- sharded batches
+# cka(X, Y, mesh=...): the broadcast leading batch is split over the devices; plumbing in jaxprobe._mesh.
+
+def _cka_block(X, Y, sx, sy, *, kernel, debiased, features, scaled):
+    if kernel == "linear":
+        return _linear_cka_batched(X, Y, debiased=debiased, features=features, scaled=scaled)
+    return _rbf_cka_batched(X, Y, sx, sy, debiased=debiased)
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled_cka(mesh: Mesh, statics: tuple):
+    """X, Y, sx, sy: split "x" (X side sharded, Y side replicated), "y", or "both"."""
+    spec = _mesh.leading_spec(mesh)
+    split = dict(statics)["split"]
+    x_spec = spec if split in ("x", "both") else P()
+    y_spec = spec if split in ("y", "both") else P()
+    f = functools.partial(_cka_block, **{k: v for k, v in statics if k != "split"})
+    return jax.jit(jax.shard_map(f, mesh=mesh, in_specs=(x_spec, y_spec, x_spec, y_spec), out_specs=(spec, spec, spec),
+                                 check_vma=False))
+
+
+def sharded_cka(X, Y, sx, sy, *, mesh, kernel, debiased, features, scaled=False):
+    """CKA of validated, dtype-matched X (..., n, d1), Y (..., n, d2) split over ``mesh``;
+    sx, sy are the RBF bandwidths (shape X.shape[:-2], Y.shape[:-2]; ignored for the
+    linear kernel). Returns (cka, rx, ry), each of the broadcast batch shape (...): rx, ry
+    are the constant-representation statistics of each pair's X and Y item.
+
+    When one side lacks leading batch axes (e.g. noisy (K, S, U, C, F) against clean
+    (U, C, F)), those outer axes are flattened and split while the other side is
+    replicated, so each device still builds every clean Gram once; otherwise the whole
+    broadcast batch is flattened and split pair by pair. Called by
+    ``jaxprobe.cka(..., mesh=...)``, which validates the inputs first.
+    """
+    mesh = _mesh.as_mesh(mesh, "cka")
+    batch = tuple(jnp.broadcast_shapes(X.shape[:-2], Y.shape[:-2]))
+    sx = jnp.broadcast_to(jnp.asarray(sx, X.dtype), X.shape[:-2])
+    sy = jnp.broadcast_to(jnp.asarray(sy, X.dtype), Y.shape[:-2])
+    kx, ky, nb = X.ndim - 2, Y.ndim - 2, len(batch)
+    if kx == nb and ky < nb and X.shape[nb - ky:-2] == Y.shape[:-2]:
+        split, outer = "x", batch[: nb - ky]
+    elif ky == nb and kx < nb and Y.shape[nb - kx:-2] == X.shape[:-2]:
+        split, outer = "y", batch[: nb - kx]
+    else:
+        split, outer = "both", batch
+    B = int(np.prod(outer, dtype=np.int64))
+    total = _mesh.padded_size(B, mesh)
+    spec = _mesh.leading_spec(mesh)
+
+    def lead(a, k):  # flatten the outer axes of a sharded operand, pad them
+        return _mesh.put(_mesh.pad_rows(np.asarray(a).reshape((B,) + a.shape[k:]), total), mesh, spec)
+
+    if split == "x":
+        args = (lead(X, len(outer)), _mesh.put(Y, mesh, P()), lead(sx, len(outer)), _mesh.put(sy, mesh, P()))
+    elif split == "y":
+        args = (_mesh.put(X, mesh, P()), lead(Y, len(outer)), _mesh.put(sx, mesh, P()), lead(sy, len(outer)))
+    else:
+        args = (lead(jnp.broadcast_to(X, batch + X.shape[-2:]), nb), lead(jnp.broadcast_to(Y, batch + Y.shape[-2:]), nb),
+                lead(jnp.broadcast_to(sx, batch), nb), lead(jnp.broadcast_to(sy, batch), nb))
+    st = tuple(sorted(dict(kernel=kernel, debiased=bool(debiased), features=bool(features), split=split,
+                        scaled=bool(scaled)).items()))
+    out = _compiled_cka(mesh, st)(*args)
+    return tuple(_mesh.fetch(o, B).reshape(batch) for o in out)

@@ -35,10 +35,12 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import PartitionSpec as P
 from scipy.special import ndtr, ndtri
 
 from jaxprobe._validate import as_float_array, check_bool, check_choice, check_finite, check_int, check_key, check_open_interval
 from jaxprobe._cka import KERNELS, _centred, _pow2_scale, _ratio, _resolve_sigma, _validate_pair, raise_constants
+from jaxprobe import _mesh
 from kernels import gram as _gram
 from kernels import resample as _resample
 
@@ -110,52 +112,16 @@ class _Design:
         """(n_boot, n) int32 count matrix; replicate b from ``fold_in(key, b)``."""
         ids = jnp.arange(n_boot)
         if self.labels is None:
-            return _iid_counts(key, ids, self.n)
+            return _resample.iid_counts(key, ids, self.n)
         if not self.hierarchical:
-            return _cluster_counts(key, ids, jnp.asarray(self.labels), self.n_groups)
-        return _hier_counts(key, ids, jnp.asarray(self.members), jnp.asarray(self.sizes), self.n)
+            return _resample.cluster_counts(key, ids, jnp.asarray(self.labels), self.n_groups)
+        return _resample.hier_counts(key, ids, jnp.asarray(self.members), jnp.asarray(self.sizes), self.n)
 
     def jackknife(self):
         """Leave-one-unit-out count rows (J, n): rows for iid, groups otherwise."""
         if self.labels is None:
             return 1 - np.eye(self.n, dtype=np.int32)
         return (self.labels[None, :] != np.arange(self.n_groups)[:, None]).astype(np.int32)
-
-
-@partial(jax.jit, static_argnames=("n",))
-def _iid_counts(key, ids, n):
-    def one(b):
-        idx = jax.random.randint(jax.random.fold_in(key, b), (n,), 0, n)
-        return jnp.zeros(n, jnp.int32).at[idx].add(1)
-
-    return jax.vmap(one)(ids)
-
-
-@partial(jax.jit, static_argnames=("n_groups",))
-def _cluster_counts(key, ids, labels, n_groups):
-    def one(b):
-        gidx = jax.random.randint(jax.random.fold_in(key, b), (n_groups,), 0, n_groups)
-        gc = jnp.zeros(n_groups, jnp.int32).at[gidx].add(1)
-        return gc[labels]
-
-    return jax.vmap(one)(ids)
-
-
-@partial(jax.jit, static_argnames=("n",))
-def _hier_counts(key, ids, members, sizes, n):
-    n_groups, width = members.shape
-
-    def one(b):
-        k1, k2 = jax.random.split(jax.random.fold_in(key, b))
-        gidx = jax.random.randint(k1, (n_groups,), 0, n_groups)  # drawn groups
-        size = sizes[gidx]  # rows to draw inside each drawn group
-        u = jax.random.uniform(k2, (n_groups, width))
-        pos = jnp.minimum(jnp.floor(u * size[:, None]).astype(jnp.int32), size[:, None] - 1)
-        rows = members[gidx[:, None], pos]
-        valid = jnp.arange(width)[None, :] < size[:, None]
-        return jnp.zeros(n, jnp.int32).at[rows.reshape(-1)].add(valid.reshape(-1).astype(jnp.int32))
-
-    return jax.vmap(one)(ids)
 
 
 def n_distinct_resamples(n: int | None = None, *, groups=None, hierarchical: bool = False) -> int:
@@ -277,6 +243,78 @@ def _grams(X, Y, sx, sy, *, kernel):
     return K, L, rx, ry
 
 
+# ----------------------------------------------------------------------------- sharded replicates
+# With mesh=, each device receives the replicate ids it owns and draws their count rows itself
+# from fold_in(key, b); the Grams or item values are replicated. Row b is the same on any device
+# count, so results do not depend on the mesh. Plumbing in jaxprobe._mesh.
+
+def _design_parts(design):
+    """Static kind and replicated arrays of a _Design."""
+    if design.labels is None:
+        return ("iid", design.n, 0), (np.zeros(1, np.int32), np.zeros((1, 1), np.int32), np.zeros(1, np.int32))
+    kind = "hier" if design.hierarchical else "cluster"
+    return (kind, design.n, design.n_groups), (design.labels, design.members, design.sizes)
+
+
+def _local_counts(ids, kd, labels, members, sizes, *, impl, kind, n, n_groups):
+    key = _mesh.rewrap_key(kd, impl)
+    if kind == "iid":
+        return _resample.iid_counts(key, ids, n)
+    if kind == "cluster":
+        return _resample.cluster_counts(key, ids, labels, n_groups)
+    return _resample.hier_counts(key, ids, members, sizes, n)
+
+
+def _cka_body(ids, kd, labels, members, sizes, K, L, *, impl, kind, n, n_groups, debiased, chunk):
+    C = _local_counts(ids, kd, labels, members, sizes, impl=impl, kind=kind, n=n, n_groups=n_groups)
+    return _boot_cka_from_grams(K, L, C, debiased=debiased, chunk=chunk)
+
+
+def _counts_body(ids, kd, labels, members, sizes, *, impl, kind, n, n_groups):
+    return _local_counts(ids, kd, labels, members, sizes, impl=impl, kind=kind, n=n, n_groups=n_groups)
+
+
+def _run_replicates(body, mesh, design, key, n_boot, arrays, **statics):
+    mesh = _mesh.as_mesh(mesh)
+    (kind, n, n_groups), parts = _design_parts(design)
+    kd, impl = _mesh.key_parts(key)
+    total = _mesh.padded_size(n_boot, mesh)
+    ids = _mesh.put(np.arange(total, dtype=np.int32), mesh, _mesh.leading_spec(mesh))
+    rep = [_mesh.put(a, mesh, P()) for a in (kd, *parts, *arrays)]
+    st = tuple(sorted(dict(statics, impl=impl, kind=kind, n=n, n_groups=n_groups).items()))
+    out = _mesh.compiled_shard_map(body, mesh, len(rep), st)(ids, *rep)
+    return jax.tree_util.tree_map(lambda a: _mesh.fetch(a, n_boot), out)
+
+
+def sharded_bootstrap_cka_terms(K, L, design, key, n_boot, *, mesh, debiased, chunk):
+    """HSIC terms (kl, kk, ll), each (n_boot, ...), with replicates split over ``mesh``.
+
+    K, L : (..., n, n) Grams, replicated; ``design`` a ``_Design``. Every device draws its
+    own replicates' count rows from ``fold_in(key, b)``.
+    """
+    mesh = _mesh.as_mesh(mesh)
+    per_device = _mesh.padded_size(n_boot, mesh) // mesh.size
+    return _run_replicates(_cka_body, mesh, design, key, n_boot, (K, L),
+                           debiased=bool(debiased), chunk=int(min(chunk, per_device)))
+
+
+def sharded_counts(design, key, n_boot, *, mesh):
+    """The (n_boot, n) int32 count matrix of ``design``, its rows drawn over ``mesh``
+    (row b from ``fold_in(key, b)``: equal to ``design.counts(key, n_boot)``)."""
+    return np.asarray(_run_replicates(_counts_body, mesh, design, key, n_boot, ()))
+
+
+def sharded_weighted_means(values, design, key, n_boot, *, mesh):
+    """Count-weighted means (n_boot, k) of ``values`` (n, k), replicates split over ``mesh``.
+
+    The count rows are drawn on the mesh's devices; the weighted means (one GEMM) are then
+    taken by the same single-device call as without a mesh, so the result is bit-identical
+    to ``mesh=None`` on any number of devices (a GEMM split by rows may round differently).
+    """
+    C = jnp.asarray(sharded_counts(design, key, n_boot, mesh=mesh))
+    return _resample.bootstrap_weighted_means(jnp.asarray(values), C)
+
+
 def bootstrap_cka(
     X,
     Y,
@@ -353,8 +391,6 @@ def bootstrap_cka(
         C = design.counts(key, n_boot)
         kl, kk, ll = _boot_cka_from_grams(K, L, C, debiased=debiased, chunk=chunk)
     else:
-        from jaxprobe.distributed import sharded_bootstrap_cka_terms
-
         kl, kk, ll = sharded_bootstrap_cka_terms(K, L, design, key, n_boot, mesh=mesh, debiased=debiased, chunk=chunk)
     full = jnp.ones((1, n), jnp.int32)
     ekl, ekk, ell = _boot_cka_from_grams(K, L, full, debiased=debiased, chunk=1)
@@ -426,8 +462,6 @@ def bootstrap_mean(
     if mesh is None:
         reps = _resample.bootstrap_weighted_means(flat, design.counts(key, n_boot))
     else:
-        from jaxprobe.distributed import sharded_weighted_means
-
         reps = sharded_weighted_means(flat, design, key, n_boot, mesh=mesh)
     reps = (reps / scale[None, :]).reshape((n_boot,) + v.shape[:-1])
     estimate = (jnp.mean(flat, axis=0) / scale).reshape(v.shape[:-1])

@@ -115,3 +115,48 @@ def bootstrap_weighted_means(values, C):
     """
     C = C.astype(values.dtype)
     return (C @ values) / jnp.sum(C, axis=1, keepdims=True)
+
+
+# ----------------------------------------------------------------------------- count matrices
+# Row b of every count matrix is drawn from fold_in(key, b) alone, so any subset of replicate
+# ids (e.g. one device's share) gives the same rows as the full matrix.
+
+@partial(jax.jit, static_argnames=("n",))
+def iid_counts(key, ids, n):
+    """(len(ids), n) int32 counts: row b draws n of n items with replacement from ``fold_in(key, b)``."""
+    def one(b):
+        idx = jax.random.randint(jax.random.fold_in(key, b), (n,), 0, n)
+        return jnp.zeros(n, jnp.int32).at[idx].add(1)
+
+    return jax.vmap(one)(ids)
+
+
+@partial(jax.jit, static_argnames=("n_groups",))
+def cluster_counts(key, ids, labels, n_groups):
+    """(len(ids), n) int32 counts: row b draws n_groups of the groups with replacement; an item counts as
+    often as its group (``labels`` (n,) in [0, n_groups))."""
+    def one(b):
+        gidx = jax.random.randint(jax.random.fold_in(key, b), (n_groups,), 0, n_groups)
+        gc = jnp.zeros(n_groups, jnp.int32).at[gidx].add(1)
+        return gc[labels]
+
+    return jax.vmap(one)(ids)
+
+
+@partial(jax.jit, static_argnames=("n",))
+def hier_counts(key, ids, members, sizes, n):
+    """(len(ids), n) int32 counts of the two-stage bootstrap: groups with replacement, then inside each
+    drawn group as many of its items with replacement (``members`` (G, width) item ids padded, ``sizes`` (G,))."""
+    n_groups, width = members.shape
+
+    def one(b):
+        k1, k2 = jax.random.split(jax.random.fold_in(key, b))
+        gidx = jax.random.randint(k1, (n_groups,), 0, n_groups)  # drawn groups
+        size = sizes[gidx]  # rows to draw inside each drawn group
+        u = jax.random.uniform(k2, (n_groups, width))
+        pos = jnp.minimum(jnp.floor(u * size[:, None]).astype(jnp.int32), size[:, None] - 1)
+        rows = members[gidx[:, None], pos]
+        valid = jnp.arange(width)[None, :] < size[:, None]
+        return jnp.zeros(n, jnp.int32).at[rows.reshape(-1)].add(valid.reshape(-1).astype(jnp.int32))
+
+    return jax.vmap(one)(ids)

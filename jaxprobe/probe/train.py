@@ -52,7 +52,7 @@ import numpy as np
 import optax
 
 from jaxprobe._validate import check_choice, check_finite, check_int, check_positive
-from jaxprobe.distributed import _padded, _put, _spec, as_mesh
+from jaxprobe._mesh import as_mesh, leading_spec, padded_size, put
 from jaxprobe.probe.highway import HighwayBody, Upsample, apply_probe, init_probe
 
 _FN = "train_probes"
@@ -528,7 +528,7 @@ def _sharded_steps(mesh, lay: _Layout, probe: ProbeConfig, batch_blocks: int, bl
     from jax.sharding import NamedSharding
     from jax.sharding import PartitionSpec as P
 
-    spec, rep = _spec(mesh), NamedSharding(mesh, P())
+    spec, rep = leading_spec(mesh), NamedSharding(mesh, P())
     grads_fn = jax.shard_map(
         partial(_shard_grads, lay=lay, probe=probe, axes=spec[0], frames=batch_blocks * block),
         mesh=mesh, in_specs=(P(), P(), P(), spec, spec), out_specs=P(), check_vma=False)
@@ -554,7 +554,7 @@ def _sharded_steps(mesh, lay: _Layout, probe: ProbeConfig, batch_blocks: int, bl
 def _sharded_eval(mesh, lay: _Layout, probe: ProbeConfig):
     from jax.sharding import PartitionSpec as P
 
-    spec = _spec(mesh)
+    spec = leading_spec(mesh)
     return jax.jit(jax.shard_map(partial(_shard_eval, lay=lay, probe=probe, axes=spec[0]), mesh=mesh,
                                  in_specs=(P(), P(), P(), spec, spec), out_specs=P(), check_vma=False))
 
@@ -580,7 +580,7 @@ class _Trainer:
         from jax.sharding import PartitionSpec as P
 
         if host:  # from host copies every process holds in full (multi-process safe)
-            return jax.tree.map(lambda a: _put(a, self.mesh, P()), tree)
+            return jax.tree.map(lambda a: put(a, self.mesh, P()), tree)
         return jax.device_put(tree, NamedSharding(self.mesh, P()))
 
     def init_state(self):
@@ -610,13 +610,13 @@ class _Trainer:
         size = min(self.config.eval_blocks, nb)
         total = np.zeros(len(self.data.names))
         if self.mesh is not None:
-            size = _padded(size, self.mesh)
+            size = padded_size(size, self.mesh)
             f = _sharded_eval(self.mesh, self.lay, self.probe)
             for s in range(0, nb, size):
                 idx = np.arange(s, s + size) % nb
                 w = (np.arange(s, s + size) < nb).astype(np.float32)
-                total += np.asarray(f(params, xs, y, _put(idx.astype(np.int32), self.mesh, _spec(self.mesh)),
-                                      _put(w, self.mesh, _spec(self.mesh))), dtype=np.float64)
+                total += np.asarray(f(params, xs, y, put(idx.astype(np.int32), self.mesh, leading_spec(self.mesh)),
+                                      put(w, self.mesh, leading_spec(self.mesh))), dtype=np.float64)
             return total / (nb * y.shape[1])
         for s in range(0, nb, size):
             idx = np.arange(s, s + size) % nb

@@ -1,0 +1,36 @@
+"""The house layout (issue 16): no import circle among the project's modules, at most two private
+names imported across modules, and ``import jaxprobe`` loads no torch."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+import import_graph  # noqa: E402
+
+
+def test_the_cycle_finder_finds_a_planted_cycle():
+    edges = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": set()}
+    assert import_graph.cycles(edges) == [["a", "b", "c"]]
+    assert import_graph.cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_import_cycles_among_project_modules():
+    _, edges, _ = import_graph.analyse()
+    pruned = {m: {t for t in ts if not import_graph._is_package_parent(m, t)} for m, ts in edges.items()}
+    assert import_graph.cycles(pruned) == []
+
+
+def test_the_script_exits_cleanly():
+    res = subprocess.run([sys.executable, str(ROOT / "scripts" / "import_graph.py"), "--max-private", "1000"],
+                         capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "import cycles: 0" in res.stdout
+
+
+def test_import_jaxprobe_loads_no_torch():
+    code = "import sys, jaxprobe, jaxprobe.distributed, jaxprobe.bootstrap; sys.exit(('torch' in sys.modules) * 1)"
+    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, "importing jaxprobe loaded torch" if res.returncode == 1 else res.stderr
