@@ -60,38 +60,6 @@ def _all_finite(A):
     return jnp.all(jnp.isfinite(A))
 
 
-def _pow2_scale(A):
-    """A power of two s with ``max|A s|`` in [0.5, 1) (1 for an all-zero or non-finite A):
-    squares and Gram products of ``A s`` can neither overflow nor underflow, and the
-    multiplication is exact. CKA is invariant to the scale of each representation."""
-    m = jnp.max(jnp.abs(A))
-    _, e = jnp.frexp(jnp.where(jnp.isfinite(m) & (m > 0), m, 1.0).astype(A.dtype))
-    return jnp.ldexp(jnp.ones((), A.dtype), -e)
-
-
-def _centred(A, scaled):
-    """Column-centred ``A`` (n, d) (scaled by ``_pow2_scale`` when ``scaled``) and
-    ``n ||mean||^2``, the uncentred part of its sum of squares."""
-    if scaled:
-        A = A * _pow2_scale(A)
-    m = jnp.mean(A, axis=0, keepdims=True)
-    return A - m, A.shape[0] * jnp.sum(m * m)
-
-
-def _ratio(g2, mean_ss, scaled):
-    """The constant statistic ``||Ac Ac^T||_F / (||Ac Ac^T||_F + n ||mean||^2)`` from the
-    centred Gram's squared norm ``g2`` (``_validate.CONSTANT_RULE``). Unscaled, a Gram
-    norm outside the dtype's normal range (overflow, or underflow that would cost
-    precision) gives the sentinel -1: the caller then recomputes with ``scaled=True``."""
-    gn = jnp.sqrt(g2)
-    den = gn + mean_ss
-    r = jnp.where(den > 0, gn / jnp.where(den > 0, den, 1), 0.0)
-    if scaled:
-        return r
-    ok = jnp.isfinite(g2) & (g2 >= jnp.finfo(g2.dtype).tiny) & jnp.isfinite(mean_ss)
-    return jnp.where(ok, r, -1.0).astype(g2.dtype)
-
-
 def _needs_rescue(out, *ratios, dtype) -> bool:
     """True when a fast (unscaled) result cannot be trusted as is: a non-finite value, or
     a ratio at or below the constant threshold (the -1 sentinel included)."""
@@ -106,37 +74,6 @@ def raise_constants(rx, ry, X, Y, fn, xname="X", yname="Y"):
     check_not_constant(ry, yname, fn=fn, dtype=Y.dtype, own_shape=tuple(Y.shape[:-2]))
 
 
-@partial(jax.jit, static_argnames=("debiased", "scaled"))
-def _normed_linear_gram(A, *, debiased, scaled=False):
-    """Unit-Frobenius-norm centered linear Gram of one (n, d) representation, and its
-    constant statistic (``_ratio``). The Gram is built from the column-centred data for
-    both estimators (``U(Ac Ac^T) = U(A A^T)``: U-centring removes what a feature shift adds)."""
-    Ac, mean_ss = _centred(A, scaled)
-    G = Ac @ Ac.T  # = H A A^T H, cheaper and more accurate than centering the Gram
-    g2 = jnp.sum(G * G)
-    r = _ratio(g2, mean_ss, scaled)
-    if debiased:
-        G = _gram.center_gram_unbiased(G)
-        g2 = jnp.sum(G * G)
-    return G / jnp.sqrt(g2), r
-
-
-@partial(jax.jit, static_argnames=("debiased",))
-def _normed_rbf_gram(A, sigma, *, debiased):
-    """Unit-norm centred RBF Gram and the constant statistic of ``A`` (always scaled)."""
-    s = _pow2_scale(A)
-    Ac, mean_ss = _centred(A, True)
-    L = Ac @ Ac.T  # linear centred Gram: the statistic, and the distances (as kernels.gram.sq_distances)
-    r = _ratio(jnp.sum(L * L), mean_ss, True)
-    sq = jnp.diagonal(L)
-    eye = jnp.eye(A.shape[0], dtype=bool)
-    d2 = jnp.maximum(sq[:, None] + sq[None, :] - 2.0 * L, 0.0)
-    ss = sigma * s  # the kernel is invariant to scaling the data and sigma together
-    K = jnp.where(eye, 1.0, jnp.exp(-(d2 / ss) / (2.0 * ss))).astype(A.dtype)  # no underflow of ss^2
-    G = _gram.center_gram_unbiased(K) if debiased else _gram.center_gram(K)
-    return G / jnp.sqrt(jnp.sum(G * G)), r
-
-
 def _vmapped(fn, nbatch):
     for _ in range(nbatch):
         fn = jax.vmap(fn)
@@ -146,13 +83,13 @@ def _vmapped(fn, nbatch):
 def _features_one(X, Y, *, debiased, scaled):
     """Feature-space linear CKA of one pair (``kernels.hsic.cka_linear_features``, with the
     self-products shared with the constant statistics: ``||Ac Ac^T||_F = ||Ac^T Ac||_F``)."""
-    Xc, mx = _centred(X, scaled)
-    Yc, my = _centred(Y, scaled)
+    Xc, mx = _gram.centred_columns(X, scaled)
+    Yc, my = _gram.centred_columns(Y, scaled)
     n = X.shape[0]
     sxy = jnp.sum((Xc.T @ Yc) ** 2)
     sxx = jnp.sum((Xc.T @ Xc) ** 2)
     syy = jnp.sum((Yc.T @ Yc) ** 2)
-    rx, ry = _ratio(sxx, mx, scaled), _ratio(syy, my, scaled)
+    rx, ry = _gram.constant_ratio(sxx, mx, scaled), _gram.constant_ratio(syy, my, scaled)
     if debiased:
         a, b = jnp.sum(Xc * Xc, axis=1), jnp.sum(Yc * Yc, axis=1)
 
@@ -166,7 +103,7 @@ def _features_one(X, Y, *, debiased, scaled):
 @partial(jax.jit, static_argnames=("debiased", "features", "scaled"))
 def _linear_cka_batched(X, Y, *, debiased, features, scaled=False):
     """-> (cka, rx, ry), each of the broadcast batch shape; rx, ry are the constant
-    statistics of the X and Y item of each pair (``_ratio``). ``scaled``: scale every
+    statistics of the X and Y item of each pair (``_gram.constant_ratio``). ``scaled``: scale every
     item by a power of two first (the slow, overflow-proof path)."""
     bshape = jnp.broadcast_shapes(X.shape[:-2], Y.shape[:-2])
     if features:
@@ -191,8 +128,8 @@ def _paired(X, Y, *, debiased, scaled):
     Yf = Y.reshape((-1,) + Y.shape[-2:])
 
     def one(xy):
-        gx, rx = _normed_linear_gram(xy[0], debiased=debiased, scaled=scaled)
-        gy, ry = _normed_linear_gram(xy[1], debiased=debiased, scaled=scaled)
+        gx, rx = _gram.normalised_linear_gram(xy[0], debiased=debiased, scaled=scaled)
+        gy, ry = _gram.normalised_linear_gram(xy[1], debiased=debiased, scaled=scaled)
         return jnp.sum(gx * gy), rx, ry
 
     out = jax.lax.map(one, (Xf, Yf), batch_size=min(_GRAM_CHUNK, Xf.shape[0]))
@@ -210,7 +147,7 @@ def _chunked_normed_grams(A, *, debiased, scaled=False):
     """
     bshape, (n, d) = A.shape[:-2], A.shape[-2:]
     if not bshape:
-        return _normed_linear_gram(A, debiased=debiased, scaled=scaled)
+        return _gram.normalised_linear_gram(A, debiased=debiased, scaled=scaled)
     flat = A.reshape((-1, n, d))
     B = flat.shape[0]
     chunk = min(_GRAM_CHUNK, B)
@@ -218,7 +155,7 @@ def _chunked_normed_grams(A, *, debiased, scaled=False):
     pad = nchunk * chunk - B
     if pad:  # pad with copies of the first item (finite), dropped below
         flat = jnp.concatenate([flat, jnp.broadcast_to(flat[:1], (pad, n, d))])
-    g, r = jax.lax.map(jax.vmap(partial(_normed_linear_gram, debiased=debiased, scaled=scaled)), flat.reshape((nchunk, chunk, n, d)))
+    g, r = jax.lax.map(jax.vmap(partial(_gram.normalised_linear_gram, debiased=debiased, scaled=scaled)), flat.reshape((nchunk, chunk, n, d)))
     return (g.reshape((nchunk * chunk, n, n))[:B].reshape(bshape + (n, n)),
             r.reshape(nchunk * chunk)[:B].reshape(bshape))
 
@@ -227,8 +164,8 @@ def _chunked_normed_grams(A, *, debiased, scaled=False):
 def _rbf_cka_batched(X, Y, sx, sy, *, debiased):
     """-> (cka, rx, ry) of the broadcast batch shape, as ``_linear_cka_batched``."""
     bshape = jnp.broadcast_shapes(X.shape[:-2], Y.shape[:-2])
-    gx, rx = _vmapped(partial(_normed_rbf_gram, debiased=debiased), X.ndim - 2)(X, sx)
-    gy, ry = _vmapped(partial(_normed_rbf_gram, debiased=debiased), Y.ndim - 2)(Y, sy)
+    gx, rx = _vmapped(partial(_gram.normalised_rbf_gram, debiased=debiased), X.ndim - 2)(X, sx)
+    gy, ry = _vmapped(partial(_gram.normalised_rbf_gram, debiased=debiased), Y.ndim - 2)(Y, sy)
     return jnp.sum(gx * gy, axis=(-2, -1)), jnp.broadcast_to(rx, bshape), jnp.broadcast_to(ry, bshape)
 
 
@@ -236,7 +173,7 @@ def _rbf_cka_batched(X, Y, sx, sy, *, debiased):
 def _scaled_rbf_sigma(A, scale, *, include_diagonal):
     """The median-heuristic bandwidth computed on ``A`` scaled by a power of two (no
     overflow in the squared distances), scaled back."""
-    s = _pow2_scale(A)
+    s = _gram.pow2_scale(A)
     return _gram.rbf_sigma(A * s, scale, include_diagonal=include_diagonal) / s
 
 
@@ -370,9 +307,9 @@ def normed_grams(Xs, *, kernel="linear", sigma=None, debiased=False, name="Xs", 
         if n0 < (4 if debiased else 2):
             raise ValueError(f"{fn} got n = {n0} samples; the {'debiased' if debiased else 'biased'} estimator needs n >= {4 if debiased else 2}.")
         if kernel == "linear":
-            g, r = _normed_linear_gram(A, debiased=debiased, scaled=True)
+            g, r = _gram.normalised_linear_gram(A, debiased=debiased, scaled=True)
         else:
-            g, r = _normed_rbf_gram(A, _resolve_sigma(A, sigma, fn), debiased=debiased)
+            g, r = _gram.normalised_rbf_gram(A, _resolve_sigma(A, sigma, fn), debiased=debiased)
         if not bool(_all_finite(g)):
             check_finite(A, f"{name}[{i}]", fn=fn)
         check_not_constant(r, f"{name}[{i}]", fn=fn, dtype=A.dtype)

@@ -39,7 +39,7 @@ from jax.sharding import PartitionSpec as P
 from scipy.special import ndtr, ndtri
 
 from jaxprobe._validate import as_float_array, check_bool, check_choice, check_finite, check_int, check_key, check_open_interval
-from jaxprobe._cka import KERNELS, _centred, _pow2_scale, _ratio, _resolve_sigma, _validate_pair, raise_constants
+from jaxprobe._cka import KERNELS, _resolve_sigma, _validate_pair, raise_constants
 from jaxprobe import _mesh
 from kernels import gram as _gram
 from kernels import resample as _resample
@@ -227,14 +227,14 @@ def _boot_cka_from_grams(K, L, C, *, debiased, chunk):
 @partial(jax.jit, static_argnames=("kernel",))
 def _grams(X, Y, sx, sy, *, kernel):
     """Grams of every item (each scaled by a power of two: no overflow) and the items'
-    constant statistics (``jaxprobe._cka._ratio``), from the same centred products."""
+    constant statistics (``kernels.gram.constant_ratio``), from the same centred products."""
     def g(A, s):
-        Ac, mean_ss = _centred(A, True)  # HSIC is shift invariant; centering helps float32
+        Ac, mean_ss = _gram.centred_columns(A, True)  # HSIC is shift invariant; centering helps float32
         L = Ac @ Ac.T
-        r = _ratio(jnp.sum(L * L), mean_ss, True)
+        r = _gram.constant_ratio(jnp.sum(L * L), mean_ss, True)
         if kernel == "linear":
             return L, r
-        return _gram.rbf_gram(A * _pow2_scale(A), s * _pow2_scale(A)), r
+        return _gram.rbf_gram(A * _gram.pow2_scale(A), s * _gram.pow2_scale(A)), r
 
     f = g
     for _ in range(X.ndim - 2):
@@ -457,7 +457,7 @@ def bootstrap_mean(
     design = _Design(n, groups, hierarchical, fn)
     # Each statistic is scaled by a power of two (exact) so that its values are below 1 in
     # magnitude: the count-weighted sums cannot overflow (values near 1e37 in float32).
-    scale = jax.vmap(_pow2_scale)(v.reshape(-1, n))  # (k,)
+    scale = jax.vmap(_gram.pow2_scale)(v.reshape(-1, n))  # (k,)
     flat = v.reshape(-1, n).T * scale[None, :]  # (n, k)
     if mesh is None:
         reps = _resample.bootstrap_weighted_means(flat, design.counts(key, n_boot))

@@ -190,3 +190,72 @@ def center_gram_unbiased(K):
     r = jnp.sum(Kt, axis=0) / (n - 2)
     r = r - jnp.sum(r) / (2 * (n - 1))
     return (Kt - r[None, :] - r[:, None]) * off
+
+
+# ----------------------------------------------------------------------------- normalised centred Grams
+# The one normalised centred Gram of the project (CKA, its bootstrap and the sweep's Gram
+# cache build on these): every Gram comes with its representation's constant statistic,
+# computed from the same centred products. ``scaled`` multiplies the data by a power of two
+# first (exact), so no product can overflow or underflow.
+
+def pow2_scale(A):
+    """A power of two s with ``max|A s|`` in [0.5, 1) (1 for an all-zero or non-finite A):
+    squares and Gram products of ``A s`` can neither overflow nor underflow, and the
+    multiplication is exact. CKA is invariant to the scale of each representation."""
+    m = jnp.max(jnp.abs(A))
+    _, e = jnp.frexp(jnp.where(jnp.isfinite(m) & (m > 0), m, 1.0).astype(A.dtype))
+    return jnp.ldexp(jnp.ones((), A.dtype), -e)
+
+
+def centred_columns(A, scaled):
+    """Column-centred ``A`` (n, d) (scaled by ``pow2_scale`` when ``scaled``) and
+    ``n ||mean||^2``, the uncentred part of its sum of squares."""
+    if scaled:
+        A = A * pow2_scale(A)
+    m = jnp.mean(A, axis=0, keepdims=True)
+    return A - m, A.shape[0] * jnp.sum(m * m)
+
+
+def constant_ratio(g2, mean_ss, scaled):
+    """The constant statistic ``||Ac Ac^T||_F / (||Ac Ac^T||_F + n ||mean||^2)`` from the
+    centred Gram's squared norm ``g2`` (``jaxprobe._validate.CONSTANT_RULE``). Unscaled, a Gram
+    norm outside the dtype's normal range (overflow, or underflow that would cost
+    precision) gives the sentinel -1: the caller then recomputes with ``scaled=True``."""
+    gn = jnp.sqrt(g2)
+    den = gn + mean_ss
+    r = jnp.where(den > 0, gn / jnp.where(den > 0, den, 1), 0.0)
+    if scaled:
+        return r
+    ok = jnp.isfinite(g2) & (g2 >= jnp.finfo(g2.dtype).tiny) & jnp.isfinite(mean_ss)
+    return jnp.where(ok, r, -1.0).astype(g2.dtype)
+
+
+@partial(jax.jit, static_argnames=("debiased", "scaled"))
+def normalised_linear_gram(A, *, debiased, scaled=False):
+    """Unit-Frobenius-norm centered linear Gram of one (n, d) representation, and its
+    constant statistic (``constant_ratio``). The Gram is built from the column-centred data for
+    both estimators (``U(Ac Ac^T) = U(A A^T)``: U-centring removes what a feature shift adds)."""
+    Ac, mean_ss = centred_columns(A, scaled)
+    G = Ac @ Ac.T  # = H A A^T H, cheaper and more accurate than centering the Gram
+    g2 = jnp.sum(G * G)
+    r = constant_ratio(g2, mean_ss, scaled)
+    if debiased:
+        G = center_gram_unbiased(G)
+        g2 = jnp.sum(G * G)
+    return G / jnp.sqrt(g2), r
+
+
+@partial(jax.jit, static_argnames=("debiased",))
+def normalised_rbf_gram(A, sigma, *, debiased):
+    """Unit-norm centred RBF Gram and the constant statistic of ``A`` (always scaled)."""
+    s = pow2_scale(A)
+    Ac, mean_ss = centred_columns(A, True)
+    L = Ac @ Ac.T  # linear centred Gram: the statistic, and the distances (as kernels.gram.sq_distances)
+    r = constant_ratio(jnp.sum(L * L), mean_ss, True)
+    sq = jnp.diagonal(L)
+    eye = jnp.eye(A.shape[0], dtype=bool)
+    d2 = jnp.maximum(sq[:, None] + sq[None, :] - 2.0 * L, 0.0)
+    ss = sigma * s  # the kernel is invariant to scaling the data and sigma together
+    K = jnp.where(eye, 1.0, jnp.exp(-(d2 / ss) / (2.0 * ss))).astype(A.dtype)  # no underflow of ss^2
+    G = center_gram_unbiased(K) if debiased else center_gram(K)
+    return G / jnp.sqrt(jnp.sum(G * G)), r
