@@ -20,7 +20,7 @@ from jax.sharding import PartitionSpec as P
 from jaxprobe._validate import (as_float_array, check_bool, check_choice, check_finite, check_not_constant, check_positive,
                                 constant_threshold)
 from jaxprobe import _mesh
-from kernels import gram as _gram
+from jaxprobe_kernels import gram as _gram
 
 KERNELS = ("linear", "rbf")
 

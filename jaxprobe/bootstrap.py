@@ -41,8 +41,8 @@ from scipy.special import ndtr, ndtri
 from jaxprobe._validate import as_float_array, check_bool, check_choice, check_finite, check_int, check_key, check_open_interval
 from jaxprobe._cka import KERNELS, _resolve_sigma, _validate_pair, raise_constants
 from jaxprobe import _mesh
-from kernels import gram as _gram
-from kernels import resample as _resample
+from jaxprobe_kernels import gram as _gram
+from jaxprobe_kernels import resample as _resample
 
 METHODS = ("percentile", "bca")
 

@@ -44,7 +44,7 @@ import numpy as np
 from jax.experimental.sparse.linalg import lobpcg_standard
 
 from jaxprobe._validate import as_float_array, check_choice, check_finite, check_int, check_key, check_positive
-from kernels.affinity import (
+from jaxprobe_kernels.affinity import (
     affinity_matvec,
     cross_affinity,
     default_gram_blocks,
@@ -53,8 +53,8 @@ from kernels.affinity import (
     gaussian_affinity,
     symmetric_sq_distances,
 )
-from kernels.gram import sq_distances
-from kernels.krylov import block_krylov_eigh, converged
+from jaxprobe_kernels.gram import sq_distances
+from jaxprobe_kernels.krylov import block_krylov_eigh, converged
 
 EPSILON_RULES = ("median", "bgh")
 COORDINATES = ("markov", "symmetric")

@@ -28,7 +28,7 @@ import numpy as np
 from jaxprobe._validate import as_float_array, check_finite
 from jaxprobe.diffusion import DiffusionMap, diffusion_map
 from jaxprobe.stats import linregress, spearman
-from kernels.gram import sq_distances
+from jaxprobe_kernels.gram import sq_distances
 
 
 class IntraLayerResult(NamedTuple):

@@ -33,7 +33,7 @@ import numpy as np
 
 from jaxprobe.diffusion import _diffusion_map_batched
 from jaxprobe.stats import _linregress, rankdata
-from kernels.gram import sq_distances
+from jaxprobe_kernels.gram import sq_distances
 
 DESIGNS = ("hierarchical", "noise")
 CHUNK_BYTES = 256 << 20  # activations gathered per lax.map step, about

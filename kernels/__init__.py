@@ -6,7 +6,7 @@ No I/O, no configuration objects, no printing. Every function takes arrays and
 keyword-only static settings and returns arrays; shapes are in the docstrings.
 Validation of user input happens once, in `jaxprobe`, before these are called.
 """
-from kernels.affinity import (
+from jaxprobe_kernels.affinity import (
     affinity_matvec,
     bgh_curve,
     cross_affinity,
@@ -15,7 +15,7 @@ from kernels.affinity import (
     epsilon_median,
     gaussian_affinity,
 )
-from kernels.gram import (
+from jaxprobe_kernels.gram import (
     center_columns,
     center_gram,
     center_gram_unbiased,
@@ -26,14 +26,14 @@ from kernels.gram import (
     rbf_sigma,
     sq_distances,
 )
-from kernels.hsic import (
+from jaxprobe_kernels.hsic import (
     cka_from_grams,
     cka_linear_features,
     hsic_biased,
     hsic_unbiased,
 )
-from kernels.krylov import block_krylov_eigh
-from kernels.resample import bootstrap_hsic_terms, bootstrap_weighted_means
+from jaxprobe_kernels.krylov import block_krylov_eigh
+from jaxprobe_kernels.resample import bootstrap_hsic_terms, bootstrap_weighted_means
 
 __all__ = [
     "affinity_matvec",

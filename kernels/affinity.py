@@ -27,7 +27,7 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
-from kernels.gram import sq_distances
+from jaxprobe_kernels.gram import sq_distances
 
 BGH_LOG2_GRID = tuple(x / 2.0 for x in range(-40, 41))
 

@@ -16,7 +16,7 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
-from kernels.gram import center_columns, center_gram, center_gram_unbiased
+from jaxprobe_kernels.gram import center_columns, center_gram, center_gram_unbiased
 
 
 @jax.jit

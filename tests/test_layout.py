@@ -34,3 +34,17 @@ def test_import_jaxprobe_loads_no_torch():
     code = "import sys, jaxprobe, jaxprobe.distributed, jaxprobe.bootstrap; sys.exit(('torch' in sys.modules) * 1)"
     res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, "importing jaxprobe loaded torch" if res.returncode == 1 else res.stderr
+
+
+def test_kernels_are_imported_as_jaxprobe_kernels_only():
+    """PyPI's unrelated ``kernels`` package may sit next to ours: no module imports the bare name."""
+    import ast
+
+    bad = []
+    for folder in ("jaxprobe", "kernels", "torch_bridge", "bench", "tests", "scripts"):
+        for path in (ROOT / folder).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                         else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+                bad += [f"{path.relative_to(ROOT)}: {n}" for n in names if n == "kernels" or n.startswith("kernels.")]
+    assert not bad, bad

@@ -52,7 +52,7 @@ def _submodules(pkg_name):
 
 
 def _all_packages():
-    out = list(PACKAGES) + ["kernels"]
+    out = list(PACKAGES) + ["jaxprobe_kernels"]
     for root in PACKAGES:
         pkg = importlib.import_module(root)
         out += [m.name for m in pkgutil.walk_packages(pkg.__path__, root + ".") if m.ispkg]

@@ -26,7 +26,7 @@ from jaxprobe._validate import as_float_array, check_finite, check_not_constant
 from jaxprobe.bootstrap import bootstrap_mean, n_distinct_resamples
 from jaxprobe._cka import _needs_rescue, cka
 from jaxprobe.stats import _linregress, rankdata
-from kernels.gram import center_gram_unbiased, constant_ratio as _ratio, pow2_scale as _pow2_scale
+from jaxprobe_kernels.gram import center_gram_unbiased, constant_ratio as _ratio, pow2_scale as _pow2_scale
 
 PROTOCOLS = ("utterance", "centroid")
 ESTIMATORS = ("biased", "debiased")

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from jaxprobe import diffusion as dm_mod
 from jaxprobe.diffusion import diffusion_distances, diffusion_map, diffusion_nystrom
-from kernels.affinity import BGH_LOG2_GRID
+from jaxprobe_kernels.affinity import BGH_LOG2_GRID
 from tests.reference import diffusion_ref as ref
 
 

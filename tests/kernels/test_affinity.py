@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kernels.affinity import (
+from jaxprobe_kernels.affinity import (
     BGH_LOG2_GRID,
     affinity_matvec,
     cross_affinity,
@@ -18,7 +18,7 @@ from kernels.affinity import (
     gaussian_affinity,
     symmetric_sq_distances,
 )
-from kernels.gram import sq_distances
+from jaxprobe_kernels.gram import sq_distances
 from tests.reference import diffusion_ref as ref
 
 
@@ -122,7 +122,7 @@ def test_median_under_vmap(rng):
 
 @pytest.mark.parametrize("n", [2, 3, 4, 5, 17, 738, 2048])
 def test_triu_pairs_match_numpy(n):
-    from kernels.affinity import _triu_pairs
+    from jaxprobe_kernels.affinity import _triu_pairs
 
     i, j = _triu_pairs(n)
     iu, ju = np.triu_indices(n, 1)

@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from kernels import gram
+from jaxprobe_kernels import gram
 from tests.reference import cka_ref as ref
 
 TOL64 = 1e-10

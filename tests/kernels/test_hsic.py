@@ -2,7 +2,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from kernels import gram, hsic
+from jaxprobe_kernels import gram, hsic
 from tests.reference import cka_ref as ref
 
 

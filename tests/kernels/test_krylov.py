@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.linalg
 
-from kernels.krylov import block_krylov_eigh, converged
+from jaxprobe_kernels.krylov import block_krylov_eigh, converged
 
 
 def _matrix(rng, n, spectrum):

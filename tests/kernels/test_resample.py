@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from kernels import resample
+from jaxprobe_kernels import resample
 from tests.reference import cka_ref as ref
 
 
