@@ -73,17 +73,17 @@ def _check_against_golden(model, layers) -> float:
 def _hook_cost(layers, batch: int, threads: int, plain_s_per_segment: float) -> dict:
     """Time the work the 24 hooks add, alone: time-mean pooling of each layer's [B, C, T, F]
     output and the copy to numpy, on tensors of MUSE's shapes (best of 20)."""
-    from torch_bridge.hooks import _POOL_FNS, _to_numpy
+    from torch_bridge.hooks import POOL_FNS, pooled_to_numpy
 
     frames = {16: 308, 32: 154, 48: 77}
     xs = [torch.randn(batch, c, frames[c], f) for c, f in (tuple(layer.shape) for layer in layers)]
-    pool = _POOL_FNS["time_mean"]
+    pool = POOL_FNS["time_mean"]
     best = float("inf")
     with torch.inference_mode():
         for _ in range(20):
             t0 = time.perf_counter()
             for x in xs:
-                _to_numpy(pool(x), x)
+                pooled_to_numpy(pool(x), x)
             best = min(best, time.perf_counter() - t0)
     per_segment = best / batch
     return {"seconds_per_segment": per_segment, "fraction_of_best_plain_forward": per_segment / plain_s_per_segment}

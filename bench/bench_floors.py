@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import timeit, write_results  # noqa: E402
 
 import jaxprobe  # noqa: E402
-from jaxprobe._validate import ALIGN, _aligned_view  # noqa: E402
+from jaxprobe._validate import ALIGN, aligned_view  # noqa: E402
 
 
 def numpy_linear_cka(X, Y):
@@ -61,7 +61,7 @@ def per_utterance(pairs=20000, C=16, F=128, seed=0):
         "cka_device_arrays_s": lambda: jaxprobe.cka(Xd, Yd).block_until_ready(),
         "cka_aligned_numpy_s": lambda: jaxprobe.cka(Xa, Ya).block_until_ready(),
         "cka_numpy_s": lambda: jaxprobe.cka(X, Y).block_until_ready(),
-        "staging_copy_s": lambda: (_aligned_view(X), _aligned_view(Y)),
+        "staging_copy_s": lambda: (aligned_view(X), aligned_view(Y)),
     }.items():
         fn()
         out[name] = timeit(fn, repeat=7)

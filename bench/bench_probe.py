@@ -85,7 +85,7 @@ def main(argv=None):
     import torch
 
     from jaxprobe.probe import ProbeConfig, TrainConfig, default_optimizer
-    from jaxprobe.probe.train import _Trainer, _unstack, resolve_fuse
+    from jaxprobe.probe.train import Trainer, unstack_params, resolve_fuse
 
     data = _data()
     cfg = TrainConfig(steps=10**6, batch_blocks=BATCH_BLOCKS, learning_rate=1e-3, warmup_steps=0,
@@ -94,12 +94,12 @@ def main(argv=None):
     key = jax.random.key(0)
     import dataclasses
 
-    tr = _Trainer(data, None, dataclasses.replace(cfg, fuse="vmap"), probe, default_optimizer(cfg), key)
+    tr = Trainer(data, None, dataclasses.replace(cfg, fuse="vmap"), probe, default_optimizer(cfg), key)
 
-    tr_unroll = _Trainer(data, None, dataclasses.replace(cfg, fuse="unroll"), probe, default_optimizer(cfg), key)
+    tr_unroll = Trainer(data, None, dataclasses.replace(cfg, fuse="unroll"), probe, default_optimizer(cfg), key)
     state0 = tr.init_state()
     jax.block_until_ready(state0)
-    per_layer0 = _unstack(state0["params"], tr.lay, data.names)
+    per_layer0 = unstack_params(state0["params"], tr.lay, data.names)
     batch_key = jax.random.fold_in(key, 1)
 
     def batch_idx(step):
@@ -143,7 +143,7 @@ def main(argv=None):
     jax_losses = np.asarray(st["last"])[np.argsort(tr.lay.order)]  # body order -> data order
     t_losses, t_probes = torch_train(check_steps, record=True)
     loss_rel = float(np.max(np.abs(jax_losses - np.array(t_losses)) / np.array(t_losses)))
-    jp = _unstack(st["params"], tr.lay, data.names)
+    jp = unstack_params(st["params"], tr.lay, data.names)
     w_err = max(float(np.max(np.abs(np.asarray(jp[n]["body"]["out"]["kernel"]).T
                                     - t_probes[i].out.weight.detach().numpy())))
                 for i, n in enumerate(data.names))
@@ -171,7 +171,7 @@ def main(argv=None):
         jax.block_until_ready(tr_unroll.run(state0, n))
 
     # jaxprobe's own step, but one layer after another (isolates what the all-layer step buys)
-    solo = [_Trainer(data.subset([nm]), None, cfg, probe, default_optimizer(cfg), key) for nm in data.names]
+    solo = [Trainer(data.subset([nm]), None, cfg, probe, default_optimizer(cfg), key) for nm in data.names]
     solo_states = [t.init_state() for t in solo]
     for t, s0 in zip(solo, solo_states):  # compile each distinct (rate, width) once
         jax.block_until_ready(t.run(s0, n))

@@ -96,7 +96,7 @@ def _worker_probe(out_npz: str, quick: bool) -> dict:
     from bench._common import timeit
     from jaxprobe.distributed import as_mesh
     from jaxprobe.probe import ProbeConfig, TrainConfig, probe_frames
-    from jaxprobe.probe.train import _Trainer
+    from jaxprobe.probe.train import Trainer
 
     nd = len(jax.devices())
     mesh = None if nd == 1 else as_mesh("all")
@@ -111,7 +111,7 @@ def _worker_probe(out_npz: str, quick: bool) -> dict:
     cfg = TrainConfig(steps=10 * steps, batch_blocks=batch_blocks, eval_every=steps)
     tx = optax.adam(1e-3)
     t0 = time.perf_counter()
-    tr = _Trainer(data, None, cfg, ProbeConfig(), tx, jax.random.key(0), mesh)  # places (replicates) the frames
+    tr = Trainer(data, None, cfg, ProbeConfig(), tx, jax.random.key(0), mesh)  # places (replicates) the frames
     state = tr.init_state()
     place_s = time.perf_counter() - t0
     t0 = time.perf_counter()

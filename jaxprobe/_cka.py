@@ -30,7 +30,7 @@ def _use_features(n: int, d1: int, d2: int) -> bool:
     return n * (d1 * d2 + d1 * d1 + d2 * d2) < n * n * (d1 + d2)
 
 
-def _validate_pair(X, Y, fn, debiased):
+def validate_pair(X, Y, fn, debiased):
     debiased = check_bool(debiased, "debiased", fn=fn)
     X = as_float_array(X, "X", fn=fn, min_ndim=2, transient=True, integers=False)
     Y = as_float_array(Y, "Y", fn=fn, min_ndim=2, transient=True, integers=False)
@@ -60,7 +60,7 @@ def _all_finite(A):
     return jnp.all(jnp.isfinite(A))
 
 
-def _needs_rescue(out, *ratios, dtype) -> bool:
+def needs_rescue(out, *ratios, dtype) -> bool:
     """True when a fast (unscaled) result cannot be trusted as is: a non-finite value, or
     a ratio at or below the constant threshold (the -1 sentinel included)."""
     tol = constant_threshold(dtype)
@@ -180,7 +180,7 @@ def _scaled_rbf_sigma(A, scale, *, include_diagonal):
 SIGMA_RULES = ("median", "kornblith")
 
 
-def _resolve_sigma(A, sigma, fn):
+def resolve_sigma(A, sigma, fn):
     """Per-representation bandwidths of shape A.shape[:-2]."""
     if sigma is None or (isinstance(sigma, str) and sigma == "median"):
         sigma = ("median", 1.0)
@@ -247,14 +247,14 @@ def cka(X, Y, *, kernel="linear", sigma=None, debiased=False, mesh=None):
     """
     fn = "cka"
     check_choice(kernel, "kernel", KERNELS, fn=fn)
-    X, Y, _ = _validate_pair(X, Y, fn, debiased)
+    X, Y, _ = validate_pair(X, Y, fn, debiased)
     debiased = bool(debiased)
     out, rx, ry = _cka_dispatch(X, Y, kernel=kernel, sigma=sigma, debiased=debiased, mesh=mesh, fn=fn, scaled=False)
     # The constant check reads per-item statistics the kernels computed alongside the
     # result. Only when a result is non-finite or a statistic is at the threshold (or
     # flags a Gram norm outside the normal range) are the inputs examined and the call
     # redone with every item scaled by a power of two: valid calls pay nothing more.
-    if _needs_rescue(out, rx, ry, dtype=X.dtype):
+    if needs_rescue(out, rx, ry, dtype=X.dtype):
         check_finite(X, "X", fn=fn)
         check_finite(Y, "Y", fn=fn)
         out, rx, ry = _cka_dispatch(X, Y, kernel=kernel, sigma=sigma, debiased=debiased, mesh=mesh, fn=fn, scaled=True)
@@ -279,8 +279,8 @@ def _cka_dispatch(X, Y, *, kernel, sigma, debiased, mesh, fn, scaled):
             return sharded_cka(X, Y, 0.0, 0.0, mesh=mesh, kernel=kernel, debiased=debiased, features=features,
                                scaled=scaled)
         return _linear_cka_batched(X, Y, debiased=debiased, features=features, scaled=scaled)
-    sx = _resolve_sigma(X, sigma, fn)
-    sy = _resolve_sigma(Y, sigma, fn)
+    sx = resolve_sigma(X, sigma, fn)
+    sy = resolve_sigma(Y, sigma, fn)
     if mesh is not None:
         return sharded_cka(X, Y, sx, sy, mesh=mesh, kernel=kernel, debiased=debiased, features=False, scaled=scaled)
     return _rbf_cka_batched(X, Y, sx, sy, debiased=debiased)
@@ -309,7 +309,7 @@ def normed_grams(Xs, *, kernel="linear", sigma=None, debiased=False, name="Xs", 
         if kernel == "linear":
             g, r = _gram.normalised_linear_gram(A, debiased=debiased, scaled=True)
         else:
-            g, r = _gram.normalised_rbf_gram(A, _resolve_sigma(A, sigma, fn), debiased=debiased)
+            g, r = _gram.normalised_rbf_gram(A, resolve_sigma(A, sigma, fn), debiased=debiased)
         if not bool(_all_finite(g)):
             check_finite(A, f"{name}[{i}]", fn=fn)
         check_not_constant(r, f"{name}[{i}]", fn=fn, dtype=A.dtype)

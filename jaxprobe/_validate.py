@@ -62,7 +62,7 @@ def _idle(i: int) -> bool:
     return sys.getrefcount(_staging[i]) == 2
 
 
-def _aligned_view(a: np.ndarray, align: int = ALIGN) -> np.ndarray:
+def aligned_view(a: np.ndarray, align: int = ALIGN) -> np.ndarray:
     """``a`` itself when C-contiguous and ``align``-byte aligned, else an aligned copy
     in a reused staging buffer (see ``_staging_buffer``)."""
     if a.flags.c_contiguous and a.ctypes.data % align == 0:
@@ -143,10 +143,10 @@ def as_float_array(x: Any, name: str, *, fn: str | None = None, min_ndim: int = 
             )
         a = a.astype(want)
         if transient:
-            return jax.device_put(_aligned_view(a), may_alias=True)
+            return jax.device_put(aligned_view(a), may_alias=True)
         return jnp.asarray(a)
     if transient and isinstance(x, np.ndarray):
-        return jax.device_put(_aligned_view(x), may_alias=True)
+        return jax.device_put(aligned_view(x), may_alias=True)
     return jnp.asarray(x)
 
 

@@ -38,8 +38,9 @@ import numpy as np
 from jax.sharding import PartitionSpec as P
 from scipy.special import ndtr, ndtri
 
+from jaxprobe.stats import percentile_interval
 from jaxprobe._validate import as_float_array, check_bool, check_choice, check_finite, check_int, check_key, check_open_interval
-from jaxprobe._cka import KERNELS, _resolve_sigma, _validate_pair, raise_constants
+from jaxprobe._cka import KERNELS, resolve_sigma, validate_pair, raise_constants
 from jaxprobe import _mesh
 from jaxprobe_kernels import gram as _gram
 from jaxprobe_kernels import resample as _resample
@@ -169,12 +170,12 @@ def resample_counts(key, n_boot: int, n: int, *, groups=None, hierarchical: bool
 
 # ----------------------------------------------------------------------------- intervals
 
-def _interval(reps, est, jack, level, method):
+def bootstrap_interval(reps, est, jack, level, method):
     """reps (B, ...), est (...), jack (J, ...) or None -> low, high (numpy float64 math)."""
     r = np.asarray(reps, dtype=np.float64)
     alpha = (1.0 - level) / 2.0
     if method == "percentile":
-        lo, hi = np.quantile(r, [alpha, 1.0 - alpha], axis=0)
+        lo, hi = percentile_interval(r, level)
     else:
         e = np.asarray(est, dtype=np.float64)
         frac = np.mean(r < e, axis=0)
@@ -367,7 +368,7 @@ def bootstrap_cka(
     chunk = check_int(chunk, "chunk", fn=fn, low=1)
     hierarchical = check_bool(hierarchical, "hierarchical", fn=fn)
     key = check_key(key, fn=fn)
-    X, Y, batch = _validate_pair(X, Y, fn, debiased)
+    X, Y, batch = validate_pair(X, Y, fn, debiased)
     debiased = bool(debiased)
     X0, Y0 = X, Y
     X = jnp.broadcast_to(X, batch + X.shape[-2:])
@@ -379,7 +380,7 @@ def bootstrap_cka(
             raise ValueError("The 'sigma' parameter of bootstrap_cka applies to kernel='rbf' only.")
         sx = sy = jnp.zeros(batch, X.dtype)
     else:
-        sx, sy = _resolve_sigma(X, sigma, fn), _resolve_sigma(Y, sigma, fn)
+        sx, sy = resolve_sigma(X, sigma, fn), resolve_sigma(Y, sigma, fn)
     K, L, rx, ry = _grams(X, Y, sx, sy, kernel=kernel)
     if not bool(jnp.all(jnp.isfinite(K)) & jnp.all(jnp.isfinite(L))):
         check_finite(X0, "X", fn=fn)
@@ -413,7 +414,7 @@ def bootstrap_cka(
         J = jnp.asarray(design.jackknife())
         jkl, jkk, jll = _boot_cka_from_grams(K, L, J, debiased=debiased, chunk=min(chunk, J.shape[0]))
         jack = jkl / jnp.sqrt(jkk * jll)
-    low, high = _interval(reps, estimate, jack, level, method)
+    low, high = bootstrap_interval(reps, estimate, jack, level, method)
     return BootstrapResult(estimate, low, high, reps, level, method)
 
 
@@ -469,7 +470,7 @@ def bootstrap_mean(
     if method == "bca":
         J = jnp.asarray(design.jackknife())
         jack = (_resample.bootstrap_weighted_means(flat, J) / scale[None, :]).reshape((J.shape[0],) + v.shape[:-1])
-    low, high = _interval(reps, estimate, jack, level, method)
+    low, high = bootstrap_interval(reps, estimate, jack, level, method)
     return BootstrapResult(estimate, low, high, reps, level, method)
 
 
@@ -524,12 +525,12 @@ def bootstrap_eer(
     TooFewResamplesError (a ValueError) when fewer than half the resamples keep both
     trial classes; ValueError for malformed scores, labels or pairs.
     """
-    from jaxprobe.stats import _eer_inputs, _weighted_eer
+    from jaxprobe.stats import eer_inputs, weighted_eer
 
     fn = "bootstrap_eer"
     key = check_key(key, fn=fn)
     n_boot, level = _check_common(n_boot, level, "percentile", fn)
-    s, y = _eer_inputs(scores, labels, fn, max_ndim=2)
+    s, y = eer_inputs(scores, labels, fn, max_ndim=2)
     m = s.shape[-1]
     p = np.asarray(pairs)
     if p.ndim != 2 or p.shape != (m, 2) or p.dtype.kind not in "iu":
@@ -541,7 +542,7 @@ def bootstrap_eer(
     C = _Design(n, groups, False, fn).counts(key, n_boot).astype(s.dtype)  # (B, n)
     W = C[:, p[:, 0]] * C[:, p[:, 1]]
     sk = s.reshape(-1, m)
-    reps = np.asarray(jax.vmap(_weighted_eer, in_axes=(0, None, None), out_axes=1)(sk, y, W))  # (B, k)
+    reps = np.asarray(jax.vmap(weighted_eer, in_axes=(0, None, None), out_axes=1)(sk, y, W))  # (B, k)
     keep = np.isfinite(reps).all(axis=1)  # validity depends on the weights only: the same for every system
     reps = reps[keep].reshape((-1,) + s.shape[:-1])
     if reps.shape[0] < max(2, n_boot // 2):
@@ -549,8 +550,8 @@ def bootstrap_eer(
             f"{fn}: only {reps.shape[0]} of {n_boot} replicates had both target and non-target trials; the trial "
             "list is too small (or too few groups) for a bootstrap interval."
         )
-    estimate = jax.vmap(_weighted_eer, in_axes=(0, None, None))(sk, y, jnp.ones((m,), s.dtype)).reshape(s.shape[:-1])
-    low, high = _interval(reps, estimate, None, level, "percentile")
+    estimate = jax.vmap(weighted_eer, in_axes=(0, None, None))(sk, y, jnp.ones((m,), s.dtype)).reshape(s.shape[:-1])
+    low, high = bootstrap_interval(reps, estimate, None, level, "percentile")
     return BootstrapResult(estimate, low, high, jnp.asarray(reps), level, "percentile")
 
 
@@ -589,12 +590,12 @@ def bootstrap_min_dcf(
     ------
     TooFewResamplesError as :func:`bootstrap_eer`; ValueError for malformed inputs.
     """
-    from jaxprobe.stats import _dcf_params, _eer_inputs, _weighted_min_dcf
+    from jaxprobe.stats import dcf_params, eer_inputs, weighted_min_dcf
 
     fn = "bootstrap_min_dcf"
     n_boot, level = _check_common(n_boot, level, "percentile", fn)
-    s, y = _eer_inputs(scores, labels, fn, max_ndim=2)
-    p_arr, cm, cf = _dcf_params(p_target, c_miss, c_fa, fn)
+    s, y = eer_inputs(scores, labels, fn, max_ndim=2)
+    p_arr, cm, cf = dcf_params(p_target, c_miss, c_fa, fn)
     m = s.shape[-1]
     p = np.asarray(pairs)
     if p.ndim != 2 or p.shape != (m, 2) or p.dtype.kind not in "iu":
@@ -607,7 +608,7 @@ def bootstrap_min_dcf(
     W = C[:, p[:, 0]] * C[:, p[:, 1]]
     sk = s.reshape(-1, m)
     pj = jnp.asarray(p_arr, s.dtype)
-    stat = jax.vmap(_weighted_min_dcf, in_axes=(0, None, None, None, None, None), out_axes=1)
+    stat = jax.vmap(weighted_min_dcf, in_axes=(0, None, None, None, None, None), out_axes=1)
     reps = np.asarray(stat(sk, y, W, pj, cm, cf))  # (B, k, P)
     keep = np.isfinite(reps).reshape(reps.shape[0], -1).all(axis=1)
     scalar = np.ndim(p_target) == 0
@@ -619,5 +620,5 @@ def bootstrap_min_dcf(
             "list is too small (or too few groups) for a bootstrap interval."
         )
     estimate = stat(sk, y, jnp.ones((m,), s.dtype), pj, cm, cf).reshape(shape)
-    low, high = _interval(reps, estimate, None, level, "percentile")
+    low, high = bootstrap_interval(reps, estimate, None, level, "percentile")
     return BootstrapResult(estimate, low, high, jnp.asarray(reps), level, "percentile")

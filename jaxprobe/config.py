@@ -121,7 +121,7 @@ def _check_items(where: str, key: str, v: list, d: list) -> None:
             raise ConfigError(f"Configuration key '{where}' must hold finite numbers; got {v!r}.")
 
 
-def _merge(base: dict, over: dict, path: str) -> dict:
+def merge_tables(base: dict, over: dict, path: str) -> dict:
     out = copy.deepcopy(base)
     for k, v in over.items():
         where = f"{path}.{k}" if path else k
@@ -130,7 +130,7 @@ def _merge(base: dict, over: dict, path: str) -> dict:
         if isinstance(base[k], dict):
             if not isinstance(v, dict):
                 raise ConfigError(f"Configuration key '{where}' must be a table; got {type(v).__name__}.")
-            out[k] = _merge(base[k], v, where)
+            out[k] = merge_tables(base[k], v, where)
         else:
             d = base[k]
             ok = (
@@ -291,12 +291,12 @@ def read_toml(path: Path) -> dict:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from None
 
 
-def _given(tables: dict, path: str = "") -> set[str]:
+def given_keys(tables: dict, path: str = "") -> set[str]:
     """Dotted paths of the values a user table sets explicitly."""
     out = set()
     for k, v in tables.items():
         where = f"{path}.{k}" if path else k
-        out |= _given(v, where) if isinstance(v, dict) else {where}
+        out |= given_keys(v, where) if isinstance(v, dict) else {where}
     return out
 
 
@@ -313,13 +313,13 @@ def load_sweep_config(source: str | Path | dict | None = None, **overrides) -> d
             else:
                 raise ConfigError(f"Config file {str(source)!r} not found (and no shipped config of that name).")
         tables = read_toml(path)
-        cfg, given = _merge(cfg, tables, ""), _given(tables)
+        cfg, given = merge_tables(cfg, tables, ""), given_keys(tables)
     elif isinstance(source, dict):
-        cfg, given = _merge(cfg, source, ""), _given(source)
+        cfg, given = merge_tables(cfg, source, ""), given_keys(source)
     elif source is not None:
         raise ConfigError(f"A sweep config must be a path, a shipped name or a dict; got {type(source).__name__}.")
     if overrides:
-        cfg, given = _merge(cfg, overrides, ""), given | _given(overrides)
+        cfg, given = merge_tables(cfg, overrides, ""), given | given_keys(overrides)
     if "diffusion.inter_snrs" not in given:  # the default: the paper's Fig. 5 SNRs that are on this grid
         grid = snr_grid(cfg)
         on = [s for s in cfg["diffusion"]["inter_snrs"] if any(abs(s - g) < 1e-9 for g in grid)]

@@ -278,7 +278,7 @@ def _one_cloud(X, eps_value, alpha, t, energy, align, key, *, rule, k, solver, b
     static_argnames=("rule", "k", "solver", "block_size", "maxiter", "tol", "use_energy", "use_align",
                      "sequential", "symmetric"),
 )
-def _diffusion_map_batched(X, eps_value, alpha, t, energy, align, key, *, sequential, **static):
+def diffusion_map_batched(X, eps_value, alpha, t, energy, align, key, *, sequential, **static):
     """X (B, n, d), align (B, n), key: one PRNG key -> tuple of (B, ...) arrays.
 
     ``sequential``: clouds one after another (``lax.map``), each cloud's (n, n)
@@ -336,7 +336,7 @@ def _identical_error(name, fn, idx):
     )
 
 
-def _check_clouds(X, name, fn):
+def check_clouds(X, name, fn):
     host = X if isinstance(X, np.ndarray) and X.dtype.kind == "f" else None
     X = as_float_array(X, name, fn=fn, min_ndim=2, integers=False)
     n = X.shape[-2]
@@ -573,7 +573,7 @@ def diffusion_map(
         a = jnp.zeros(batch + (n,), X.dtype)
 
     B = int(np.prod(batch, dtype=np.int64))
-    out = _diffusion_map_batched(
+    out = diffusion_map_batched(
         X.reshape((B,) + X.shape[-2:]),
         jnp.asarray(eps_value, X.dtype),
         jnp.asarray(alpha, X.dtype),

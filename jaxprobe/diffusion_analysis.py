@@ -87,7 +87,7 @@ def _group_geometry(coords, membership):
     return centroids, jnp.sqrt(jax.vmap(sq_distances)(centroids))
 
 
-def _membership(labels, n_groups, dtype):
+def group_membership(labels, n_groups, dtype):
     onehot = (np.asarray(labels)[None, :] == np.arange(n_groups)[:, None]).astype(np.float64)
     return jnp.asarray(onehot / onehot.sum(axis=1, keepdims=True), dtype)
 
@@ -132,7 +132,7 @@ def intra_layer(X, snr, *, n_components=None, epsilon="median", alpha=0.0, t=1.0
     fit = linregress(snr_j, dc1)
     rho = spearman(snr_j, dc1)
     batch, (n, k) = maps.coords.shape[:-2], maps.coords.shape[-2:]
-    lc, ld = _group_geometry(maps.coords.reshape((-1, n, k)), _membership(labels, len(levels), dc1.dtype))
+    lc, ld = _group_geometry(maps.coords.reshape((-1, n, k)), group_membership(labels, len(levels), dc1.dtype))
     S = len(levels)
     lc, ld = lc.reshape(batch + (S, k)), ld.reshape(batch + (S, S))
     return IntraLayerResult(
@@ -239,6 +239,6 @@ def inter_layer(layers: Mapping, *, blocks: Mapping | None = None, n_components=
     maps = diffusion_map(cloud, n_components=n_components, epsilon=epsilon, alpha=alpha, t=t, energy=energy,
                          key=key, solver=solver, align_to=depth, coordinates=coordinates)
     labels = np.repeat([groups.index(group_of[nm]) for nm in names], m)
-    gc, gd = _group_geometry(maps.coords, _membership(labels, len(groups), maps.coords.dtype))
+    gc, gd = _group_geometry(maps.coords, group_membership(labels, len(groups), maps.coords.dtype))
     return InterLayerResult(maps=maps, layers=names, groups=groups, group_coords=gc, group_distances=gd,
                             excluded=excluded)

@@ -31,8 +31,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprobe.diffusion import _diffusion_map_batched
-from jaxprobe.stats import _linregress, rankdata
+from jaxprobe.diffusion import diffusion_map_batched
+from jaxprobe.stats import linregress_fields, percentile_interval, rankdata
 from jaxprobe_kernels.gram import sq_distances
 
 DESIGNS = ("hierarchical", "noise")
@@ -76,7 +76,7 @@ def _maps(cloud, align, key, eps_value, alpha, t, energy, static):
     items: rule, k, solver, use_energy). Returns coords (B, n, k), pi (B, n), a (B,) health
     flag (finite input, points not all identical, epsilon > 0) and the largest residual."""
     st = dict(static)
-    out = _diffusion_map_batched(
+    out = diffusion_map_batched(
         cloud, eps_value, alpha, t, energy, align, key,
         rule=st["rule"], k=st["k"], solver=st["solver"], block_size=None,
         maxiter=100 if st["solver"] != "eigh" else 0, tol=None,
@@ -89,7 +89,7 @@ def _maps(cloud, align, key, eps_value, alpha, t, energy, static):
 
 
 def _fits(snrs, dc1):
-    return _spearman(snrs, dc1), _linregress(jnp.broadcast_to(snrs, dc1.shape), dc1).r2
+    return _spearman(snrs, dc1), linregress_fields(jnp.broadcast_to(snrs, dc1.shape), dc1).r2
 
 
 def _over_replicates(one, index, weights, ids, batched):
@@ -325,6 +325,4 @@ def inter_replicates(X, index, weights, maps, membership, *, key, symmetric=Fals
 
 def percentile(reps, level: float):
     """(B, ...) -> (low, high) percentile bounds over the replicate axis."""
-    a = (1.0 - level) / 2.0
-    lo, hi = np.quantile(np.asarray(reps, np.float64), [a, 1.0 - a], axis=0)
-    return lo, hi
+    return percentile_interval(reps, level)

@@ -67,10 +67,10 @@ def sharded_diffusion_map(X, *, mesh, align_to=None, **kwargs):
     cloud 0, placed with a ``NamedSharding`` over the mesh, and the batched solver is
     partitioned by XLA (each device solves its clouds; no collectives); padding is trimmed.
     """
-    from jaxprobe.diffusion import _check_clouds, diffusion_map
+    from jaxprobe.diffusion import check_clouds, diffusion_map
 
     mesh = auto_axes(as_mesh(mesh, "sharded_diffusion_map"))
-    X = _check_clouds(X, "X", "sharded_diffusion_map")
+    X = check_clouds(X, "X", "sharded_diffusion_map")
     batch, n = X.shape[:-2], X.shape[-2]
     B = int(np.prod(batch, dtype=np.int64))
     total = padded_size(B, mesh)

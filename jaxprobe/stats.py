@@ -31,7 +31,7 @@ class LinregressResult(NamedTuple):
 
 
 @jax.jit
-def _linregress(x, y):
+def linregress_fields(x, y):
     n = x.shape[-1]
     mx = jnp.mean(x, axis=-1, keepdims=True)
     my = jnp.mean(y, axis=-1, keepdims=True)
@@ -103,10 +103,10 @@ def _row_scale(a):
 
 @jax.jit
 def _linregress_scaled(x, y):
-    """``_linregress`` on x, y scaled by powers of two (sums of squares cannot overflow or
+    """``linregress_fields`` on x, y scaled by powers of two (sums of squares cannot overflow or
     underflow, e.g. x ~ 1e30 or 1e-25 in float32), the fit scaled back."""
     a, b = _row_scale(x), _row_scale(y)
-    f = _linregress(x * a, y * b)
+    f = linregress_fields(x * a, y * b)
     k = (a / b)[..., 0]
     ib = 1.0 / b[..., 0]
     return LinregressResult(f.slope * k, f.intercept * ib, f.r2, f.slope_stderr * k, f.intercept_stderr * ib)
@@ -171,7 +171,7 @@ def spearman(x, y):
 
 
 @jax.jit
-def _weighted_eer(scores, labels, weights):
+def weighted_eer(scores, labels, weights):
     """EER of trials (m,) under trial weights (..., m) -> (...); NaN where a class has no weight.
 
     The ROC points are those of accepting every trial with score >= t for each distinct
@@ -206,7 +206,7 @@ def _weighted_eer(scores, labels, weights):
     return jnp.where(ok, out, jnp.nan)
 
 
-def _eer_inputs(scores, labels, fn, *, max_ndim=1):
+def eer_inputs(scores, labels, fn, *, max_ndim=1):
     s = as_float_array(scores, "scores", fn=fn)
     y = np.asarray(labels)
     if not 1 <= s.ndim <= max_ndim or y.shape != s.shape[-1:] or s.shape[-1] == 0:
@@ -245,9 +245,9 @@ def eer(scores, labels, weights=None):
     bracket the crossing. With weights, NaN marks a weighting that leaves a class empty.
     """
     fn = "eer"
-    s, y = _eer_inputs(scores, labels, fn)
+    s, y = eer_inputs(scores, labels, fn)
     if weights is None:
-        return _weighted_eer(s, y, jnp.ones_like(s))
+        return weighted_eer(s, y, jnp.ones_like(s))
     w = as_float_array(weights, "weights", fn=fn).astype(s.dtype)
     if w.shape[-1] != s.shape[0]:
         raise ValueError(f"The 'weights' parameter of {fn} must have shape (..., m) with m = {s.shape[0]} trials; "
@@ -255,18 +255,18 @@ def eer(scores, labels, weights=None):
     check_finite(w, "weights", fn=fn)
     if bool(jnp.any(w < 0)):
         raise ValueError(f"The 'weights' parameter of {fn} must be non-negative.")
-    return _weighted_eer(s, y, w)
+    return weighted_eer(s, y, w)
 
 
 P_TARGETS = (0.01, 0.001)  # the operating points of the NIST SRE / VoxSRC detection cost
 
 
 @jax.jit
-def _weighted_min_dcf(scores, labels, weights, p_targets, c_miss, c_fa):
+def weighted_min_dcf(scores, labels, weights, p_targets, c_miss, c_fa):
     """Normalised minimum detection cost of trials (m,) under trial weights (..., m), one per
     prior in ``p_targets`` (P,) -> (..., P); NaN where a class has no weight.
 
-    The operating points are the ROC points of :func:`_weighted_eer` ("accept none", then one per
+    The operating points are the ROC points of :func:`weighted_eer` ("accept none", then one per
     distinct score, accepting every trial with score >= t). At each,
     DCF = c_miss * P_miss * p + c_fa * P_fa * (1 - p), divided by min(c_miss * p, c_fa * (1 - p)),
     the cost of the better trivial system (accept all or reject all); the minimum over the points.
@@ -292,7 +292,7 @@ def _weighted_min_dcf(scores, labels, weights, p_targets, c_miss, c_fa):
     return jnp.where(ok[..., None], out, jnp.nan)
 
 
-def _dcf_params(p_target, c_miss, c_fa, fn):
+def dcf_params(p_target, c_miss, c_fa, fn):
     p = np.atleast_1d(np.asarray(p_target, np.float64))
     if p.ndim != 1 or p.size == 0 or not np.all((p > 0) & (p < 1)):
         raise ValueError(f"The 'p_target' parameter of {fn} must be a prior or a 1-D list of priors in (0, 1); "
@@ -322,8 +322,8 @@ def min_dcf(scores, labels, p_target=P_TARGETS, weights=None, *, c_miss: float =
     weights, NaN marks a weighting that leaves a class empty.
     """
     fn = "min_dcf"
-    s, y = _eer_inputs(scores, labels, fn)
-    p, cm, cf = _dcf_params(p_target, c_miss, c_fa, fn)
+    s, y = eer_inputs(scores, labels, fn)
+    p, cm, cf = dcf_params(p_target, c_miss, c_fa, fn)
     if weights is None:
         w = jnp.ones_like(s)
     else:
@@ -334,5 +334,14 @@ def min_dcf(scores, labels, p_target=P_TARGETS, weights=None, *, c_miss: float =
         check_finite(w, "weights", fn=fn)
         if bool(jnp.any(w < 0)):
             raise ValueError(f"The 'weights' parameter of {fn} must be non-negative.")
-    out = _weighted_min_dcf(s, y, w, jnp.asarray(p, s.dtype), cm, cf)
+    out = weighted_min_dcf(s, y, w, jnp.asarray(p, s.dtype), cm, cf)
     return out[..., 0] if np.ndim(p_target) == 0 else out
+
+
+def percentile_interval(reps, level: float):
+    """The percentile bootstrap interval: (B, ...) replicates -> (low, high), float64 arrays of
+    shape (...), the (1 - level)/2 and (1 + level)/2 quantiles over the replicate axis (numpy's
+    linear interpolation). The one percentile helper of the bootstrap, the sweep and the geometry."""
+    a = (1.0 - level) / 2.0
+    lo, hi = np.quantile(np.asarray(reps, np.float64), [a, 1.0 - a], axis=0)
+    return lo, hi

@@ -22,6 +22,11 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = {"jaxprobe": "jaxprobe", "kernels": "kernels", "torch_bridge": "torch_bridge"}
 
 
+def _bench_files() -> dict[str, Path]:
+    """bench/ scripts: they import project modules (checked for private names) but are not imported."""
+    return {f"bench.{p.stem}": p for p in sorted((ROOT / "bench").glob("*.py"))}
+
+
 def _module_files() -> dict[str, Path]:
     mods = {}
     for top, folder in PACKAGES.items():
@@ -54,14 +59,14 @@ def analyse():
     mods = _module_files()
     edges: dict[str, set[str]] = {m: set() for m in mods}
     private: list[tuple[str, str, str]] = []
-    for mod, path in mods.items():
+    for mod, path in {**mods, **_bench_files()}.items():
         is_pkg = path.name == "__init__.py"
         tree = ast.parse(path.read_text(), filename=str(path))
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):
                 for a in node.names:
                     t = _resolve(a.name, mods)
-                    if t and t != mod:
+                    if t and t != mod and mod in edges:
                         edges[mod].add(t)
             elif isinstance(node, ast.ImportFrom):
                 if node.level:
@@ -79,7 +84,7 @@ def analyse():
                         if target and a.name.startswith("_") and not a.name.startswith("__"):
                             if target != mod:
                                 private.append((mod, target, a.name))
-                    if target and target != mod:
+                    if target and target != mod and mod in edges:
                         edges[mod].add(target)
     return mods, edges, private
 

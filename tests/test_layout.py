@@ -24,10 +24,31 @@ def test_no_import_cycles_among_project_modules():
 
 
 def test_the_script_exits_cleanly():
-    res = subprocess.run([sys.executable, str(ROOT / "scripts" / "import_graph.py"), "--max-private", "1000"],
+    res = subprocess.run([sys.executable, str(ROOT / "scripts" / "import_graph.py")],
                          capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "import cycles: 0" in res.stdout
+
+
+def test_at_most_two_private_names_cross_modules():
+    """Left (issue 16): studies.hear imports torch_bridge.hear._by_speaker (both files are being edited
+    in parallel; a follow-up makes it public)."""
+    _, _, private = import_graph.analyse()
+    assert len(private) <= 2, private
+
+
+def test_the_private_counter_sees_a_private_import(tmp_path, monkeypatch):
+    pkg = tmp_path / "jaxprobe"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("def _hidden():\n    return 1\n")
+    (pkg / "b.py").write_text("from jaxprobe.a import _hidden\n")
+    for folder in ("kernels", "torch_bridge", "bench"):
+        (tmp_path / folder).mkdir()
+    monkeypatch.setattr(import_graph, "ROOT", tmp_path)
+    _, edges, private = import_graph.analyse()
+    assert private == [("jaxprobe.b", "jaxprobe.a", "_hidden")]
+    assert edges["jaxprobe.b"] == {"jaxprobe.a"}
 
 
 def test_import_jaxprobe_loads_no_torch():

@@ -67,7 +67,7 @@ def _frames(t: torch.Tensor) -> torch.Tensor:
     )
 
 
-_POOL_FNS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+POOL_FNS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "time_mean": _time_mean,
     "time_mean_flat": lambda t: _time_mean(t).flatten(1),
     "frames": _frames,
@@ -79,8 +79,8 @@ _POOL_FNS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 def _pool_fn(spec: PoolingSpec, layer: str) -> Callable[[torch.Tensor], torch.Tensor]:
     if callable(spec):
         return spec
-    if isinstance(spec, str) and spec in _POOL_FNS:
-        return _POOL_FNS[spec]
+    if isinstance(spec, str) and spec in POOL_FNS:
+        return POOL_FNS[spec]
     opts = ", ".join(repr(p) for p in POOLINGS)
     raise ValueError(
         f"The 'pooling' parameter of capture (layer {layer!r}) must be one of {opts} or a "
@@ -207,7 +207,7 @@ def _pick(value: Any, select: int | str | None, name: str, side: str) -> torch.T
     return picked
 
 
-def _to_numpy(pooled: torch.Tensor, source: torch.Tensor) -> np.ndarray:
+def pooled_to_numpy(pooled: torch.Tensor, source: torch.Tensor) -> np.ndarray:
     pooled = pooled.detach()
     if pooled.device.type != "cpu":
         return pooled.cpu().numpy()
@@ -280,7 +280,7 @@ def capture(
 
         def record(value: Any) -> None:
             t = _pick(value, sel, name, sd)
-            result._append(name, _to_numpy(pool(t), t))
+            result._append(name, pooled_to_numpy(pool(t), t))
 
         if sd == "output":
             return lambda module, args, output: record(output)

@@ -30,14 +30,14 @@ def hann_window(win_length: int, n_fft: int | None = None, *, dtype=np.float64) 
     return out.astype(dtype)
 
 
-def _check(n_fft, hop_length, win_length, fn):
+def check_frames(n_fft, hop_length, win_length, fn):
     n_fft = check_int(n_fft, "n_fft", fn=fn, low=2)
     hop_length = check_int(hop_length, "hop_length", fn=fn, low=1)
     win_length = n_fft if win_length is None else check_int(win_length, "win_length", fn=fn, low=1, high=n_fft)
     return n_fft, hop_length, win_length
 
 
-def _window(window, n_fft, win_length, fn):
+def make_window(window, n_fft, win_length, fn):
     if window is None:
         return hann_window(win_length, n_fft)
     w = np.asarray(window, dtype=np.float64)
@@ -70,14 +70,14 @@ def stft(x, *, n_fft: int = 400, hop_length: int = 160, win_length: int | None =
     array of shape (..., T, n_fft // 2 + 1), complex; ``T = 1 + L // hop_length`` when centred.
     """
     fn = "stft"
-    n_fft, hop_length, win_length = _check(n_fft, hop_length, win_length, fn)
+    n_fft, hop_length, win_length = check_frames(n_fft, hop_length, win_length, fn)
     x = as_float_array(x, "x", fn=fn, min_ndim=1)
     if center and x.shape[-1] <= n_fft // 2:
         raise ValueError(f"The 'x' parameter of {fn} must be longer than n_fft // 2 = {n_fft // 2} samples "
                          f"for reflect padding; got {x.shape[-1]}.")
     if not center and x.shape[-1] < n_fft:
         raise ValueError(f"The 'x' parameter of {fn} must have at least n_fft = {n_fft} samples; got {x.shape[-1]}.")
-    w = jnp.asarray(_window(window, n_fft, win_length, fn), x.dtype)
+    w = jnp.asarray(make_window(window, n_fft, win_length, fn), x.dtype)
     return _stft(x, w, n_fft, hop_length, center)
 
 
@@ -92,7 +92,7 @@ def _stft(x, w, n_fft, hop, center):
     return jnp.fft.rfft(frames, n=n_fft, axis=-1)
 
 
-def _overlap_add(frames, hop):
+def overlap_add(frames, hop):
     """frames (..., T, n) -> (..., n + hop * (T - 1)) by overlap-add, without a scatter."""
     T, n = frames.shape[-2:]
     k = math.ceil(n / hop)
@@ -136,29 +136,29 @@ def istft(S, *, n_fft: int = 400, hop_length: int = 160, win_length: int | None 
     array of shape (..., length), real.
     """
     fn = "istft"
-    n_fft, hop_length, win_length = _check(n_fft, hop_length, win_length, fn)
+    n_fft, hop_length, win_length = check_frames(n_fft, hop_length, win_length, fn)
     S = jnp.asarray(S)
     if S.ndim < 2 or S.shape[-1] != n_fft // 2 + 1:
         raise ValueError(f"The 'S' parameter of {fn} must have shape (..., T, {n_fft // 2 + 1}) for n_fft = "
                          f"{n_fft}; got {tuple(S.shape)}.")
     if length is not None:
         length = check_int(length, "length", fn=fn, low=1)
-    w = _window(window, n_fft, win_length, fn)
+    w = make_window(window, n_fft, win_length, fn)
     start, end, total = _trim(n_fft, hop_length, S.shape[-2], center, length)
     env = _envelope(w, hop_length, S.shape[-2])[start: min(end, total)]
     if np.any(np.abs(env) < 1e-11):
         raise ValueError(f"{fn}: the window envelope is zero somewhere (window / hop_length {hop_length} do "
                          "not satisfy the non-zero overlap-add condition); use a smaller hop_length.")
     real = jnp.real(S).dtype
-    return _istft(S, jnp.asarray(w, real), n_fft, hop_length, center, length)
+    return istft_frames(S, jnp.asarray(w, real), n_fft, hop_length, center, length)
 
 
 @partial(jax.jit, static_argnums=(2, 3, 4, 5))
-def _istft(S, w, n_fft, hop, center, length):
+def istft_frames(S, w, n_fft, hop, center, length):
     n_frames = S.shape[-2]
     frames = jnp.fft.irfft(S, n=n_fft, axis=-1) * w
-    y = _overlap_add(frames, hop)
-    env = _overlap_add(jnp.broadcast_to(w * w, (n_frames, n_fft)), hop)
+    y = overlap_add(frames, hop)
+    env = overlap_add(jnp.broadcast_to(w * w, (n_frames, n_fft)), hop)
     start, end, total = _trim(n_fft, hop, n_frames, center, length)
     y = y[..., start: min(end, total)] / env[start: min(end, total)]
     if end > total:

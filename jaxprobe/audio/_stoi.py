@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxprobe._validate import check_finite, check_int
-from jaxprobe.audio._stft import _overlap_add
+from jaxprobe.audio._stft import overlap_add
 
 _FS, _FRAME, _HOP, _NFFT, _BANDS, _FMIN, _SEG, _BETA, _DYN = 10000, 256, 128, 512, 15, 150.0, 30, -15.0, 40.0
 _EPS = float(np.finfo(float).eps)
@@ -88,7 +88,7 @@ def _stoi_10k(x, y):
     valid = jnp.arange(n)[None, :] < n_keep[:, None]
     xs = jnp.take_along_axis(xf, order[..., None], axis=1) * valid[..., None]
     ys = jnp.take_along_axis(yf, order[..., None], axis=1) * valid[..., None]
-    xsig, ysig = _overlap_add(xs, _HOP), _overlap_add(ys, _HOP)  # (B, 256 + 128 (n - 1))
+    xsig, ysig = overlap_add(xs, _HOP), overlap_add(ys, _HOP)  # (B, 256 + 128 (n - 1))
     m = n - 1  # spectral frames of a signal of n kept frames
     wf = jnp.asarray(_hann(), x.dtype)
     X = jnp.fft.rfft(_frames(xsig, m) * wf, n=_NFFT, axis=-1)

@@ -12,7 +12,7 @@ import numpy as np
 
 from jaxprobe._validate import as_float_array, check_choice, check_int, check_positive
 from jaxprobe.audio.mel import MelConfig, mel_from_log, mel_to_linear
-from jaxprobe.audio._stft import _check, _istft, _stft, _window, istft
+from jaxprobe.audio._stft import check_frames, istft_frames, _stft, make_window, istft
 
 
 def griffin_lim(spec, *, n_fft: int = 400, hop_length: int = 160, win_length: int | None = None, window=None,
@@ -41,7 +41,7 @@ def griffin_lim(spec, *, n_fft: int = 400, hop_length: int = 160, win_length: in
     array of shape (..., length), the real dtype of ``spec``.
     """
     fn = "griffin_lim"
-    n_fft, hop_length, win_length = _check(n_fft, hop_length, win_length, fn)
+    n_fft, hop_length, win_length = check_frames(n_fft, hop_length, win_length, fn)
     spec = as_float_array(spec, "spec", fn=fn, min_ndim=2)
     if spec.shape[-1] != n_fft // 2 + 1:
         raise ValueError(f"The 'spec' parameter of {fn} must have shape (..., T, {n_fft // 2 + 1}) for n_fft = "
@@ -57,7 +57,7 @@ def griffin_lim(spec, *, n_fft: int = 400, hop_length: int = 160, win_length: in
         raise ValueError(f"The 'spec' parameter of {fn} must be non-negative (a magnitude or power spectrogram).")
     if length is not None:
         length = check_int(length, "length", fn=fn, low=1)
-    w = jnp.asarray(_window(window, n_fft, win_length, fn), spec.dtype)
+    w = jnp.asarray(make_window(window, n_fft, win_length, fn), spec.dtype)
     istft(jnp.zeros(spec.shape[-2:], jnp.complex64), n_fft=n_fft, hop_length=hop_length,
           window=np.asarray(w), length=length)  # validates the window envelope once
     mag = spec ** (1.0 / power)
@@ -75,7 +75,7 @@ def _griffin_lim(mag, angles, w, n_fft, hop, n_iter, momentum, length):
 
     def body(_, c):
         angles, tprev = c
-        inverse = _istft(mag * angles, w, n_fft, hop, True, length)
+        inverse = istft_frames(mag * angles, w, n_fft, hop, True, length)
         rebuilt = _stft(inverse, w, n_fft, hop, True)
         if rebuilt.shape[-2] != mag.shape[-2]:  # a 'length' that changes the frame count
             raise ValueError(f"griffin_lim: length={length} gives {rebuilt.shape[-2]} frames, not {mag.shape[-2]}.")
@@ -84,7 +84,7 @@ def _griffin_lim(mag, angles, w, n_fft, hop, n_iter, momentum, length):
         return new, rebuilt
 
     angles, _ = jax.lax.fori_loop(0, n_iter, body, (angles, jnp.zeros_like(angles)))
-    return _istft(mag * angles, w, n_fft, hop, True, length)
+    return istft_frames(mag * angles, w, n_fft, hop, True, length)
 
 
 def spectral_convergence(x, spec, *, n_fft: int = 400, hop_length: int = 160, win_length: int | None = None,

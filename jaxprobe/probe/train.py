@@ -284,7 +284,7 @@ def _init_stacked(keys, lay: _Layout, hidden, probe: ProbeConfig, dtype):
     return {"up": up, "body": body}
 
 
-def _unstack(params, lay: _Layout, names):
+def unstack_params(params, lay: _Layout, names):
     """Stacked tree -> {name: per-layer params}."""
     out = {}
     b = 0
@@ -559,7 +559,11 @@ def _sharded_eval(mesh, lay: _Layout, probe: ProbeConfig):
                                  in_specs=(P(), P(), P(), spec, spec), out_specs=P(), check_vma=False))
 
 
-class _Trainer:
+class Trainer:
+    """The training engine behind :func:`train_probes` (not part of ``jaxprobe.probe``'s public API):
+    holds the placed data, the compiled step and the optimiser for one run. The benches
+    (bench/bench_probe.py, bench/bench_scale.py) drive it directly to time single steps."""
+
     def __init__(self, data: ProbeData, valid: ProbeData | None, config: TrainConfig, probe: ProbeConfig,
                  tx: optax.GradientTransformation, key, mesh=None):
         self.data, self.valid, self.config, self.probe, self.tx = data, valid, config, probe, tx
@@ -691,7 +695,7 @@ def train_probes(data: ProbeData, *, key, valid: ProbeData | None = None, config
         stop_at_step = check_int(stop_at_step, "stop_at_step", fn=_FN, low=0)
     tx = optimizer if optimizer is not None else default_optimizer(config)
     mesh = as_mesh(mesh, _FN)
-    tr = _Trainer(data, valid, config, probe, tx, key, mesh)
+    tr = Trainer(data, valid, config, probe, tx, key, mesh)
     state = tr.init_state()
     history: list = []
     stopped = [None] * len(data.names)
@@ -760,7 +764,7 @@ def train_probes(data: ProbeData, *, key, valid: ProbeData | None = None, config
     if mngr is not None:
         mngr.close()
     return ProbeResult(names=data.names, rates=dict(zip(data.names, data.rates)),
-                       params=_unstack(final, lay, data.names), probe=probe, history=history,
+                       params=unstack_params(final, lay, data.names), probe=probe, history=history,
                        stopped=dict(zip(data.names, stopped)), step=step, finished=finished)
 
 

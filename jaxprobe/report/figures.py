@@ -43,7 +43,7 @@ _DESIGN_WORDS = {"noise": "resampling noise types", "noise-types": "resampling n
                  "hierarchical": "resampling noise types, then utterances within them"}
 
 
-def _interval_words(results) -> str:
+def interval_words(results) -> str:
     s = results.get("settings", {})
     level = R.find_setting(s, "level", "confidence", "ci_level")
     kind = R.find_setting(s, "interval", "method", "ci_method")
@@ -183,7 +183,7 @@ def fig_regression(results, out_dir, *, protocol=None, estimator=None, formats=F
     n_poor = sum(r["poor_fit"] for r in rows)
     thr = R.find_setting(results.get("settings", {}), "poor_fit_r2", "r2_threshold")
     cap = (f"Linear fits of CKA versus SNR per layer ({_combo_words(protocol, estimator)}): slope (top) "
-           f"and intercept, the fitted CKA at 0 dB (bottom). Error bars: {_interval_words(results)}, the "
+           f"and intercept, the fitted CKA at 0 dB (bottom). Error bars: {interval_words(results)}, the "
            f"fit repeated in every replicate. Green triangles mark layers receiving a skip connection, "
            f"orange stars layers whose block output leaves on one (skip roles from the model's layer map). {n_poor} of {len(rows)} fits are flagged "
            f"poor (red squares{f', R² < {thr}' if thr is not None else ''}); R² ranges "
@@ -219,7 +219,7 @@ def fig_cka_curves(results, out_dir, *, protocol=None, estimator=None, formats=F
         fig.legend(h, lab, loc="outside lower center", ncol=len(lab))
         png, pdf = save(fig, out_dir, _stem("cka_curves", g.protocol, g.estimator, primary), formats)
     cap = (f"CKA versus input SNR per block ({_combo_words(g.protocol, g.estimator)}); one line per "
-           f"layer (index within the block), bands: {_interval_words(results)}.")
+           f"layer (index within the block), bands: {interval_words(results)}.")
     return Figure(f"curves:{g.protocol}/{g.estimator}", f"CKA versus SNR per block ({g.protocol}, "
                   f"{g.estimator})", png, pdf, cap)
 

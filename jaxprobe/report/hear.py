@@ -17,8 +17,8 @@ import numpy as np
 
 from jaxprobe.report._style import PAGE_WIDTH, new_figure, save, style
 from jaxprobe.report.figures import Figure
-from jaxprobe.report.html import CSS, _html_table, _md_table
-from jaxprobe.report.tables import _write_csv, atomic_write_text
+from jaxprobe.report.html import CSS, html_table, md_table
+from jaxprobe.report.tables import write_csv, atomic_write_text
 
 MODEL_NAMES = {"vgg_lstm": "VGG-LSTM", "lstm": "pure-LSTM"}
 COND_COLORS = {"clean": "#1a1a1a", 0: "#2c7bb6", 1: "#7b3294", 2: "#d7191c", 3: "#fdae61", 4: "#1b9e3a"}
@@ -442,13 +442,13 @@ def write_hear_csvs(results, out) -> dict[str, Path]:
            | {f"wer_{c}": v["wer"] for c, v in r.get("listen", {}).items()} for r in results["asr"]]
     h, rows = table2_rows(results)
     t2 = [dict(zip(h, row)) for row in rows]
-    return {"probe": _write_csv(out / "probe.csv", probe_cols, results["probe"]),
-            "reference": _write_csv(out / "reference.csv", ["model", "regime", "layer", "condition", "eer", "eer_low",
+    return {"probe": write_csv(out / "probe.csv", probe_cols, results["probe"]),
+            "reference": write_csv(out / "reference.csv", ["model", "regime", "layer", "condition", "eer", "eer_low",
                                                             "eer_high", "stoi", "pesq"],
                                     results.get("reference", [])),
-            "asr": _write_csv(out / "asr.csv", ["model", "regime", "cer", "wer"], asr),
-            "table2": _write_csv(out / "table2.csv", h, t2),
-            "contrasts": _write_csv(out / "contrasts.csv", ["model", "layer", "condition", "statistic", "estimate", "low", "high"],
+            "asr": write_csv(out / "asr.csv", ["model", "regime", "cer", "wer"], asr),
+            "table2": write_csv(out / "table2.csv", h, t2),
+            "contrasts": write_csv(out / "contrasts.csv", ["model", "layer", "condition", "statistic", "estimate", "low", "high"],
                                     results.get("contrasts", []))}
 
 
@@ -508,8 +508,8 @@ def write_hear_report(results, out_dir, *, formats=("png", "pdf"), source=None) 
         md.append(f"## {head}\n")
         page.append(f"<h2>{html.escape(head)}</h2>")
         if kind == "table":
-            md.append(_md_table(*payload))
-            page.append(_html_table(*payload))
+            md.append(md_table(*payload))
+            page.append(html_table(*payload))
         elif kind == "list":
             md.append("\n".join(f"- {s}" for s in payload) + "\n")
             page.append("<ul>" + "".join(f"<li>{html.escape(s)}</li>" for s in payload) + "</ul>")

@@ -95,12 +95,12 @@ def write_scores(records, out_dir, results: dict | None = None) -> dict[str, Pat
     """human_error.csv, human_error.md and human_error_per_layer.png in ``out_dir``; with the
     study's results.json, the judge's EER of each cell beside the human error."""
     from jaxprobe.report._style import PAGE_WIDTH, new_figure, save, style
-    from jaxprobe.report.tables import _write_csv
+    from jaxprobe.report.tables import write_csv
     from jaxprobe.studies._common import ensure_writable_dir
 
     out = ensure_writable_dir(out_dir, "--out")
     recs = [{**r, "judge_eer": _judge_eer(results, r)} for r in records]
-    paths = {"csv": _write_csv(out / "human_error.csv", list(CELL) + ["error_rate", "low", "high", "judge_eer",
+    paths = {"csv": write_csv(out / "human_error.csv", list(CELL) + ["error_rate", "low", "high", "judge_eer",
                                                                        "n_answers", "n_listeners", "n_triplets"], recs)}
     f = lambda v: "–" if v is None else f"{100 * v:.1f}"  # noqa: E731
     lines = ["| model | regime | layer | condition | human error % [95 % interval] | judge EER % | answers | listeners |",

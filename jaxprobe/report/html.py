@@ -16,7 +16,7 @@ from pathlib import Path
 
 from jaxprobe.report import _results as R
 from jaxprobe.report import tables as T
-from jaxprobe.report.figures import Figure, _interval_words, render_figures
+from jaxprobe.report.figures import Figure, interval_words, render_figures
 from jaxprobe.report.summary import findings
 
 CSS = """
@@ -56,7 +56,7 @@ def _choices(results, combo) -> list[str]:
         out.append(f"What per-utterance CKA compares for {rec.get('name', 'this model')} (its model spec): samples = "
                    f"{rec['cka_samples']}; features = {rec.get('cka_features', '?')}. Model input: "
                    + (f"{window}-sample windows." if window else "whole mixtures (no window)."))
-    out.append(f"Intervals: {_interval_words(results)}.")
+    out.append(f"Intervals: {interval_words(results)}.")
     diff = [f"{k} = {v}" for k in ("epsilon", "alpha", "t_intra", "t_inter", "energy")
             if (v := R.find_setting(s, k)) is not None]
     if diff:
@@ -95,14 +95,14 @@ def _choices(results, combo) -> list[str]:
     return out
 
 
-def _md_table(head, rows) -> str:
+def md_table(head, rows) -> str:
     esc = lambda c: str(c).replace("|", "\\|")  # noqa: E731
     lines = ["| " + " | ".join(map(esc, head)) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(map(esc, r)) + " |" for r in rows]
     return "\n".join(lines) + "\n"
 
 
-def _html_table(head, rows) -> str:
+def html_table(head, rows) -> str:
     th = "".join(f"<th>{html.escape(str(h))}</th>" for h in head)
     body = "".join(
         "<tr>" + "".join(f'<td class="num">{html.escape(str(c))}</td>' if any(ch.isdigit() for ch in str(c))
@@ -198,7 +198,7 @@ def _render_md(title, secs, out_dir: Path, csvs) -> str:
     for kind, head, payload in secs:
         parts.append(f"## {head}\n")
         if kind == "table":
-            parts.append(_md_table(*payload))
+            parts.append(md_table(*payload))
         elif kind == "list":
             parts.append("\n".join(f"- {s}" for s in payload) + "\n")
         else:
@@ -217,7 +217,7 @@ def _render_html(title, secs, out_dir: Path, csvs) -> str:
     for kind, head, payload in secs:
         parts.append(f"<h2>{html.escape(head)}</h2>")
         if kind == "table":
-            parts.append(_html_table(*payload))
+            parts.append(html_table(*payload))
         elif kind == "list":
             parts.append("<ul>" + "".join(f"<li>{html.escape(s)}</li>" for s in payload) + "</ul>")
         else:

@@ -49,7 +49,7 @@ def _cell(v):
     return v
 
 
-def _write_csv(path, columns, records) -> Path:
+def write_csv(path, columns, records) -> Path:
     """The contract columns first, then any extra keys the records carry (e.g. per-design
     bounds ``low_hierarchical``), in first-seen order; absent cells are left empty."""
     cols = list(columns)
@@ -68,18 +68,18 @@ def write_csvs(results, out_dir) -> dict[str, Path]:
     trends.csv (one row per record, every combination)."""
     out = Path(out_dir)
     paths = {
-        "cka": _write_csv(out / "cka.csv", CSV_COLUMNS["cka"], R.cka_records(results)),
-        "regression": _write_csv(out / "regression.csv", CSV_COLUMNS["regression"], R.regression_records(results)),
-        "table1": _write_csv(out / "table1.csv", CSV_COLUMNS["table1"], _table1_raw(results)),
+        "cka": write_csv(out / "cka.csv", CSV_COLUMNS["cka"], R.cka_records(results)),
+        "regression": write_csv(out / "regression.csv", CSV_COLUMNS["regression"], R.regression_records(results)),
+        "table1": write_csv(out / "table1.csv", CSV_COLUMNS["table1"], _table1_raw(results)),
     }
     if R.has_trends(results):
-        paths["trends"] = _write_csv(out / "trends.csv", CSV_COLUMNS["trends"], results["trends"])
+        paths["trends"] = write_csv(out / "trends.csv", CSV_COLUMNS["trends"], results["trends"])
     if R.has_table1_symmetric(results):
-        paths["table1_symmetric"] = _write_csv(out / "table1_symmetric.csv", CSV_COLUMNS["table1"],
+        paths["table1_symmetric"] = write_csv(out / "table1_symmetric.csv", CSV_COLUMNS["table1"],
                                                _table1_raw(results, "table1_symmetric"))
     rows = _diffusion_interval_rows(results)
     if rows:
-        paths["diffusion_intervals"] = _write_csv(out / "diffusion_intervals.csv", DIFFUSION_INTERVAL_FIELDS, rows)
+        paths["diffusion_intervals"] = write_csv(out / "diffusion_intervals.csv", DIFFUSION_INTERVAL_FIELDS, rows)
     return paths
 
 

@@ -377,7 +377,7 @@ def regime_contrasts(out: Path, models, cfg) -> list[dict]:
     """Paired robust - baseline STOI, PESQ and EER differences per (model, layer, condition): the same
     listening items through both recognisers, so the bootstrap resamples utterances once for both
     (a tighter and more honest comparison than two separate intervals)."""
-    from jaxprobe.bootstrap import _interval
+    from jaxprobe.bootstrap import bootstrap_interval
 
     recs = []
     for mi, model in enumerate(models):
@@ -411,7 +411,7 @@ def regime_contrasts(out: Path, models, cfg) -> list[dict]:
                                           b["speaker"][order].tolist(), 20_000 + 1000 * mi + 10 * li + ci, cfg)
                     lo = hi = None
                     if boot is not None:  # percentile interval of the paired replicate differences
-                        dl, dh = _interval(boot.replicates[:, 1] - boot.replicates[:, 0], None, None,
+                        dl, dh = bootstrap_interval(boot.replicates[:, 1] - boot.replicates[:, 0], None, None,
                                            boot.level, "percentile")
                         lo, hi = 100.0 * float(dl), 100.0 * float(dh)
                     recs.append({"model": model, "layer": layer, "condition": str(cond),

@@ -11,7 +11,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from jaxprobe.config import ConfigError, _given, _merge, read_toml
+from jaxprobe.config import ConfigError, given_keys as _given, merge_tables as _merge, read_toml
 
 HEAR_DEFAULTS: dict[str, Any] = {
     "name": "hear",

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxprobe._validate import _aligned_view
+from jaxprobe._validate import aligned_view
 from jaxprobe.config import ConfigError, check_devices, fingerprint, load_sweep_config, snr_grid
 from jaxprobe.errors import DataError
 from jaxprobe.studies._common import atomic_json as _atomic_json
@@ -173,8 +173,8 @@ def load_sweep_arrays(store_dir: Path, snrs: list[float]):
         name = entry["name"]
         # 64-byte aligned, so the analysis hands each layer to JAX without a copy (an unaligned
         # (K, S, U, C, F) layer is copied into fresh memory at every call: 2.5-3.5x the CKA time)
-        noisy[name] = _aligned_view(store.read(name, rows_noisy.reshape(-1))).reshape((K, S, U) + store.layer_shape(name))
-        clean[name] = _aligned_view(store.read(name, rows_clean))
+        noisy[name] = aligned_view(store.read(name, rows_noisy.reshape(-1))).reshape((K, S, U) + store.layer_shape(name))
+        clean[name] = aligned_view(store.read(name, rows_clean))
     return layers, noisy, clean, noises, items
 
 

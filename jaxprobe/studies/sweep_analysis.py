@@ -24,8 +24,8 @@ import numpy as np
 
 from jaxprobe._validate import as_float_array, check_finite, check_not_constant
 from jaxprobe.bootstrap import bootstrap_mean, n_distinct_resamples
-from jaxprobe._cka import _needs_rescue, cka
-from jaxprobe.stats import _linregress, rankdata
+from jaxprobe._cka import needs_rescue, cka
+from jaxprobe.stats import linregress_fields, percentile_interval, rankdata
 from jaxprobe_kernels.gram import center_gram_unbiased, constant_ratio as _ratio, pow2_scale as _pow2_scale
 
 PROTOCOLS = ("utterance", "centroid")
@@ -201,7 +201,7 @@ def per_item_cka_all(noisy, clean, *, estimators=ESTIMATORS, orientation="channe
         return out, rx, np.asarray(ry)
 
     out, rx, ry = run(False)
-    if _needs_rescue(out, rx, ry, dtype=out.dtype):  # as in jaxprobe.cka: locate and word the problem
+    if needs_rescue(out, rx, ry, dtype=out.dtype):  # as in jaxprobe.cka: locate and word the problem
         fn = "per_item_cka_all"
         check_finite(X, "noisy", fn=fn)
         check_finite(Y, "clean", fn=fn)
@@ -252,7 +252,7 @@ def _replicate_statistics(x, curves, depth, avg, s0, s_low):
     s0, s_low: SNR positions (nearest 0 dB, lowest).
     Returns a dict of (B, L) per-layer fits and (B,) / (B, G) trend statistics.
     """
-    fit = _linregress(x.astype(curves.dtype), curves)
+    fit = linregress_fields(x.astype(curves.dtype), curves)
     d = jnp.broadcast_to(depth.astype(curves.dtype), fit.slope.shape)
     return {
         "slope": fit.slope, "intercept": fit.intercept, "r2": fit.r2,
@@ -299,8 +299,7 @@ def replicate_statistics(snrs, curves, layer_blocks):
 
 def _percentile(reps, level):
     """(B, ...) -> low, high percentile bounds; None-filled where any replicate is NaN."""
-    a = (1 - level) / 2
-    lo, hi = np.quantile(reps, [a, 1 - a], axis=0)
+    lo, hi = percentile_interval(reps, level)
     bad = np.isnan(reps).any(axis=0)
     return np.where(bad, np.nan, lo), np.where(bad, np.nan, hi)
 

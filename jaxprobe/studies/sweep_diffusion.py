@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxprobe import diffusion_bootstrap as DB
-from jaxprobe.diffusion_analysis import _membership, inter_layer, intra_layer
+from jaxprobe.diffusion_analysis import group_membership, inter_layer, intra_layer
 from jaxprobe.stats import linregress, spearman
 
 AUTHORS_BLOCKS = ("Enc1", "Enc2", "Dec2", "Dec1")  # the SE authors' inter-layer blocks (their code)
@@ -272,7 +272,7 @@ def analyze_diffusion(noisy: dict, layers: list, snrs, noises, dcfg: dict, *, se
         gd = np.asarray(inter.group_distances, np.float64)
         m = 1 if pool else K
         labels = np.repeat([inter.groups.index(nm if grouping == "layer" else block_of[nm]) for nm in inter.layers], m)
-        membership = _membership(labels, len(inter.groups), jnp.float32)
+        membership = group_membership(labels, len(inter.groups), jnp.float32)
         Xi = jnp.stack([jnp.asarray(items[nm]) for nm in inter.layers])  # (Li, K, S, U, D)
         gd_reps, res_i = DB.inter_replicates(Xi, index, weights, inter.maps, membership,
                                               key=jax.random.fold_in(key, salt + 18), symmetric=symmetric,

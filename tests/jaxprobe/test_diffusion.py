@@ -251,9 +251,9 @@ def test_no_recompilation_on_second_call(rng):
     X1 = rng.normal(size=(2, 20, 3)).astype(np.float32)
     X2 = rng.normal(size=(2, 20, 3)).astype(np.float32)
     diffusion_map(X1, n_components=3, epsilon=1.0, alpha=0.0, t=1.0)
-    before = dm_mod._diffusion_map_batched._cache_size()
+    before = dm_mod.diffusion_map_batched._cache_size()
     diffusion_map(X2, n_components=3, epsilon=2.0, alpha=0.5, t=3.0)
-    assert dm_mod._diffusion_map_batched._cache_size() == before
+    assert dm_mod.diffusion_map_batched._cache_size() == before
 
 
 def test_result_is_a_pytree(rng):

@@ -87,9 +87,9 @@ def test_intra_layer_by_name_groups_dimensions(rng):
 def test_intra_layer_no_recompilation(rng):
     X1, X2 = _drift(rng, 2, SNR, 8), _drift(rng, 2, SNR, 8)
     intra_layer(X1, SNR, n_components=2)
-    before = dm_mod._diffusion_map_batched._cache_size()
+    before = dm_mod.diffusion_map_batched._cache_size()
     intra_layer(X2, SNR, n_components=2)
-    assert dm_mod._diffusion_map_batched._cache_size() == before
+    assert dm_mod.diffusion_map_batched._cache_size() == before
 
 
 def test_intra_layer_bad_input(rng):

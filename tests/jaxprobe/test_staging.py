@@ -30,7 +30,7 @@ def _unaligned(rng, shape=(512, 1024)):
 
 def test_copy_is_aligned_and_equal(rng, pool):
     a = _unaligned(rng)
-    out = v._aligned_view(a)
+    out = v.aligned_view(a)
     assert out.ctypes.data % v.ALIGN == 0 and out.flags.c_contiguous
     np.testing.assert_array_equal(out, a)
     assert len(pool) == 1
@@ -38,28 +38,28 @@ def test_copy_is_aligned_and_equal(rng, pool):
 
 def test_buffer_in_use_is_never_handed_out_twice(rng, pool):
     a, b = _unaligned(rng), _unaligned(rng)
-    x = v._aligned_view(a)
+    x = v.aligned_view(a)
     part = x[10:20]  # a view keeps the buffer busy after x itself is gone
     del x
-    y = v._aligned_view(b)
+    y = v.aligned_view(b)
     assert not np.shares_memory(part, y)
     np.testing.assert_array_equal(part, a[10:20])
     j = jax.device_put(y, may_alias=True)  # so does a jax array aliasing it
     del y
-    z = v._aligned_view(a)
+    z = v.aligned_view(a)
     np.testing.assert_array_equal(np.asarray(j), b)
     assert not np.shares_memory(z, part)
     del part, j, z
     gc.collect()
     assert len(pool) == 3
-    w = v._aligned_view(a)  # now idle buffers exist: one is reused, none is added
+    w = v.aligned_view(a)  # now idle buffers exist: one is reused, none is added
     assert len(pool) == 3
     np.testing.assert_array_equal(w, a)
 
 
 def test_small_and_aligned_inputs_bypass_the_pool(rng, pool):
     small = rng.normal(size=(10, 10)).astype(np.float32)[:, 1:]
-    np.testing.assert_array_equal(v._aligned_view(np.ascontiguousarray(small)[1:]), small[1:])
-    aligned = v._aligned_view(_unaligned(rng))  # a staged array is itself aligned: returned as is
-    assert v._aligned_view(aligned) is aligned
+    np.testing.assert_array_equal(v.aligned_view(np.ascontiguousarray(small)[1:]), small[1:])
+    aligned = v.aligned_view(_unaligned(rng))  # a staged array is itself aligned: returned as is
+    assert v.aligned_view(aligned) is aligned
     assert len(pool) == 1
