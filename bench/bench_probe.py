@@ -85,7 +85,8 @@ def main(argv=None):
     import torch
 
     from jaxprobe.probe import ProbeConfig, TrainConfig, default_optimizer
-    from jaxprobe.probe.train import Trainer, unstack_params, resolve_fuse
+    from jaxprobe.probe.step import resolve_fuse, unstack_params
+    from jaxprobe.probe.train import Trainer
 
     data = _data()
     cfg = TrainConfig(steps=10**6, batch_blocks=BATCH_BLOCKS, learning_rate=1e-3, warmup_steps=0,
