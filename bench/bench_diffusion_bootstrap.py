@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import peak_rss_mb, write_results  # noqa: E402
 
 from jaxprobe import diffusion_bootstrap as DB  # noqa: E402
-from jaxprobe.diffusion_analysis import intra_layer  # noqa: E402
+from jaxprobe.diffusion import intra_layer  # noqa: E402
 from jaxprobe_kernels.gram import sq_distances  # noqa: E402
 
 L, K, S, D = 24, 18, 41, 2048

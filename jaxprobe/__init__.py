@@ -4,8 +4,8 @@ The public API is what ``__all__`` lists. ``import jaxprobe`` never imports torc
 """
 from jaxprobe.bootstrap import BootstrapResult, bootstrap_cka, bootstrap_eer, bootstrap_mean, bootstrap_min_dcf, resample_counts
 from jaxprobe._cka import cka, cka_matrix
-from jaxprobe.diffusion import DiffusionMap, diffusion_distances, diffusion_map, diffusion_nystrom
-from jaxprobe.diffusion_analysis import InterLayerResult, IntraLayerResult, inter_layer, intra_layer, intra_layer_by_name
+from jaxprobe.diffusion import (DiffusionMap, InterLayerResult, IntraLayerResult, diffusion_distances, diffusion_map,
+                                diffusion_nystrom, inter_layer, intra_layer, intra_layer_by_name)
 from jaxprobe._mesh import make_mesh
 from jaxprobe.stats import LinregressResult, eer, linregress, min_dcf, pearson, rankdata, spearman
 from jaxprobe.streaming import store_gram, streaming_cka

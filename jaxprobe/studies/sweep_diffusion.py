@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxprobe import diffusion_bootstrap as DB
-from jaxprobe.diffusion_analysis import group_membership, inter_layer, intra_layer
+from jaxprobe.diffusion import group_membership, inter_layer, intra_layer
 from jaxprobe.stats import linregress, spearman
 
 AUTHORS_BLOCKS = ("Enc1", "Enc2", "Dec2", "Dec1")  # the SE authors' inter-layer blocks (their code)

@@ -7,7 +7,7 @@ import scipy.stats
 
 from jaxprobe import diffusion as dm_mod
 from jaxprobe.diffusion import diffusion_map
-from jaxprobe.diffusion_analysis import inter_layer, intra_layer, intra_layer_by_name
+from jaxprobe.diffusion import inter_layer, intra_layer, intra_layer_by_name
 
 SNR = np.arange(-10.0, 31.0)  # the paper's grid, 41 levels
 

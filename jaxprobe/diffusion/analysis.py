@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxprobe._validate import as_float_array, check_finite
-from jaxprobe.diffusion import DiffusionMap, diffusion_map
+from jaxprobe.diffusion.map import DiffusionMap, diffusion_map
 from jaxprobe.stats import linregress, spearman
 from jaxprobe_kernels.gram import sq_distances
 

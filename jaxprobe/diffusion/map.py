@@ -32,10 +32,9 @@ Conventions (shared with ``kernels.affinity`` and ``tests/reference/diffusion_re
   and ``coords`` is zero in the dropped columns (so distances use only kept ones).
 """
 from __future__ import annotations
+from __future__ import annotations
 
 import dataclasses
-import numbers
-import warnings
 from functools import partial
 
 import jax
@@ -43,10 +42,18 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental.sparse.linalg import lobpcg_standard
 
-from jaxprobe._validate import as_float_array, check_choice, check_finite, check_int, check_key, check_positive
+from jaxprobe.diffusion._checks import (
+    ALMOST_ZERO,
+    EPSILON_SUBSAMPLE,
+    KRYLOV_EXTRA,
+    KRYLOV_STEPS,
+    check_outputs,
+    check_settings,
+    warn_degenerate,
+    warn_unconverged,
+)
 from jaxprobe_kernels.affinity import (
     affinity_matvec,
-    cross_affinity,
     default_gram_blocks,
     epsilon_bgh,
     epsilon_median,
@@ -55,18 +62,6 @@ from jaxprobe_kernels.affinity import (
 )
 from jaxprobe_kernels.gram import sq_distances
 from jaxprobe_kernels.krylov import block_krylov_eigh, converged
-
-EPSILON_RULES = ("median", "bgh")
-COORDINATES = ("markov", "symmetric")
-SOLVERS = ("auto", "eigh", "lobpcg", "krylov")
-DENSE_MAX_N = 8192  # above this n, affinities are built in tiles (block_size=None)
-AUTO_EIGH_MAX_N = 256  # solver="auto" uses eigh up to this n
-KRYLOV_STEPS = 4  # block Krylov: basis [Q, SQ, ..., S^4 Q] of blocks k + KRYLOV_EXTRA wide
-KRYLOV_EXTRA = 2
-BLOCK_SIZE = 1024
-EPSILON_SUBSAMPLE = 2048  # the tiled path estimates epsilon rules on this many points
-ALMOST_ONE = 0.99  # smallest off-diagonal affinity above this: kernel ~ all ones
-ALMOST_ZERO = 1e-6  # largest off-diagonal affinity of a point below this: isolated point
 
 
 @partial(
@@ -117,6 +112,7 @@ class DiffusionMap:
     energy: float | None
     solver: str
     coordinates: str = "markov"
+
 
 
 # ----------------------------------------------------------------------------- one cloud
@@ -302,119 +298,8 @@ def diffusion_map_batched(X, eps_value, alpha, t, energy, align, key, *, sequent
     )
 
 
-# ----------------------------------------------------------------------------- validation
-
-_FN = "diffusion_map"
-
-
-def _check_real(v, name, lo, hi, *, lo_open=False, fn=_FN):
-    ok = isinstance(v, numbers.Real) and not isinstance(v, bool) and np.isfinite(v)
-    ok = ok and (lo < v if lo_open else lo <= v) and (hi is None or v <= hi)
-    if not ok:
-        left = "(" if lo_open else "["
-        right = "inf)" if hi is None else f"{hi}]"
-        raise ValueError(f"The '{name}' parameter of {fn} must be a number in {left}{lo}, {right}. Got {v!r} instead.")
-    return float(v)
-
-
-def _check_shape(X, name, fn):
-    # transient: X is only read inside the call, which blocks before returning
-    X = as_float_array(X, name, fn=fn, min_ndim=2, transient=True)
-    n = X.shape[-2]
-    if n < 3:
-        raise ValueError(
-            f"The '{name}' parameter of {fn} must hold at least 3 points on axis -2 (shape (..., n, d)); "
-            f"got shape {tuple(X.shape)}. A diffusion map of fewer than 3 points has no structure."
-        )
-    return X
-
-
-def _identical_error(name, fn, idx):
-    return ValueError(
-        f"The '{name}' parameter of {fn} holds a cloud whose points are all identical "
-        f"(batch index {idx}); its affinities carry no geometry. Drop that cloud or check how it was built."
-    )
-
-
-def check_clouds(X, name, fn):
-    host = X if isinstance(X, np.ndarray) and X.dtype.kind == "f" else None
-    X = as_float_array(X, name, fn=fn, min_ndim=2, integers=False)
-    n = X.shape[-2]
-    if n < 3:
-        raise ValueError(
-            f"The '{name}' parameter of {fn} must hold at least 3 points on axis -2 (shape (..., n, d)); "
-            f"got shape {tuple(X.shape)}. A diffusion map of fewer than 3 points has no structure."
-        )
-    Xn = np.asarray(X) if host is None else host  # a device-to-host copy costs more than the checks
-    with np.errstate(over="ignore", invalid="ignore"):
-        total = Xn.sum()  # one pass, no temporary; inf/nan here only if some value is (or it overflowed)
-    if not np.isfinite(total):
-        check_finite(Xn, name, fn=fn)  # the exact check, worded with the first bad index
-    same = np.max(np.ptp(Xn, axis=-2), axis=-1) == 0
-    if same.any():
-        idx = tuple(int(i) for i in np.argwhere(np.atleast_1d(same))[0]) if same.ndim else ()
-        raise _identical_error(name, fn, idx)
-    return X
-
-
-def _check_epsilon(epsilon, fn=_FN):
-    if isinstance(epsilon, str):
-        return check_choice(epsilon, "epsilon", EPSILON_RULES, fn=fn), 1.0
-    if isinstance(epsilon, numbers.Real) and not isinstance(epsilon, bool):
-        return None, check_positive(epsilon, "epsilon", fn=fn)
-    raise ValueError(
-        f"The 'epsilon' parameter of {fn} must be a number > 0 or one of {EPSILON_RULES}. Got {epsilon!r} instead."
-    )
-
-
-def _warn_unconverged(res: DiffusionMap):
-    resid = np.asarray(res.residuals)
-    limit = float(np.sqrt(np.finfo(resid.dtype).eps))
-    who = {"lobpcg": "LOBPCG has", "krylov": "the Krylov solver and its LOBPCG refinement have"}.get(res.solver)
-    if who and (resid > limit).any():
-        warnings.warn(
-            f"diffusion_map: {who} not converged for {int((resid > limit).sum())} eigenpair(s) "
-            f"(largest residual {float(resid.max()):.2e} > {limit:.1e}). Raise maxiter, use fewer components, "
-            "or solver='eigh'.",
-            stacklevel=3,
-        )
-
-
-def _warn_degenerate(res: DiffusionMap):
-    min_aff = np.atleast_1d(np.asarray(res.min_affinity))
-    iso = np.atleast_1d(np.asarray(res.n_isolated))
-    n = res.coords.shape[-2]
-    if (min_aff > ALMOST_ONE).any():
-        i = int(np.argmax(min_aff > ALMOST_ONE))
-        warnings.warn(
-            f"diffusion_map: the kernel is degenerate (all off-diagonal affinities > {ALMOST_ONE}) in "
-            f"{int((min_aff > ALMOST_ONE).sum())} cloud(s), first at flat batch index {i}: epsilon is far "
-            "larger than the squared distances, so the eigenvectors are noise. Use epsilon='median' or 'bgh', "
-            "or a smaller epsilon.",
-            stacklevel=3,
-        )
-    if (iso > 0).any():
-        i = int(np.argmax(iso > 0))
-        what = "all points are" if iso[i] == n else f"{int(iso[i])} of {n} points are"
-        warnings.warn(
-            f"diffusion_map: the kernel is degenerate in {int((iso > 0).sum())} cloud(s): at flat batch index {i} "
-            f"{what} isolated (no off-diagonal affinity above {ALMOST_ZERO}), so eigenvalues near 1 reflect "
-            "disconnection, not geometry. Use epsilon='median' or 'bgh', or a larger epsilon.",
-            stacklevel=3,
-        )
-
 
 # ----------------------------------------------------------------------------- public API
-
-
-def _krylov_basis(k):
-    """Columns of the block Krylov basis for k components."""
-    return (KRYLOV_STEPS + 1) * (k + KRYLOV_EXTRA)
-
-
-def _on_one_device(X):
-    sharding = getattr(X, "sharding", None)
-    return sharding is None or len(sharding.device_set) <= 1
 
 
 def diffusion_map(
@@ -493,208 +378,35 @@ def diffusion_map(
     duplicated). Warns (UserWarning) when the kernel degenerates or LOBPCG has not
     converged.
     """
-    # finiteness and identical points are checked inside the jitted call (same errors)
-    X = _check_shape(X, "X", _FN)
-    n = X.shape[-2]
-    batch = X.shape[:-2]
-    rule, eps_value = _check_epsilon(epsilon)
-    alpha = _check_real(alpha, "alpha", 0.0, 1.0)
-    t = _check_real(t, "t", 0.0, None)
-    if energy is not None:
-        energy = _check_real(energy, "energy", 0.0, 1.0, lo_open=True)
-    solver = check_choice(solver, "solver", SOLVERS, fn=_FN)
-    coordinates = check_choice(coordinates, "coordinates", COORDINATES, fn=_FN)
-    if n_components is not None and (
-        isinstance(n_components, bool) or not isinstance(n_components, numbers.Integral)
-        or not 1 <= n_components <= n - 1
-    ):
-        raise ValueError(
-            f"The 'n_components' parameter of {_FN} must be an int in [1, n - 1] = [1, {n - 1}] for clouds "
-            f"of n = {n} points (the trivial component is dropped). Got {n_components!r} instead."
-        )
-    if block_size is None:
-        block_size = BLOCK_SIZE if n > DENSE_MAX_N else None
-    else:
-        block_size = check_int(block_size, "block_size", fn=_FN, low=1)
-    one_device = _on_one_device(X)
-    if solver == "auto":
-        small = n <= AUTO_EIGH_MAX_N or n_components is None or 5 * n_components >= n
-        if small and block_size is None:
-            solver = "eigh"
-        else:
-            # float64: the 5-block basis did not meet LOBPCG's float64 test on the benchmark
-            # clouds, so LOBPCG would run after it anyway: LOBPCG directly
-            krylov = one_device and X.dtype != jnp.float64 and _krylov_basis(n_components) < n
-            solver = "krylov" if krylov else "lobpcg"
-    if solver == "eigh":
-        if block_size is not None:
-            raise ValueError(
-                f"The 'solver' parameter of {_FN} cannot be 'eigh' with tiled affinities (n = {n}, block_size = "
-                f"{block_size}): eigh needs the dense (n, n) matrix. Use solver='lobpcg' with n_components, "
-                "or block_size=None for n <= 8192."
-            )
-        k = n - 1 if n_components is None else int(n_components)
-    else:
-        if n_components is None:
-            raise ValueError(
-                f"The 'n_components' parameter of {_FN} must be an int for solver='{solver}' (n = {n}); got None. "
-                "Pass e.g. n_components=10, or solver='eigh' for all components."
-            )
-        k = int(n_components)
-        if not 5 * k < n:
-            raise ValueError(
-                f"The 'n_components' parameter of {_FN} must satisfy 5 * n_components < n for solver='{solver}'; "
-                f"got n_components={k}, n={n}. Use solver='eigh' or fewer components."
-            )
-        if solver == "krylov" and not _krylov_basis(k) < n:
-            raise ValueError(
-                f"The 'n_components' parameter of {_FN} must satisfy 5 * (n_components + 2) < n for "
-                f"solver='krylov' (its basis); got n_components={k}, n={n}. Use solver='lobpcg' or 'eigh'."
-            )
-        maxiter = check_int(maxiter, "maxiter", fn=_FN, low=1)
-        if tol is not None:
-            tol = check_positive(tol, "tol", fn=_FN)
-    if solver == "eigh":
-        maxiter, tol = 0, None  # unused; keeps the compiled signature stable
-    key = jax.random.key(0) if key is None else check_key(key, fn=_FN)
-    use_align = align_to is not None
-    if use_align:
-        a = as_float_array(align_to, "align_to", fn=_FN)
-        check_finite(a, "align_to", fn=_FN)
-        try:
-            a = jnp.broadcast_to(a, batch + (n,))
-        except ValueError:
-            raise ValueError(
-                f"The 'align_to' parameter of {_FN} must have shape (n,) = ({n},) or {batch + (n,)}; "
-                f"got {tuple(a.shape)}. Pass one value per point (e.g. the SNR of each point)."
-            ) from None
-        a = a.astype(X.dtype)
-    else:
-        a = jnp.zeros(batch + (n,), X.dtype)
-
+    s = check_settings(X, n_components=n_components, epsilon=epsilon, alpha=alpha, t=t, energy=energy, key=key,
+                       align_to=align_to, solver=solver, block_size=block_size, maxiter=maxiter, tol=tol,
+                       coordinates=coordinates)
+    batch, n = s.batch, s.n
     B = int(np.prod(batch, dtype=np.int64))
     out = diffusion_map_batched(
-        X.reshape((B,) + X.shape[-2:]),
-        jnp.asarray(eps_value, X.dtype),
-        jnp.asarray(alpha, X.dtype),
-        jnp.asarray(t, X.dtype),
-        jnp.asarray(1.0 if energy is None else energy, X.dtype),
-        a.reshape(B, n),
-        key,
-        rule=rule, k=k, solver=solver, block_size=block_size, maxiter=maxiter, tol=tol,
-        use_energy=energy is not None, use_align=use_align, symmetric=coordinates == "symmetric",
-        sequential=solver in ("lobpcg", "krylov") and one_device and (block_size is None or solver == "krylov"),
+        s.X.reshape((B,) + s.X.shape[-2:]),
+        jnp.asarray(s.eps_value, s.X.dtype),
+        jnp.asarray(s.alpha, s.X.dtype),
+        jnp.asarray(s.t, s.X.dtype),
+        jnp.asarray(1.0 if s.energy is None else s.energy, s.X.dtype),
+        s.align.reshape(B, n),
+        s.key,
+        rule=s.rule, k=s.k, solver=s.solver, block_size=s.block_size, maxiter=s.maxiter, tol=s.tol,
+        use_energy=s.energy is not None, use_align=s.use_align, symmetric=s.coordinates == "symmetric",
+        sequential=(s.solver in ("lobpcg", "krylov") and s.one_device
+                    and (s.block_size is None or s.solver == "krylov")),
     )
     coords, w, psi, eps, pi, q, n_kept, mask, min_aff, n_iso, resid, finite, spread = (
         o.reshape(batch + o.shape[1:]) for o in out
     )
-    if not np.asarray(finite).all():
-        check_finite(np.asarray(X), "X", fn=_FN)  # the worded error, with the first bad index
-    same = ~np.asarray(spread)
-    if same.any():
-        raise _identical_error("X", _FN, tuple(int(i) for i in np.argwhere(np.atleast_1d(same))[0]) if same.ndim else ())
-    eps_np = np.asarray(eps)
-    if not (np.isfinite(eps_np) & (eps_np > 0)).all():
-        raise ValueError(
-            f"The 'epsilon' parameter of {_FN} ('{rule}') gave a bandwidth of {float(np.min(eps_np))!r} for some "
-            "cloud: most pairs of points are duplicates. Deduplicate the points or pass a number for epsilon."
-        )
+    # finiteness and identical points were checked inside the jitted call (same errors)
+    check_outputs(s.X, finite, spread, eps, s.rule)
     res = DiffusionMap(
         coords=coords, eigenvalues=w, eigenvectors=psi, epsilon=eps, stationary=pi, density=q,
         n_kept=n_kept, mask=mask, min_affinity=min_aff, n_isolated=n_iso, residuals=resid,
-        alpha=alpha, t=t, epsilon_rule="fixed" if rule is None else rule, energy=energy, solver=solver,
-        coordinates=coordinates,
+        alpha=s.alpha, t=s.t, epsilon_rule="fixed" if s.rule is None else s.rule, energy=s.energy, solver=s.solver,
+        coordinates=s.coordinates,
     )
-    _warn_degenerate(res)
-    _warn_unconverged(res)
+    warn_degenerate(res)
+    warn_unconverged(res)
     return res
-
-
-@jax.jit
-def _pairwise_distances(coords):
-    return jnp.sqrt(sq_distances(coords))
-
-
-def diffusion_distances(coords):
-    """Pairwise diffusion distances: Euclidean distances between diffusion coordinates.
-
-    With all ``n - 1`` components of a map at time t, these equal
-    ``||p_t(x_i, .) - p_t(x_j, .)||_{1/pi}`` (Coifman & Lafon 2006).
-
-    Parameters
-    ----------
-    coords : array of shape (..., n, k), e.g. ``diffusion_map(X).coords``.
-
-    Returns
-    -------
-    D : array of shape (..., n, n), symmetric, zero diagonal.
-    """
-    coords = as_float_array(coords, "coords", fn="diffusion_distances", min_ndim=2)
-    check_finite(coords, "coords", fn="diffusion_distances")
-    batch, (n, k) = coords.shape[:-2], coords.shape[-2:]
-    flat = coords.reshape((-1, n, k))
-    return jax.vmap(_pairwise_distances)(flat).reshape(batch + (n, n))
-
-
-@jax.jit
-def _nystrom_one(Y, X, eps, q, alpha, lam, psi, t, mask):
-    Ky = cross_affinity(Y, X, eps)
-    qa_y = jnp.sum(Ky, axis=1) ** (-alpha)
-    Ka = Ky * qa_y[:, None] * (q ** (-alpha))[None, :]
-    Py = Ka / jnp.sum(Ka, axis=1, keepdims=True)
-    lam = jnp.maximum(lam, 0.0)
-    # psi(y) = (P_y psi) / lambda, coords = lambda^t psi(y); lambda = 0 columns give 0
-    safe = jnp.where(lam > 0, lam, 1.0)
-    w = jnp.where((lam > 0) & mask, lam ** t / safe, 0.0)
-    return (Py @ psi) * w[None, :]
-
-
-def diffusion_nystrom(dmap: DiffusionMap, X, Y):
-    """Out-of-sample (Nystrom) extension of new points into an existing map.
-
-    For a new point y, ``psi_k(y) = (1 / lambda_k) sum_j p(y, x_j) psi_k(x_j)`` with
-    ``p(y, .)`` the row of the Markov matrix built with the map's epsilon, alpha and
-    densities; extending the map's own points reproduces ``dmap.coords``.
-
-    Parameters
-    ----------
-    dmap : DiffusionMap of clouds ``X``.
-    X : array of shape (..., n, d), the clouds the map was built from.
-    Y : array of shape (..., m, d), new points (same leading axes as X).
-
-    Returns
-    -------
-    coords : array of shape (..., m, k). Memory is O(m n) per cloud.
-    """
-    fn = "diffusion_nystrom"
-    if getattr(dmap, "coordinates", "markov") != "markov":
-        raise ValueError(
-            f"The 'dmap' parameter of {fn} must be a map with coordinates='markov' (the extension formula is "
-            f"for right eigenvectors of P); got coordinates={dmap.coordinates!r}. Recompute the map with "
-            "coordinates='markov'."
-        )
-    X = as_float_array(X, "X", fn=fn, min_ndim=2)
-    Y = as_float_array(Y, "Y", fn=fn, min_ndim=2)
-    check_finite(Y, "Y", fn=fn)
-    batch = dmap.coords.shape[:-2]
-    n, k = dmap.coords.shape[-2:]
-    if X.shape[:-2] != batch or X.shape[-2] != n:
-        raise ValueError(
-            f"The 'X' parameter of {fn} must be the clouds the map was built from, shape {batch + (n,)} + (d,); "
-            f"got {tuple(X.shape)}."
-        )
-    if Y.shape[:-2] != batch or Y.shape[-1] != X.shape[-1]:
-        raise ValueError(
-            f"The 'Y' parameter of {fn} must have shape {batch} + (m, {X.shape[-1]}) (same batch and features "
-            f"as X); got {tuple(Y.shape)}."
-        )
-    B = int(np.prod(batch, dtype=np.int64))
-    dtype = jnp.result_type(X.dtype, Y.dtype)
-    flat = lambda a, tail: jnp.asarray(a).reshape((B,) + tail)  # noqa: E731
-    out = jax.vmap(_nystrom_one, in_axes=(0, 0, 0, 0, None, 0, 0, None, 0))(
-        flat(Y, Y.shape[-2:]).astype(dtype), flat(X, X.shape[-2:]).astype(dtype),
-        flat(dmap.epsilon, ()), flat(dmap.density, (n,)), jnp.asarray(dmap.alpha, dtype),
-        flat(dmap.eigenvalues, (k,)), flat(dmap.eigenvectors, (n, k)), jnp.asarray(dmap.t, dtype),
-        flat(dmap.mask, (k,)),
-    )
-    return out.reshape(batch + out.shape[1:])
