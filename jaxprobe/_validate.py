@@ -1,6 +1,11 @@
 """Shared input validators: every error says which argument, what was expected,
 what arrived, and how to fix it. Used at the Python boundary of the public API,
-once, before anything is traced."""
+once, before anything is traced.
+
+``torch_bridge/data/record.py`` holds word-for-word copies of ``check_int``, ``check_real`` and
+``check_choice``: torch_bridge does not import jaxprobe (the data flows one way, DESIGN.md), and
+importing ``jaxprobe._validate`` would load every analysis and JAX through ``jaxprobe/__init__``.
+``tests/test_layout.py`` checks that both word every error alike."""
 from __future__ import annotations
 
 import numbers
@@ -224,6 +229,22 @@ def check_int(v: Any, name: str, *, fn: str | None = None, low: int | None = Non
     if (low is not None and v < low) or (high is not None and v > high):
         raise ValueError(f"The '{name}' parameter{_where(fn)} must be an int in [{lo}, {hi}. Got {v} instead.")
     return v
+
+
+def check_real(v: Any, name: str, *, fn: str | None = None, low: float | None = None, high: float | None = None,
+               low_open: bool = False) -> float:
+    """``v`` as a finite float in ``[low, high]`` (``(low, high]`` with ``low_open``); ValueError otherwise."""
+    ok = not isinstance(v, (bool, np.bool_)) and isinstance(v, numbers.Real) and bool(np.isfinite(v))
+    if ok and low is not None:
+        ok = v > low if low_open else v >= low
+    if ok and high is not None:
+        ok = v <= high
+    if not ok:
+        lo = "-inf" if low is None else str(low)
+        hi = "inf)" if high is None else f"{high}]"
+        raise ValueError(f"The '{name}' parameter{_where(fn)} must be a finite number in "
+                         f"{'(' if low_open else '['}{lo}, {hi}. Got {v!r} instead.")
+    return float(v)
 
 
 def check_open_interval(v: Any, name: str, *, fn: str | None = None, low: float = 0.0, high: float = 1.0) -> float:

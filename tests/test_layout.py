@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 import import_graph  # noqa: E402
@@ -69,3 +71,38 @@ def test_kernels_are_imported_as_jaxprobe_kernels_only():
                          else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
                 bad += [f"{path.relative_to(ROOT)}: {n}" for n in names if n == "kernels" or n.startswith("kernels.")]
     assert not bad, bad
+
+
+def test_validators_word_errors_alike():
+    """One wording: torch_bridge cannot import jaxprobe's validators (data flows one way), so it keeps
+    word-for-word copies; the same bad argument gets the same error from both."""
+    from jaxprobe import _validate as jv
+    from torch_bridge.data import record as tv
+
+    cases = [
+        ("check_int", (2.5, "n"), {"fn": "f"}), ("check_int", (True, "n"), {}),
+        ("check_int", (0, "n"), {"fn": "f", "low": 1}), ("check_int", (9, "n"), {"low": 1, "high": 8}),
+        ("check_int", (3, "n"), {"low": 1}),
+        ("check_real", (float("nan"), "x"), {"fn": "f"}), ("check_real", (0.0, "level"), {"low": 0.0, "low_open": True}),
+        ("check_real", (2.0, "x"), {"fn": "g", "low": 0.0, "high": 1.0}), ("check_real", ("1", "x"), {}),
+        ("check_real", (np.bool_(True), "x"), {}), ("check_real", (-1, "t"), {"low": 0.0}),
+        ("check_real", (np.float32(0.5), "x"), {"low": 0.0, "high": 1.0}),
+        ("check_choice", ("mean", "rule"), {"choices": ("median", "bgh"), "fn": "f"}),
+        ("check_choice", (True, "k"), {"choices": (1, 2)}), ("check_choice", (2.0, "k"), {"choices": (1, 2)}),
+    ]
+
+    def outcome(mod, name, args, kwargs):
+        kwargs = dict(kwargs)
+        if "choices" in kwargs:
+            args = (*args, kwargs.pop("choices"))
+        try:
+            return "ok", getattr(mod, name)(*args, **kwargs)
+        except (TypeError, ValueError) as e:
+            return type(e).__name__, str(e)
+
+    errors = 0
+    for name, args, kwargs in cases:
+        a, b = outcome(jv, name, args, kwargs), outcome(tv, name, args, kwargs)
+        assert a == b, (name, args, kwargs, a, b)
+        errors += a[0] != "ok"
+    assert errors >= 10  # the table exercises the error paths, not only the happy ones

@@ -16,7 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprobe._validate import as_float_array, check_choice, check_finite, check_int, check_key, check_positive
+from jaxprobe._validate import (as_float_array, check_choice, check_finite, check_int, check_key, check_positive,
+                                check_real)
 
 EPSILON_RULES = ("median", "bgh")
 COORDINATES = ("markov", "symmetric")
@@ -55,16 +56,6 @@ class Settings(NamedTuple):
 
 
 _FN = "diffusion_map"
-
-
-def check_real(v, name, lo, hi, *, lo_open=False, fn=_FN):
-    ok = isinstance(v, numbers.Real) and not isinstance(v, bool) and np.isfinite(v)
-    ok = ok and (lo < v if lo_open else lo <= v) and (hi is None or v <= hi)
-    if not ok:
-        left = "(" if lo_open else "["
-        right = "inf)" if hi is None else f"{hi}]"
-        raise ValueError(f"The '{name}' parameter of {fn} must be a number in {left}{lo}, {right}. Got {v!r} instead.")
-    return float(v)
 
 
 def check_shape(X, name, fn):
@@ -174,10 +165,10 @@ def check_settings(X, *, n_components, epsilon, alpha, t, energy, key, align_to,
     n = X.shape[-2]
     batch = X.shape[:-2]
     rule, eps_value = check_epsilon(epsilon)
-    alpha = check_real(alpha, "alpha", 0.0, 1.0)
-    t = check_real(t, "t", 0.0, None)
+    alpha = check_real(alpha, "alpha", fn=_FN, low=0.0, high=1.0)
+    t = check_real(t, "t", fn=_FN, low=0.0)
     if energy is not None:
-        energy = check_real(energy, "energy", 0.0, 1.0, lo_open=True)
+        energy = check_real(energy, "energy", fn=_FN, low=0.0, high=1.0, low_open=True)
     solver = check_choice(solver, "solver", SOLVERS, fn=_FN)
     coordinates = check_choice(coordinates, "coordinates", COORDINATES, fn=_FN)
     if n_components is not None and (

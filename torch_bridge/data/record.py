@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import numbers
 import os
 from pathlib import Path
 from typing import Any
@@ -64,40 +65,47 @@ def _where(fn: str | None) -> str:
     return f" of {fn}" if fn else ""
 
 
-def check_int(v: Any, name: str, *, fn: str | None = None, low: int | None = None,
-              high: int | None = None) -> int:
-    """Return ``v`` as int; TypeError/ValueError worded like scikit-learn's parameter checks."""
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+# check_int, check_real and check_choice: word-for-word copies of jaxprobe/_validate.py's (torch_bridge does not
+# import jaxprobe; tests/test_layout.py checks that both word every error alike)
+def check_int(v: Any, name: str, *, fn: str | None = None, low: int | None = None, high: int | None = None) -> int:
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral):
         raise TypeError(f"The '{name}' parameter{_where(fn)} must be an int; got {v!r} ({type(v).__name__}).")
     v = int(v)
+    lo = "-inf" if low is None else str(low)
+    hi = "inf)" if high is None else f"{high}]"
     if (low is not None and v < low) or (high is not None and v > high):
-        lo = "-inf" if low is None else str(low)
-        hi = "inf)" if high is None else f"{high}]"
         raise ValueError(f"The '{name}' parameter{_where(fn)} must be an int in [{lo}, {hi}. Got {v} instead.")
     return v
 
 
-def check_real(v: Any, name: str, *, fn: str | None = None, low: float | None = None,
-               high: float | None = None, low_open: bool = False) -> float:
-    """Return ``v`` as a finite float within the bounds; ValueError otherwise."""
-    ok = not isinstance(v, bool) and isinstance(v, (int, float, np.integer, np.floating)) and np.isfinite(v)
+def check_real(v: Any, name: str, *, fn: str | None = None, low: float | None = None, high: float | None = None,
+               low_open: bool = False) -> float:
+    """``v`` as a finite float in ``[low, high]`` (``(low, high]`` with ``low_open``); ValueError otherwise."""
+    ok = not isinstance(v, (bool, np.bool_)) and isinstance(v, numbers.Real) and bool(np.isfinite(v))
     if ok and low is not None:
         ok = v > low if low_open else v >= low
     if ok and high is not None:
         ok = v <= high
     if not ok:
         lo = "-inf" if low is None else str(low)
-        hi = "inf" if high is None else str(high)
+        hi = "inf)" if high is None else f"{high}]"
         raise ValueError(f"The '{name}' parameter{_where(fn)} must be a finite number in "
-                         f"{'(' if low_open else '['}{lo}, {hi}]. Got {v!r} instead.")
+                         f"{'(' if low_open else '['}{lo}, {hi}. Got {v!r} instead.")
     return float(v)
 
 
 def check_choice(v: Any, name: str, choices, *, fn: str | None = None):
-    if v not in choices:
-        opts = ", ".join(repr(c) for c in choices)
-        raise ValueError(f"The '{name}' parameter{_where(fn)} must be one of {opts}. Got {v!r} instead.")
-    return v
+    """``v`` if it is one of ``choices`` (same type and value: ``True`` is not ``1``), else ValueError."""
+    for c in choices:
+        if v is c:
+            return c
+        if isinstance(c, str) and isinstance(v, str) and v == c:
+            return c
+        if (isinstance(c, numbers.Number) and not isinstance(c, bool) and isinstance(v, numbers.Number)
+                and not isinstance(v, (bool, np.bool_)) and v == c):
+            return c
+    opts = ", ".join(repr(c) for c in choices)
+    raise ValueError(f"The '{name}' parameter{_where(fn)} must be one of {opts}. Got {v!r} instead.")
 
 
 def _label(name: str, source: str | os.PathLike | None) -> str:
