@@ -6,7 +6,7 @@ placing a host value on the mesh (:func:`put`), the leading-axis spec, padding a
 multiple of the device count and trimming/gathering it again (:func:`padded_size`,
 :func:`pad_rows`, :func:`fetch`), a cached ``jit(shard_map(...))`` and PRNG keys crossing a
 shard_map. Each analysis owns its sharded path (``jaxprobe._cka.sharded_cka``,
-``jaxprobe.bootstrap.sharded_*``, ``jaxprobe.distributed.sharded_diffusion_map``) and imports
+``jaxprobe.bootstrap.sharded_*``, ``jaxprobe.diffusion.sharded_diffusion_map``) and imports
 this module; this module imports none of them, so there is no import circle.
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 __all__ = ["AXIS", "as_mesh", "auto_axes", "compiled_shard_map", "fetch", "initialize", "key_parts", "leading_spec",
-           "make_mesh", "pad_rows", "padded_size", "put", "rewrap_key"]
+           "make_mesh", "mesh_from_config", "pad_rows", "padded_size", "put", "rewrap_key"]
 
 AXIS = "data"
 
@@ -76,6 +76,16 @@ def as_mesh(mesh, fn: str = "this function") -> Mesh | None:
         return make_mesh(mesh)
     except (TypeError, ValueError) as exc:
         raise type(exc)(f"The 'mesh' parameter of {fn}: {exc}") from None
+
+
+def mesh_from_config(devices) -> Mesh | None:
+    """The mesh a study's ``compute.devices`` setting asks for: None for "1" (the single-device
+    path), else ``make_mesh("all")`` or ``make_mesh(N)``. The value is checked against the devices
+    JAX sees before any work (``check_devices`` of the study's configuration)."""
+    devices = str(devices)
+    if devices == "1":
+        return None
+    return make_mesh("all" if devices == "all" else int(devices))
 
 
 def initialize(coordinator_address: str, num_processes: int, process_id: int, **kwargs) -> None:

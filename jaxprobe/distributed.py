@@ -35,7 +35,7 @@ one host, several hosts, CPUs and GPUs.
 from __future__ import annotations
 
 from jaxprobe._cka import sharded_cka
-from jaxprobe._mesh import AXIS, as_mesh, initialize, make_mesh
+from jaxprobe._mesh import AXIS, as_mesh, initialize, make_mesh, mesh_from_config
 from jaxprobe.diffusion.sharded import sharded_diffusion_map
 
-__all__ = ["AXIS", "as_mesh", "initialize", "make_mesh", "sharded_cka", "sharded_diffusion_map"]
+__all__ = ["AXIS", "as_mesh", "initialize", "make_mesh", "mesh_from_config", "sharded_cka", "sharded_diffusion_map"]

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxprobe.config import fingerprint
+from jaxprobe.distributed import mesh_from_config
 from jaxprobe.studies._common import atomic_json as _atomic_json
 from jaxprobe.studies._common import locks_output_folder
 from jaxprobe.studies._common import enable_compilation_cache, stage_logger
@@ -485,12 +486,7 @@ def run(config, out_dir, *, devices: str | None = None) -> dict:
     t_jobs = time.perf_counter() - t0
     speaker, recognisers = done[0], done[1:]
     data = load_hear_data(cfg["data"], cfg["conditions"]["noises"])
-    mesh = None
-    dev = cfg["compute"]["devices"]
-    if dev != "1":
-        from jaxprobe.distributed import make_mesh
-
-        mesh = make_mesh("all" if dev == "all" else int(dev))
+    mesh = mesh_from_config(cfg["compute"]["devices"])
     probe_recs, ref_recs, asr_recs, probe_info, mel_examples = [], [], [], {}, {}
     for rec in recognisers:
         tag = f"{rec['model']}-{rec['regime']}"

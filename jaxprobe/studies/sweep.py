@@ -22,6 +22,7 @@ import numpy as np
 
 from jaxprobe._validate import aligned_view
 from jaxprobe.config import ConfigError, check_devices, fingerprint, load_sweep_config, snr_grid
+from jaxprobe.distributed import mesh_from_config
 from jaxprobe.errors import DataError
 from jaxprobe.studies._common import atomic_json as _atomic_json
 from jaxprobe.studies._common import enable_compilation_cache as _enable_compilation_cache
@@ -217,12 +218,8 @@ def _analysis_stage(cfg, store_dir: Path, out: Path, data_desc: str) -> dict:
         n_boot=c["n_boot"], level=c["level"], method=c["method"], designs=tuple(c["designs"]),
         poor_fit_r2=c["poor_fit_r2"], seed=cfg["sweep"]["seed"],
     )
-    dev = cfg["compute"]["devices"]
-    mesh = None
-    if dev != "1":
-        from jaxprobe.distributed import make_mesh
-
-        mesh = make_mesh("all" if dev == "all" else int(dev))
+    mesh = mesh_from_config(cfg["compute"]["devices"])
+    if mesh is not None:
         _log(f"analysis: {len(mesh.devices.flat)} devices")
     _log(f"analysis: CKA of {len(layers)} layers x {len(noises) * len(snrs) * len(items)} noisy items "
          f"({', '.join(settings.protocols)}; {', '.join(settings.estimators)})")

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import jaxprobe
-from jaxprobe.distributed import as_mesh, make_mesh
+from jaxprobe.distributed import as_mesh, make_mesh, mesh_from_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -228,3 +228,13 @@ def test_two_processes_on_loopback_share_one_mesh(key):
     for o in outs:
         assert (o["procs"], o["devices"], o["local"]) == (2, 4, 2)
         np.testing.assert_allclose(np.asarray(o["reps"]), ref, rtol=1e-5, atol=1e-6)
+
+
+def test_mesh_from_config_is_the_studies_one_rule():
+    """compute.devices "1" keeps the single-device path (no mesh); "all" and a count build one."""
+    assert mesh_from_config("1") is None and mesh_from_config(1) is None
+    assert len(mesh_from_config("all").devices.flat) == jax.device_count()
+    n = jax.device_count()
+    assert mesh_from_config(str(n)) is None if n == 1 else len(mesh_from_config(str(n)).devices.flat) == n
+    with pytest.raises(ValueError, match="'devices' parameter of make_mesh"):
+        mesh_from_config(str(jax.device_count() + 1))
