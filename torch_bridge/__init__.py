@@ -103,14 +103,14 @@ _EXPORTS: dict[str, str] = {
     # speaker embeddings and verification
     "SpeakerConfig": "torch_bridge.models.speaker",
     "XVector": "torch_bridge.models.speaker",
-    "cosine_scores": "torch_bridge.models.speaker",
-    "eer": "torch_bridge.models.speaker",
+    "cosine_scores": "torch_bridge.verification",
+    "eer": "torch_bridge.verification",
     "load_speaker_model": "torch_bridge.models.speaker",
     "speaker_eer": "torch_bridge.models.speaker",
     "speaker_embeddings": "torch_bridge.models.speaker",
     "train_speaker_model": "torch_bridge.models.speaker",
     "train_speaker_on_corpus": "torch_bridge.models.speaker",
-    "verification_trials": "torch_bridge.models.speaker",
+    "verification_trials": "torch_bridge.verification",
 }
 
 __all__ = sorted(_EXPORTS)

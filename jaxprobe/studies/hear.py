@@ -182,7 +182,7 @@ def _eer_boot(embs: list, speakers: list, key_int: int, cfg):
 
     from jaxprobe.bootstrap import TooFewResamplesError, bootstrap_eer
     from jaxprobe.stats import eer
-    from torch_bridge.models.speaker import cosine_scores, verification_trials
+    from torch_bridge.verification import cosine_scores, verification_trials
 
     lst = cfg["listen"]
     trials = cfg["speaker"]["trials_per_class"] or None
@@ -217,7 +217,7 @@ def _min_dcf_ci(emb: np.ndarray, speakers: list, key_int: int, cfg) -> dict:
 
     from jaxprobe.bootstrap import TooFewResamplesError, bootstrap_min_dcf
     from jaxprobe.stats import P_TARGETS, min_dcf
-    from torch_bridge.models.speaker import cosine_scores, verification_trials
+    from torch_bridge.verification import cosine_scores, verification_trials
 
     lst = cfg["listen"]
     trials = cfg["speaker"]["trials_per_class"] or None
