@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from jaxprobe.errors import ConfigError  # re-exported: jaxprobe.config.ConfigError
+from torch_bridge.models.muse_layers import MUSE_SAMPLE_RATE, MUSE_WINDOW  # torch-free: MUSE's spec module
 
 __all__ = ["ConfigError", "SWEEP_DEFAULTS", "check_devices", "load_sweep_config", "snr_grid"]
 
@@ -182,7 +183,7 @@ _NUMBERS = {
     ("diffusion", "energy"): (0.0, 1.0, False, "an energy fraction in (0, 1] (0 = keep every component)"),
 }
 #: the shortest data.duration that holds one MUSE window (30,700 samples at 16 kHz)
-MIN_DURATION_S = 30700 / 16000.0
+MIN_DURATION_S = MUSE_WINDOW / MUSE_SAMPLE_RATE
 
 
 def _validate(cfg: dict) -> dict:

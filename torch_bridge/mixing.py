@@ -51,11 +51,12 @@ from .data.record import (
     check_waveform,
 )
 from .errors import UserError
+from .models.muse_layers import MUSE_WINDOW
 
 #: The paper's grid: integer SNRs from -10 to 30 dB (41 values).
 DEFAULT_SNRS: tuple[int, ...] = tuple(range(-10, 31))
 #: MUSE's native chunk: 30,700 samples (about 1.9 s at 16 kHz).
-MUSE_CHUNK = 30700
+MUSE_CHUNK = MUSE_WINDOW
 FULL_SCALE = 1.0
 _SCALE_PEAK = 0.99
 _ACTIVE_FRAME_S = 0.02

@@ -27,10 +27,11 @@ import numpy as np
 import torch
 
 from torch_bridge.models.muse import MUSE
+from torch_bridge.models.muse_layers import MUSE_SAMPLE_RATE, MUSE_WINDOW
 from torch_bridge.weights import OFFICIAL_SHA256, resolve_muse_checkpoint
 
-SAMPLE_RATE = 16000
-SEGMENT_SIZE = 30700
+SAMPLE_RATE = MUSE_SAMPLE_RATE
+SEGMENT_SIZE = MUSE_WINDOW
 N_FFT = 510
 HOP_SIZE = 100
 WIN_SIZE = 510

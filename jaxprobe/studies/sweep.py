@@ -24,6 +24,7 @@ from jaxprobe._validate import aligned_view
 from jaxprobe.config import ConfigError, check_devices, fingerprint, load_sweep_config, snr_grid
 from jaxprobe.distributed import mesh_from_config
 from jaxprobe.errors import DataError
+from torch_bridge.models.muse_layers import MUSE_SAMPLE_RATE, MUSE_WINDOW  # torch-free: MUSE's spec module
 from jaxprobe.studies._common import atomic_json as _atomic_json
 from jaxprobe.studies._common import enable_compilation_cache as _enable_compilation_cache
 from jaxprobe.studies._common import check_embedded_noises, ensure_writable_dir
@@ -59,9 +60,9 @@ def _select_utterances(records, n: int, min_seconds: float):
 MIN_UTTERANCE_S = 1.0
 
 
-def _load_data(cfg: dict, window: int | None = 30700):
+def _load_data(cfg: dict, window: int | None = MUSE_WINDOW):
     d = cfg["data"]
-    window_s = window / 16000.0 if window else MIN_UTTERANCE_S - 0.1
+    window_s = window / MUSE_SAMPLE_RATE if window else MIN_UTTERANCE_S - 0.1
     if d["source"] == "embedded":
         from torch_bridge.corpus import load_corpus
 

@@ -52,6 +52,11 @@ _SKIPS: dict[tuple[str, int], str] = {
     ("Dec1", 0): "input",
 }
 LAYERS_PER_BLOCK = 4
+#: MUSE's window: the official inference cuts an utterance into segments of this many samples
+#: (about 1.92 s) at MUSE_SAMPLE_RATE; the model's constants live here, in its torch-free spec
+#: module, so jaxprobe's configuration checks read them without importing torch.
+MUSE_WINDOW = 30700
+MUSE_SAMPLE_RATE = 16000
 
 
 @dataclass(frozen=True)
