@@ -214,7 +214,7 @@ def main(argv=None):
     print(f"data: 24 layers x {K} noises x {S} SNRs x {U} utterances ({gb:.1f} GiB) generated in "
           f"{time.perf_counter() - t0:.1f} s", flush=True)
 
-    from jaxprobe.config import SWEEP_DEFAULTS
+    from jaxprobe.studies.sweep_config import SWEEP_DEFAULTS
     from jaxprobe.studies.sweep_analysis import CkaSettings, analyze_cka
     from jaxprobe.studies.sweep_diffusion import analyze_diffusion
 

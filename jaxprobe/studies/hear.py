@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxprobe.config import fingerprint
+from jaxprobe.studies._config import fingerprint
 from jaxprobe.distributed import mesh_from_config
 from jaxprobe.studies._common import atomic_json as _atomic_json
 from jaxprobe.studies._common import locks_output_folder
@@ -447,7 +447,7 @@ def judge_on_human(cfg: dict, data, speaker_path: str, *, per_speaker: int = 30)
 def _preflight(cfg: dict, out_dir) -> Path:
     """Checks that need more than the config's values, before any work: the devices JAX sees,
     noise names, data folders and checkpoints exist, the output folder can be written."""
-    from jaxprobe.config import ConfigError, check_devices
+    from jaxprobe.studies._config import ConfigError, check_devices
     from jaxprobe.studies._common import check_embedded_noises, ensure_writable_dir
 
     check_devices(cfg["compute"]["devices"])

@@ -1,6 +1,6 @@
 """Configuration of `jaxprobe hear`: TOML merged over documented defaults, validated once.
 
-Same rules as the sweep's (:mod:`jaxprobe.config`): unknown keys are errors, every error names the
+Same rules as the sweep's (:mod:`jaxprobe.studies.sweep_config`): unknown keys are errors, every error names the
 key path, what was expected and what arrived. Shipped configs: ``demo`` (``hear-demo.toml``) and
 ``paper`` (``hear-paper.toml``); a path to any TOML file works too.
 """
@@ -11,7 +11,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from jaxprobe.config import ConfigError, given_keys as _given, merge_tables as _merge, read_toml
+from jaxprobe.studies._config import ConfigError, given_keys as _given, merge_tables as _merge, read_toml
 
 HEAR_DEFAULTS: dict[str, Any] = {
     "name": "hear",
@@ -195,7 +195,7 @@ def _validate(cfg: dict, given: frozenset = frozenset()) -> dict:
 
 
 def _merge_loose(base: dict, over: dict, path: str) -> dict:
-    """:func:`jaxprobe.config._merge`, except that free-form tables (empty-dict defaults such as
+    """:func:`jaxprobe.studies._config.merge_tables`, except that free-form tables (empty-dict defaults such as
     ``asr.checkpoints``) accept any keys."""
     free = {k: over.pop(k) for k in list(over) if isinstance(base.get(k), dict) and not base[k]}
     nested = {k: over.pop(k) for k in list(over) if isinstance(base.get(k), dict) and base[k]}

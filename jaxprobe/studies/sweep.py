@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from jaxprobe._validate import aligned_view
-from jaxprobe.config import ConfigError, check_devices, fingerprint, load_sweep_config, snr_grid
+from jaxprobe.studies._config import check_devices, fingerprint
+from jaxprobe.studies.sweep_config import ConfigError, load_sweep_config, snr_grid
 from jaxprobe.distributed import mesh_from_config
 from jaxprobe.errors import DataError
 from torch_bridge.models.muse_layers import MUSE_SAMPLE_RATE, MUSE_WINDOW  # torch-free: MUSE's spec module

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from jaxprobe import cli
-from jaxprobe.config import ConfigError, load_sweep_config
+from jaxprobe.studies.sweep_config import ConfigError, load_sweep_config
 from jaxprobe.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[2]

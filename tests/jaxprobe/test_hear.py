@@ -14,7 +14,7 @@ import time
 import numpy as np
 import pytest
 
-from jaxprobe.config import ConfigError
+from jaxprobe.errors import ConfigError
 from jaxprobe.studies.hear_config import load_hear_config
 
 TINY = {

@@ -4,7 +4,7 @@ import pytest
 from scipy import stats
 
 import jaxprobe
-from jaxprobe.config import ConfigError, load_sweep_config, snr_grid
+from jaxprobe.studies.sweep_config import ConfigError, load_sweep_config, snr_grid
 from jaxprobe.studies.sweep_analysis import CkaSettings, analyze_cka, centroid_cka, per_item_cka
 from jaxprobe.studies.sweep_diffusion import analyze_diffusion
 

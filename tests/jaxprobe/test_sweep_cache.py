@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from jaxprobe.config import load_sweep_config
+from jaxprobe.studies.sweep_config import load_sweep_config
 from jaxprobe.studies import sweep
 from tests.jaxprobe.test_sweep_analysis import SNRS, _synthetic
 from torch_bridge.dump import Item

@@ -1,4 +1,5 @@
-"""Study configuration: TOML files merged over documented defaults, validated once.
+"""The sweep's configuration (`jaxprobe sweep`): TOML files merged over documented defaults
+(``SWEEP_DEFAULTS``), validated once.
 
 Unknown keys are errors (a typo must not silently fall back to a default); every
 error names the key path, what was expected and what arrived.
@@ -6,17 +7,15 @@ error names the key path, what was expected and what arrived.
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 import math
-import tomllib
 from pathlib import Path
 from typing import Any
 
-from jaxprobe.errors import ConfigError  # re-exported: jaxprobe.config.ConfigError
+from jaxprobe.errors import ConfigError  # re-exported: jaxprobe.studies.sweep_config.ConfigError
+from jaxprobe.studies._config import given_keys, merge_tables, read_toml
 from torch_bridge.models.muse_layers import MUSE_SAMPLE_RATE, MUSE_WINDOW  # torch-free: MUSE's spec module
 
-__all__ = ["ConfigError", "SWEEP_DEFAULTS", "check_devices", "load_sweep_config", "snr_grid"]
+__all__ = ["ConfigError", "MIN_DURATION_S", "SWEEP_DEFAULTS", "load_sweep_config", "snr_grid"]
 
 SWEEP_DEFAULTS: dict[str, Any] = {
     "name": "sweep",
@@ -94,65 +93,6 @@ _SUBSETS = {
     ("cka", "designs"): ("noise", "hierarchical"),
     ("report", "formats"): ("png", "pdf"),
 }
-
-
-
-
-# list keys whose default is empty: the type their elements must have
-_LIST_ITEMS = {"snrs": "number", "noises": "str", "layers": "str"}
-
-
-def _is_number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def _check_items(where: str, key: str, v: list, d: list) -> None:
-    """Every element of a list value has the kind of the default's elements."""
-    kind = _LIST_ITEMS.get(key) or ("number" if d and _is_number(d[0]) else "str" if d else None)
-    if kind is None:
-        return
-    ok = _is_number if kind == "number" else (lambda x: isinstance(x, str))
-    bad = [x for x in v if not ok(x)]
-    if bad:
-        what = "a list of numbers" if kind == "number" else "a list of strings"
-        raise ConfigError(f"Configuration key '{where}' must be {what}; got {v!r} (bad element {bad[0]!r}).")
-    if kind == "number":
-        nonfinite = [x for x in v if not math.isfinite(x)]
-        if nonfinite:
-            raise ConfigError(f"Configuration key '{where}' must hold finite numbers; got {v!r}.")
-
-
-def merge_tables(base: dict, over: dict, path: str) -> dict:
-    out = copy.deepcopy(base)
-    for k, v in over.items():
-        where = f"{path}.{k}" if path else k
-        if k not in base:
-            raise ConfigError(f"Unknown configuration key '{where}'. Known keys here: {', '.join(sorted(base))}.")
-        if isinstance(base[k], dict):
-            if not isinstance(v, dict):
-                raise ConfigError(f"Configuration key '{where}' must be a table; got {type(v).__name__}.")
-            out[k] = merge_tables(base[k], v, where)
-        else:
-            d = base[k]
-            ok = (
-                isinstance(v, type(d))
-                or (isinstance(d, float) and isinstance(v, int) and not isinstance(v, bool))
-                or (k == "epsilon" and isinstance(v, (int, float)))
-                or (k == "inter_layers" and isinstance(v, list))
-            )
-            if not ok or (isinstance(v, bool) != isinstance(d, bool)):
-                raise ConfigError(
-                    f"Configuration key '{where}' must be {type(d).__name__}; got {v!r} ({type(v).__name__})."
-                )
-            if isinstance(v, list):
-                _check_items(where, k, v, d)
-                if k == "snrs" and not v:  # an explicit empty grid is a mistake, not "use the default"
-                    raise ConfigError(f"Configuration key '{where}' must hold at least one SNR; got []. "
-                                      "Leave the key out to use the snr_min..snr_max range.")
-            elif isinstance(v, float) and not math.isfinite(v):
-                raise ConfigError(f"Configuration key '{where}' must be a finite number; got {v!r}.")
-            out[k] = v
-    return out
 
 
 def _fail(key: str, expected: str, got) -> ConfigError:
@@ -255,25 +195,6 @@ def _validate(cfg: dict) -> dict:
     return cfg
 
 
-def check_devices(value: str, key: str = "compute.devices") -> int:
-    """The number of JAX devices ``value`` ("all" or a count) asks for, checked against the
-    devices JAX sees; ConfigError (naming ``key``) when there are fewer. Call it before any work."""
-    import jax
-
-    have = jax.device_count()
-    value = str(value)
-    if value == "all":
-        return have
-    if not (value.isdigit() and int(value) >= 1):
-        raise _fail(key, "'all' or a device count >= 1", value)
-    if int(value) > have:
-        raise ConfigError(
-            f"Configuration key '{key}' (--devices) asks for {value} devices; JAX sees {have} "
-            f"({jax.devices()[0].platform}). Use --devices all, a count <= {have}, or on CPU set "
-            f"XLA_FLAGS=--xla_force_host_platform_device_count={value} before starting.")
-    return int(value)
-
-
 def snr_grid(cfg: dict) -> list[float]:
     s = cfg["sweep"]
     if s["snrs"]:
@@ -283,24 +204,6 @@ def snr_grid(cfg: dict) -> list[float]:
     return [float(v) for v in range(int(s["snr_min"]), int(s["snr_max"]) + 1, int(s["snr_step"]))]
 
 
-def read_toml(path: Path) -> dict:
-    """A config file's tables; invalid TOML is a ConfigError naming the file."""
-    with open(path, "rb") as f:
-        try:
-            return tomllib.load(f)
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-
-
-def given_keys(tables: dict, path: str = "") -> set[str]:
-    """Dotted paths of the values a user table sets explicitly."""
-    out = set()
-    for k, v in tables.items():
-        where = f"{path}.{k}" if path else k
-        out |= given_keys(v, where) if isinstance(v, dict) else {where}
-    return out
-
-
 def load_sweep_config(source: str | Path | dict | None = None, **overrides) -> dict:
     """Defaults <- TOML file (or dict) <- keyword overrides ({"section": {...}})."""
     cfg = copy.deepcopy(SWEEP_DEFAULTS)
@@ -308,7 +211,7 @@ def load_sweep_config(source: str | Path | dict | None = None, **overrides) -> d
     if isinstance(source, (str, Path)):
         path = Path(source)
         if not path.exists():
-            shipped = Path(__file__).resolve().parent / "configs" / f"{source}.toml"
+            shipped = Path(__file__).resolve().parents[1] / "configs" / f"{source}.toml"
             if shipped.exists():
                 path = shipped
             else:
@@ -329,8 +232,3 @@ def load_sweep_config(source: str | Path | dict | None = None, **overrides) -> d
             on = [grid[i] for i in idx]
         cfg["diffusion"]["inter_snrs"] = [int(v) if float(v).is_integer() else v for v in on]
     return _validate(cfg)
-
-
-def fingerprint(obj: Any) -> str:
-    """Stable short hash of a JSON-able object (stage cache keys)."""
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
