@@ -24,188 +24,27 @@ Intervals
   theta_hat} / B)``; acceleration from the jackknife over the resampling unit (rows
   for iid, groups for cluster and hierarchical), itself computed through count rows
   ``1 - e_i``: ``a = sum (m - theta_i)^3 / (6 (sum (m - theta_i)^2)^1.5)``.
+
+The designs, the result record and the interval methods are in :mod:`jaxprobe.resampling`
+(re-exported here); this module holds the bootstraps of CKA, of means and of verification
+measures, and their sharded replicate paths.
 """
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
 from functools import partial
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import PartitionSpec as P
-from scipy.special import ndtr, ndtri
 
-from jaxprobe.stats import percentile_interval
-from jaxprobe._validate import as_float_array, check_bool, check_choice, check_finite, check_int, check_key, check_open_interval
+from jaxprobe._validate import as_float_array, check_bool, check_choice, check_finite, check_int, check_key
 from jaxprobe._cka import KERNELS, resolve_sigma, validate_pair, raise_constants
 from jaxprobe import _mesh
+from jaxprobe.resampling import (METHODS, BootstrapResult, Design, bootstrap_interval, check_boot_settings,  # noqa: F401
+                                 n_distinct_resamples, resample_counts)
 from jaxprobe_kernels import gram as _gram
 from jaxprobe_kernels import resample as _resample
-
-METHODS = ("percentile", "bca")
-
-
-@dataclass(frozen=True)
-class BootstrapResult:
-    """Point estimate, interval and replicates.
-
-    Attributes
-    ----------
-    estimate, low, high : arrays of shape (...) (the statistic's batch shape)
-    replicates : array of shape (n_boot, ...)
-    level : float, method : str
-    """
-
-    estimate: Any
-    low: Any
-    high: Any
-    replicates: Any
-    level: float
-    method: str
-
-    @property
-    def n_boot(self) -> int:
-        return int(self.replicates.shape[0])
-
-    @property
-    def se(self):
-        """Bootstrap standard error (std of the replicates, ddof=1)."""
-        return jnp.std(self.replicates, axis=0, ddof=1)
-
-
-# ----------------------------------------------------------------------------- counts
-
-class _Design:
-    """The resampling design: group structure as static arrays for jitted drawing."""
-
-    def __init__(self, n: int, groups, hierarchical: bool, fn: str):
-        self.n = n
-        self.hierarchical = bool(hierarchical)
-        if groups is None:
-            if hierarchical:
-                raise ValueError(f"The 'hierarchical' option of {fn} needs 'groups' (the upper level).")
-            self.labels = None
-            return
-        g = np.asarray(groups)
-        if g.ndim != 1 or g.shape[0] != n:
-            raise ValueError(
-                f"The 'groups' parameter of {fn} must be a 1-D array of n = {n} labels, one per "
-                f"sample; got shape {g.shape}."
-            )
-        _, inv = np.unique(g, return_inverse=True)
-        self.labels = inv.astype(np.int32)
-        self.n_groups = int(inv.max()) + 1
-        if self.n_groups < 2:
-            raise ValueError(f"The 'groups' parameter of {fn} has a single group; a cluster bootstrap needs at least 2.")
-        sizes = np.bincount(inv, minlength=self.n_groups)
-        self.sizes = sizes.astype(np.int32)
-        width = int(sizes.max())
-        members = np.zeros((self.n_groups, width), np.int32)
-        for k in range(self.n_groups):
-            idx = np.flatnonzero(inv == k)
-            members[k, : idx.size] = idx
-        self.members = members
-
-    def counts(self, key, n_boot: int):
-        """(n_boot, n) int32 count matrix; replicate b from ``fold_in(key, b)``."""
-        ids = jnp.arange(n_boot)
-        if self.labels is None:
-            return _resample.iid_counts(key, ids, self.n)
-        if not self.hierarchical:
-            return _resample.cluster_counts(key, ids, jnp.asarray(self.labels), self.n_groups)
-        return _resample.hier_counts(key, ids, jnp.asarray(self.members), jnp.asarray(self.sizes), self.n)
-
-    def jackknife(self):
-        """Leave-one-unit-out count rows (J, n): rows for iid, groups otherwise."""
-        if self.labels is None:
-            return 1 - np.eye(self.n, dtype=np.int32)
-        return (self.labels[None, :] != np.arange(self.n_groups)[:, None]).astype(np.int32)
-
-
-def n_distinct_resamples(n: int | None = None, *, groups=None, hierarchical: bool = False) -> int:
-    """How many different count vectors (resamples) a bootstrap design can draw.
-
-    With so few that replicates repeat (e.g. 2 noise types resampled: 3 resamples), a
-    percentile interval takes only a handful of values and means little.
-
-    Parameters
-    ----------
-    n : number of items (iid design, ``groups`` None).
-    groups : array of shape (n,), group label of each item (cluster designs).
-    hierarchical : groups drawn with replacement, then items within every drawn group.
-
-    Returns
-    -------
-    int (exact). iid over n items or cluster over G groups: multisets of size n (G) from n
-    (G): C(2n - 1, n). Hierarchical: sum over group multiplicities m_g (sum = G) of
-    prod_g C(m_g u_g + u_g - 1, u_g - 1), u_g the group sizes (m_g draws of u_g items
-    from a group add up to any multiset of size m_g u_g), by polynomial multiplication.
-    """
-    if groups is None:
-        n = check_int(n, "n", fn="n_distinct_resamples", low=1)
-        return math.comb(2 * n - 1, n)
-    _, sizes = np.unique(np.asarray(groups), return_counts=True)
-    G = len(sizes)
-    if not hierarchical:
-        return math.comb(2 * G - 1, G)
-    poly = [1] + [0] * G  # coefficients of x^0..x^G
-    for u in (int(v) for v in sizes):
-        f = [math.comb(m * u + u - 1, u - 1) for m in range(G + 1)]
-        poly = [sum(poly[i] * f[k - i] for i in range(k + 1)) for k in range(G + 1)]
-    return poly[G]
-
-
-def resample_counts(key, n_boot: int, n: int, *, groups=None, hierarchical: bool = False):
-    """Count matrix (n_boot, n) of a bootstrap design (see the module docstring)."""
-    fn = "resample_counts"
-    key = check_key(key, fn=fn)
-    hierarchical = check_bool(hierarchical, "hierarchical", fn=fn)
-    n_boot = check_int(n_boot, "n_boot", fn=fn, low=1)
-    n = check_int(n, "n", fn=fn, low=1)
-    return _Design(n, groups, hierarchical, fn).counts(key, n_boot)
-
-
-# ----------------------------------------------------------------------------- intervals
-
-def bootstrap_interval(reps, est, jack, level, method):
-    """reps (B, ...), est (...), jack (J, ...) or None -> low, high (numpy float64 math)."""
-    r = np.asarray(reps, dtype=np.float64)
-    alpha = (1.0 - level) / 2.0
-    if method == "percentile":
-        lo, hi = percentile_interval(r, level)
-    else:
-        e = np.asarray(est, dtype=np.float64)
-        frac = np.mean(r < e, axis=0)
-        if np.any((frac == 0) | (frac == 1)):
-            raise ValueError(
-                "BCa interval undefined: for some statistic every bootstrap replicate lies on one "
-                "side of the estimate (bias correction z0 = +-inf). Use method='percentile' or more replicates."
-            )
-        z0 = ndtri(frac)
-        j = np.asarray(jack, dtype=np.float64)
-        d = j.mean(axis=0) - j
-        num = np.sum(d**3, axis=0)
-        den = 6.0 * np.sum(d**2, axis=0) ** 1.5
-        a = np.divide(num, den, out=np.zeros_like(num), where=den > 0)
-        zl, zh = ndtri(alpha), ndtri(1.0 - alpha)
-        ql = ndtr(z0 + (z0 + zl) / (1.0 - a * (z0 + zl)))
-        qh = ndtr(z0 + (z0 + zh) / (1.0 - a * (z0 + zh)))
-        flat = r.reshape(r.shape[0], -1)
-        ql_f, qh_f = np.ravel(ql), np.ravel(qh)
-        lo = np.array([np.quantile(flat[:, i], ql_f[i]) for i in range(flat.shape[1])]).reshape(np.shape(ql))
-        hi = np.array([np.quantile(flat[:, i], qh_f[i]) for i in range(flat.shape[1])]).reshape(np.shape(qh))
-    dt = np.asarray(reps).dtype
-    return jnp.asarray(lo, dtype=dt), jnp.asarray(hi, dtype=dt)
-
-
-def _check_common(n_boot, level, method, fn):
-    n_boot = check_int(n_boot, "n_boot", fn=fn, low=1)
-    level = check_open_interval(level, "level", fn=fn)
-    check_choice(method, "method", METHODS, fn=fn)
-    return n_boot, level
 
 
 # ----------------------------------------------------------------------------- CKA
@@ -250,7 +89,7 @@ def _grams(X, Y, sx, sy, *, kernel):
 # count, so results do not depend on the mesh. Plumbing in jaxprobe._mesh.
 
 def _design_parts(design):
-    """Static kind and replicated arrays of a _Design."""
+    """Static kind and replicated arrays of a Design."""
     if design.labels is None:
         return ("iid", design.n, 0), (np.zeros(1, np.int32), np.zeros((1, 1), np.int32), np.zeros(1, np.int32))
     kind = "hier" if design.hierarchical else "cluster"
@@ -290,7 +129,7 @@ def _run_replicates(body, mesh, design, key, n_boot, arrays, **statics):
 def sharded_bootstrap_cka_terms(K, L, design, key, n_boot, *, mesh, debiased, chunk):
     """HSIC terms (kl, kk, ll), each (n_boot, ...), with replicates split over ``mesh``.
 
-    K, L : (..., n, n) Grams, replicated; ``design`` a ``_Design``. Every device draws its
+    K, L : (..., n, n) Grams, replicated; ``design`` a ``Design``. Every device draws its
     own replicates' count rows from ``fold_in(key, b)``.
     """
     mesh = _mesh.as_mesh(mesh)
@@ -363,7 +202,7 @@ def bootstrap_cka(
     CKA path (``jaxprobe._validate.CONSTANT_RULE``), computed with the Grams.
     """
     fn = "bootstrap_cka"
-    n_boot, level = _check_common(n_boot, level, method, fn)
+    n_boot, level = check_boot_settings(n_boot, level, method, fn)
     check_choice(kernel, "kernel", KERNELS, fn=fn)
     chunk = check_int(chunk, "chunk", fn=fn, low=1)
     hierarchical = check_bool(hierarchical, "hierarchical", fn=fn)
@@ -374,7 +213,7 @@ def bootstrap_cka(
     X = jnp.broadcast_to(X, batch + X.shape[-2:])
     Y = jnp.broadcast_to(Y, batch + Y.shape[-2:])
     n = X.shape[-2]
-    design = _Design(n, groups, hierarchical, fn)
+    design = Design(n, groups, hierarchical, fn)
     if kernel == "linear":
         if sigma is not None:
             raise ValueError("The 'sigma' parameter of bootstrap_cka applies to kernel='rbf' only.")
@@ -447,7 +286,7 @@ def bootstrap_mean(
     BootstrapResult with estimate/low/high of shape (...) and replicates (n_boot, ...).
     """
     fn = "bootstrap_mean"
-    n_boot, level = _check_common(n_boot, level, method, fn)
+    n_boot, level = check_boot_settings(n_boot, level, method, fn)
     key = check_key(key, fn=fn)
     hierarchical = check_bool(hierarchical, "hierarchical", fn=fn)
     v = as_float_array(values, "values", fn=fn)
@@ -455,7 +294,7 @@ def bootstrap_mean(
     n = v.shape[-1]
     if n < 2:
         raise ValueError(f"The 'values' parameter of {fn} needs at least 2 items on the last axis; got {n}.")
-    design = _Design(n, groups, hierarchical, fn)
+    design = Design(n, groups, hierarchical, fn)
     # Each statistic is scaled by a power of two (exact) so that its values are below 1 in
     # magnitude: the count-weighted sums cannot overflow (values near 1e37 in float32).
     scale = jax.vmap(_gram.pow2_scale)(v.reshape(-1, n))  # (k,)
@@ -529,7 +368,7 @@ def bootstrap_eer(
 
     fn = "bootstrap_eer"
     key = check_key(key, fn=fn)
-    n_boot, level = _check_common(n_boot, level, "percentile", fn)
+    n_boot, level = check_boot_settings(n_boot, level, "percentile", fn)
     s, y = eer_inputs(scores, labels, fn, max_ndim=2)
     m = s.shape[-1]
     p = np.asarray(pairs)
@@ -539,7 +378,7 @@ def bootstrap_eer(
     n = int(p.max()) + 1 if n_items is None else check_int(n_items, "n_items", fn=fn, low=2)
     if p.min() < 0 or p.max() >= n or np.any(p[:, 0] == p[:, 1]):
         raise ValueError(f"The 'pairs' parameter of {fn} must hold two different item indices in [0, {n}) per trial.")
-    C = _Design(n, groups, False, fn).counts(key, n_boot).astype(s.dtype)  # (B, n)
+    C = Design(n, groups, False, fn).counts(key, n_boot).astype(s.dtype)  # (B, n)
     W = C[:, p[:, 0]] * C[:, p[:, 1]]
     sk = s.reshape(-1, m)
     reps = np.asarray(jax.vmap(weighted_eer, in_axes=(0, None, None), out_axes=1)(sk, y, W))  # (B, k)
@@ -593,7 +432,7 @@ def bootstrap_min_dcf(
     from jaxprobe.stats import dcf_params, eer_inputs, weighted_min_dcf
 
     fn = "bootstrap_min_dcf"
-    n_boot, level = _check_common(n_boot, level, "percentile", fn)
+    n_boot, level = check_boot_settings(n_boot, level, "percentile", fn)
     s, y = eer_inputs(scores, labels, fn, max_ndim=2)
     p_arr, cm, cf = dcf_params(p_target, c_miss, c_fa, fn)
     m = s.shape[-1]
@@ -604,7 +443,7 @@ def bootstrap_min_dcf(
     n = int(p.max()) + 1 if n_items is None else check_int(n_items, "n_items", fn=fn, low=2)
     if p.min() < 0 or p.max() >= n or np.any(p[:, 0] == p[:, 1]):
         raise ValueError(f"The 'pairs' parameter of {fn} must hold two different item indices in [0, {n}) per trial.")
-    C = _Design(n, groups, False, fn).counts(key, n_boot).astype(s.dtype)  # (B, n), as bootstrap_eer
+    C = Design(n, groups, False, fn).counts(key, n_boot).astype(s.dtype)  # (B, n), as bootstrap_eer
     W = C[:, p[:, 0]] * C[:, p[:, 1]]
     sk = s.reshape(-1, m)
     pj = jnp.asarray(p_arr, s.dtype)
