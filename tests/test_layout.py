@@ -106,3 +106,13 @@ def test_validators_word_errors_alike():
         assert a == b, (name, args, kwargs, a, b)
         errors += a[0] != "ok"
     assert errors >= 10  # the table exercises the error paths, not only the happy ones
+
+
+def test_study_modules_and_configs_load_no_torch():
+    """The studies reach torch_bridge lazily: importing their runners, configs and the torch-free
+    pieces they use (MUSE's constants, verification, the store reader) loads no torch."""
+    code = ("import sys, jaxprobe.studies.sweep, jaxprobe.studies.hear, jaxprobe.studies.sweep_config, "
+            "jaxprobe.studies.hear_config, jaxprobe.diffusion, jaxprobe.cli, torch_bridge.verification, "
+            "torch_bridge.models.muse_layers; sys.exit(('torch' in sys.modules) * 1)")
+    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, "a study module loaded torch" if res.returncode == 1 else res.stderr
