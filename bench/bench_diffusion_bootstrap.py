@@ -6,7 +6,7 @@ Workload: 24 layers x 18 noise types x 41 SNRs x U items x 2048 features (synthe
 activations on a smooth SNR x noise manifold). Every replicate resamples noise types and
 items (hierarchical), recomputes the 24 x 738 centroids, the 24 pooled 738-point maps (plus
 the 24 x 18 per-noise 41-point maps), aligns signs to the full-data maps and recomputes
-DC1-vs-SNR fits and the 41 x 41 level distances: ``jaxprobe.diffusion_bootstrap.intra_replicates``,
+DC1-vs-SNR fits and the 41 x 41 level distances: ``jaxprobe.diffusion.bootstrap.intra_replicates``,
 the code path of the sweep. The pooled maps keep the top 10 components (block Krylov):
 Table 1 needs DC1 only and the distances the leading components.
 
@@ -33,7 +33,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import peak_rss_mb, write_results  # noqa: E402
 
-from jaxprobe import diffusion_bootstrap as DB  # noqa: E402
+from jaxprobe.diffusion import bootstrap as DB  # noqa: E402
 from jaxprobe.diffusion import intra_layer  # noqa: E402
 from jaxprobe_kernels.gram import sq_distances  # noqa: E402
 

@@ -5,7 +5,8 @@
 * ``_checks.py``: argument validation, the solver choice, the degeneracy warnings;
 * ``extend.py``: :func:`diffusion_distances` and the Nystrom extension :func:`diffusion_nystrom`;
 * ``analysis.py``: the paper's intra-layer and inter-layer analyses;
-* ``sharded.py``: :func:`sharded_diffusion_map`, the batch of clouds split over a device mesh.
+* ``sharded.py``: :func:`sharded_diffusion_map`, the batch of clouds split over a device mesh;
+* ``bootstrap.py``: the geometry bootstrap (``from jaxprobe.diffusion import bootstrap``).
 """
 from jaxprobe.diffusion._checks import check_clouds
 from jaxprobe.diffusion.analysis import (InterLayerResult, IntraLayerResult, group_membership, inter_layer, intra_layer,

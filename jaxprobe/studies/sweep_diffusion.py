@@ -26,7 +26,7 @@ activation, flattened to C*F features (2048 for MUSE, 1536 in the latent block).
 * Coordinates: ``diffusion.coordinates`` ("markov" | "symmetric") sets the convention of
   every distance; Table 1 is given in both ("table1" Markov, "table1_symmetric").
 * Intervals: every number is bootstrapped by recomputing the maps
-  (``jaxprobe.diffusion_bootstrap``): noise types, then items within each, are resampled,
+  (``jaxprobe.diffusion.bootstrap``): noise types, then items within each, are resampled,
   the centroids and every map recomputed, and each statistic taken per replicate; keys
   ending in "distances" get "<key>_low" and "<key>_high" of the same shape.
 """
@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprobe import diffusion_bootstrap as DB
+from jaxprobe.diffusion import bootstrap as DB
 from jaxprobe.diffusion import group_membership, inter_layer, intra_layer
 from jaxprobe.stats import linregress, spearman
 

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxprobe import diffusion_bootstrap as DB
+from jaxprobe.diffusion import bootstrap as DB
 from jaxprobe.diffusion import diffusion_map, intra_layer
 from jaxprobe.studies.sweep_config import ConfigError, load_sweep_config
 from jaxprobe.studies.sweep_diffusion import analyze_diffusion, inter_layer_set

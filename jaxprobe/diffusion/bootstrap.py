@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprobe.diffusion import diffusion_map_batched
+from jaxprobe.diffusion.map import diffusion_map_batched
 from jaxprobe.stats import linregress_fields, percentile_interval, rankdata
 from jaxprobe_kernels.gram import sq_distances
 
