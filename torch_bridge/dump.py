@@ -407,16 +407,6 @@ class DumpModel:
     source: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
-def _muse_energy_norm(x: np.ndarray) -> tuple[np.ndarray, dict]:
-    """The official inference's first step over the whole mixture (``muse_normalise``: float32,
-    as the official code computes it; MUSE is sensitive enough that a 1e-7 relative change of
-    its input moves the norm1 means by ~1e-3 relative, so the rounding must match too)."""
-    from .muse_inference import muse_normalise
-
-    x, c = muse_normalise(x)
-    return x, {"muse_norm_factor": c}
-
-
 def _model_device(model: torch.nn.Module) -> torch.device:
     p = next(model.parameters(), None)
     return p.device if p is not None else torch.device("cpu")
@@ -426,19 +416,11 @@ def _plain_forward(model: torch.nn.Module, batch: torch.Tensor):
     return model(batch.to(_model_device(model)))
 
 
-def _muse_forward(model: torch.nn.Module, batch: torch.Tensor):
-    from .muse_inference import muse_forward_inputs
-
-    mag_c, pha = muse_forward_inputs(batch)  # STFT on the CPU, as the official code
-    dev = _model_device(model)
-    return model(mag_c.to(dev), pha.to(dev))
-
-
 def muse_dump_model(checkpoint: str | None = None, *, layers: Sequence[Any] | None = None,
                     device: str = "cpu") -> DumpModel:
     """MUSE with the official weights (resolved as ``load_muse`` does) on ``device``, its 24
     canonical ``norm1`` layers (``MUSE_LAYERS``), the STFT front end and 30,700-sample windows."""
-    from .muse_inference import SEGMENT_SIZE, load_muse
+    from .muse_inference import SEGMENT_SIZE, load_muse, muse_dump_forward, muse_energy_norm
     from .weights import resolve_muse_checkpoint, sha256_file
 
     path = resolve_muse_checkpoint(checkpoint)
@@ -449,8 +431,8 @@ def muse_dump_model(checkpoint: str | None = None, *, layers: Sequence[Any] | No
     return DumpModel(
         model=load_muse(path).to(device),
         layers=layers,
-        forward=_muse_forward,
-        prepare=_muse_energy_norm,
+        forward=muse_dump_forward,
+        prepare=muse_energy_norm,
         window=SEGMENT_SIZE,
         info={"name": "muse", "checkpoint_sha256": sha256_file(path)},
         source={"checkpoint_path": str(path)},

@@ -217,6 +217,24 @@ def muse_forward_inputs(segments) -> tuple[torch.Tensor, torch.Tensor]:
     return spec.abs() ** COMPRESS_FACTOR, spec.angle()
 
 
+def muse_energy_norm(x: np.ndarray) -> tuple[np.ndarray, dict]:
+    """The official inference's first step over the whole mixture (``muse_normalise``: float32,
+    as the official code computes it; MUSE is sensitive enough that a 1e-7 relative change of
+    its input moves the norm1 means by ~1e-3 relative, so the rounding must match too); the
+    dump's ``prepare`` step, with the factor as item metadata."""
+    x, c = muse_normalise(x)
+    return x, {"muse_norm_factor": c}
+
+
+def muse_dump_forward(model: torch.nn.Module, batch: torch.Tensor):
+    """The dump's forward of a batch of windows (B, 30700): the STFT front end on the CPU, as
+    the official code, then the model on its own device."""
+    mag_c, pha = muse_forward_inputs(batch)
+    p = next(model.parameters(), None)
+    dev = p.device if p is not None else torch.device("cpu")
+    return model(mag_c.to(dev), pha.to(dev))
+
+
 def muse_reconstruct(est_mag_c: torch.Tensor, est_pha: torch.Tensor) -> torch.Tensor:
     """iSTFT of the model outputs ``(n, 256, T)`` → normalised waveforms ``(n, 100*(T-1))``."""
     mag = est_mag_c ** (1.0 / COMPRESS_FACTOR)

@@ -29,17 +29,16 @@ def muse_spec(variant: str | None = None, checkpoint=None, device: str = "cpu") 
     """MUSE with the official weights (``load_muse``'s resolution), its 24 ``norm1`` layers
     (``MUSE_LAYERS``), the STFT front end, 30,700-sample windows and the official energy
     normalisation of each whole mixture."""
-    from torch_bridge.dump import _muse_energy_norm, _muse_forward
     from torch_bridge.models.muse_layers import MUSE_LAYERS
-    from torch_bridge.muse_inference import SEGMENT_SIZE, load_muse
+    from torch_bridge.muse_inference import SEGMENT_SIZE, load_muse, muse_dump_forward, muse_energy_norm
     from torch_bridge.weights import resolve_muse_checkpoint, sha256_file
 
     path = resolve_muse_checkpoint(checkpoint)
     layers = tuple(LayerSpec(lay.name, lay.block, lay.index, lay.skip, lay.shape, "time_mean") for lay in MUSE_LAYERS)
     return ModelSpec(
-        name="muse", model=load_muse(path).to(device), layers=layers, forward_fn=_muse_forward,
+        name="muse", model=load_muse(path).to(device), layers=layers, forward_fn=muse_dump_forward,
         window=SEGMENT_SIZE, cka_samples=ENHANCE_WORDS[0].replace("(C, F)", "(C, F) [C = 16/32/48 channels]"),
-        cka_features="F frequency bins (128/64/32)", enhance_fn=_muse_enhance, prepare=_muse_energy_norm,
+        cka_features="F frequency bins (128/64/32)", enhance_fn=_muse_enhance, prepare=muse_energy_norm,
         kind="enhancement", info={"name": "muse", "checkpoint_sha256": sha256_file(path)},
         source={"checkpoint_path": str(path)},
     )
