@@ -75,3 +75,18 @@ def total_energy(K, qa):
     nontrivial eigenvalues, from the diagonal and the degrees."""
     deg, _ = _degrees(K, qa)
     return jnp.sum(jnp.diagonal(K) * qa * qa / deg) - 1.0
+
+
+@jax.jit
+def group_sq_distances_t1(K, qa, M):
+    """As ``group_sq_distances`` at t = 1: ``S^2`` in place of ``S``, i.e.
+    ``D^2(a, b) = vol (m_a - m_b)^T D^-1 K_a D^-1 K_a D^-1 (m_a - m_b)`` (one more (G, n) x (n, n)
+    product)."""
+    deg, vol = _degrees(K, qa)
+    W = M * (qa / deg)[None, :]
+    KW = K @ W.T  # (n, G)
+    C = vol * (KW.T @ (KW * (qa * qa / deg)[:, None]))  # vol W K Q^-a D^-1 Q^-a K W^T
+    C = 0.5 * (C + C.T)
+    dg = jnp.diagonal(C)
+    d2 = jnp.maximum(dg[:, None] + dg[None, :] - 2.0 * C, 0.0)
+    return d2 * (1.0 - jnp.eye(M.shape[0], dtype=d2.dtype))

@@ -78,3 +78,21 @@ def test_float32_error_against_float64(rng):
     got = np.asarray(group_sq_distances(jnp.asarray(K, jnp.float32), jnp.asarray(qa, jnp.float32),
                                         jnp.asarray(M, jnp.float32)))
     assert np.max(np.abs(got - want)) < 1e-4 * want.max()
+
+
+@pytest.mark.parametrize("alpha", [0.0, 1.0])
+def test_t1_group_distances_equal_eigendecomposition_float64(x64, rng, alpha):
+    from kernels.diffusion_distance import group_sq_distances_t1
+
+    X = _cloud(rng, n=90)
+    eps, K, qa = _inputs(X, alpha)
+    w, psi, coords, pi, P = ref.diffusion_map(X, eps, alpha=alpha, t=1.0)
+    M = _groups(X.shape[0], 6)
+    C = M @ coords
+    want = ((C[:, None, :] - C[None, :, :]) ** 2).sum(-1)
+    got = np.asarray(group_sq_distances_t1(jnp.asarray(K), jnp.asarray(qa), jnp.asarray(M)))
+    np.testing.assert_allclose(got, want, rtol=1e-8, atol=1e-10 * want.max())
+    # and t = 1 point distances against the definition through P (||P_i - P_j||_{1/pi})
+    Dp = ref.diffusion_distance_from_P(P, pi, 1)
+    gotp = np.asarray(group_sq_distances_t1(jnp.asarray(K), jnp.asarray(qa), jnp.eye(X.shape[0])))
+    np.testing.assert_allclose(gotp, Dp ** 2 / 1.0, rtol=1e-7, atol=1e-10 * Dp.max() ** 2)
