@@ -19,7 +19,8 @@ normalisation, ``torch.linalg.eigh``, energy rule, coordinates, level means, cdi
 jaxprobe: ``jaxprobe.cka(clean, noisy)`` per layer on device-resident arrays (the clean
 (N, C, F) broadcast against the noisy (S, K, N, C, F)); ``jaxprobe.diffusion_map`` per
 layer as today (full eigh, all components) and the needs-only path (DC1-DC3 by the
-Krylov top-k solver, level distances in closed form, ``kernels.diffusion_distance``).
+Krylov top-k solver, level distances over all components in closed form,
+``jaxprobe.diffusion_closed.diffusion_group_distances``).
 "Best formulation": the fastest plain jitted program measured on the same device arrays.
 
 Every layer uses the same synthetic arrays (noisy = clean + SNR-scaled noise): the work
@@ -43,8 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import peak_rss_mb, write_results  # noqa: E402
 
 import jaxprobe  # noqa: E402
-from kernels.affinity import epsilon_median, gaussian_affinity  # noqa: E402
-from kernels.diffusion_distance import group_sq_distances  # noqa: E402
+from jaxprobe.diffusion_closed import diffusion_group_distances  # noqa: E402
 from kernels.gram import sq_distances  # noqa: E402
 
 T, ENERGY = 0.5, 0.99
@@ -150,18 +150,11 @@ def dc_and_levels_public(X, snr, S, labels):
     return m.coords[:, :3], jnp.sqrt(sq_distances(lc))
 
 
-@jax.jit
-def _levels_closed(X, M):
-    D2 = sq_distances(X)
-    K = gaussian_affinity(D2, epsilon_median(D2))
-    return jnp.sqrt(group_sq_distances(K, jnp.ones(X.shape[0], X.dtype), M))
-
-
-def dc_and_levels_needs(X, snr, M, key):
+def dc_and_levels_needs(X, snr, labels, key):
     """Only what the results need: DC1-DC3 by the top-k Krylov solver (``TOPK`` computed), level distances
     over all components in closed form (t = 0.5)."""
     m = jaxprobe.diffusion_map(X, n_components=TOPK, t=T, solver="krylov", align_to=snr, key=key)
-    return m.coords[:, :3], _levels_closed(X, M)
+    return m.coords[:, :3], diffusion_group_distances(X, labels, t=T)
 
 
 def main():
@@ -200,8 +193,6 @@ def main():
     clean_d, noisy_d, cent_d = jax.device_put(clean), jax.device_put(noisy), jax.device_put(cent)
     jax.block_until_ready((clean_d, noisy_d, cent_d))
     clean_t, noisy_t, cent_t = torch.from_numpy(clean), torch.from_numpy(noisy), torch.from_numpy(cent)
-    M = jax.nn.one_hot(labels, S, dtype=jnp.float32).T
-    M = M / M.sum(1, keepdims=True)
     key = jax.random.key(0)
     cells = max(1, min(S * K, (1 << 20) // (N * C * F * 4)))
     while (S * K) % cells:
@@ -215,7 +206,7 @@ def main():
     err_cka = {k: float(np.max(np.abs(v - ref))) for k, v in (("public", pub), ("einsum", ein), ("chunked", chk))}
     dct, ldt = torch_maps(cent_t, torch.from_numpy(labels), S)
     dcp, ldp = dc_and_levels_public(cent_d, snr_pts, S, labels)
-    dcn, ldn = dc_and_levels_needs(cent_d, snr_pts, M, key)
+    dcn, ldn = dc_and_levels_needs(cent_d, snr_pts, labels, key)
     dct, ldt = dct.numpy(), ldt.numpy()
     sgn = np.sign(np.sum(dct * np.asarray(dcp), 0))
     err_maps = {
@@ -235,7 +226,7 @@ def main():
         "jax_cka_einsum": lambda: best_einsum(clean_d, noisy_d),
         "jax_cka_chunked": lambda: best_chunked(clean_d, noisy_d, cells=cells),
         "jax_maps_public_eigh": lambda: dc_and_levels_public(cent_d, snr_pts, S, labels),
-        "jax_maps_needs": lambda: dc_and_levels_needs(cent_d, snr_pts, M, key),
+        "jax_maps_needs": lambda: dc_and_levels_needs(cent_d, snr_pts, labels, key),
     }
     t = {k: float("inf") for k in fns}
     for r in range(args.repeat):

@@ -40,6 +40,11 @@ def _one(X, M, eps_value, alpha, *, rule, t1):
     return jnp.sqrt(d2)
 
 
+@partial(jax.jit, static_argnames=("rule", "t1"))
+def _batched(flat, M, eps_value, alpha, *, rule, t1):
+    return jax.lax.map(lambda x: _one(x, M, eps_value, alpha, rule=rule, t1=t1), flat)
+
+
 def diffusion_group_distances(X, labels, *, epsilon="median", alpha=0.0, t=0.5):
     """Distances between group means of all-component diffusion coordinates, closed form.
 
@@ -81,6 +86,6 @@ def diffusion_group_distances(X, labels, *, epsilon="median", alpha=0.0, t=0.5):
     M = jnp.asarray(M / M.sum(axis=1, keepdims=True), X.dtype)
     batch = X.shape[:-2]
     flat = X.reshape((-1,) + X.shape[-2:])
-    f = partial(_one, rule=rule, t1=float(t) == 1.0)
-    out = jax.lax.map(lambda x: f(x, M, jnp.asarray(eps_value, X.dtype), jnp.asarray(alpha, X.dtype)), flat)
+    out = _batched(flat, M, jnp.asarray(eps_value, X.dtype), jnp.asarray(alpha, X.dtype), rule=rule,
+                   t1=float(t) == 1.0)
     return out.reshape(batch + out.shape[-2:])

@@ -46,3 +46,14 @@ def test_worded_errors(rng):
     bad[1, 3, 2] = np.nan
     with pytest.raises(ValueError, match="must be finite"):
         diffusion_group_distances(bad, labels)
+
+
+def test_no_recompilation_on_second_call(rng):
+    from jaxprobe import diffusion_closed as dc
+
+    X, snr = _clouds(rng)
+    labels = np.unique(snr, return_inverse=True)[1]
+    diffusion_group_distances(X.astype(np.float32), labels)
+    before = dc._batched._cache_size()
+    diffusion_group_distances((X + 1).astype(np.float32), labels)
+    assert dc._batched._cache_size() == before
