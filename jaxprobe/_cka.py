@@ -278,12 +278,32 @@ def _cka_dispatch(X, Y, *, kernel, sigma, debiased, mesh, fn, scaled):
         if mesh is not None:
             return sharded_cka(X, Y, 0.0, 0.0, mesh=mesh, kernel=kernel, debiased=debiased, features=features,
                                scaled=scaled)
+        if not features:
+            items = _items_against_references(X, Y, debiased=debiased, scaled=scaled)
+            if items is not None:
+                return items
         return _linear_cka_batched(X, Y, debiased=debiased, features=features, scaled=scaled)
     sx = resolve_sigma(X, sigma, fn)
     sy = resolve_sigma(Y, sigma, fn)
     if mesh is not None:
         return sharded_cka(X, Y, sx, sy, mesh=mesh, kernel=kernel, debiased=debiased, features=False, scaled=scaled)
     return _rbf_cka_batched(X, Y, sx, sy, debiased=debiased)
+
+
+def _items_against_references(X, Y, *, debiased, scaled):
+    """Many items (..., U, n, d) against one reference per item (U, n, d), in either
+    argument order: the shared per-item implementation (``jaxprobe._cka_items``, also the
+    sweep's), the references' Grams once. None for other shapes."""
+    from jaxprobe import _cka_items
+
+    for A, B, swap in ((X, Y, False), (Y, X, True)):
+        if B.ndim == 3 and A.ndim > 3 and A.shape[-3] == B.shape[0]:
+            cells = _cka_items.cells_for(A.shape[-3:], A.dtype, int(np.prod(A.shape[:-3])))
+            out, ra, rb = _cka_items.item_cka(A, B, debiased_flags=(debiased,), cells=cells, scaled=scaled)
+            out = out[0]
+            rb = jnp.broadcast_to(rb, out.shape)
+            return (out, rb, ra) if swap else (out, ra, rb)
+    return None
 
 
 def normed_grams(Xs, *, kernel="linear", sigma=None, debiased=False, name="Xs", fn="cka_matrix"):

@@ -24,9 +24,9 @@ import numpy as np
 
 from jaxprobe._validate import as_float_array, check_finite, check_not_constant
 from jaxprobe.bootstrap import bootstrap_mean, n_distinct_resamples
+from jaxprobe import _cka_items
 from jaxprobe._cka import needs_rescue, cka
 from jaxprobe.stats import linregress_fields, percentile_interval, rankdata
-from jaxprobe_kernels.gram import center_gram_unbiased, constant_ratio as _ratio, pow2_scale as _pow2_scale
 
 PROTOCOLS = ("utterance", "centroid")
 ESTIMATORS = ("biased", "debiased")
@@ -90,47 +90,6 @@ def per_item_cka(noisy, clean, *, debiased, orientation="channels", mesh=None):
     return cka(X, Y, debiased=debiased, mesh=mesh)
 
 
-def _unit_grams(A, debiased_flags, scaled):
-    """Centred linear Grams of every (n, d) item of A (..., n, d), one per estimator, each
-    scaled to unit Frobenius norm, and the items' constant statistics (...) (the rule of
-    every CKA path, ``jaxprobe._cka._ratio``). One Gram product serves both estimators: the
-    debiased (U-centred) Gram of the column-centred data equals that of the raw data, since
-    U-centring removes the a_i + a_j terms a shift of the features adds."""
-    if scaled:
-        A = A * jax.vmap(_pow2_scale)(A.reshape((-1,) + A.shape[-2:])).reshape(A.shape[:-2] + (1, 1))
-    m = jnp.mean(A, axis=-2, keepdims=True)
-    Ac = A - m
-    G = jnp.einsum("...cf,...df->...cd", Ac, Ac)
-    g2 = jnp.sum(G * G, axis=(-2, -1))
-    r = _ratio(g2, A.shape[-2] * jnp.sum(m * m, axis=(-2, -1)), scaled)
-    out = []
-    for deb in debiased_flags:
-        g = G
-        if deb:
-            flat = G.reshape((-1,) + G.shape[-2:])
-            g = jax.vmap(center_gram_unbiased)(flat).reshape(G.shape)
-        out.append(g / jnp.sqrt(jnp.sum(g * g, axis=(-2, -1), keepdims=True)))
-    return out, r
-
-
-@partial(jax.jit, static_argnames=("debiased_flags", "orientation", "cells", "scaled"))
-def _per_item_cka_piece(X, Y, *, debiased_flags, orientation, cells, scaled=False):
-    """X (P, U, C, F): P (noise, SNR) cells, P a multiple of ``cells``; Y (U, C, F) ->
-    (E, P, U), and the constant statistics of the noisy (P, U) and clean (U,) items: every
-    estimator from one Gram per item; a sequential map over ``cells`` cells at a time keeps
-    the working set in cache (XLA on CPU runs one huge batch of small products several
-    times slower)."""
-    P, U, n, d = X.shape
-    gy, ry = _unit_grams(_orient(Y, orientation), debiased_flags, scaled)  # the clean Grams once
-
-    def step(x):  # (cells, U, C, F) -> (E, cells, U), (cells, U)
-        gx, rx = _unit_grams(_orient(x, orientation), debiased_flags, scaled)
-        return jnp.stack([jnp.sum(g * h[None], axis=(-2, -1)) for g, h in zip(gx, gy)]), rx
-
-    out, rx = jax.lax.map(step, X.reshape(P // cells, cells, U, n, d))  # (P/cells, E, cells, U), (P/cells, cells, U)
-    return jnp.moveaxis(out, 1, 0).reshape(len(debiased_flags), P, U), rx.reshape(P, U), ry
-
-
 _CELL_BYTES = 1 << 20  # activations per map step: about 1 MiB (L2-sized on common CPUs)
 
 
@@ -169,10 +128,7 @@ def per_item_cka_all(noisy, clean, *, estimators=ESTIMATORS, orientation="channe
         return {e: per_item_cka(noisy, clean, debiased=e == "debiased", orientation=orientation) for e in estimators}
     K, S, U = X.shape[:3]
     M = K * S
-    per_cell = U * X.shape[3] * X.shape[4] * np.dtype(X.dtype).itemsize
-    cells = 1 << max(0, int(np.floor(np.log2(max(1, _CELL_BYTES // per_cell)))))
-    cells = min(cells, M)
-    flat = X.reshape((M,) + X.shape[2:])
+    cells = _cka_items.cells_for(X.shape[2:], X.dtype, M, cell_bytes=_CELL_BYTES)
     if mesh is not None:
         from jaxprobe.distributed import as_mesh
 
@@ -183,16 +139,23 @@ def per_item_cka_all(noisy, clean, *, estimators=ESTIMATORS, orientation="channe
     flags = tuple(e == "debiased" for e in estimators)
 
     def run(scaled):
+        # One device: the whole (K, S, U, C, F) array is the loop's input, read in place
+        # (jaxprobe._cka_items.item_cka: no padded, reshaped or sliced copy).
+        if len(devices) == 1 and devices[0] is None:
+            o, rx, ry = _cka_items.item_cka(_as_device(X), Yd[None], debiased_flags=flags, orientation=orientation,
+                                            cells=cells, scaled=scaled)
+            return np.asarray(o), np.asarray(rx), np.asarray(ry)
+        flat = X.reshape((M,) + X.shape[2:])
         outs, rxs, ry = [], [], None
         for i, start in enumerate(range(0, M, piece)):
             x = flat[start:start + piece]
-            short = -x.shape[0] % cells  # the last piece: whole map steps only, not a whole piece
-            if short:  # copies of the piece's first cell (finite), trimmed below
+            short = cells - x.shape[0]  # a last piece smaller than one step: copies of its first cell, trimmed below
+            if short > 0:
                 lib = jnp if isinstance(x, jax.Array) else np
                 x = lib.concatenate([x, lib.broadcast_to(x[:1], (short,) + x.shape[1:])])
             dev = devices[i % len(devices)]
             xd = _as_device(x) if dev is None else jax.device_put(x, dev)
-            o, rx, ry = _per_item_cka_piece(xd, Yd[dev], debiased_flags=flags, orientation=orientation, cells=cells,
+            o, rx, ry = _cka_items.item_cka(xd, Yd[dev], debiased_flags=flags, orientation=orientation, cells=cells,
                                             scaled=scaled)
             outs.append(o)
             rxs.append(rx)
