@@ -333,7 +333,7 @@ class BiasFreeLayerNormBody(nn.Module):
         c = x.shape[-1]
         eye = torch.eye(c, dtype=x.dtype, device=x.device)
         centred = torch.matmul(x, eye - 1.0 / c)
-        var = torch.matmul(centred * centred, torch.full((c, 1), 1.0 / c, dtype=x.dtype, device=x.device))
+        var = torch.matmul(centred.mul_(centred), torch.full((c, 1), 1.0 / c, dtype=x.dtype, device=x.device))
         return x * (torch.rsqrt(var + 1e-5) * self.weight)
 
 
@@ -412,8 +412,10 @@ class TaylorAttention(nn.Module):
         k_heads = k_sum.unsqueeze(2) * block[:, ::d].unsqueeze(0)  # (B, C, heads)
         den = torch.matmul(q, k_heads) + (n + 1e-6)  # (B, N, heads)
         scale = self.temperature.view(1, 1, heads) * _tokens(r).reshape(b, n, heads) / den
-        o = (num.view(b, n, heads, d) * scale.unsqueeze(-1)).view(b, h, w, c)
-        o = o * s.view(b, 1, 1, c) * F.gelu(_tokens(g))
+        # In place on temporaries (same arithmetic, fewer fresh multi-MB allocations, each of
+        # which page-faults anew).
+        o = num.view(b, n, heads, d).mul_(scale.unsqueeze(-1)).view(b, h, w, c)
+        o = o.mul_(s.view(b, 1, 1, c)).mul_(torch.ops.aten.gelu_(_tokens(g)))
         return _from_tokens(F.linear(o, self.project_out.weight.flatten(1)))
 
     def _gate(self, u):
@@ -456,7 +458,7 @@ class GatedFFN(nn.Module):
             _tokens(F.conv2d(_from_tokens(F.linear(_tokens(x), w_in[sl])), w_dw[sl], padding=1, groups=m))
             for sl in (slice(0, m), slice(m, 2 * m))
         )
-        return _from_tokens(F.linear(F.gelu(a) * b, self.project_out.weight.flatten(1)))
+        return _from_tokens(F.linear(torch.ops.aten.gelu_(a).mul_(b), self.project_out.weight.flatten(1)))
 
 
 class TransformerBlock(nn.Module):
