@@ -395,10 +395,12 @@ class TaylorAttention(nn.Module):
         # L2 norm of each token over the head's d channels (eps added to the norm).
         # (Sums over the short head axis as GEMMs with the (C, heads) head indicator.)
         onehead = self._block_mask(c, d, u)[:, ::d]
-        q = q / (torch.matmul((q * q).reshape(b, n, c), onehead).sqrt() + 1e-6).unsqueeze(-1)
-        k = k / (torch.matmul((k * k).reshape(b, n, c), onehead).sqrt() + 1e-6).unsqueeze(-1)
-        qk = torch.stack([q, k], dim=3).reshape(b, h, w, 2 * c)  # per head [q̂, k̂]
-        r = self.refine_att(_from_tokens(qk))  # (B, heads, H, W) channels-last
+        # q̂ and k̂ are written straight into the refine conv's input, per head [q̂, k̂] (no stack).
+        qk = u.new_empty(b, n, heads, 2, d)
+        torch.div(q, (torch.matmul((q * q).reshape(b, n, c), onehead).sqrt() + 1e-6).unsqueeze(-1), out=qk[:, :, :, 0])
+        torch.div(k, (torch.matmul((k * k).reshape(b, n, c), onehead).sqrt() + 1e-6).unsqueeze(-1), out=qk[:, :, :, 1])
+        q, k = qk[:, :, :, 0], qk[:, :, :, 1]
+        r = self.refine_att(_from_tokens(qk.view(b, h, w, 2 * c)))  # (B, heads, H, W) channels-last
 
         q = q.reshape(b, n, c)
         k = k.reshape(b, n, c)
