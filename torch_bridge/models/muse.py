@@ -22,8 +22,9 @@ several times slower; the gate's grouped conv (2 inputs per group) is a depthwis
 pair sum; the dense blocks run NCHW in one preallocated buffer instead of three concatenations;
 the decoders compute only the pixel-shuffle rows their strided conv reads; the deformable
 sampling stays float64 ``grid_sample`` (exact positions) but on a channels-last copy, per
-chunk of rows; the dense blocks, deformable embeddings, attentions and FFNs run one batch item
-at a time (``_per_item``: a batch of 8 spilled the cache and ran slower per window than 1).
+chunk of rows; the dense encoder and decoders, deformable embeddings, LayerNorms, attentions and
+FFNs run one batch item at a time (``_per_item``: a batch of 8 spilled the cache and ran
+slower per window than 1), the last three writing into their slice of the batch output.
 Forward hooks see the same ``(B, C, T, F)`` shapes as before (channels-last strides).
 """
 from __future__ import annotations
@@ -85,16 +86,34 @@ def _pointwise(conv, x):
     return _from_tokens(F.linear(_tokens(x), w.reshape(w.shape[0], w.shape[1]), conv.bias))
 
 
-def _per_item(forward_one, x):
-    """``forward_one`` on each batch item of ``x`` in turn, outputs concatenated on the batch axis
+def _per_item(forward_one, x, *, writes_out=False):
+    """``forward_one`` on each batch item of ``x`` in turn, outputs gathered on the batch axis
     (memory order kept). The items are independent in every layer of MUSE; one at a time, a
     level-1 block's working set (~2.5 MB per 16-channel map) stays cache-resident, where a
-    batch of 8 spilled and ran ~1.6x slower per window than a batch of 1."""
+    batch of 8 spilled and ran ~1.6x slower per window than a batch of 1. With
+    ``writes_out``, ``forward_one(x_i, out=o_i)`` writes items 2.. straight into their slice of
+    the batch output (no gathering copy)."""
     if x.shape[0] == 1:
         return forward_one(x)
-    outs = [forward_one(x[i : i + 1]) for i in range(x.shape[0])]
-    out = torch.cat(outs, dim=0)
-    return out if outs[0].is_contiguous() else _cl(out)
+    first = forward_one(x[:1])
+    fmt = torch.contiguous_format if first.is_contiguous() else _CL
+    out = torch.empty((x.shape[0], *first.shape[1:]), dtype=first.dtype, device=first.device, memory_format=fmt)
+    out[:1] = first
+    for i in range(1, x.shape[0]):
+        if writes_out:
+            forward_one(x[i : i + 1], out=out[i : i + 1])
+        else:
+            out[i : i + 1] = forward_one(x[i : i + 1])
+    return out
+
+
+def _linear_out(t, weight, out=None):
+    """``F.linear(t, weight)`` on tokens (B, H, W, K) → (B, C, H, W) channels-last, written into
+    ``out`` (a channels-last (B, C, H, W) map) when given; the same matmul either way."""
+    if out is None:
+        return _from_tokens(F.linear(t, weight))
+    torch.matmul(t, weight.t(), out=_tokens(out))
+    return out
 
 
 class _InstanceNormCL(nn.InstanceNorm2d):
@@ -187,6 +206,9 @@ class DenseEncoder(nn.Module):
         )
 
     def forward(self, x):
+        return _per_item(self._forward_one, x)
+
+    def _forward_one(self, x):
         return _cl(self.dense_conv_2(self.dense_block(self.dense_conv_1(x))))
 
 
@@ -243,6 +265,9 @@ class MaskDecoder(nn.Module):
         self.lsigmoid = LearnableSigmoid()
 
     def forward(self, x):
+        return _per_item(self._forward_one, x)
+
+    def _forward_one(self, x):
         return self.lsigmoid(_mask_tail(self.mask_conv, self.dense_block(x.contiguous())))
 
 
@@ -263,6 +288,9 @@ class PhaseDecoder(nn.Module):
         self.phase_conv_i = _conv(c, 1, 1, bias=True)
 
     def forward(self, x):
+        return _per_item(self._forward_one, x)
+
+    def _forward_one(self, x):
         x = _mask_tail(self.phase_conv, self.dense_block(x.contiguous()))
         ri = _pointwise_pair(self.phase_conv_r, self.phase_conv_i, x)
         return torch.atan2(ri[:, 1:2], ri[:, 0:1])
@@ -327,14 +355,14 @@ class BiasFreeLayerNormBody(nn.Module):
         super().__init__()
         self.weight = nn.Parameter(torch.ones(c))
 
-    def forward(self, x):
+    def forward(self, x, out=None):
         # Reductions over a short last axis are slow in torch on CPU; the centring and the
         # variance are GEMMs with (I - 1/C) and 1/C instead (two-pass variance, as before).
         c = x.shape[-1]
         eye = torch.eye(c, dtype=x.dtype, device=x.device)
         centred = torch.matmul(x, eye - 1.0 / c)
         var = torch.matmul(centred.mul_(centred), torch.full((c, 1), 1.0 / c, dtype=x.dtype, device=x.device))
-        return x * (torch.rsqrt(var + 1e-5) * self.weight)
+        return torch.mul(x, torch.rsqrt(var + 1e-5) * self.weight, out=out)
 
 
 class LayerNorm2d(nn.Module):
@@ -346,7 +374,10 @@ class LayerNorm2d(nn.Module):
 
     def forward(self, x):
         # Channels-last: the tokens (B, H, W, C) are a view of the map, and so is the result.
-        return _from_tokens(self.body(_tokens(x)))
+        def one(xi, out=None):
+            return _from_tokens(self.body(_tokens(xi), out=None if out is None else _tokens(out)))
+
+        return _per_item(one, x, writes_out=True)
 
 
 class RefineAttention(nn.Module):
@@ -381,9 +412,9 @@ class TaylorAttention(nn.Module):
         self.refine_att = RefineAttention(c // heads, heads)
 
     def forward(self, u):
-        return _per_item(self._forward_one, u)
+        return _per_item(self._forward_one, u, writes_out=True)
 
-    def _forward_one(self, u):
+    def _forward_one(self, u, out=None):
         b, c, h, w = u.shape
         n, heads = h * w, self.heads
         d = c // heads
@@ -418,7 +449,7 @@ class TaylorAttention(nn.Module):
         # which page-faults anew).
         o = num.view(b, n, heads, d).mul_(scale.unsqueeze(-1)).view(b, h, w, c)
         o = o.mul_(s.view(b, 1, 1, c)).mul_(torch.ops.aten.gelu_(_tokens(g)))
-        return _from_tokens(F.linear(o, self.project_out.weight.flatten(1)))
+        return _linear_out(o, self.project_out.weight.flatten(1), out)
 
     def _gate(self, u):
         """``dwconv``: 1x1 conv C→2C, then the grouped 3x3 conv (2 inputs per output) computed
@@ -450,9 +481,9 @@ class GatedFFN(nn.Module):
         self.project_out = _conv(m, c, 1)
 
     def forward(self, x):
-        return _per_item(self._forward_one, x)
+        return _per_item(self._forward_one, x, writes_out=True)
 
-    def _forward_one(self, x):
+    def _forward_one(self, x, out=None):
         # The two halves a, b are computed as separate maps so GELU runs on contiguous memory.
         m = self.project_out.weight.shape[1]
         w_in, w_dw = self.project_in.weight.flatten(1), self.dwconv.weight
@@ -460,7 +491,7 @@ class GatedFFN(nn.Module):
             _tokens(F.conv2d(_from_tokens(F.linear(_tokens(x), w_in[sl])), w_dw[sl], padding=1, groups=m))
             for sl in (slice(0, m), slice(m, 2 * m))
         )
-        return _from_tokens(F.linear(torch.ops.aten.gelu_(a).mul_(b), self.project_out.weight.flatten(1)))
+        return _linear_out(torch.ops.aten.gelu_(a).mul_(b), self.project_out.weight.flatten(1), out)
 
 
 class TransformerBlock(nn.Module):
