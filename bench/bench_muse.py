@@ -78,6 +78,22 @@ def _median(rows, key, kind):
     return statistics.median(r[key][kind] for r in rows)
 
 
+def _write(checks, per_threads, retained, load_start):
+    return write_results("muse_forward", {
+        "baseline": "reference path (torch_bridge.models.muse_reference); the official code is not re-run "
+                    "(needs torchvision); vs-official ratios scale by issue 19's quoted 2.0 s / 1.35 s",
+        "official_over_reference_quoted": OFFICIAL_OVER_REFERENCE,
+        "max_rel_err_vs_reference": checks,
+        "threads": per_threads,
+        "retained_freed_memory_1_thread": retained,
+        "complete": retained is not None,
+        "load_average_start": load_start,
+        "load_average_end": _loadavg(),
+        "torch": torch.__version__,
+        "pid_cpu_count": len(os.sched_getaffinity(0)),
+    })
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=3)
@@ -143,6 +159,7 @@ def main() -> None:
                 summary[kind]["median_s_per_window"]["reference"] * OFFICIAL_OVER_REFERENCE
             )
         per_threads[str(nt)] = {"summary": summary, "rounds": rows}
+        _write(checks, per_threads, None, load_start)  # finished phases are kept if a later one is cut short
         c, w = summary["cpu"], summary["wall"]
         print(f"threads {nt}: fast {c['median_s_per_window']['fast']:.3f} s cpu ({w['median_s_per_window']['fast']:.3f} wall), "
               f"{c['speedup_vs_reference']:.2f}x the reference in cpu ({w['speedup_vs_reference']:.2f}x wall), "
@@ -170,18 +187,7 @@ def main() -> None:
           f"{retained['speedup_vs_reference_cpu']:.2f}x the reference, "
           f"{retained['minor_faults_per_window']} minor faults per window", flush=True)
 
-    out = write_results("muse_forward", {
-        "baseline": "reference path (torch_bridge.models.muse_reference); the official code is not re-run "
-                    "(needs torchvision); vs-official ratios scale by issue 19's quoted 2.0 s / 1.35 s",
-        "official_over_reference_quoted": OFFICIAL_OVER_REFERENCE,
-        "max_rel_err_vs_reference": checks,
-        "threads": per_threads,
-        "retained_freed_memory_1_thread": retained,
-        "load_average_start": load_start,
-        "load_average_end": _loadavg(),
-        "torch": torch.__version__,
-        "pid_cpu_count": len(os.sched_getaffinity(0)),
-    })
+    out = _write(checks, per_threads, retained, load_start)
     print(f"load average: start {load_start}, end {_loadavg()}")
     print(f"wrote {out}")
 
