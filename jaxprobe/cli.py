@@ -25,6 +25,7 @@ import traceback
 _COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("jaxprobe._cmd_demo", "Run the main job (the SNR-sweep study of MUSE) on the embedded default."),
     "sweep": ("jaxprobe._cmd_sweep", "The SNR-sweep probing study of MUSE, end to end, with its report."),
+    "compare": ("jaxprobe._cmd_compare", "Compare models run on the same data: one report across several sweep runs."),
     "hear": ("jaxprobe._cmd_hear", "What does a layer hear? Recognisers, per-layer Highway probes, listening (Table 2, Figs. 2-4)."),
     "hear-score": ("jaxprobe._cmd_hear_score", "Score a listening test: human error rate per layer with intervals over listeners and triplets."),
     "dump": ("jaxprobe._cmd_dump", "Dump a model's pooled activations over an SNR sweep into a resumable store."),
