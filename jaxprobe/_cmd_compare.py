@@ -27,8 +27,9 @@ def add_arguments(p):
                    help="one label per RUN_DIR (default: the model names, with the folder names if they repeat)")
     p.add_argument("--protocol", default=None, help="utterance or centroid (default: RUN_DIR 1's headline)")
     p.add_argument("--estimator", default=None, help="biased or debiased (default: RUN_DIR 1's headline)")
-    p.add_argument("--inputs", default="clean", choices=("clean", "all"),
-                   help="inputs of the cross-model CKA: the clean utterances (default) or every clean and noisy input")
+    p.add_argument("--inputs", nargs="+", default=["clean"], choices=("clean", "all"),
+                   help="input sets of the cross-model CKA: clean (the clean utterances; default) and/or all "
+                        "(every clean and noisy input); one heatmap per model pair and set")
     p.add_argument("--permutations", type=int, default=999,
                    help="random orderings of the permutation null when there are more than 7 inputs (default 999)")
     p.add_argument("--formats", default="png,pdf", help="figure files: png,pdf (default) or png")

@@ -26,6 +26,7 @@ from jaxprobe.report.tables import _write_csv, atomic_write_text, ci
 MODEL_COLORS = ("#1f5fa8", "#d4561d", "#2a9d5c", "#8e44ad", "#b8860b")
 MARKERS = ("o", "s", "D", "v", "P")
 FORMATS = ("png", "pdf")
+INPUT_WORDS = {"clean": "the clean utterances", "all": "every input, clean and noisy"}
 
 
 def _color(i: int) -> str:
@@ -201,16 +202,17 @@ def fig_cross(results, rec, out_dir, *, formats=FORMATS) -> Figure:
                 ax.spines[side].set_visible(True)
             cb = fig.colorbar(mesh, ax=ax, pad=0.01, fraction=0.05, aspect=25)
             cb.set_label(title)
-        png, pdf = save(fig, out_dir, f"cross_cka_{_safe(rec['a'])}_{_safe(rec['b'])}", formats)
+        png, pdf = save(fig, out_dir, f"cross_cka_{_safe(rec['a'])}_{_safe(rec['b'])}_{rec['inputs']}", formats)
     n_sig = int((p < 0.05).sum())
     perm = (f"all {rec['n_permutations']} orderings" if rec["exhaustive"]
             else f"{rec['n_permutations']} orderings (the observed one and random ones)")
     cap = (f"Linear CKA ({rec['estimator']}) between every layer of {rec['a']} (rows) and of {rec['b']} (columns) over "
-           f"the same {rec['n_inputs']} {results['settings']['inputs']} inputs (samples: inputs; features: the "
+           f"the same {rec['n_inputs']} inputs, {INPUT_WORDS[rec['inputs']]} (samples: inputs; features: the "
            f"layer's pooled activation, flattened). Right: the same minus the mean CKA over {perm} of the inputs "
            f"of {rec['b']} (the chance level at this n). Dots: permutation p < 0.05 ({n_sig} of {p.size} cells; the "
            f"smallest attainable p is {1 / rec['n_permutations']:.3g}).")
-    return Figure(f"compare:cross:{rec['a']}/{rec['b']}", f"Cross-model CKA, {rec['a']} × {rec['b']}", png, pdf, cap)
+    return Figure(f"compare:cross:{rec['a']}/{rec['b']}/{rec['inputs']}",
+                  f"Cross-model CKA, {rec['a']} × {rec['b']}, {INPUT_WORDS[rec['inputs']]}", png, pdf, cap)
 
 
 def render_compare_figures(results, out_dir, *, formats=FORMATS) -> list[Figure]:
@@ -244,7 +246,8 @@ def data_rows(results):
     rows = [["Corpus (RUN_DIR 1)", str(d.get("corpus"))], ["Utterances", str(d.get("n_utterances"))],
             ["Noise types", ", ".join(map(str, d.get("noises") or []))],
             ["SNR grid (dB)", ", ".join(f"{float(x):g}" for x in snrs)], ["Seed", str(s["seed"])],
-            ["Cross-model CKA inputs", f"{results['inputs']['n']} ({s['inputs']})"]]
+            *[[f"Cross-model CKA inputs: {i['kind']}", f"{i['n']} ({INPUT_WORDS[i['kind']]})"]
+              for i in results["inputs"]]]
     return ["Item", "Value"], rows
 
 
@@ -324,8 +327,8 @@ def findings(results) -> list[str]:
         null = np.asarray(rec["null_mean"], float)
         p = np.asarray(rec["p_value"], float)
         corr = rec.get("depth_correspondence_spearman")
-        s = (f"Cross-model CKA {rec['a']} × {rec['b']} over {rec['n_inputs']} {results['settings']['inputs']} "
-             f"inputs: {m.min():.2f}–{m.max():.2f} (mean {m.mean():.2f}) against a permutation-null mean of "
+        s = (f"Cross-model CKA {rec['a']} × {rec['b']} over {rec['n_inputs']} inputs ({INPUT_WORDS[rec['inputs']]}): "
+             f"{m.min():.2f}–{m.max():.2f} (mean {m.mean():.2f}) against a permutation-null mean of "
              f"{null.mean():.2f}; {int((p < 0.05).sum())} of {p.size} layer pairs reach p < 0.05 (smallest "
              f"attainable p {1 / rec['n_permutations']:.3g}).")
         if corr is not None:
@@ -347,7 +350,8 @@ def _sections(results, figures):
         secs.append(("table", f"Block summaries side by side ({_combo(results)}): means over each block's layers",
                      block_rows(results)))
     for rec in results["cross_cka"]:
-        secs.append(("table", f"Most similar {rec['b']} layer for each {rec['a']} layer (cross-model CKA)",
+        secs.append(("table", f"Most similar {rec['b']} layer for each {rec['a']} layer (cross-model CKA over "
+                     f"{INPUT_WORDS[rec['inputs']]})",
                      best_match_rows(results, rec)))
     secs.append(("list", "How to read this", [
         "Normalised depth is a layer's position among the model's probed layers divided by their number minus one, "
@@ -363,7 +367,7 @@ def _sections(results, figures):
     s = results["settings"]
     secs.append(("table", "Appendix: settings", (["Setting", "Value"], [
         ["runs", ", ".join(s["runs"])], ["labels", ", ".join(s["labels"])], ["protocol", s["protocol"]],
-        ["estimator", s["estimator"]], ["inputs", s["inputs"]], ["permutations (when random)", str(s["n_perm"])],
+        ["estimator", s["estimator"]], ["inputs", ", ".join(s["inputs"])], ["permutations (when random)", str(s["n_perm"])],
         ["seed", str(s["seed"])], ["versions", ", ".join(f"{k} {v}" for k, v in s["versions"].items())]])))
     return secs
 
@@ -412,7 +416,7 @@ CSV_COLUMNS = {
     "curves": ("model", "layer", "label", "block", "norm_depth", "snr", "estimate", "low", "high"),
     "blocks": ("model", "block", "n_layers", "norm_depth_first", "norm_depth_last"),
     "trends": ("model", "statistic", "estimate", "low", "high"),
-    "cross_cka": ("model_a", "layer_a", "label_a", "model_b", "layer_b", "label_b", "estimator", "n_inputs", "cka",
+    "cross_cka": ("model_a", "layer_a", "label_a", "model_b", "layer_b", "label_b", "inputs", "estimator", "n_inputs", "cka",
                   "null_mean", "p_value"),
 }
 
@@ -423,7 +427,7 @@ def _cross_long(results) -> list[dict]:
         for i, (na, la) in enumerate(zip(rec["layers_a"], rec["labels_a"])):
             for j, (nb, lb) in enumerate(zip(rec["layers_b"], rec["labels_b"])):
                 out.append({"model_a": rec["a"], "layer_a": na, "label_a": la, "model_b": rec["b"], "layer_b": nb,
-                            "label_b": lb, "estimator": rec["estimator"], "n_inputs": rec["n_inputs"],
+                            "label_b": lb, "inputs": rec["inputs"], "estimator": rec["estimator"], "n_inputs": rec["n_inputs"],
                             "cka": rec["matrix"][i][j], "null_mean": rec["null_mean"][i][j],
                             "p_value": rec["p_value"][i][j]})
     return out

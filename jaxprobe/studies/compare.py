@@ -42,6 +42,7 @@ from jaxprobe.studies._common import atomic_json, ensure_writable_dir, stage_log
 
 CLEAN = "clean"
 INPUTS = ("clean", "all")
+INPUT_WORDS = {"clean": "the clean utterances", "all": "every input (clean and noisy)"}
 # settings.data keys that say how a model cuts an utterance or where the files live, not which
 # data it is: they may differ between the runs being compared
 MODEL_DEPENDENT_DATA = ("window", "hop", "cache_dir")
@@ -432,11 +433,15 @@ def cross_model_cka(a: Run, b: Run, acts_a, acts_b, n_inputs: int, *, debiased: 
 
 # ----------------------------------------------------------------------------- entry point
 
-def compare(run_dirs, *, labels=None, protocol=None, estimator=None, inputs: str = "clean", n_perm: int = 999,
+def compare(run_dirs, *, labels=None, protocol=None, estimator=None, inputs=("clean",), n_perm: int = 999,
             log=_log) -> dict:
-    """The comparison results dictionary (the content of the comparison's results.json)."""
-    if inputs not in INPUTS:
-        raise CompareError(f"--inputs must be one of {list(INPUTS)}; got {inputs!r}.")
+    """The comparison results dictionary (the content of the comparison's results.json).
+
+    ``inputs``: the input sets of the cross-model CKA, each "clean" (the clean utterances) or
+    "all" (every clean and noisy input of the sweep); one heatmap per model pair and set."""
+    inputs = (inputs,) if isinstance(inputs, str) else tuple(inputs)
+    if not inputs or any(i not in INPUTS for i in inputs) or len(set(inputs)) != len(inputs):
+        raise CompareError(f"--inputs must name distinct input sets among {list(INPUTS)}; got {list(inputs)!r}.")
     if isinstance(n_perm, bool) or not isinstance(n_perm, int) or n_perm < 1:
         raise CompareError(f"--permutations must be an int >= 1; got {n_perm!r}.")
     paths = [Path(p).expanduser() for p in run_dirs]
@@ -479,31 +484,33 @@ def compare(run_dirs, *, labels=None, protocol=None, estimator=None, inputs: str
         raise CompareError(f"{exc}") from None
     # cross-model CKA on the same inputs
     t0 = time.perf_counter()
-    acts = {}
-    for run in runs:
-        acts[run.label] = input_activations(run, inputs)
-    keys0 = acts[runs[0].label][0]
-    for run in runs[1:]:
-        if acts[run.label][0] != keys0:
-            miss = sorted(set(map(str, keys0)) ^ set(map(str, acts[run.label][0])))[:4]
-            raise CompareError(f"The stores of {runs[0].label!r} and {run.label!r} hold different inputs although "
-                               f"their settings agree (e.g. {miss}); re-run `jaxprobe sweep` on both.")
-    n = len(keys0)
-    debiased = estimator == "debiased"
-    need = 4 if debiased else 3
-    if n < need:
-        raise CompareError(f"The cross-model CKA needs at least {need} {inputs} inputs for the {estimator} estimator; "
-                           f"the runs hold {n}. Use more utterances (data.utterances) or --inputs all.")
-    if n < FEW_INPUTS:
-        warnings.append(f"The cross-model CKA rests on {n} {'clean inputs' if inputs == 'clean' else 'inputs'}: with "
-                        f"so few samples, linear CKA is high for any two representations (chance level: the "
-                        f"permutation null, given with every value); read the heatmap against it.")
     seed = int(((runs[0].results.get("settings") or {}).get("sweep") or {}).get("seed", 0))
-    cross = []
-    for a, b in itertools.combinations(runs, 2):
-        cross.append(cross_model_cka(a, b, acts[a.label][1], acts[b.label][1], n, debiased=debiased,
-                                     n_perm=n_perm, seed=seed))
-    log(f"cross-model CKA of {len(cross)} model pair(s) over {n} inputs in {time.perf_counter() - t0:.1f} s")
+    debiased = estimator == "debiased"
+    cross, input_sets = [], []
+    for inp in inputs:
+        acts = {run.label: input_activations(run, inp) for run in runs}
+        keys0 = acts[runs[0].label][0]
+        for run in runs[1:]:
+            if acts[run.label][0] != keys0:
+                miss = sorted(set(map(str, keys0)) ^ set(map(str, acts[run.label][0])))[:4]
+                raise CompareError(f"The stores of {runs[0].label!r} and {run.label!r} hold different inputs although "
+                                   f"their settings agree (e.g. {miss}); re-run `jaxprobe sweep` on both.")
+        n = len(keys0)
+        need = 4 if debiased else 3
+        if n < need:
+            raise CompareError(f"The cross-model CKA needs at least {need} {inp} inputs for the {estimator} "
+                               f"estimator; the runs hold {n}. Use more utterances (data.utterances) or --inputs all.")
+        if n < FEW_INPUTS:
+            warnings.append(f"The cross-model CKA on {INPUT_WORDS[inp]} rests on {n} inputs: with so few samples, "
+                            f"linear CKA is high for any two representations; read it against its chance level "
+                            f"(the permutation null given with every value).")
+        input_sets.append({"kind": inp, "n": n, "keys": [list(k) for k in keys0]})
+        for a, b in itertools.combinations(runs, 2):
+            rec = cross_model_cka(a, b, acts[a.label][1], acts[b.label][1], n, debiased=debiased, n_perm=n_perm,
+                                  seed=seed)
+            cross.append({"inputs": inp, **rec})
+        log(f"cross-model CKA of {len(runs) * (len(runs) - 1) // 2} model pair(s) over {n} {inp} inputs")
+    log(f"cross-model CKA in {time.perf_counter() - t0:.1f} s")
     import jax
 
     data = {k: v for k, v in runs[0].results["data"].items() if k not in MODEL_DEPENDENT_COUNTS}
@@ -511,7 +518,7 @@ def compare(run_dirs, *, labels=None, protocol=None, estimator=None, inputs: str
     return {
         "settings": {
             "runs": [str(r.path) for r in runs], "labels": [r.label for r in runs], "protocol": protocol,
-            "estimator": estimator, "inputs": inputs, "n_perm": n_perm, "seed": seed,
+            "estimator": estimator, "inputs": list(inputs), "n_perm": n_perm, "seed": seed,
             "cka": (runs[0].results.get("settings") or {}).get("cka"),
             "versions": {"jax": jax.__version__, "numpy": np.__version__},
         },
@@ -521,7 +528,7 @@ def compare(run_dirs, *, labels=None, protocol=None, estimator=None, inputs: str
                   "n_items": r.results["data"].get("n_items"), "n_windows": r.results["data"].get("n_windows"),
                   "window": ((r.results.get("settings") or {}).get("data") or {}).get("window"),
                   "store": str(r.store)} for r in runs],
-        "inputs": {"kind": inputs, "n": n, "keys": [list(k) for k in keys0]},
+        "inputs": input_sets,
         "layers": layers,
         "curves": curves,
         "profile": profile,
@@ -532,7 +539,7 @@ def compare(run_dirs, *, labels=None, protocol=None, estimator=None, inputs: str
     }
 
 
-def run(run_dirs, out_dir, *, labels=None, protocol=None, estimator=None, inputs: str = "clean",
+def run(run_dirs, out_dir, *, labels=None, protocol=None, estimator=None, inputs=("clean",),
         n_perm: int = 999, formats=("png", "pdf")) -> dict:
     """Compare the sweep runs ``run_dirs`` and write the report into ``out_dir``. Returns the
     paths of the outputs."""

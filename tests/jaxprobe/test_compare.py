@@ -172,7 +172,7 @@ def test_results_contract(compared, runs):
     assert {t["statistic"] for t in res["trends"]} == {"spearman_slope_depth", "spearman_intercept_depth"}
     for name in ("report.html", "report.md", "profile.csv", "curves.csv", "blocks.csv", "trends.csv",
                  "cross_cka.csv", "figures/compare_curves.png", "figures/compare_profile.png",
-                 "figures/cross_cka_toya_toyb.png"):
+                 "figures/cross_cka_toya_toyb_clean.png"):
         assert (out / name).stat().st_size > 0, name
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64") == 3 and "Block summaries side by side" in html
@@ -186,7 +186,9 @@ def test_cross_model_cka_against_a_float64_reference(compared, runs):
     ra, rb, _ = runs
     (rec,) = res["cross_cka"]
     assert (rec["a"], rec["b"], rec["n_inputs"], rec["n_permutations"]) == ("toya", "toyb", 5, 120)
-    assert res["inputs"]["n"] == 5 and all(k[1] == "clean" for k in res["inputs"]["keys"])
+    assert rec["inputs"] == "clean"
+    (inp,) = res["inputs"]
+    assert inp["kind"] == "clean" and inp["n"] == 5 and all(k[1] == "clean" for k in inp["keys"])
     m, null, p = (np.asarray(rec[k]) for k in ("matrix", "null_mean", "p_value"))
     assert m.shape == (4, 4)
     for i, la in enumerate(rec["layers_a"]):
@@ -277,9 +279,11 @@ def test_cli_compare(runs, tmp_path, capsys):
 
     ra, rb, _ = runs
     assert main(["compare", str(ra), str(rb), "--out", str(tmp_path / "c"), "--labels", "A", "B",
-                 "--estimator", "debiased", "--inputs", "all", "--permutations", "50", "--formats", "png"]) == 0
+                 "--estimator", "debiased", "--inputs", "clean", "all", "--permutations", "50", "--formats", "png"]) == 0
     res = json.loads((tmp_path / "c" / "results.json").read_text())
-    (rec,) = res["cross_cka"]
+    clean, rec = res["cross_cka"]
+    assert (clean["inputs"], clean["n_inputs"], clean["n_permutations"], rec["inputs"]) == ("clean", 5, 120, "all")
+    assert (tmp_path / "c" / "figures" / "cross_cka_A_B_all.png").is_file()
     # all inputs: 5 utterances x (clean + 3 noises x 3 SNRs); 50 random orders plus the observed one
     assert (rec["a"], rec["b"], rec["estimator"], rec["n_inputs"], rec["n_permutations"]) == ("A", "B", "debiased", 50, 51)
     assert not rec["exhaustive"]
