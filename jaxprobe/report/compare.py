@@ -231,12 +231,19 @@ def _ci(rec, key, digits=3):
 
 
 def runs_rows(results):
-    head = ["Label", "Model", "Layers", "Blocks", "Windows per utterance", "Run folder"]
+    head = ["Label", "Model", "Layers", "Blocks", "Window", "Run folder"]
     rows = []
     for r in results["runs"]:
-        model = r["model"] if not isinstance(r["model"], dict) else r["model"].get("name")
-        rows.append([r["label"], str(model), str(r["n_layers"]), ", ".join(r["blocks"]),
-                     f"{r['n_windows']} ({r['window']})", r["path"]])
+        rec = r.get("model_record") or {}
+        model = rec.get("name") or (r["model"].get("name") if isinstance(r["model"], dict) else r["model"])
+        if rec.get("checkpoint_sha256"):
+            model = f"{model} (checkpoint sha256 {str(rec['checkpoint_sha256'])[:8]}…)"
+        if "window" in rec:
+            win = "whole utterance" if rec["window"] is None else f"{rec['window']} samples"
+            win += f", {r['n_windows']} per utterance"
+        else:
+            win = f"{r['n_windows']} per utterance ({r['window']})"
+        rows.append([r["label"], str(model), str(r["n_layers"]), ", ".join(r["blocks"]), win, r["path"]])
     return head, rows
 
 
@@ -274,8 +281,12 @@ def _trend_ci(rec):
 
 def block_rows(results):
     """Block means of every model, side by side (one row per model and block)."""
-    head = ["Model", "Block", "Layers", "Normalised depth", "Mean CKA near 0 dB", "Mean CKA, lowest SNR",
-            "Mean slope (CKA/dB)", "Mean intercept"]
+    first = results["blocks"][0] if results["blocks"] else {}
+    at = {k: f"{first[k + '_snr']:g} dB" if first.get(k + "_snr") is not None else w
+          for k, w in (("block_mean_cka_0db", "near 0 dB"), ("block_mean_cka_lowest_snr", "lowest SNR"))}
+    head = ["Model", "Block", "Layers", "Normalised depth", f"Mean CKA at {at['block_mean_cka_0db']}",
+            f"Mean CKA at {at['block_mean_cka_lowest_snr']} (lowest)", "Mean slope (CKA/dB)",
+            "Mean intercept at 0 dB"]
     rows = []
     for b in results["blocks"]:
         rows.append([b["model"], b["block"], str(b["n_layers"]),

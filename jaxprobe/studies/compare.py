@@ -524,6 +524,8 @@ def compare(run_dirs, *, labels=None, protocol=None, estimator=None, inputs=("cl
         },
         "data": data,
         "runs": [{"label": r.label, "path": str(r.path), "model": (r.results.get("settings") or {}).get("model"),
+                  # the model as its store records it (name, window, what CKA's samples are), where the run has it
+                  "model_record": r.results.get("model"),
                   "n_layers": len(r.layers), "blocks": [name for name, _ in R.blocks(r.layers)],
                   "n_items": r.results["data"].get("n_items"), "n_windows": r.results["data"].get("n_windows"),
                   "window": ((r.results.get("settings") or {}).get("data") or {}).get("window"),
