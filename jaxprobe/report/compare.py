@@ -19,7 +19,7 @@ from matplotlib import colormaps
 from matplotlib.colors import Normalize
 
 from jaxprobe.report._style import PAGE_WIDTH, SEQ_CMAP, SKIP_INPUT, SKIP_OUTPUT, new_figure, save, style
-from jaxprobe.report.figures import Figure, _snr_ticks
+from jaxprobe.report.figures import Figure, _interval_words, _snr_ticks
 from jaxprobe.report.html import CSS, _html_table, _md_table
 from jaxprobe.report.tables import _write_csv, atomic_write_text, ci
 
@@ -369,7 +369,8 @@ def _sections(results, figures):
         "so models with different numbers of layers share one axis; it is not a claim that equal depths do the "
         "same work.",
         "Curves, slopes, intercepts, block means and their intervals are copied from each run's results.json "
-        "(each run's own bootstrap); the comparison recomputes none of them.",
+        f"(each run's own bootstrap; RUN_DIR 1: {_interval_words(results)}); the comparison recomputes none of "
+        "them. Intervals of different models are independent bootstraps over the same noise types and utterances.",
         "The cross-model CKA uses the pooled activations in each run's store: samples are the inputs, matched "
         "across models by (utterance, noise, SNR); a model that cut an utterance into several windows is "
         "averaged over them. Models with different windows saw different spans of the same utterances (see "
