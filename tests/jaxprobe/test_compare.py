@@ -80,7 +80,7 @@ def _cfg(seed=0):
         "name": "compare-test",
         "data": {"utterances": 5, "noises": ["brown", "hum", "white"]},
         "sweep": {"snrs": SNRS, "seed": seed},
-        "cka": {"n_boot": 100, "protocols": ["utterance"], "designs": ["noise"]},
+        "cka": {"n_boot": 50, "protocols": ["utterance"], "designs": ["noise"]},
         "diffusion": {"inter_snrs": SNRS},
     })
 
