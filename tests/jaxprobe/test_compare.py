@@ -290,3 +290,14 @@ def test_cli_compare(runs, tmp_path, capsys):
     capsys.readouterr()
     assert main(["compare", str(ra), str(ra), "--out", str(tmp_path / "d")]) == 2
     assert "is the same folder as RUN_DIR 1" in capsys.readouterr().err
+
+
+def test_report_rerenders_from_results_json(compared, tmp_path):
+    """`python -m jaxprobe.report` re-renders a comparison from its results.json alone."""
+    from jaxprobe.report.__main__ import main
+
+    out, _, res = compared
+    assert main([str(out / "results.json"), "--out", str(tmp_path / "r"), "--no-pdf"]) == 0
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert md == (out / "report.md").read_text()  # paths in it are relative to its folder
+    assert (tmp_path / "r" / "figures" / "cross_cka_toya_toyb_clean.png").is_file()
