@@ -54,13 +54,16 @@ def _select_utterances(records, n: int, min_seconds: float):
     return out
 
 
-#: shortest utterance a whole-utterance model (no window) is given
-MIN_UTTERANCE_S = 1.0
+#: Utterances are selected by a rule of the data, not of the model, so that runs of different
+#: models on one config get the same utterances (`jaxprobe compare` refuses runs that differ):
+#: long enough for one MUSE window (30,700 samples) plus 0.1 s, or for the model's own window
+#: where that is longer. Whole-utterance models (no window) get the same utterances as MUSE.
+SELECT_WINDOW_S = 30700 / 16000.0
 
 
 def _load_data(cfg: dict, window: int | None = 30700):
     d = cfg["data"]
-    window_s = window / 16000.0 if window else MIN_UTTERANCE_S - 0.1
+    window_s = max(window / 16000.0 if window else 0.0, SELECT_WINDOW_S)
     if d["source"] == "embedded":
         from torch_bridge.corpus import load_corpus
 
