@@ -10,9 +10,9 @@ activation store) as a heatmap, with a permutation null. Runs whose data, SNR le
 differ are refused, naming each difference."""
 
 EPILOG = """example:
-  jaxprobe sweep --config demo --model muse  --out runs/demo-muse
-  jaxprobe sweep --config demo --model gtcrn --out runs/demo-gtcrn
-  jaxprobe compare runs/demo-muse runs/demo-gtcrn --out runs/demo-compare
+  jaxprobe sweep --config demo --model muse  --out runs/demo/muse
+  jaxprobe sweep --config demo --model gtcrn --out runs/demo/gtcrn
+  jaxprobe compare runs/demo/muse runs/demo/gtcrn --out runs/demo/compare    (what `jaxprobe demo` does)
 
 outputs (in --out):
   report.html, report.md   summary of findings, the runs, figures, side-by-side tables
