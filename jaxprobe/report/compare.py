@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib import colormaps
-from matplotlib.colors import Normalize
 
 from jaxprobe.report._style import PAGE_WIDTH, SEQ_CMAP, SKIP_INPUT, SKIP_OUTPUT, new_figure, save, style
 from jaxprobe.report.figures import Figure, _interval_words, _snr_ticks
