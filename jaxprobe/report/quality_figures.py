@@ -73,7 +73,8 @@ def fig_correlations(results, out_dir, *, formats=FORMATS) -> Figure:
             ax.set_ylim(-1.05, 1.05)
             ax.set_ylabel(f"ρ with {METRIC_LABELS[m].split(' (')[0]}")
             _block_axis(ax, lays, top_labels=k == 0)
-        axes[0].legend(loc="lower left", ncol=2)
+        h, lab = axes[0].get_legend_handles_labels()
+        fig.legend(h, lab, loc="outside lower center", ncol=2)
         axes[-1].set_xlabel("layer (index within block)")
         png, pdf = save(fig, out_dir, "quality_correlations", formats)
     cc = results.get("correlations_cka") or {}
