@@ -234,8 +234,11 @@ def correlation_records(cka_items: np.ndarray, quality: dict, *, layers, levels,
                 r = reps[:, li]
                 good = r[np.isfinite(r)]
                 lo, hi = _interval(good, level) if good.size else (np.nan, np.nan)
-                records.append({"layer": lay["name"], "block": lay["block"], **base,
-                                "rho": None if not np.isfinite(rho[li]) else float(rho[li]),
-                                "low": float(lo) if good.size else None, "high": float(hi) if good.size else None,
-                                "n_degenerate": int(r.size - good.size)})
+                rec = {"layer": lay["name"], "block": lay["block"], **base,
+                       "rho": None if not np.isfinite(rho[li]) else float(rho[li]),
+                       "low": float(lo) if good.size else None, "high": float(hi) if good.size else None,
+                       "n_degenerate": int(r.size - good.size)}
+                if rec["rho"] is None:
+                    rec["note"] = "per-item CKA is constant over these items: no rank correlation"
+                records.append(rec)
     return records

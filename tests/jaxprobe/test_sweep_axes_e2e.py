@@ -30,7 +30,7 @@ def _run(axis, quality, tmp_path_factory, request):
         "data": {"corpus_size": "tiny", "speech_split": "all", "utterances": 2, "noises": ["pink", "babble"]},
         "sweep": {"axis": axis, "values": LEVELS[axis], "noise_snr": 20.0},
         "quality": {"enabled": quality},
-        "cka": {"n_boot": 100},
+        "cka": {"n_boot": 100, "protocols": ["utterance"], "estimators": ["biased"], "designs": ["hierarchical"]},
         "report": {"formats": ["png"]},
     }
     out = root / "out"
