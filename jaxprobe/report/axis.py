@@ -30,6 +30,10 @@ def axis_label(short: bool = False) -> str:
     return label
 
 
+def axis_unit() -> str:
+    return {"snr": "dB", "c50": "dB", "clipping": "unit of level"}[_current[0]]
+
+
 def level_text(v: float) -> str:
     name, unit, _ = AXES[_current[0]]
     return f"{v:g} dB" if unit == "dB" else f"{v:g} {unit}"

@@ -19,7 +19,7 @@ from matplotlib.patheffects import Normal, Stroke
 from matplotlib.ticker import MaxNLocator
 
 from jaxprobe.report import _results as R
-from jaxprobe.report.axis import axis_label, level_text
+from jaxprobe.report.axis import axis_label, axis_unit, level_text
 from jaxprobe.report._style import (
     DIST_CMAP, LAYER_COLORS, PAGE_WIDTH, POOR_FIT_COLOR, SEQ_CMAP, SKIP_INPUT, SKIP_OUTPUT,
     new_figure, save, style,
@@ -153,7 +153,7 @@ def fig_regression(results, out_dir, *, protocol=None, estimator=None, formats=F
     with style():
         fig = new_figure(PAGE_WIDTH, 3.9)
         axes = fig.subplots(2, 1, sharex=True)
-        specs = (("slope", "Slope (CKA / dB)"), ("intercept", "Intercept (CKA at 0 dB)"))
+        specs = (("slope", f"Slope (CKA / {axis_unit()})"), ("intercept", f"Intercept (CKA at {level_text(0.0)})"))
         handles = {}
         for ax, (key, ylabel) in zip(axes, specs):
             y = np.array([r[key] for r in rows])
