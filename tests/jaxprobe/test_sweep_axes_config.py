@@ -35,3 +35,5 @@ def test_quality_needs_per_item_cka():
     with pytest.raises(ConfigError, match="cka.protocols"):
         load_sweep_config({"quality": {"enabled": True}, "cka": {"protocols": ["centroid"]}})
     assert load_sweep_config({"quality": {"enabled": True}})["quality"]["enabled"] is True
+    with pytest.raises(ConfigError, match="model.name"):  # the quality stage enhances with MUSE only
+        load_sweep_config({"quality": {"enabled": True}, "model": {"name": "gtcrn"}})
