@@ -1,30 +1,52 @@
-"""`jaxprobe demo`: the main job on the embedded default (= `jaxprobe sweep --config demo`)."""
+"""`jaxprobe demo`: the main job on the embedded default — the SNR-sweep study of MUSE and of
+GTCRN (= `jaxprobe sweep --config demo --model muse|gtcrn`), then their comparison
+(= `jaxprobe compare`)."""
 from __future__ import annotations
 
 
-DESCRIPTION = """Run the main job on the embedded default: the SNR-sweep study of the MUSE enhancement model
-(4 real utterances x 4 noise types x 9 SNRs), the same as `jaxprobe sweep --config demo`.
-About 3 minutes on a 2-core CPU; the MUSE checkpoint is taken from --checkpoint,
-$JAXPROBE_MUSE_CHECKPOINT, the cache, or downloaded once and verified."""
+DESCRIPTION = """Run the main job on the embedded default: the SNR-sweep study of two speech-enhancement
+models, MUSE and GTCRN (4 real utterances x 4 noise types x 9 SNRs each; the same as
+`jaxprobe sweep --config demo --model muse|gtcrn`), then the comparison report of the two
+(`jaxprobe compare`). About 4-5 minutes on a 2-core CPU, most of it MUSE. Checkpoints are
+taken from --checkpoint / --gtcrn-checkpoint, $JAXPROBE_MUSE_CHECKPOINT /
+$JAXPROBE_GTCRN_CHECKPOINT, the cache, or downloaded once and verified."""
 
 EPILOG = """example:
   jaxprobe demo --out runs/demo
 
 outputs (in --out):
-  report.html, report.md   the report: summary of findings first, settings in the appendix
-  results.json             every number of the report, with the settings that made it
-  cka.csv, regression.csv, table1.csv, trends.csv, cka_values.npz, figures/*.png|pdf
-  store/<fingerprint>/     the activation store (resumable; a re-run reuses it)"""
+  muse/, gtcrn/      one sweep run each: report.html, report.md, results.json, CSV tables,
+                     figures/, store/<fingerprint>/ (the activation store; a re-run reuses it)
+  compare/           the comparison: report.html, report.md, results.json, profile.csv,
+                     curves.csv, blocks.csv, trends.csv, cross_cka.csv, figures/"""
+
+MODELS = ("muse", "gtcrn")
 
 
 def add_arguments(p):
     p.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
     p.add_argument("--checkpoint", default=None, help="MUSE g_best path")
+    p.add_argument("--gtcrn-checkpoint", default=None, help="GTCRN checkpoint (model_trained_on_vctk.tar)")
 
 
 def main(args) -> int:
-    from jaxprobe._cmd_sweep import print_outputs
-    from jaxprobe.studies.sweep import run
+    import time
+    from pathlib import Path
 
-    print_outputs(run("demo", args.out, checkpoint=args.checkpoint))
+    from jaxprobe._cmd_sweep import print_outputs
+    from jaxprobe.studies import compare, sweep
+
+    out = Path(args.out)
+    seconds = {}
+    for name, ckpt in zip(MODELS, (args.checkpoint, args.gtcrn_checkpoint)):
+        t0 = time.perf_counter()
+        print(f"demo: the SNR sweep of {name} -> {out / name}", flush=True)
+        print_outputs(sweep.run("demo", out / name, checkpoint=ckpt, model=name))
+        seconds[name] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    print(f"demo: comparing {' and '.join(MODELS)} -> {out / 'compare'}", flush=True)
+    print_outputs(compare.run([out / m for m in MODELS], out / "compare", inputs=("clean", "all")))
+    seconds["compare"] = time.perf_counter() - t0
+    print("demo: " + ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items())
+          + f"; total {sum(seconds.values()):.0f} s", flush=True)
     return 0

@@ -14,7 +14,7 @@ written yet, with how to repair them (re-run the dump that made the store: it re
 those chunks)."""
 
 EPILOG = """examples:
-  jaxprobe store verify runs/demo/store/<fingerprint>
+  jaxprobe store verify runs/demo/muse/store/<fingerprint>
   jaxprobe store verify --quick store/          # sizes and meta.json only, no hashing
   jaxprobe store verify --rehash old_store/     # a store from before checksums (version 1)
 

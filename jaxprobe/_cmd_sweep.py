@@ -27,7 +27,7 @@ Results are bit-identical for --devices 1, 2, 4 and all."""
 
 def add_arguments(p):
     p.add_argument("--config", default="demo",
-                   help="TOML config file, or a shipped name: demo, paper (default: demo)")
+                   help="TOML config file, or a shipped name: demo, paper, reverb-demo (default: demo)")
     p.add_argument("--out", default=None, help="output folder (default: runs/<config name>)")
     p.add_argument("--model", default=None,
                    help="model to probe (default: model.name of the config, muse): muse, gtcrn, gtcrn:dns3, "

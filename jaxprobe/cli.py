@@ -1,8 +1,9 @@
 """Probe what the layers of a speech model represent: run a study end to end (model ->
 activation store -> CKA, bootstrap intervals, diffusion maps -> report), or one of its stages.
 
-Start with `jaxprobe demo` (about 3 minutes on a 2-core CPU: the SNR-sweep study of the
-MUSE enhancement model on the embedded corpus; the report lands in runs/demo/report.html), then
+Start with `jaxprobe demo` (the SNR-sweep study of the MUSE and GTCRN enhancement models on the
+embedded corpus and their comparison; a few minutes on a quiet 2-core CPU; the reports land in
+runs/demo/{muse,gtcrn,compare}/report.html), then
 `jaxprobe COMMAND --help` for what each command does, an example and what it writes.
 
 A mistake in what you asked for (a bad config value, a file that is not audio, a folder
@@ -23,8 +24,9 @@ import traceback
 
 # name -> (module, one-line help).
 _COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("jaxprobe._cmd_demo", "Run the main job (the SNR-sweep study of MUSE) on the embedded default."),
+    "demo": ("jaxprobe._cmd_demo", "Run the main job (the SNR-sweep study of MUSE and GTCRN, and their comparison) on the embedded default."),
     "sweep": ("jaxprobe._cmd_sweep", "The SNR-sweep probing study of MUSE, end to end, with its report."),
+    "compare": ("jaxprobe._cmd_compare", "Compare models run on the same data: one report across several sweep runs."),
     "hear": ("jaxprobe._cmd_hear", "What does a layer hear? Recognisers, per-layer Highway probes, listening (Table 2, Figs. 2-4)."),
     "hear-score": ("jaxprobe._cmd_hear_score", "Score a listening test: human error rate per layer with intervals over listeners and triplets."),
     "dump": ("jaxprobe._cmd_dump", "Dump a model's pooled activations over an SNR sweep into a resumable store."),

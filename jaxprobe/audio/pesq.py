@@ -62,4 +62,6 @@ def wideband_pesq(reference, degraded, fs: int = SAMPLE_RATE) -> PesqResult:
             scores[i] = pesq(fs, ref[i], deg[i], "wb")
         except PesqError as exc:  # silence, too short: excluded and named, never a number
             failures[i] = f"{type(exc).__name__}: {exc}"
+        except ValueError as exc:  # pesq 0.0.4 fails this way on a silent degraded signal (its error code is NaN)
+            failures[i] = f"{type(exc).__name__} from the pesq package (a silent degraded signal?): {exc}"
     return PesqResult(scores, failures)

@@ -28,7 +28,11 @@ def main(argv=None) -> int:
 
     formats = ("png",) if args.no_pdf else ("png", "pdf")
     try:
-        if is_hear_results(results):  # `jaxprobe hear`
+        if isinstance(results, dict) and "cross_cka" in results:  # `jaxprobe compare`
+            from jaxprobe.report.compare import write_compare_report
+
+            paths = write_compare_report(results, args.out or args.results.parent, formats=formats)
+        elif is_hear_results(results):  # `jaxprobe hear`
             paths = write_hear_report(results, args.out or args.results.parent, formats=formats,
                                       source=args.results.parent)
         else:  # `jaxprobe sweep`

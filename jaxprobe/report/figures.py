@@ -19,6 +19,7 @@ from matplotlib.patheffects import Normal, Stroke
 from matplotlib.ticker import MaxNLocator
 
 from jaxprobe.report import _results as R
+from jaxprobe.report.axis import axis_label, axis_unit, level_text
 from jaxprobe.report._style import (
     DIST_CMAP, LAYER_COLORS, PAGE_WIDTH, POOR_FIT_COLOR, SEQ_CMAP, SKIP_INPUT, SKIP_OUTPUT,
     new_figure, save, style,
@@ -129,7 +130,7 @@ def fig_cka_heatmap(results, out_dir, *, protocol=None, estimator=None, formats=
         _block_axis(ax, g.layers, lines=False)
         _snr_ticks(ax.yaxis, g.snrs)
         ax.set_xlabel("Layer (index within block)")
-        ax.set_ylabel("Input SNR (dB)")
+        ax.set_ylabel(axis_label())
         for side in ("top", "right"):
             ax.spines[side].set_visible(True)
         cb = fig.colorbar(mesh, ax=ax, pad=0.01, fraction=0.04, aspect=25)
@@ -152,7 +153,7 @@ def fig_regression(results, out_dir, *, protocol=None, estimator=None, formats=F
     with style():
         fig = new_figure(PAGE_WIDTH, 3.9)
         axes = fig.subplots(2, 1, sharex=True)
-        specs = (("slope", "Slope (CKA / dB)"), ("intercept", "Intercept (CKA at 0 dB)"))
+        specs = (("slope", f"Slope (CKA / {axis_unit()})"), ("intercept", f"Intercept (CKA at {level_text(0.0)})"))
         handles = {}
         for ax, (key, ylabel) in zip(axes, specs):
             y = np.array([r[key] for r in rows])
@@ -213,7 +214,7 @@ def fig_cka_curves(results, out_dir, *, protocol=None, estimator=None, formats=F
         for ax in axes.reshape(2, -1)[:, 0]:
             ax.set_ylabel("CKA (noisy vs clean)")
         for ax in axes.reshape(2, -1)[-1]:
-            ax.set_xlabel("Input SNR (dB)")
+            ax.set_xlabel(axis_label())
         # the legend of the panel with the most layers (blocks of a model may differ in size)
         h, lab = max((ax.get_legend_handles_labels() for ax in axes), key=lambda hl: len(hl[1]))
         fig.legend(h, lab, loc="outside lower center", ncol=len(lab))
@@ -265,9 +266,9 @@ def fig_diffusion_snr(results, out_dir, *, reduce: str = "mean", formats=FORMATS
             ax.set_visible(False)
         grid = axes.reshape(2, -1)
         for ax in grid[:, 0]:
-            ax.set_ylabel("SNR (dB)")
+            ax.set_ylabel(axis_label(short=True))
         for ax in grid[-1]:
-            ax.set_xlabel("SNR (dB)")
+            ax.set_xlabel(axis_label(short=True))
         cb = fig.colorbar(mesh, ax=list(axes[: len(mats)]), shrink=0.8, aspect=30, pad=0.02)
         cb.set_label("Diffusion distance (intra-layer map)" + suffix)
         png, pdf = save(fig, out_dir, "fig4_diffusion_snr", formats)
@@ -310,7 +311,7 @@ def fig_inter_layer(results, out_dir, *, snrs=FIG5_SNRS, formats=FORMATS) -> Fig
         axes = np.atleast_1d(fig.subplots(nrow, ncol)).ravel()
         for k, (ax, (snr, labels, m)) in enumerate(zip(axes, pick)):
             mesh = ax.imshow(m, cmap=DIST_CMAP, vmin=0, vmax=vmax, interpolation="nearest")
-            ax.set_title(f"{snr:g} dB", fontweight="bold")
+            ax.set_title(level_text(snr), fontweight="bold")
             for edge in cuts:  # block boundaries (from the layer map) when rows are layers
                 ax.axhline(edge, color="white", lw=1.2)
                 ax.axvline(edge, color="white", lw=1.2)
@@ -396,7 +397,7 @@ def fig_dc1(results, out_dir, *, formats=FORMATS) -> Figure:
         for ax in grid[:, 0]:
             ax.set_ylabel("DC1 (a.u.)")
         for ax in grid[-1]:
-            ax.set_xlabel("Input SNR (dB)")
+            ax.set_xlabel(axis_label())
         h, lab = axes[0].get_legend_handles_labels()
         h = [*h, Line2D([], [], color="0.4", lw=0.5), Line2D([], [], color="0.4", lw=1.6)]
         lab = [*lab, "per noise type", "noise-pooled"]
@@ -416,7 +417,7 @@ def _inter_snrs(results) -> tuple:
 
 
 _CACHE_INDEX = ".figure_cache.json"
-_SOURCES = ("figures.py", "_style.py", "_results.py")
+_SOURCES = ("figures.py", "_style.py", "_results.py", "axis.py", "quality_figures.py")
 
 
 def _figure_inputs_key(results, formats) -> str:
@@ -468,6 +469,12 @@ def render_figures(results, out_dir, *, all_combos: bool = True, formats=FORMATS
              (fig_cka_curves, kw), (fig_dc1, {"formats": formats})]
     if "inter_layer_maps" in R.diffusion(results) and not R.diffusion(results).get("inter_layer"):
         calls.remove(calls[3])  # no two blocks share a width: no inter-layer distances (the notes say so)
+    if results.get("quality"):
+        from jaxprobe.report.quality_figures import fig_correlations, fig_quality
+
+        calls += [(fig_quality, {"formats": formats})]
+        if results.get("correlations"):
+            calls += [(fig_correlations, {"formats": formats})]
     for protocol, estimator in others if all_combos else ():
         kw = {"protocol": protocol, "estimator": estimator, "formats": formats}
         calls += [(fig_cka_heatmap, kw), (fig_regression, kw), (fig_cka_curves, kw)]

@@ -127,6 +127,12 @@ def _sections(results, figures, combo):
             *_trend_sections(results, combo),
             ("table", f"CKA summary ({combo[0]}, {combo[1]}): estimate [interval] at selected SNRs",
              T.cka_rows(results, *combo))]
+    if results.get("quality"):
+        from jaxprobe.report.quality_tables import correlation_findings, quality_rows
+
+        secs.insert(1, ("list", "Output quality and its link to the representations", correlation_findings(results)))
+        secs.append(("table", "Output quality per level (mean over noise types and utterances) [interval]",
+                     quality_rows(results)))
     resampling = _resampling_rows(results)
     if resampling:
         secs.append(("table", "Bootstrap designs: distinct resamples", resampling))
@@ -260,8 +266,13 @@ def write_report(results, out_dir, figures: list[Figure] | None = None, *,
     ResultsError
         When the results lack a key the report needs (the message names it).
     """
+    from jaxprobe.report.axis import axis_of, relabel, set_axis, snr_view
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    axis = axis_of(results)
+    set_axis(axis)
+    results = snr_view(results)  # the levels of any axis where the SNR figures and tables read them
     combo = R.primary_combo(results)
     secs = _sections(results, [], combo)  # validate everything before drawing anything
     if figures is None:
@@ -269,8 +280,8 @@ def write_report(results, out_dir, figures: list[Figure] | None = None, *,
     secs = [(k, h, figures if k == "figures" else p) for k, h, p in secs]
     csvs = T.write_csvs(results, out)
     title = _title(results)
-    md = T.atomic_write_text(out / "report.md", _render_md(title, secs, out, csvs))
-    page = T.atomic_write_text(out / "report.html", _render_html(title, secs, out, csvs))
+    md = T.atomic_write_text(out / "report.md", relabel(_render_md(title, secs, out, csvs), axis))
+    page = T.atomic_write_text(out / "report.html", relabel(_render_html(title, secs, out, csvs), axis))
     paths = {"md": md, "html": page, **{f"{k}_csv": p for k, p in csvs.items()}}
     for f in figures:
         for p in (f.png, f.pdf):

@@ -19,7 +19,7 @@ __all__ = ["check_devices", "fingerprint", "given_keys", "merge_tables", "read_t
 
 
 # list keys whose default is empty: the type their elements must have
-_LIST_ITEMS = {"snrs": "number", "noises": "str", "layers": "str"}
+_LIST_ITEMS = {"snrs": "number", "noises": "str", "values": "number", "layers": "str"}
 
 
 def _is_number(v) -> bool:

@@ -22,7 +22,7 @@ import numpy as np
 
 from jaxprobe._validate import aligned_view
 from jaxprobe.studies._config import check_devices, fingerprint
-from jaxprobe.studies.sweep_config import ConfigError, load_sweep_config, snr_grid
+from jaxprobe.studies.sweep_config import AXIS_UNITS, ConfigError, level_grid, load_sweep_config
 from jaxprobe.distributed import mesh_from_config
 from jaxprobe.errors import DataError
 from torch_bridge.models.muse_layers import MUSE_SAMPLE_RATE, MUSE_WINDOW  # torch-free: MUSE's spec module
@@ -57,13 +57,16 @@ def _select_utterances(records, n: int, min_seconds: float):
     return out
 
 
-#: shortest utterance a whole-utterance model (no window) is given
-MIN_UTTERANCE_S = 1.0
+#: Utterances are selected by a rule of the data, not of the model, so that runs of different
+#: models on one config get the same utterances (`jaxprobe compare` refuses runs that differ):
+#: long enough for one MUSE window (30,700 samples) plus 0.1 s, or for the model's own window
+#: where that is longer. Whole-utterance models (no window) get the same utterances as MUSE.
+SELECT_WINDOW_S = MUSE_WINDOW / MUSE_SAMPLE_RATE
 
 
 def _load_data(cfg: dict, window: int | None = MUSE_WINDOW):
     d = cfg["data"]
-    window_s = window / MUSE_SAMPLE_RATE if window else MIN_UTTERANCE_S - 0.1
+    window_s = max(window / MUSE_SAMPLE_RATE if window else 0.0, SELECT_WINDOW_S)
     if d["source"] == "embedded":
         from torch_bridge.corpus import load_corpus
 
@@ -111,33 +114,51 @@ def _store_key(cfg: dict) -> str:
 
 def _dump_stage(cfg: dict, out: Path, checkpoint: str | None, recompute=()):
     from torch_bridge.dump import dump_spec_sweep
-    from torch_bridge.mixing import snr_sweep
     from torch_bridge.models import registry
 
-    d, m = cfg["data"], cfg["model"]
-    store_dir = out / "store" / _store_key(cfg)
+    d, m, sw = cfg["data"], cfg["model"], cfg["sweep"]
+    key = _store_key(cfg)
+    store_dir = out / "store" / key
     spec = registry.load_model(m["name"], checkpoint or (m["checkpoint"] or None), layers=m["layers"] or None)
     utts, noises, desc = _load_data(cfg, spec.window)
-    sweep = snr_sweep(
-        utts, list(noises.values()), snr_grid(cfg), seed=cfg["sweep"]["seed"],
-        duration=d["duration"], short=d["short"], target_lufs=d["target_lufs"],
-    )
-    n_items = len(utts) * (1 + len(noises) * len(snr_grid(cfg)))
+    levels = level_grid(cfg)
+    mix_kwargs = dict(duration=d["duration"], short=d["short"], target_lufs=d["target_lufs"])
+    if sw["axis"] == "snr":
+        from torch_bridge.mixing import snr_sweep
+
+        sweep = snr_sweep(utts, list(noises.values()), levels, seed=sw["seed"], **mix_kwargs)
+        dump_fn = dump_spec_sweep
+    else:
+        from torch_bridge.degrade import degradation_sweep
+        from torch_bridge.degrade_dump import dump_spec_degradation_sweep
+
+        sweep = degradation_sweep(utts, list(noises.values()), sw["axis"], levels, seed=sw["seed"],
+                                  noise_snr=sw["noise_snr"], reference=sw["reference"], **mix_kwargs)
+        dump_fn = dump_spec_degradation_sweep
+    n_items = len(utts) * (1 + len(noises) * len(levels))
     _log(f"dump: {spec.name}, {len(spec.layers)} layers in {len(spec.blocks)} blocks; {len(utts)} utterances x "
-         f"{len(noises)} noises x {len(snr_grid(cfg))} SNRs (+ clean) = {n_items} mixtures -> {store_dir}")
-    report = dump_spec_sweep(
+         f"{len(noises)} noises x {len(levels)} {AXIS_UNITS[sw['axis']][0]} levels (+ clean) = {n_items} mixtures "
+         f"-> {store_dir}")
+    report = dump_fn(
         spec, sweep, str(store_dir), window_mode=d["window"], hop=d["hop"] or None,
         extra={"data": desc}, batch_size=m["batch_size"], threads=m["threads"] or None,
         log=_log, check="quick", recompute=recompute,  # the analysis checksums every file it reads
     )
     _log(f"dump: {report.items_written} new items in {report.seconds:.1f} s")
+    if cfg["quality"]["enabled"]:
+        from jaxprobe.studies.sweep_quality import enhance_stage
+
+        t0 = time.perf_counter()
+        enhance_stage(spec, sweep, cfg, out / "quality" / key, _log)
+        _log(f"quality: enhanced outputs ready in {time.perf_counter() - t0:.1f} s")
     return store_dir, desc, [u.id for u in utts]
 
 
 # ----------------------------------------------------------------------------- store -> arrays
 
-def load_sweep_arrays(store_dir: Path, snrs: list[float]):
-    """Read a complete sweep store into per-layer arrays.
+def load_sweep_arrays(store_dir: Path, snrs: list[float], field: str = "snr"):
+    """Read a complete sweep store into per-layer arrays (``snrs``: the levels of the condition
+    ``field``, "snr", "c50" or "clipping").
 
     Returns
     -------
@@ -152,7 +173,7 @@ def load_sweep_arrays(store_dir: Path, snrs: list[float]):
     store.require_complete()
     idx = store.index()
     noise = idx.condition_field("noise")
-    snr = idx.condition_field("snr")
+    snr = idx.condition_field(field)
     utt = idx.utterance_ids()
     win = np.asarray(idx.window)
     items = sorted({(u, int(w)) for u, w in zip(utt, win)})
@@ -169,7 +190,7 @@ def load_sweep_arrays(store_dir: Path, snrs: list[float]):
         else:
             rows_noisy[noises.index(str(noise[r])), snr_pos[float(snr[r])], it] = idx.item[r]
     if (rows_noisy < 0).any() or (rows_clean < 0).any():
-        raise RuntimeError(f"Store {store_dir} lacks some (noise, SNR, item) cells of the requested grid.")
+        raise RuntimeError(f"Store {store_dir} lacks some (noise, {field}, item) cells of the requested grid.")
     layers = store.manifest["layers"]
     noisy, clean = {}, {}
     for entry in layers:
@@ -197,11 +218,19 @@ def _analysis_stage(cfg, store_dir: Path, out: Path, data_desc: str) -> dict:
     )
     from jaxprobe.studies.sweep_diffusion import analyze_diffusion
 
-    snrs = snr_grid(cfg)
+    snrs = level_grid(cfg)
+    axis = cfg["sweep"]["axis"]
+    qdir = out / "quality" / store_dir.name
+    quality_on = cfg["quality"]["enabled"]
     # keyed on what the store holds (its checksums), not its name; reused only while every
     # output of the stage is intact (see write_stage_manifest below)
-    key = fingerprint({"store": store_content_key(store_dir), "cka": cfg["cka"], "diffusion": cfg["diffusion"],
-                       "seed": cfg["sweep"]["seed"], "v": 4})
+    parts = {"store": store_content_key(store_dir), "cka": cfg["cka"], "diffusion": cfg["diffusion"],
+             "seed": cfg["sweep"]["seed"], "v": 4}
+    if axis != "snr" or quality_on:  # SNR runs without quality keep their cache key
+        from jaxprobe.studies.sweep_quality import quality_content_key
+
+        parts.update(axis=axis, quality=quality_content_key(qdir) if quality_on else None, v=5)
+    key = fingerprint(parts)
     res_path = out / "results.json"
     cached, why = stage_outputs_intact(out, "analysis", key)
     if cached:
@@ -211,8 +240,9 @@ def _analysis_stage(cfg, store_dir: Path, out: Path, data_desc: str) -> dict:
         _log(f"analysis: recomputing: {why}")
     invalidate_stage(out, "analysis")
     t0 = time.perf_counter()
-    layers, noisy, clean, noises, items = load_sweep_arrays(store_dir, snrs)
-    _log(f"analysis: {len(layers)} layers, {len(noises)} noises x {len(snrs)} SNRs x {len(items)} items loaded "
+    layers, noisy, clean, noises, items = load_sweep_arrays(store_dir, snrs, field=axis)
+    _log(f"analysis: {len(layers)} layers, {len(noises)} noises x {len(snrs)} {AXIS_UNITS[axis][0]} levels x "
+         f"{len(items)} items loaded "
          f"in {time.perf_counter() - t0:.1f} s")
     c = cfg["cka"]
     settings = CkaSettings(
@@ -231,6 +261,20 @@ def _analysis_stage(cfg, store_dir: Path, out: Path, data_desc: str) -> dict:
          f"({len(noises) * len(snrs)} centroids each) ...")
     diff_part = analyze_diffusion(noisy, layers, snrs, noises, cfg["diffusion"], seed=cfg["sweep"]["seed"])
     t2 = time.perf_counter()
+    quality_part, quality_arrays = {}, {}
+    if quality_on:
+        import jax
+
+        from jaxprobe.studies.sweep_quality import analyze_quality
+
+        per_item = cka_part["arrays"].get(f"utterance/{settings.estimators[0]}")
+        quality_part, quality_arrays = analyze_quality(
+            qdir, model=cfg["model"]["name"], axis=axis, levels=snrs, noises=noises, items=items, layers=layers,
+            cka_items=per_item, key=jax.random.fold_in(jax.random.key(settings.seed), 18), n_boot=settings.n_boot,
+            level=settings.level, log=_log)
+        quality_part["correlations_cka"] = {"protocol": "utterance", "estimator": settings.estimators[0]}
+    t3 = time.perf_counter()
+    _tag_axis(cka_part, axis)
     resampling, warnings = resampling_summary(len(noises), len(items), settings)
     # the geometry bootstrap's "hierarchical" design also resamples items within each noise type
     # (millions of distinct resamples even for 4 noise types x 4 items); "noise" alone does not
@@ -249,11 +293,12 @@ def _analysis_stage(cfg, store_dir: Path, out: Path, data_desc: str) -> dict:
             # relative to the run folder (plus its fingerprint), so a copied run folder stays valid
             "store": os.path.relpath(store_dir, out),
             "versions": {"jax": jax.__version__, "numpy": np.__version__},
-            "timings_s": {"cka": t1 - t0, "diffusion": t2 - t1},
+            "timings_s": {"cka": t1 - t0, "diffusion": t2 - t1, "quality": t3 - t2},
         },
         "data": {
             "corpus": data_desc, "n_utterances": len({u for u, _ in items}), "n_items": len(items),
-            "noises": noises, "snrs": snrs, "n_windows": max(w for _, w in items) + 1,
+            "noises": noises, **({"snrs": snrs} if axis == "snr" else {}), "axis": axis, "levels": snrs,
+            "level_unit": AXIS_UNITS[axis][1], "n_windows": max(w for _, w in items) + 1,
             "utterance_ids": sorted({u for u, _ in items}),
         },
         "model": _model_record(store_dir),
@@ -264,15 +309,35 @@ def _analysis_stage(cfg, store_dir: Path, out: Path, data_desc: str) -> dict:
         "diffusion": diff_part,
         "bootstrap": {"designs": resampling, "min_distinct_resamples": MIN_DISTINCT_RESAMPLES},
         "warnings": warnings,
+        **quality_part,
     }
     _atomic_json(res_path, results)
     arrays = {k.replace("/", "__"): v for k, v in cka_part["arrays"].items()}
     tmp = out / ".cka_values.tmp.npz"
     np.savez_compressed(tmp, **arrays)
     os.replace(tmp, out / "cka_values.npz")
-    write_stage_manifest(out, "analysis", key, ["results.json", "cka_values.npz"])
+    outputs = ["results.json", "cka_values.npz"]
+    if quality_arrays:
+        tmp = out / ".quality_values.tmp.npz"
+        np.savez_compressed(tmp, **quality_arrays)
+        os.replace(tmp, out / "quality_values.npz")
+        outputs.append("quality_values.npz")
+    write_stage_manifest(out, "analysis", key, outputs)
     _log(f"analysis: CKA {t1 - t0:.1f} s, diffusion {t2 - t1:.1f} s -> {res_path}")
     return results
+
+
+def _tag_axis(cka_part: dict, axis: str) -> None:
+    """Every CKA and regression record names its axis and level (records of the SNR axis keep
+    ``snr`` too; on the other axes the level is the axis's value and ``snr`` is dropped)."""
+    for r in cka_part["cka"]:
+        r["axis"], r["level"] = axis, r["snr"]
+        if axis != "snr":
+            del r["snr"]
+    for r in cka_part["regression"]:
+        r["axis"], r["level"] = axis, "all"  # a fit over every level of the axis
+    for r in cka_part["trends"]:
+        r["axis"] = axis
 
 
 def _analyse_repairing(cfg, out: Path, checkpoint: str | None, store_dir: Path, desc: str) -> dict:

@@ -15,7 +15,7 @@ from jaxprobe.errors import ConfigError  # re-exported: jaxprobe.studies.sweep_c
 from jaxprobe.studies._config import given_keys, merge_tables, read_toml
 from torch_bridge.models.muse_layers import MUSE_SAMPLE_RATE, MUSE_WINDOW  # torch-free: MUSE's spec module
 
-__all__ = ["ConfigError", "MIN_DURATION_S", "SWEEP_DEFAULTS", "load_sweep_config", "snr_grid"]
+__all__ = ["AXIS_UNITS", "ConfigError", "MIN_DURATION_S", "SWEEP_DEFAULTS", "level_grid", "load_sweep_config", "snr_grid"]
 
 SWEEP_DEFAULTS: dict[str, Any] = {
     "name": "sweep",
@@ -42,6 +42,11 @@ SWEEP_DEFAULTS: dict[str, Any] = {
         "target_lufs": -23.0,
     },
     "sweep": {
+        "axis": "snr",  # the degradation swept: "snr" (additive noise), "c50" (reverberation), "clipping"
+        "values": [],  # the levels of the c50 axis (dB, in [3, 40]) or the clipping axis (threshold / peak, in
+        # (0, 1]); the snr axis uses snrs / snr_min..snr_max below
+        "noise_snr": 30.0,  # c50 and clipping axes: every noise type is added at this SNR (dB) after the degradation
+        "reference": "direct",  # c50 axis: clean reference "direct" (clean through the RIR's direct path) or "dry"
         "snrs": [],  # explicit SNR list in dB (distinct); leave the key out for range(snr_min, snr_max + 1, snr_step)
         "snr_min": -10,
         "snr_max": 30,
@@ -72,6 +77,10 @@ SWEEP_DEFAULTS: dict[str, Any] = {
         "level": 0.95,
         "design": "hierarchical",  # hierarchical (noise types, then items) | noise (noise types only)
     },
+    "quality": {
+        "enabled": False,  # enhance every mixture and score noisy and enhanced (PESQ, STOI, SI-SDR) against the
+        # clean reference, and correlate per-item CKA with it per layer (one more model pass per mixture)
+    },
     "report": {"formats": ["png", "pdf"]},  # png is always needed (the HTML report embeds it)
     "compute": {"devices": "1"},  # JAX devices for the analysis: "1", "all" or a count (see jaxprobe.distributed)
 }
@@ -83,6 +92,8 @@ _CHOICES = {
     ("data", "window"): ("first", "center", "all"),
     ("data", "speech_split"): ("train", "dev", "test", "all", "real"),
     ("cka", "orientation"): ("channels", "bins"),
+    ("sweep", "axis"): ("snr", "c50", "clipping"),
+    ("sweep", "reference"): ("direct", "dry"),
     ("cka", "method"): ("percentile", "bca"),
     ("diffusion", "coordinates"): ("markov", "symmetric"),
     ("diffusion", "design"): ("hierarchical", "noise"),
@@ -93,6 +104,14 @@ _SUBSETS = {
     ("cka", "designs"): ("noise", "hierarchical"),
     ("report", "formats"): ("png", "pdf"),
 }
+
+
+
+#: per axis: (name in prose, unit, axis label of figures)
+AXIS_UNITS = {"snr": ("SNR", "dB", "Input SNR (dB)"), "c50": ("C50", "dB", "C50 (dB)"),
+              "clipping": ("clipping level", "× peak", "Clipping threshold (× peak)")}
+#: C50 targets every room of torch_bridge.degrade reaches (dB)
+C50_RANGE = (3.0, 40.0)
 
 
 def _fail(key: str, expected: str, got) -> ConfigError:
@@ -166,16 +185,37 @@ def _validate(cfg: dict) -> dict:
         raise ConfigError(f"Configuration keys 'sweep.snr_min' <= 'sweep.snr_max' expected; got "
                           f"{sw['snr_min']!r} > {sw['snr_max']!r}.")
     _distinct("sweep.snrs", sw["snrs"])
-    grid = snr_grid(cfg)
+    _distinct("sweep.values", sw["values"])
+    if sw["axis"] == "snr" and sw["values"]:
+        raise _fail("sweep.values", "empty on the snr axis (set the SNRs with 'sweep.snrs' or snr_min..snr_max)",
+                    sw["values"])
+    if sw["axis"] != "snr":
+        if not sw["values"]:
+            raise _fail("sweep.values", f"a non-empty list of levels on the {sw['axis']} axis", sw["values"])
+        lo, hi = C50_RANGE if sw["axis"] == "c50" else (0.0, 1.0)
+        bad = [v for v in sw["values"] if not (lo <= v <= hi if sw["axis"] == "c50" else lo < v <= hi)]
+        if bad:
+            what = (f"C50 values in dB within [{lo:g}, {hi:g}] (what every generated room reaches)" if sw["axis"] == "c50"
+                    else "clipping thresholds relative to the speech's peak, in (0, 1]")
+            raise _fail("sweep.values", what + f" ({bad} out of range)", sw["values"])
+    if not math.isfinite(sw["noise_snr"]):
+        raise _fail("sweep.noise_snr", "a finite SNR in dB", sw["noise_snr"])
+    grid = level_grid(cfg)
     if not grid:
         raise ConfigError("The SNR grid is empty: set 'sweep.snrs' or a valid snr_min <= snr_max with snr_step > 0.")
     inter = cfg["diffusion"]["inter_snrs"]
     _distinct("diffusion.inter_snrs", inter)
     off = [s for s in inter if not any(abs(float(s) - g) < 1e-9 for g in grid)]
     if not inter or off:
-        raise ConfigError(f"Configuration key 'diffusion.inter_snrs' must be a non-empty list of SNRs on the "
+        raise ConfigError(f"Configuration key 'diffusion.inter_snrs' must be a non-empty list of levels on the "
                           f"sweep's grid {[f'{g:g}' for g in grid]}; got {inter!r}"
                           + (f" ({off} not on the grid)." if off else "."))
+    if cfg["quality"]["enabled"] and cfg["model"]["name"] != "muse":
+        raise _fail("model.name", "'muse' when quality.enabled = true (the quality stage enhances with MUSE's "
+                    "official pipeline only so far)", cfg["model"]["name"])
+    if cfg["quality"]["enabled"] and "utterance" not in c["protocols"]:
+        raise _fail("cka.protocols", "a list with 'utterance' when quality.enabled = true (the correlations use "
+                    "per-item CKA)", c["protocols"])
     dev = cfg["compute"]["devices"]
     if dev != "all" and not (dev.isdigit() and int(dev) >= 1):
         raise ConfigError(f"Configuration key 'compute.devices' must be 'all' or a device count >= 1; got {dev!r}.")
@@ -193,6 +233,13 @@ def _validate(cfg: dict) -> dict:
     if not 0 < dd["level"] < 1:
         raise ConfigError(f"Configuration key 'diffusion.level' must be in (0, 1); got {dd['level']!r}.")
     return cfg
+
+
+def level_grid(cfg: dict) -> list[float]:
+    """The levels of the sweep's axis: the SNR grid, or ``sweep.values`` on the c50 / clipping axes."""
+    if cfg["sweep"].get("axis", "snr") != "snr":
+        return [float(v) for v in cfg["sweep"]["values"]]
+    return snr_grid(cfg)
 
 
 def snr_grid(cfg: dict) -> list[float]:
@@ -225,8 +272,10 @@ def load_sweep_config(source: str | Path | dict | None = None, **overrides) -> d
     if overrides:
         cfg, given = merge_tables(cfg, overrides, ""), given | given_keys(overrides)
     if "diffusion.inter_snrs" not in given:  # the default: the paper's Fig. 5 SNRs that are on this grid
-        grid = snr_grid(cfg)
+        grid = level_grid(cfg)
         on = [s for s in cfg["diffusion"]["inter_snrs"] if any(abs(s - g) < 1e-9 for g in grid)]
+        if cfg["sweep"]["axis"] != "snr":  # the paper's SNRs mean nothing on another axis
+            on = []
         if not on and grid:  # none of them: up to six spread over the grid
             idx = sorted({round(i * (len(grid) - 1) / 5) for i in range(6)})
             on = [grid[i] for i in idx]

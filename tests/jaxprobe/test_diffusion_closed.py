@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from jaxprobe.diffusion_analysis import intra_layer
+from jaxprobe.diffusion import intra_layer
 from jaxprobe.diffusion_closed import diffusion_group_distances
 
 

@@ -40,6 +40,7 @@ def test_outputs_and_schema(sweep_run):
     assert {"cka", "regression", "diffusion", "settings", "data"} <= set(res)
     rec = res["cka"][0]
     assert {"layer", "block", "snr", "protocol", "estimator", "estimate", "low", "high"} <= set(rec)
+    assert all(r["axis"] == "snr" and r["level"] == r["snr"] for r in res["cka"])  # issue 18: axis and level too
     reg = res["regression"][0]
     assert {"slope", "intercept", "r2", "slope_low", "slope_high", "intercept_low", "intercept_high"} <= set(reg)
     assert {r["block"] for r in res["diffusion"]["table1"]} == {"Enc1", "Enc2", "Latent", "Dec2", "Dec1", "Refine"}

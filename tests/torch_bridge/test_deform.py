@@ -45,6 +45,23 @@ def test_samplers_agree_at_muse_scale(rng):
     assert (a - b).abs().max() / b.abs().max() < 1e-6
 
 
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_grid_cl_chunks_and_batch_items(rng, monkeypatch, layout):
+    """``grid_cl`` processes one batch item and one chunk of rows at a time; with chunks of 2
+    rows (the last one short) on a batch of 3 it must give the loop reference's values in
+    either memory order of the input and offsets."""
+    from torch_bridge.models import deform
+
+    monkeypatch.setattr(deform, "_CL_CHUNK_ELEMS", 2 * 7 * 3)  # 2 rows of W = 7, C = 3
+    x = rng.standard_normal((3, 3, 9, 7))
+    off = rng.uniform(-1.7, 1.7, (3, 18, 9, 7))
+    wgt = rng.standard_normal((3, 1, 3, 3))
+    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    xt, ot = (torch.tensor(a, dtype=torch.float32).contiguous(memory_format=fmt) for a in (x, off))
+    got = deform_conv2d_depthwise(xt, ot, torch.tensor(wgt, dtype=torch.float32), method="grid_cl")
+    np.testing.assert_allclose(got.numpy(), deform_conv2d_depthwise_ref(x, off, wgt), rtol=1e-5, atol=1e-5)
+
+
 def test_offset_shape_is_checked():
     with pytest.raises(ValueError, match="'offset' parameter"):
         deform_conv2d_depthwise(torch.zeros(1, 2, 4, 4), torch.zeros(1, 9, 4, 4), torch.zeros(2, 1, 3, 3))

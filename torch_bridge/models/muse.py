@@ -21,7 +21,10 @@ q/k norms, instance-norm statistics) are GEMMs, since torch's reductions over sh
 several times slower; the gate's grouped conv (2 inputs per group) is a depthwise conv plus a
 pair sum; the dense blocks run NCHW in one preallocated buffer instead of three concatenations;
 the decoders compute only the pixel-shuffle rows their strided conv reads; the deformable
-sampling stays float64 ``grid_sample`` (exact positions) but on a channels-last copy.
+sampling stays float64 ``grid_sample`` (exact positions) but on a channels-last copy, per
+chunk of rows; the dense encoder and decoders, deformable embeddings, LayerNorms, attentions and
+FFNs run one batch item at a time (``_per_item``: a batch of 8 spilled the cache and ran
+slower per window than 1), the last three writing into their slice of the batch output.
 Forward hooks see the same ``(B, C, T, F)`` shapes as before (channels-last strides).
 """
 from __future__ import annotations
@@ -81,6 +84,36 @@ def _pointwise(conv, x):
     NCHW fallback are both slower here)."""
     w = conv.weight
     return _from_tokens(F.linear(_tokens(x), w.reshape(w.shape[0], w.shape[1]), conv.bias))
+
+
+def _per_item(forward_one, x, *, writes_out=False):
+    """``forward_one`` on each batch item of ``x`` in turn, outputs gathered on the batch axis
+    (memory order kept). The items are independent in every layer of MUSE; one at a time, a
+    level-1 block's working set (~2.5 MB per 16-channel map) stays cache-resident, where a
+    batch of 8 spilled and ran ~1.6x slower per window than a batch of 1. With
+    ``writes_out``, ``forward_one(x_i, out=o_i)`` writes items 2.. straight into their slice of
+    the batch output (no gathering copy)."""
+    if x.shape[0] == 1:
+        return forward_one(x)
+    first = forward_one(x[:1])
+    fmt = torch.contiguous_format if first.is_contiguous() else _CL
+    out = torch.empty((x.shape[0], *first.shape[1:]), dtype=first.dtype, device=first.device, memory_format=fmt)
+    out[:1] = first
+    for i in range(1, x.shape[0]):
+        if writes_out:
+            forward_one(x[i : i + 1], out=out[i : i + 1])
+        else:
+            out[i : i + 1] = forward_one(x[i : i + 1])
+    return out
+
+
+def _linear_out(t, weight, out=None):
+    """``F.linear(t, weight)`` on tokens (B, H, W, K) → (B, C, H, W) channels-last, written into
+    ``out`` (a channels-last (B, C, H, W) map) when given; the same matmul either way."""
+    if out is None:
+        return _from_tokens(F.linear(t, weight))
+    torch.matmul(t, weight.t(), out=_tokens(out))
+    return out
 
 
 class _InstanceNormCL(nn.InstanceNorm2d):
@@ -145,6 +178,9 @@ class DenseBlock(nn.Module):
         )
 
     def forward(self, x):
+        return _per_item(self._forward_one, x)
+
+    def _forward_one(self, x):
         # NCHW here, unlike the rest of the model: the newest-first concatenation is then a
         # contiguous channel suffix of one preallocated buffer [y2, y1, y0, x], so no step
         # concatenates, and the convolutions are oneDNN's NCHW ones, as in the reference.
@@ -170,6 +206,9 @@ class DenseEncoder(nn.Module):
         )
 
     def forward(self, x):
+        return _per_item(self._forward_one, x)
+
+    def _forward_one(self, x):
         return _cl(self.dense_conv_2(self.dense_block(self.dense_conv_1(x))))
 
 
@@ -226,6 +265,9 @@ class MaskDecoder(nn.Module):
         self.lsigmoid = LearnableSigmoid()
 
     def forward(self, x):
+        return _per_item(self._forward_one, x)
+
+    def _forward_one(self, x):
         return self.lsigmoid(_mask_tail(self.mask_conv, self.dense_block(x.contiguous())))
 
 
@@ -246,6 +288,9 @@ class PhaseDecoder(nn.Module):
         self.phase_conv_i = _conv(c, 1, 1, bias=True)
 
     def forward(self, x):
+        return _per_item(self._forward_one, x)
+
+    def _forward_one(self, x):
         x = _mask_tail(self.phase_conv, self.dense_block(x.contiguous()))
         ri = _pointwise_pair(self.phase_conv_r, self.phase_conv_i, x)
         return torch.atan2(ri[:, 1:2], ri[:, 0:1])
@@ -274,6 +319,9 @@ class DeformPatchConv(nn.Module):
         self.act = nn.Hardswish()
 
     def forward(self, x):
+        return _per_item(self._forward_one, x)
+
+    def _forward_one(self, x):
         dw, pw = self.offset_generator
         offset = _pointwise(pw, dw(x)).clamp(-1.0, 1.0)
         return self.act(_pointwise(self.pwconv, self.dcn(x, offset)))
@@ -307,14 +355,14 @@ class BiasFreeLayerNormBody(nn.Module):
         super().__init__()
         self.weight = nn.Parameter(torch.ones(c))
 
-    def forward(self, x):
+    def forward(self, x, out=None):
         # Reductions over a short last axis are slow in torch on CPU; the centring and the
         # variance are GEMMs with (I - 1/C) and 1/C instead (two-pass variance, as before).
         c = x.shape[-1]
         eye = torch.eye(c, dtype=x.dtype, device=x.device)
         centred = torch.matmul(x, eye - 1.0 / c)
-        var = torch.matmul(centred * centred, torch.full((c, 1), 1.0 / c, dtype=x.dtype, device=x.device))
-        return x * (torch.rsqrt(var + 1e-5) * self.weight)
+        var = torch.matmul(centred.mul_(centred), torch.full((c, 1), 1.0 / c, dtype=x.dtype, device=x.device))
+        return torch.mul(x, torch.rsqrt(var + 1e-5) * self.weight, out=out)
 
 
 class LayerNorm2d(nn.Module):
@@ -326,7 +374,10 @@ class LayerNorm2d(nn.Module):
 
     def forward(self, x):
         # Channels-last: the tokens (B, H, W, C) are a view of the map, and so is the result.
-        return _from_tokens(self.body(_tokens(x)))
+        def one(xi, out=None):
+            return _from_tokens(self.body(_tokens(xi), out=None if out is None else _tokens(out)))
+
+        return _per_item(one, x, writes_out=True)
 
 
 class RefineAttention(nn.Module):
@@ -361,6 +412,9 @@ class TaylorAttention(nn.Module):
         self.refine_att = RefineAttention(c // heads, heads)
 
     def forward(self, u):
+        return _per_item(self._forward_one, u, writes_out=True)
+
+    def _forward_one(self, u, out=None):
         b, c, h, w = u.shape
         n, heads = h * w, self.heads
         d = c // heads
@@ -372,10 +426,12 @@ class TaylorAttention(nn.Module):
         # L2 norm of each token over the head's d channels (eps added to the norm).
         # (Sums over the short head axis as GEMMs with the (C, heads) head indicator.)
         onehead = self._block_mask(c, d, u)[:, ::d]
-        q = q / (torch.matmul((q * q).reshape(b, n, c), onehead).sqrt() + 1e-6).unsqueeze(-1)
-        k = k / (torch.matmul((k * k).reshape(b, n, c), onehead).sqrt() + 1e-6).unsqueeze(-1)
-        qk = torch.stack([q, k], dim=3).reshape(b, h, w, 2 * c)  # per head [q̂, k̂]
-        r = self.refine_att(_from_tokens(qk))  # (B, heads, H, W) channels-last
+        # q̂ and k̂ are written straight into the refine conv's input, per head [q̂, k̂] (no stack).
+        qk = u.new_empty(b, n, heads, 2, d)
+        torch.div(q, (torch.matmul((q * q).reshape(b, n, c), onehead).sqrt() + 1e-6).unsqueeze(-1), out=qk[:, :, :, 0])
+        torch.div(k, (torch.matmul((k * k).reshape(b, n, c), onehead).sqrt() + 1e-6).unsqueeze(-1), out=qk[:, :, :, 1])
+        q, k = qk[:, :, :, 0], qk[:, :, :, 1]
+        r = self.refine_att(_from_tokens(qk.view(b, h, w, 2 * c)))  # (B, heads, H, W) channels-last
 
         q = q.reshape(b, n, c)
         k = k.reshape(b, n, c)
@@ -389,9 +445,11 @@ class TaylorAttention(nn.Module):
         k_heads = k_sum.unsqueeze(2) * block[:, ::d].unsqueeze(0)  # (B, C, heads)
         den = torch.matmul(q, k_heads) + (n + 1e-6)  # (B, N, heads)
         scale = self.temperature.view(1, 1, heads) * _tokens(r).reshape(b, n, heads) / den
-        o = (num.view(b, n, heads, d) * scale.unsqueeze(-1)).view(b, h, w, c)
-        o = o * s.view(b, 1, 1, c) * F.gelu(_tokens(g))
-        return _from_tokens(F.linear(o, self.project_out.weight.flatten(1)))
+        # In place on temporaries (same arithmetic, fewer fresh multi-MB allocations, each of
+        # which page-faults anew).
+        o = num.view(b, n, heads, d).mul_(scale.unsqueeze(-1)).view(b, h, w, c)
+        o = o.mul_(s.view(b, 1, 1, c)).mul_(torch.ops.aten.gelu_(_tokens(g)))
+        return _linear_out(o, self.project_out.weight.flatten(1), out)
 
     def _gate(self, u):
         """``dwconv``: 1x1 conv C→2C, then the grouped 3x3 conv (2 inputs per output) computed
@@ -423,6 +481,9 @@ class GatedFFN(nn.Module):
         self.project_out = _conv(m, c, 1)
 
     def forward(self, x):
+        return _per_item(self._forward_one, x, writes_out=True)
+
+    def _forward_one(self, x, out=None):
         # The two halves a, b are computed as separate maps so GELU runs on contiguous memory.
         m = self.project_out.weight.shape[1]
         w_in, w_dw = self.project_in.weight.flatten(1), self.dwconv.weight
@@ -430,7 +491,7 @@ class GatedFFN(nn.Module):
             _tokens(F.conv2d(_from_tokens(F.linear(_tokens(x), w_in[sl])), w_dw[sl], padding=1, groups=m))
             for sl in (slice(0, m), slice(m, 2 * m))
         )
-        return _from_tokens(F.linear(F.gelu(a) * b, self.project_out.weight.flatten(1)))
+        return _linear_out(torch.ops.aten.gelu_(a).mul_(b), self.project_out.weight.flatten(1), out)
 
 
 class TransformerBlock(nn.Module):
