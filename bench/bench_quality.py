@@ -66,7 +66,7 @@ def main(argv=None) -> int:
 
     from jaxprobe.quality import item_quality
     from torch_bridge import degrade
-    from torch_bridge.degrade_dump import _muse_enhance_windows
+    from torch_bridge.degrade_dump import muse_enhance_windows
     from torch_bridge.muse_inference import enhance, load_muse, muse_forward_inputs, muse_normalise
 
     model = load_muse(str(ckpt))
@@ -79,7 +79,7 @@ def main(argv=None) -> int:
             model(mag_c, pha)
 
     def enh():
-        return _muse_enhance_windows(model, norm[None])[0] / np.float32(c)
+        return muse_enhance_windows(model, norm[None])[0] / np.float32(c)
 
     def metrics():
         return item_quality(np.stack([clean, clean]), np.stack([noisy, out]))

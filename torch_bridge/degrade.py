@@ -53,7 +53,7 @@ import numpy as np
 
 from .data.record import check_choice, check_int, check_real
 from .errors import UserError
-from .mixing import Clip, Mixture, Reverb, _normalise_gain, _records, item_seed, mix_at_snr
+from .mixing import Clip, Mixture, Reverb, normalise_gain, audio_records, item_seed, mix_at_snr
 
 __all__ = ["AXES", "C50_MAX", "C50_MIN", "C50Error", "DegradationSweep", "RoomRir", "c50",
            "clipped_fraction", "degradation_sweep", "degraded_mixture", "rir_at_c50", "room_rir_at_c50"]
@@ -292,7 +292,7 @@ def degraded_mixture(clean, noise, axis: str, level: float, *, seed: int, noise_
         return dataclasses.replace(mix, info=info)
     sr = mix.info["sample_rate"]
     ref = Reverb(room.direct, name="direct_path")(mix.clean.astype(np.float64), sr)
-    gain, _ = _normalise_gain(ref, sr, mix.info["lufs_target"], f"direct-path reference of {uid!r}")
+    gain, _ = normalise_gain(ref, sr, mix.info["lufs_target"], f"direct-path reference of {uid!r}")
     return dataclasses.replace(mix, clean=(gain * ref).astype(np.float32), info=info)
 
 
@@ -317,8 +317,8 @@ class DegradationSweep(Sequence):
         self.mix_kwargs = dict(mix_kwargs)
         self.mix_kwargs.setdefault("sample_rate", 16000)
         sr = self.mix_kwargs["sample_rate"]
-        self.utterances = {u.id: u for u in _records(utterances, "utterances", sr)}
-        self.noises = {r.id: r for r in _records(noises, "noises", sr)}
+        self.utterances = {u.id: u for u in audio_records(utterances, "utterances", sr)}
+        self.noises = {r.id: r for r in audio_records(noises, "noises", sr)}
         self.skipped: list[str] = []
         self.num_shards = 1
         self.keys = [(u, t, v) for u in self.utterances for t in self.noises for v in self.levels]

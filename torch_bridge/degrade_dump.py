@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .dump import CLEAN, DumpReport, Item, _mixture_length, dump
+from .dump import CLEAN, DumpReport, Item, mixture_length, dump
 from .mixing import mix_at_snr, window_starts, windows
 
 __all__ = ["degradation_items", "dump_degradation_sweep", "dump_spec_degradation_sweep", "enhance_sweep", "sweep_levels",
@@ -46,7 +46,7 @@ def degradation_items(sweep, *, window: int, window_mode: str = "center", hop: i
     field, levels = sweep_levels(sweep)
     items: list[Item] = []
     for uid, rec in sweep.utterances.items():
-        n_win = len(window_starts(_mixture_length(rec.waveform.shape[0], sweep.mix_kwargs),
+        n_win = len(window_starts(mixture_length(rec.waveform.shape[0], sweep.mix_kwargs),
                                   size=window, mode=window_mode, hop=hop))
         conds = [{"noise": CLEAN, field: None}] + [{"noise": t, field: v} for t in sweep.noises for v in levels]
         items.extend(Item(c, uid, w) for c in conds for w in range(n_win))
@@ -108,17 +108,17 @@ def dump_spec_degradation_sweep(spec, sweep, out: str, *, window_mode: str = "ce
                                 extra: Mapping[str, Any] | None = None, **kwargs: Any) -> DumpReport:
     """:func:`dump_degradation_sweep` of a ``torch_bridge.ModelSpec`` (as ``dump_spec_sweep`` does
     for SNR sweeps): its layer records, pooling and ``select``, window, forward and preparation."""
-    from .dump import _uniform, spec_model_info
+    from .dump import uniform_value, spec_model_info
 
     return dump_degradation_sweep(
         spec.model, spec.layer_records(), sweep, out, window=spec.window, window_mode=window_mode, hop=hop,
         forward=spec.forward_fn, prepare=spec.prepare, model_info=dict(spec.info),
-        pooling=_uniform(spec.pooling), select=_uniform(spec.select),
+        pooling=uniform_value(spec.pooling), select=uniform_value(spec.select),
         extra={**spec.source, "model_spec": spec_model_info(spec), **(extra or {})}, **kwargs,
     )
 
 
-def _muse_enhance_windows(model: torch.nn.Module, cuts: np.ndarray) -> np.ndarray:
+def muse_enhance_windows(model: torch.nn.Module, cuts: np.ndarray) -> np.ndarray:
     """MUSE on normalised windows (n, 30700) -> normalised enhanced windows (n, 30700)."""
     from .muse_inference import muse_forward_inputs, muse_reconstruct
 
@@ -132,7 +132,7 @@ def _muse_enhance_windows(model: torch.nn.Module, cuts: np.ndarray) -> np.ndarra
     return np.stack(out)
 
 
-ENHANCERS: dict[str, Callable[[torch.nn.Module, np.ndarray], np.ndarray]] = {"muse": _muse_enhance_windows}
+ENHANCERS: dict[str, Callable[[torch.nn.Module, np.ndarray], np.ndarray]] = {"muse": muse_enhance_windows}
 
 
 def enhance_sweep(model: torch.nn.Module, model_name: str, sweep, out_dir, *, window: int, window_mode: str = "center",

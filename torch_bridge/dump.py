@@ -281,7 +281,7 @@ def _stderr(msg: str) -> None:
 CLEAN = "clean"
 
 
-def _mixture_length(n: int, mix_kwargs: Mapping[str, Any]) -> int:
+def mixture_length(n: int, mix_kwargs: Mapping[str, Any]) -> int:
     """Length of ``mix_at_snr``'s output for an utterance of ``n`` samples."""
     sr = mix_kwargs.get("sample_rate", 16000)
     duration = mix_kwargs.get("duration", 10.0)
@@ -304,7 +304,7 @@ def sweep_items(sweep, *, window: int | None, window_mode: str = "center", hop: 
     items: list[Item] = []
     for uid, rec in sweep.utterances.items():
         n_win = 1 if window is None else len(window_starts(
-            _mixture_length(rec.waveform.shape[0], sweep.mix_kwargs), size=window, mode=window_mode, hop=hop))
+            mixture_length(rec.waveform.shape[0], sweep.mix_kwargs), size=window, mode=window_mode, hop=hop))
         conds = ([{"noise": CLEAN, "snr": None}] if include_clean else []) + [
             {"noise": t, "snr": s} for t in sweep.noises for s in sweep.snrs]
         items.extend(Item(c, uid, w) for c in conds for w in range(n_win))
@@ -448,7 +448,7 @@ def spec_model_info(spec) -> dict[str, Any]:
             "cka_samples": spec.cka_samples, "cka_features": spec.cka_features}
 
 
-def _uniform(per_layer: Mapping[str, Any]) -> Any:
+def uniform_value(per_layer: Mapping[str, Any]) -> Any:
     """One value when every layer has the same one (as stores before the model contract
     recorded it), else the mapping."""
     values = list(per_layer.values())
@@ -465,7 +465,7 @@ def dump_spec_sweep(spec, sweep, out: str, *, window_mode: str = "center", hop: 
     return dump_snr_sweep(
         spec.model, spec.layer_records(), sweep, out, window=spec.window, window_mode=window_mode, hop=hop,
         include_clean=include_clean, forward=spec.forward_fn, prepare=spec.prepare,
-        model_info=dict(spec.info), pooling=_uniform(spec.pooling), select=_uniform(spec.select),
+        model_info=dict(spec.info), pooling=uniform_value(spec.pooling), select=uniform_value(spec.select),
         extra={**spec.source, "model_spec": spec_model_info(spec), **(extra or {})}, **kwargs,
     )
 

@@ -146,7 +146,7 @@ def loudness(x: np.ndarray, sample_rate: int, *, name: str = "signal") -> float:
     return value
 
 
-def _normalise_gain(x: np.ndarray, sample_rate: int, target: float, name: str) -> tuple[float, float]:
+def normalise_gain(x: np.ndarray, sample_rate: int, target: float, name: str) -> tuple[float, float]:
     """Gain g with loudness(g x) == target within 1e-3 LU; returns (g, loudness before)."""
     before = loudness(x, sample_rate, name=name)
     gain = 10.0 ** ((target - before) / 20.0)
@@ -385,7 +385,7 @@ def mix_at_snr(
     noise_gain = float(np.sqrt(p_speech / (p_noise * 10.0 ** (snr / 10.0))))
     mix64 = s + noise_gain * seg
 
-    mix_gain, lufs_before = _normalise_gain(mix64, sample_rate, target_lufs, f"mixture of {uid!r}+{nid!r}")
+    mix_gain, lufs_before = normalise_gain(mix64, sample_rate, target_lufs, f"mixture of {uid!r}+{nid!r}")
     speech32 = (mix_gain * s).astype(np.float32)
     noise32 = (mix_gain * noise_gain * seg).astype(np.float32)
     noisy32 = speech32 + noise32
@@ -402,7 +402,7 @@ def mix_at_snr(
         noise32 = (mix_gain * peak_gain * noise_gain * seg).astype(np.float32)
         noisy32 = speech32 + noise32
 
-    clean_gain, clean_lufs_before = _normalise_gain(x, sample_rate, target_lufs, f"clean {uid!r}")
+    clean_gain, clean_lufs_before = normalise_gain(x, sample_rate, target_lufs, f"clean {uid!r}")
     clean32 = (clean_gain * x).astype(np.float32)
     clean_peak = float(np.max(np.abs(clean32)))
 
@@ -490,7 +490,7 @@ def windows(x: np.ndarray, *, size: int = MUSE_CHUNK, mode: str = "center", hop:
 
 # ----------------------------------------------------------------------------- sweeps
 
-def _records(items: Any, what: str, sample_rate: int) -> list[AudioRecord]:
+def audio_records(items: Any, what: str, sample_rate: int) -> list[AudioRecord]:
     if isinstance(items, Mapping):
         out = []
         for k, v in items.items():
@@ -526,8 +526,8 @@ class SNRSweep(Sequence):
         self.mix_kwargs = dict(mix_kwargs)
         self.mix_kwargs.setdefault("sample_rate", 16000)
         sr = self.mix_kwargs["sample_rate"]
-        utts = _records(utterances, "utterances", sr)
-        noise_recs = {r.id: r for r in _records(noises, "noises", sr)}
+        utts = audio_records(utterances, "utterances", sr)
+        noise_recs = {r.id: r for r in audio_records(noises, "noises", sr)}
         if noise_types is not None:
             unknown = [t for t in noise_types if t not in noise_recs]
             if unknown:

@@ -18,7 +18,7 @@ import numpy as np
 from matplotlib import colormaps
 
 from jaxprobe.report._style import PAGE_WIDTH, SEQ_CMAP, SKIP_INPUT, SKIP_OUTPUT, new_figure, save, style
-from jaxprobe.report.figures import Figure, _snr_ticks, interval_words
+from jaxprobe.report.figures import Figure, snr_ticks, interval_words
 from jaxprobe.report.html import CSS, html_table, md_table
 from jaxprobe.report.tables import write_csv, atomic_write_text, ci
 
@@ -94,7 +94,7 @@ def fig_curves(results, out_dir, *, formats=FORMATS) -> Figure:
         snrs = np.array(sorted({r["snr"] for r in results["curves"]}))
         for ax in axes[-1]:
             ax.set_xlabel("SNR (dB)")
-            _snr_ticks(ax.xaxis, snrs, max_listed=5)
+            snr_ticks(ax.xaxis, snrs, max_listed=5)
         for ax in axes[:-1].ravel():  # a hidden bottom panel leaves its column's x axis to the row above
             ax.tick_params(labelbottom=True)
         png, pdf = save(fig, out_dir, "compare_curves", formats)

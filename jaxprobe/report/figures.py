@@ -25,21 +25,9 @@ from jaxprobe.report._style import (
     new_figure, save, style,
 )
 
+from jaxprobe.report._figure import FORMATS, Figure, block_axis  # noqa: E402,F401 (re-exported)
+
 FIG5_SNRS = (-10.0, -5.0, 0.0, 10.0, 20.0, 30.0)
-FORMATS = ("png", "pdf")
-
-
-@dataclass(frozen=True)
-class Figure:
-    """One rendered figure: a key, its files and the caption the report prints under it."""
-
-    key: str
-    title: str
-    png: Path
-    pdf: Path | None  # None when PDF was not asked for
-    caption: str
-
-
 _DESIGN_WORDS = {"noise": "resampling noise types", "noise-types": "resampling noise types",
                  "hierarchical": "resampling noise types, then utterances within them"}
 
@@ -64,21 +52,6 @@ def _combo_words(protocol: str, estimator: str) -> str:
     return f"{estimator} linear {what}"
 
 
-def _block_axis(ax, lays, *, top_labels=True, minor_index=True, lines=True):
-    """Tick every layer by its index in its block, draw block boundaries and block names."""
-    x = np.arange(len(lays))
-    ax.set_xlim(-0.5, len(lays) - 0.5)
-    if minor_index:
-        ax.set_xticks(x, [str(layer.index) for layer in lays])
-    for b, (name, group) in enumerate(R.blocks(lays)):
-        lo, hi = group[0].depth - 0.5, group[-1].depth + 0.5
-        if lines and b > 0:
-            ax.axvline(lo, color="0.35", lw=0.7, ls="--", zorder=0.5)
-        if top_labels:
-            ax.text((lo + hi) / 2, 1.01, name, transform=ax.get_xaxis_transform(), ha="center",
-                    va="bottom", fontsize=8, fontweight="bold")
-
-
 def _snr_edges(snrs: np.ndarray) -> np.ndarray:
     if snrs.size == 1:
         return np.array([snrs[0] - 0.5, snrs[0] + 0.5])
@@ -86,7 +59,7 @@ def _snr_edges(snrs: np.ndarray) -> np.ndarray:
     return np.concatenate([[2 * snrs[0] - mid[0]], mid, [2 * snrs[-1] - mid[-1]]])
 
 
-def _snr_ticks(axis, snrs: np.ndarray, *, max_listed: int = 11) -> None:
+def snr_ticks(axis, snrs: np.ndarray, *, max_listed: int = 11) -> None:
     """Tick the SNRs themselves on a short grid; on a long one, round steps inside the grid."""
     if snrs.size <= max_listed:
         axis.set_ticks(snrs, [_num(s) for s in snrs])
@@ -127,8 +100,8 @@ def fig_cka_heatmap(results, out_dir, *, protocol=None, estimator=None, formats=
         for b, (_, group) in enumerate(R.blocks(g.layers)):
             if b:
                 ax.axvline(group[0].depth - 0.5, color="white", lw=1.4)
-        _block_axis(ax, g.layers, lines=False)
-        _snr_ticks(ax.yaxis, g.snrs)
+        block_axis(ax, g.layers, lines=False)
+        snr_ticks(ax.yaxis, g.snrs)
         ax.set_xlabel("Layer (index within block)")
         ax.set_ylabel(axis_label())
         for side in ("top", "right"):
@@ -175,7 +148,7 @@ def fig_regression(results, out_dir, *, protocol=None, estimator=None, formats=F
                     x[poor], y[poor], marker="s", s=80, facecolor="none", edgecolor=POOR_FIT_COLOR,
                     linewidth=1.1, zorder=5))
             ax.set_ylabel(ylabel)
-            _block_axis(ax, lays, top_labels=ax is axes[0])
+            block_axis(ax, lays, top_labels=ax is axes[0])
             ax.grid(axis="y", color="0.9", lw=0.5, zorder=0)
         axes[1].set_xlabel("Layer (index within block)")
         fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncol=len(handles))
@@ -258,8 +231,8 @@ def fig_diffusion_snr(results, out_dir, *, reduce: str = "mean", formats=FORMATS
             mesh = ax.pcolormesh(e, e, m, cmap=DIST_CMAP, vmin=0, vmax=vmax, rasterized=True)
             ax.set_aspect("equal")
             ax.set_title(name, fontweight="bold")
-            _snr_ticks(ax.xaxis, snrs, max_listed=6)
-            _snr_ticks(ax.yaxis, snrs, max_listed=6)
+            snr_ticks(ax.xaxis, snrs, max_listed=6)
+            snr_ticks(ax.yaxis, snrs, max_listed=6)
             for side in ("top", "right"):
                 ax.spines[side].set_visible(True)
         for ax in axes[len(mats):]:

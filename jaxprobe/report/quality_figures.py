@@ -7,7 +7,7 @@ import numpy as np
 from jaxprobe.report import _results as R
 from jaxprobe.report._style import PAGE_WIDTH, new_figure, save, style
 from jaxprobe.report.axis import axis_label
-from jaxprobe.report.figures import FORMATS, Figure, _block_axis
+from jaxprobe.report._figure import FORMATS, Figure, block_axis
 
 METRIC_LABELS = {"pesq": "PESQ (wide band)", "stoi": "STOI", "si_sdr": "SI-SDR (dB)"}
 INPUT_STYLE = {"noisy": dict(color="#7f7f7f", ls="--", marker="o"), "enhanced": dict(color="#2c7bb6", ls="-", marker="s")}
@@ -72,7 +72,7 @@ def fig_correlations(results, out_dir, *, formats=FORMATS) -> Figure:
             ax.axhline(0, color="0.5", lw=0.6)
             ax.set_ylim(-1.05, 1.05)
             ax.set_ylabel(f"ρ with {METRIC_LABELS[m].split(' (')[0]}")
-            _block_axis(ax, lays, top_labels=k == 0)
+            block_axis(ax, lays, top_labels=k == 0)
         h, lab = axes[0].get_legend_handles_labels()
         fig.legend(h, lab, loc="outside lower center", ncol=2)
         axes[-1].set_xlabel("layer (index within block)")
