@@ -298,6 +298,7 @@ def analyze_diffusion(noisy: dict, layers: list, snrs, noises, dcfg: dict, *, se
         if len(members) < 2:
             rec["note"] = (f"{block_of[members[0]]} alone: no other chosen layer or block has width {w}, so it has no "
                            "inter-layer distances (its intra-layer maps are above)")
+            notes.append(f"Inter-layer geometry: {rec['note']}.")
         else:
             inter, by_snr, means = one_map(list(members), 2 if m_i == 0 else 1000 + 30 * m_i)
             if not inter_out:  # the largest map: Fig. 5 and the summary

@@ -66,7 +66,8 @@ def test_diffusion_stage_shapes_and_exclusion(rng):
     layers, noisy, clean, noises = _synthetic(rng)
     dcfg = load_sweep_config({"diffusion": {"inter_layers": "first_of_block"}})["diffusion"]
     d = analyze_diffusion(noisy, layers, SNRS, noises, dcfg, n_boot=20)
-    assert any("excluded" in n for n in d["notes"])  # the latent exclusion is reported, not silent
+    # the latent (another width) gets its own map, alone there: reported, not silent
+    assert any("Latent alone" in n and "no inter-layer distances" in n for n in d["notes"])
     assert [r["block"] for r in d["table1"]] == list(SHAPES)
     assert d["inter_layer_excluded"] == ["Latent.0"]
     m = np.asarray(d["inter_layer"]["-10"]["distances"])
