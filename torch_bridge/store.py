@@ -278,6 +278,11 @@ class StoreIntegrityError(UserError, ValueError):
                          f"{hint or _repair_hint(Path(store))}")
 
 
+class StoreSettingsError(UserError, ValueError):
+    """A store folder holds activations made with other settings than the ones asked for now
+    (a user's choice of --out, not a bug: the CLI reports it in one line)."""
+
+
 class LegacyStoreError(StoreIntegrityError):
     """A store written before checksums were recorded (version 1): its content cannot be verified."""
 
@@ -801,7 +806,7 @@ class StoreWriter(ActivationStore):
         ours = {k: manifest[k] for k in _IDENTITY}
         if _canonical(theirs) != _canonical(ours):
             diff = sorted(k for k in _IDENTITY if _canonical(theirs.get(k)) != _canonical(ours.get(k)))
-            raise ValueError(
+            raise StoreSettingsError(
                 f"Store {root} was created with different settings ({', '.join(diff)} differ). "
                 "Write to a new --out folder, or delete the old store to start over."
             )

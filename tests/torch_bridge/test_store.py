@@ -146,6 +146,13 @@ def test_reopen_must_agree(tmp_path):
         _writer(tmp_path / "s", items[:-1])
     with pytest.raises(ValueError, match="mixing"):
         _writer(tmp_path / "s", items, mixing={"target_lufs": -20.0, "seed": 7})
+    # a user's choice of --out, not a bug: the CLI prints it on one line (exit 2), no traceback
+    from jaxprobe.cli import is_user_error
+    from torch_bridge.store import StoreSettingsError
+
+    with pytest.raises(StoreSettingsError) as info:
+        _writer(tmp_path / "s", items, chunk_size=6)
+    assert is_user_error(info.value)
 
 
 def test_commit_is_exclusive_and_validated(tmp_path):
