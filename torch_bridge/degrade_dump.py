@@ -41,13 +41,21 @@ def sweep_mixture(sweep, uid: str, nid: str, level: float):
     return mix_at_snr(sweep.utterances[uid], sweep.noises[nid], level, seed=sweep.seed, **sweep.mix_kwargs)
 
 
-def degradation_items(sweep, *, window: int, window_mode: str = "center", hop: int | None = None) -> list[Item]:
+def _cut(signal, window: int | None, mode: str, hop: int | None) -> np.ndarray:
+    """The model windows of a signal (n, window), or the whole signal as one item (``window=None``:
+    whole-utterance models)."""
+    if window is None:
+        return np.asarray(signal, np.float32)[None]
+    return windows(signal, size=window, mode=mode, hop=hop)
+
+
+def degradation_items(sweep, *, window: int | None, window_mode: str = "center", hop: int | None = None) -> list[Item]:
     """Per utterance: the clean reference, then every (noise type, level), cut into windows."""
     field, levels = sweep_levels(sweep)
     items: list[Item] = []
     for uid, rec in sweep.utterances.items():
-        n_win = len(window_starts(mixture_length(rec.waveform.shape[0], sweep.mix_kwargs),
-                                  size=window, mode=window_mode, hop=hop))
+        n_win = 1 if window is None else len(window_starts(
+            mixture_length(rec.waveform.shape[0], sweep.mix_kwargs), size=window, mode=window_mode, hop=hop))
         conds = [{"noise": CLEAN, field: None}] + [{"noise": t, field: v} for t in sweep.noises for v in levels]
         items.extend(Item(c, uid, w) for c in conds for w in range(n_win))
     return items
@@ -75,14 +83,14 @@ class _Loader:
             if self.prepare is not None:
                 signal, extra = self.prepare(signal)
                 info.update(extra)
-            self._cuts = windows(signal, size=self.window, mode=self.mode, hop=self.hop)
+            self._cuts = _cut(signal, self.window, self.mode, self.hop)
             self._key, self._info = key, info
         if item.window >= self._cuts.shape[0]:
             raise RuntimeError(f"{item}: the mixture has {self._cuts.shape[0]} windows; the plan expected more.")
         return self._cuts[item.window], dict(self._info, window=item.window)
 
 
-def dump_degradation_sweep(model: torch.nn.Module, layers: Sequence[Any], sweep, out: str, *, window: int,
+def dump_degradation_sweep(model: torch.nn.Module, layers: Sequence[Any], sweep, out: str, *, window: int | None,
                            window_mode: str = "center", hop: int | None = None,
                            forward: Callable | None = None, prepare: Callable | None = None,
                            model_info: Mapping[str, Any] | None = None, **kwargs: Any) -> DumpReport:
@@ -132,22 +140,41 @@ def muse_enhance_windows(model: torch.nn.Module, cuts: np.ndarray) -> np.ndarray
     return np.stack(out)
 
 
-ENHANCERS: dict[str, Callable[[torch.nn.Module, np.ndarray], np.ndarray]] = {"muse": muse_enhance_windows}
+#: Models whose activations are captured on prepared windows and whose official pipeline can be
+#: run on exactly those windows: the quality stage scores the output of the input the activations
+#: saw. MUSE: the whole-mixture energy normalisation, then STFT, generator and iSTFT per window
+#: (equal to ``muse_inference.enhance`` when a mixture is one window). Every other enhancement
+#: model is enhanced by its ``spec.enhance`` (its official pipeline) on each window, or on the
+#: whole mixture for whole-utterance models (``window=None``, e.g. GTCRN).
+WINDOW_ENHANCERS: dict[str, Callable[[torch.nn.Module, np.ndarray], np.ndarray]] = {"muse": muse_enhance_windows}
 
 
-def enhance_sweep(model: torch.nn.Module, model_name: str, sweep, out_dir, *, window: int, window_mode: str = "center",
-                  hop: int | None = None, prepare: Callable | None = None, threads: int | None = None,
-                  log: Callable[[str], None] | None = None) -> Path:
-    """Enhance every mixture of ``sweep`` window by window; write per utterance
-    ``<index>.npz`` with ``clean`` (n_win, W), ``noisy`` and ``enhanced`` (K, S, n_win, W)
-    (noise types and levels in the sweep's order) into ``out_dir``; finished files are kept.
-    ``prepare`` is the model's whole-signal preparation (MUSE: energy normalisation, undone on
-    the output). Returns ``out_dir``."""
+def _fit(y: np.ndarray, n: int) -> np.ndarray:
+    """Crop or zero-pad the last axis of y to n samples."""
+    if y.shape[-1] >= n:
+        return y[..., :n]
+    return np.pad(y, [(0, 0)] * (y.ndim - 1) + [(0, n - y.shape[-1])])
+
+
+def enhance_sweep(spec, sweep, out_dir, *, window_mode: str = "center", hop: int | None = None,
+                  threads: int | None = None, log: Callable[[str], None] | None = None) -> Path:
+    """Enhance every mixture of ``sweep`` with the enhancement model ``spec`` (a
+    ``torch_bridge.ModelSpec`` with ``enhance``); write per utterance ``<index>.npz`` with
+    ``clean`` (n_win, W), ``noisy`` and ``enhanced`` (K, S, n_win, W) (noise types and levels in
+    the sweep's order) into ``out_dir``; finished files are kept.
+
+    The windows are those the dump captures (``spec.window``; ``None``: the whole mixture as one
+    item). MUSE enhances its prepared windows (:data:`WINDOW_ENHANCERS`); other models run
+    ``spec.enhance`` (the official pipeline) on each window or on the whole mixture. An output
+    shorter than its input (GTCRN drops ``L mod 256`` samples) is scored on its own length: the
+    clean and noisy windows are cropped to it. Returns ``out_dir``."""
     from tqdm.auto import tqdm
 
-    if model_name not in ENHANCERS:
-        raise ValueError(f"The quality stage can enhance with {sorted(ENHANCERS)}; got model {model_name!r}.")
-    run = ENHANCERS[model_name]
+    if not getattr(spec, "enhances", False):
+        raise ValueError(f"The quality stage needs an enhancement model (a ModelSpec with enhance()); "
+                         f"model {spec.name!r} ({getattr(spec, 'kind', '?')}) has none.")
+    base = spec.name.split(":", 1)[0]
+    window, prepare = spec.window, spec.prepare
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     _, levels = sweep_levels(sweep)
@@ -156,6 +183,15 @@ def enhance_sweep(model: torch.nn.Module, model_name: str, sweep, out_dir, *, wi
     if log:
         log(f"quality: enhancing {len(todo)} of {len(uids)} utterances x {len(sweep.noises)} noises x "
             f"{len(levels)} levels ({len(uids) - len(todo)} done before)")
+
+    def run(signal: np.ndarray) -> np.ndarray:
+        if base in WINDOW_ENHANCERS and window is not None:
+            sig, info = prepare(signal) if prepare is not None else (signal, {})
+            factor = np.float32(info.get("muse_norm_factor", 1.0))
+            return WINDOW_ENHANCERS[base](spec.model, _cut(sig, window, window_mode, hop)) / factor
+        cuts = _cut(signal, window, window_mode, hop)
+        return np.stack([np.asarray(spec.enhance(c), np.float32) for c in cuts])
+
     old = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
@@ -164,21 +200,25 @@ def enhance_sweep(model: torch.nn.Module, model_name: str, sweep, out_dir, *, wi
         for i in todo:
             uid = uids[i]
             first = sweep_mixture(sweep, uid, next(iter(sweep.noises)), levels[0])
-            clean = windows(first.clean, size=window, mode=window_mode, hop=hop)
+            clean = _cut(first.clean, window, window_mode, hop)
             noisy = np.empty((len(sweep.noises), len(levels)) + clean.shape, np.float32)
-            enhanced = np.empty_like(noisy)
+            enhanced = np.zeros_like(noisy)
+            n_out = clean.shape[-1]
             for k, nid in enumerate(sweep.noises):
                 for s, lv in enumerate(levels):
                     mix = sweep_mixture(sweep, uid, nid, lv)
-                    noisy[k, s] = windows(mix.noisy, size=window, mode=window_mode, hop=hop)
-                    sig, info = prepare(mix.noisy) if prepare is not None else (mix.noisy, {})
-                    factor = np.float32(info.get("muse_norm_factor", 1.0))
-                    cuts = windows(sig, size=window, mode=window_mode, hop=hop)
-                    enhanced[k, s] = run(model, cuts) / factor
+                    noisy[k, s] = _cut(mix.noisy, window, window_mode, hop)
+                    y = run(mix.noisy)
+                    if y.shape[:-1] != clean.shape[:-1] or y.shape[-1] > clean.shape[-1]:
+                        raise RuntimeError(f"{spec.name}'s enhance() returned {y.shape} for input windows "
+                                           f"{clean.shape}; expected the same windows, at most as long.")
+                    n_out = min(n_out, y.shape[-1])
+                    enhanced[k, s] = _fit(y, clean.shape[-1])
                     bar.update(1)
             tmp = out / f".{i:05d}.tmp.npz"
-            np.savez(tmp, clean=clean, noisy=noisy, enhanced=enhanced, utterance=np.array(uid),
-                     noises=np.array(list(sweep.noises)), levels=np.array(levels, np.float64))
+            np.savez(tmp, clean=clean[..., :n_out], noisy=noisy[..., :n_out], enhanced=enhanced[..., :n_out],
+                     utterance=np.array(uid), noises=np.array(list(sweep.noises)),
+                     levels=np.array(levels, np.float64))
             os.replace(tmp, out / f"{i:05d}.npz")
         bar.close()
     finally:

@@ -120,6 +120,9 @@ def _dump_stage(cfg: dict, out: Path, checkpoint: str | None, recompute=()):
     key = _store_key(cfg)
     store_dir = out / "store" / key
     spec = registry.load_model(m["name"], checkpoint or (m["checkpoint"] or None), layers=m["layers"] or None)
+    if cfg["quality"]["enabled"] and not spec.enhances:
+        raise ConfigError(f"Configuration key 'quality.enabled' = true needs an enhancement model (one with an "
+                          f"official enhance() pipeline: muse, gtcrn, ...); got model {spec.name!r} ({spec.kind}).")
     utts, noises, desc = _load_data(cfg, spec.window)
     levels = level_grid(cfg)
     mix_kwargs = dict(duration=d["duration"], short=d["short"], target_lufs=d["target_lufs"])

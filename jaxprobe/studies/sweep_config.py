@@ -210,9 +210,6 @@ def _validate(cfg: dict) -> dict:
         raise ConfigError(f"Configuration key 'diffusion.inter_snrs' must be a non-empty list of levels on the "
                           f"sweep's grid {[f'{g:g}' for g in grid]}; got {inter!r}"
                           + (f" ({off} not on the grid)." if off else "."))
-    if cfg["quality"]["enabled"] and cfg["model"]["name"] != "muse":
-        raise _fail("model.name", "'muse' when quality.enabled = true (the quality stage enhances with MUSE's "
-                    "official pipeline only so far)", cfg["model"]["name"])
     if cfg["quality"]["enabled"] and "utterance" not in c["protocols"]:
         raise _fail("cka.protocols", "a list with 'utterance' when quality.enabled = true (the correlations use "
                     "per-item CKA)", c["protocols"])

@@ -25,8 +25,8 @@ def enhance_stage(spec, sweep, cfg: dict, qdir: Path, log) -> Path:
     from torch_bridge.degrade_dump import enhance_sweep
 
     d = cfg["data"]
-    return enhance_sweep(spec.model, spec.name, sweep, qdir, window=spec.window, window_mode=d["window"],
-                         hop=d["hop"] or None, prepare=spec.prepare, threads=cfg["model"]["threads"] or None, log=log)
+    return enhance_sweep(spec, sweep, qdir, window_mode=d["window"], hop=d["hop"] or None,
+                         threads=cfg["model"]["threads"] or None, log=log)
 
 
 def quality_content_key(qdir: Path) -> str:
@@ -39,7 +39,8 @@ def quality_content_key(qdir: Path) -> str:
 
 
 def _load(qdir: Path, noises: list[str], n_levels: int, items: list[tuple[str, int]]):
-    """(clean (U, W), noisy (K, S, U, W), enhanced (K, S, U, W)) in the analysis's order."""
+    """Per item (analysis order): (clean (W,), noisy (K, S, W), enhanced (K, S, W)); W may differ
+    between items (whole-utterance models get whole mixtures)."""
     files = sorted(Path(qdir).glob("[0-9]*.npz"))
     per_utt = {}
     for p in files:
@@ -49,18 +50,15 @@ def _load(qdir: Path, noises: list[str], n_levels: int, items: list[tuple[str, i
     if missing:
         raise DataError(f"The quality stage's folder {qdir} lacks the enhanced outputs of {missing[:3]}; "
                         "re-run the sweep to compute them.")
-    U = len(items)
-    W = next(iter(per_utt.values()))[0].shape[-1]
-    clean = np.empty((U, W), np.float32)
-    noisy = np.empty((len(noises), n_levels, U, W), np.float32)
-    enh = np.empty_like(noisy)
-    for j, (u, w) in enumerate(items):
+    out = []
+    for u, w in items:
         c, n, e, names = per_utt[u]
         order = [names.index(k) for k in noises]
-        clean[j] = c[w]
-        noisy[:, :, j] = n[order][:, :, w]
-        enh[:, :, j] = e[order][:, :, w]
-    return clean, noisy, enh
+        if n.shape[1] != n_levels:
+            raise DataError(f"{qdir}: the enhanced outputs of {u!r} have {n.shape[1]} levels; expected {n_levels}. "
+                            "Re-run the sweep to recompute them.")
+        out.append((c[w].astype(np.float32), n[order][:, :, w].astype(np.float32), e[order][:, :, w].astype(np.float32)))
+    return out
 
 
 def analyze_quality(qdir: Path, *, model: str, axis: str, levels, noises, items, layers, cka_items, key,
@@ -74,21 +72,29 @@ def analyze_quality(qdir: Path, *, model: str, axis: str, levels, noises, items,
 
     from jaxprobe.quality import METRICS, correlation_records, item_quality, quality_records
 
-    clean, noisy, enh = _load(qdir, list(noises), len(levels), list(items))
-    K, S, U, W = noisy.shape
-    ref = np.broadcast_to(clean[None, None], noisy.shape).reshape(-1, W)
+    loaded = _load(qdir, list(noises), len(levels), list(items))
+    K, S, U = len(noises), len(levels), len(loaded)
+    groups: dict[int, list[int]] = {}  # items of equal length are scored together
+    for u, (c, _, _) in enumerate(loaded):
+        groups.setdefault(c.shape[-1], []).append(u)
     values, excluded = {}, {}
-    for inp, sig in (("noisy", noisy), ("enhanced", enh)):
+    for j, inp in ((1, "noisy"), (2, "enhanced")):
         if log:
-            log(f"quality: PESQ, STOI, SI-SDR of {K * S * U} {inp} windows")
-        q = item_quality(ref, sig.reshape(-1, W))
+            log(f"quality: PESQ, STOI, SI-SDR of {K * S * U} {inp} items")
         for m in METRICS:
-            values[(m, inp)] = q[m].reshape(K, S, U)
-            for i, why in q["excluded"].get(m, {}).items():
-                k, s, u = np.unravel_index(int(i), (K, S, U))
-                excluded.setdefault(m, []).append({"input": inp, "noise": noises[k], "level": float(levels[s]),
-                                                   "utterance": items[u][0], "window": int(items[u][1]),
-                                                   "reason": why})
+            values[(m, inp)] = np.full((K, S, U), np.nan)
+        for W, us in groups.items():
+            sig = np.stack([loaded[u][j] for u in us], axis=2)  # (K, S, n, W)
+            ref = np.broadcast_to(np.stack([loaded[u][0] for u in us])[None, None], sig.shape)
+            q = item_quality(ref.reshape(-1, W), sig.reshape(-1, W))
+            for m in METRICS:
+                values[(m, inp)][:, :, us] = q[m].reshape(K, S, len(us))
+                for i, why in q["excluded"].get(m, {}).items():
+                    k, s_, g = np.unravel_index(int(i), (K, S, len(us)))
+                    u = us[g]
+                    excluded.setdefault(m, []).append({"input": inp, "noise": noises[k], "level": float(levels[s_]),
+                                                       "utterance": items[u][0], "window": int(items[u][1]),
+                                                       "reason": why})
     if log:
         for m, rows in excluded.items():
             log(f"quality: {len(rows)} {m} score(s) excluded (e.g. {rows[0]['reason'][:80]})")

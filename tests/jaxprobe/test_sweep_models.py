@@ -108,3 +108,55 @@ def test_report_without_shared_widths_has_no_fig5(tmp_path):
     md = (tmp_path / "report.md").read_text()
     assert "no two blocks of this model have a layer of the same width" in md
     assert "No two blocks share a width, so there are no inter-layer distances and no Fig. 5." in md
+
+
+def test_quality_without_enhance_is_a_config_error_before_any_work(tmp_path, capsys):
+    # a user model that is not an enhancement model (no enhance(), as the SSL and CTC models)
+    out = tmp_path / "r"
+    argv = ["sweep", "--config", "reverb-demo", "--model", "tests.torch_bridge.test_models_registry:tiny_spec",
+            "--out", str(out)]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "'quality.enabled' = true needs an enhancement model" in err[0], err
+    assert "tiny-spec" in err[0] and not (out / "store").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.shared
+def test_gtcrn_c50_sweep_with_quality(tmp_path, monkeypatch):
+    """GTCRN's quality stage: its official pipeline on whole mixtures of unequal length, scored
+    per item on its own length (the analysis recomputed here from the stored outputs)."""
+    pytest.importorskip("pyroomacoustics")
+    if not GTCRN_CKPT.exists():
+        pytest.skip(f"needs {GTCRN_CKPT} (../shared is absent on this machine)")
+    from jaxprobe.quality import item_quality
+    from jaxprobe.studies.sweep import run
+
+    monkeypatch.setenv("JAXPROBE_CACHE", str(tmp_path / "cache"))
+    levels = [4.0, 12.0, 20.0]
+    cfg = {"name": "g-c50", "model": {"name": "gtcrn", "batch_size": 1, "threads": 1},
+           "data": {"corpus_size": "tiny", "speech_split": "all", "utterances": 2, "noises": ["pink"]},
+           "sweep": {"axis": "c50", "values": levels, "noise_snr": 20.0}, "quality": {"enabled": True},
+           "cka": {"n_boot": 50, "protocols": ["utterance"], "estimators": ["biased"], "designs": ["hierarchical"]},
+           "diffusion": {"n_boot": 10}, "report": {"formats": ["png"]}}
+    out = tmp_path / "out"
+    run(cfg, out, checkpoint=str(GTCRN_CKPT))
+    res = json.loads((out / "results.json").read_text())
+    assert res["model"]["name"] == "gtcrn:vctk"
+    q = {(r["metric"], r["input"], r["level"]): r for r in res["quality"] if r["noise"] == "all"}
+    assert len(q) == 3 * 2 * 3 and all(r["model"] == "gtcrn" for r in res["quality"])
+    files = sorted((out / "quality").glob("*/[0-9]*.npz"))
+    assert len(files) == 2
+    vals = np.load(out / "quality_values.npz")
+    for f in files:
+        z = np.load(f)
+        assert z["enhanced"].shape == z["noisy"].shape == (1, 3, 1, z["clean"].shape[-1])
+        assert z["clean"].shape[-1] % 256 == 0  # GTCRN's output length: whole hops
+        assert np.abs(z["enhanced"] - z["noisy"]).max() > 1e-3
+        got = item_quality(np.repeat(z["clean"], 3, 0), z["enhanced"][0, :, 0])
+        col = [np.flatnonzero(np.isclose(vals["si_sdr__enhanced"][0, s], got["si_sdr"][s], rtol=1e-6)) for s in range(3)]
+        assert all(len(c) == 1 for c in col), (col, got["si_sdr"], vals["si_sdr__enhanced"])
+    for s in range(3):
+        assert q[("si_sdr", "enhanced", levels[s])]["estimate"] == pytest.approx(np.nanmean(vals["si_sdr__enhanced"][:, s]))
+    assert len(res["correlations"]) == 14 * 6 * 4  # layers x (3 metrics x 2 targets) x (pooled + 3 levels)
+    assert (out / "figures/quality_vs_level.png").stat().st_size > 0
