@@ -12,6 +12,9 @@ def test_level_grid_per_axis():
     assert level_grid(load_sweep_config({"sweep": {"axis": "clipping", "values": [1.0, 0.2]},
                                          "diffusion": {"inter_snrs": [1.0]}})) == [1.0, 0.2]
     assert load_sweep_config("reverb-demo")["sweep"]["axis"] == "c50"
+    clip = load_sweep_config("clipping-demo")
+    assert clip["sweep"]["axis"] == "clipping" and level_grid(clip) == [0.5, 0.2, 0.1, 0.05]
+    assert clip["quality"]["enabled"] is True
 
 
 @pytest.mark.parametrize("sweep,match", [
@@ -35,5 +38,6 @@ def test_quality_needs_per_item_cka():
     with pytest.raises(ConfigError, match="cka.protocols"):
         load_sweep_config({"quality": {"enabled": True}, "cka": {"protocols": ["centroid"]}})
     assert load_sweep_config({"quality": {"enabled": True}})["quality"]["enabled"] is True
-    with pytest.raises(ConfigError, match="model.name"):  # the quality stage enhances with MUSE only
-        load_sweep_config({"quality": {"enabled": True}, "model": {"name": "gtcrn"}})
+    # any enhancement model (whether the model has enhance() is checked once it is loaded:
+    # tests/jaxprobe/test_sweep_models.py)
+    assert load_sweep_config({"quality": {"enabled": True}, "model": {"name": "gtcrn"}})["quality"]["enabled"] is True
