@@ -1,7 +1,8 @@
 """The quality stage of the sweep study: the model's enhanced output per item and level, scored
 against the clean reference, and linked to the per-item CKA of every layer.
 
-1. ``enhance_stage`` (torch, through torch_bridge): every mixture enhanced window by window,
+1. ``enhance_stage`` (torch, through torch_bridge): every mixture enhanced by the model's official
+   pipeline (``ModelSpec.enhance``; per window, or the whole mixture for whole-utterance models),
    per utterance one file under ``quality/<store fingerprint>/`` (resumable).
 2. ``analyze_quality`` (no torch): PESQ (wide band), STOI and SI-SDR of the noisy input and of
    the enhanced output per item, ``quality`` records with hierarchical bootstrap intervals
