@@ -214,9 +214,9 @@ def main(argv=None):
     print(f"data: 24 layers x {K} noises x {S} SNRs x {U} utterances ({gb:.1f} GiB) generated in "
           f"{time.perf_counter() - t0:.1f} s", flush=True)
 
-    from jaxprobe.studies.sweep_config import SWEEP_DEFAULTS
-    from jaxprobe.studies.sweep_analysis import CkaSettings, analyze_cka
-    from jaxprobe.studies.sweep_diffusion import analyze_diffusion
+    from jaxprobe.studies.sweep.config import SWEEP_DEFAULTS
+    from jaxprobe.studies.sweep.analysis import CkaSettings, analyze_cka
+    from jaxprobe.studies.sweep.diffusion import analyze_diffusion
 
     settings = CkaSettings(protocols=("utterance",), estimators=("biased", "debiased"), designs=("noise",),
                            n_boot=a.n_boot)

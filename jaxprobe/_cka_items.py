@@ -1,7 +1,7 @@
 """Per-item linear CKA of many items against one shared reference per item: the one
 implementation behind ``jaxprobe.cka(clean, noisy)`` when the clean (U, n, d) broadcasts
 against the noisy (..., U, n, d), and behind the sweep's per-utterance CKA
-(``jaxprobe.studies.sweep_analysis.per_item_cka_all``).
+(``jaxprobe.studies.sweep.analysis.per_item_cka_all``).
 
 The clean Grams are computed once (never one per noisy item), the noisy array is read in
 place (no padding, no reshaped or sliced copy outside the jitted program), and the

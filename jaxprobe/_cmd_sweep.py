@@ -11,7 +11,7 @@ so a re-run recomputes only what changed and an interrupted run resumes."""
 
 EPILOG = """examples:
   jaxprobe sweep --config demo --out runs/demo
-  jaxprobe sweep --config my.toml --devices all       # keys and defaults: jaxprobe/studies/sweep_config.py
+  jaxprobe sweep --config my.toml --devices all       # keys and defaults: jaxprobe/studies/sweep/config.py
   jaxprobe sweep --config demo --model gtcrn --out runs/demo_gtcrn
   jaxprobe sweep --config demo --model mypkg.models:build --layers 'encoder.*' --out runs/mine
   XLA_FLAGS=--xla_force_host_platform_device_count=4 jaxprobe sweep --config demo --devices 4

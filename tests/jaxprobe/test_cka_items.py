@@ -9,7 +9,7 @@ import pytest
 
 import jaxprobe
 from jaxprobe import _cka_items
-from jaxprobe.studies.sweep_analysis import per_item_cka_all
+from jaxprobe.studies.sweep.analysis import per_item_cka_all
 from tests.reference import cka_ref
 
 

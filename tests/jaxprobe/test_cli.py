@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from jaxprobe import cli
-from jaxprobe.studies.sweep_config import ConfigError, load_sweep_config
+from jaxprobe.studies.sweep.config import ConfigError, load_sweep_config
 from jaxprobe.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,7 +38,7 @@ def no_model(monkeypatch):
     monkeypatch.setattr(dump, "muse_dump_model", never)
     monkeypatch.setattr(dump, "dump_snr_sweep", never)
     monkeypatch.setattr(dump, "run_dump", never)
-    import jaxprobe.studies.sweep as sweep
+    import jaxprobe.studies.sweep.runner as sweep
 
     monkeypatch.setattr(sweep, "_dump_stage", never)
     monkeypatch.setattr(sweep, "_load_data", never)

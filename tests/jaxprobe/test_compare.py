@@ -74,7 +74,7 @@ def _sweep():
 
 
 def _cfg(seed=0):
-    from jaxprobe.studies.sweep_config import load_sweep_config
+    from jaxprobe.studies.sweep.config import load_sweep_config
 
     return load_sweep_config({
         "name": "compare-test",
@@ -86,8 +86,8 @@ def _cfg(seed=0):
 
 
 def _make_run(root, name, model, layers, window, monkeypatch):
-    from jaxprobe.studies import sweep_diffusion
-    from jaxprobe.studies.sweep import _analysis_stage
+    from jaxprobe.studies.sweep import diffusion as sweep_diffusion
+    from jaxprobe.studies.sweep.runner import _analysis_stage
     from torch_bridge.dump import dump_snr_sweep
 
     out = root / name

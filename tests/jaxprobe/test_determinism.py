@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = r"""
 import json, os
 import numpy as np, jax
-import jaxprobe.studies.sweep_analysis as SA
+import jaxprobe.studies.sweep.analysis as SA
 from jaxprobe.distributed import make_mesh
 from jaxprobe.bootstrap import bootstrap_mean
 

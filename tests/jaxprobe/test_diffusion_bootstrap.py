@@ -8,8 +8,8 @@ import pytest
 
 from jaxprobe.diffusion import bootstrap as DB
 from jaxprobe.diffusion import diffusion_map, intra_layer
-from jaxprobe.studies.sweep_config import ConfigError, load_sweep_config
-from jaxprobe.studies.sweep_diffusion import analyze_diffusion, inter_layer_set
+from jaxprobe.studies.sweep.config import ConfigError, load_sweep_config
+from jaxprobe.studies.sweep.diffusion import analyze_diffusion, inter_layer_set
 from tests.reference import diffusion_ref as ref
 
 SNRS = np.array([-10.0, -5.0, 0.0, 10.0, 20.0, 30.0])

@@ -4,9 +4,9 @@ import pytest
 from scipy import stats
 
 import jaxprobe
-from jaxprobe.studies.sweep_config import ConfigError, load_sweep_config, snr_grid
-from jaxprobe.studies.sweep_analysis import CkaSettings, analyze_cka, centroid_cka, per_item_cka
-from jaxprobe.studies.sweep_diffusion import analyze_diffusion
+from jaxprobe.studies.sweep.config import ConfigError, load_sweep_config, snr_grid
+from jaxprobe.studies.sweep.analysis import CkaSettings, analyze_cka, centroid_cka, per_item_cka
+from jaxprobe.studies.sweep.diffusion import analyze_diffusion
 
 SNRS = np.arange(-10.0, 31.0, 10.0)
 SHAPES = {"Enc1": (16, 32), "Latent": (12, 8), "Dec1": (16, 32)}
@@ -140,7 +140,7 @@ def test_trends_are_recomputed_inside_every_replicate(rng):
 
 
 def test_fused_per_item_cka_equals_one_call_per_estimator(rng):
-    from jaxprobe.studies.sweep_analysis import per_item_cka_all
+    from jaxprobe.studies.sweep.analysis import per_item_cka_all
 
     layers, noisy, clean, noises = _synthetic(rng)
     for orientation in ("channels", "bins"):
@@ -193,7 +193,7 @@ def test_report_from_real_analysis_has_trend_tables(rng, tmp_path):
 
 
 def test_resampling_summary_warns_when_few_distinct_resamples():
-    from jaxprobe.studies.sweep_analysis import CkaSettings, resampling_summary
+    from jaxprobe.studies.sweep.analysis import CkaSettings, resampling_summary
 
     recs, warns = resampling_summary(2, 4, CkaSettings(n_boot=1000))
     noise = [r for r in recs if r["design"] == "noise"]

@@ -1,7 +1,7 @@
 """The [sweep] axis keys: levels of each axis, their ranges, and what goes with them."""
 import pytest
 
-from jaxprobe.studies.sweep_config import ConfigError, level_grid, load_sweep_config
+from jaxprobe.studies.sweep.config import ConfigError, level_grid, load_sweep_config
 
 
 def test_level_grid_per_axis():

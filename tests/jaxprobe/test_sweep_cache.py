@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from jaxprobe.studies.sweep_config import load_sweep_config
-from jaxprobe.studies import sweep
+from jaxprobe.studies.sweep.config import load_sweep_config
+from jaxprobe.studies.sweep import runner as sweep
 from tests.jaxprobe.test_sweep_analysis import SNRS, _synthetic
 from torch_bridge.dump import Item
 from torch_bridge.store import Plan, StoreIntegrityError, StoreWriter

@@ -79,7 +79,7 @@ formats = ["png"]
 
 
 def test_width_maps_keep_every_block():
-    from jaxprobe.studies.sweep_diffusion import width_maps
+    from jaxprobe.studies.sweep.diffusion import width_maps
 
     # MUSE: five 2048-wide blocks in one map (the first layer of each), the 1536-wide latent alone
     muse = [(f"{b}.{i}", b, 1536 if b == "Latent" else 2048)

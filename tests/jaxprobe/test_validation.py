@@ -11,7 +11,7 @@ import scipy.stats
 
 import jaxprobe
 from jaxprobe._validate import CONSTANT_EPS_FACTOR, constant_threshold
-from jaxprobe.studies.sweep_analysis import per_item_cka_all
+from jaxprobe.studies.sweep.analysis import per_item_cka_all
 from tests.jaxprobe.test_streaming import write_store
 
 DTYPES = ("float32", "float64")

@@ -11,7 +11,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from jaxprobe.errors import ConfigError  # re-exported: jaxprobe.studies.sweep_config.ConfigError
+from jaxprobe.errors import ConfigError  # re-exported: jaxprobe.studies.sweep.config.ConfigError
 from jaxprobe.studies._config import given_keys, merge_tables, read_toml
 from torch_bridge.models.muse_layers import MUSE_SAMPLE_RATE, MUSE_WINDOW  # torch-free: MUSE's spec module
 
@@ -255,7 +255,7 @@ def load_sweep_config(source: str | Path | dict | None = None, **overrides) -> d
     if isinstance(source, (str, Path)):
         path = Path(source)
         if not path.exists():
-            shipped = Path(__file__).resolve().parents[1] / "configs" / f"{source}.toml"
+            shipped = Path(__file__).resolve().parents[2] / "configs" / f"{source}.toml"
             if shipped.exists():
                 path = shipped
             else:

@@ -22,7 +22,7 @@ import numpy as np
 
 from jaxprobe._validate import aligned_view
 from jaxprobe.studies._config import check_devices, fingerprint
-from jaxprobe.studies.sweep_config import AXIS_UNITS, ConfigError, level_grid, load_sweep_config
+from jaxprobe.studies.sweep.config import AXIS_UNITS, ConfigError, level_grid, load_sweep_config
 from jaxprobe.distributed import mesh_from_config
 from jaxprobe.errors import DataError
 from torch_bridge.models.muse_layers import MUSE_SAMPLE_RATE, MUSE_WINDOW  # torch-free: MUSE's spec module
@@ -149,7 +149,7 @@ def _dump_stage(cfg: dict, out: Path, checkpoint: str | None, recompute=()):
     )
     _log(f"dump: {report.items_written} new items in {report.seconds:.1f} s")
     if cfg["quality"]["enabled"]:
-        from jaxprobe.studies.sweep_quality import enhance_stage
+        from jaxprobe.studies.sweep.quality import enhance_stage
 
         t0 = time.perf_counter()
         enhance_stage(spec, sweep, cfg, out / "quality" / key, _log)
@@ -216,10 +216,10 @@ def _model_record(store_dir: Path) -> dict:
 
 def _analysis_stage(cfg, store_dir: Path, out: Path, data_desc: str) -> dict:
     from jaxprobe.bootstrap import n_distinct_resamples
-    from jaxprobe.studies.sweep_analysis import (
+    from jaxprobe.studies.sweep.analysis import (
         MIN_DISTINCT_RESAMPLES, CkaSettings, analyze_cka, resampling_summary,
     )
-    from jaxprobe.studies.sweep_diffusion import analyze_diffusion
+    from jaxprobe.studies.sweep.diffusion import analyze_diffusion
 
     snrs = level_grid(cfg)
     axis = cfg["sweep"]["axis"]
@@ -230,7 +230,7 @@ def _analysis_stage(cfg, store_dir: Path, out: Path, data_desc: str) -> dict:
     parts = {"store": store_content_key(store_dir), "cka": cfg["cka"], "diffusion": cfg["diffusion"],
              "seed": cfg["sweep"]["seed"], "v": 4}
     if axis != "snr" or quality_on:  # SNR runs without quality keep their cache key
-        from jaxprobe.studies.sweep_quality import quality_content_key
+        from jaxprobe.studies.sweep.quality import quality_content_key
 
         parts.update(axis=axis, quality=quality_content_key(qdir) if quality_on else None, v=5)
     key = fingerprint(parts)
@@ -268,7 +268,7 @@ def _analysis_stage(cfg, store_dir: Path, out: Path, data_desc: str) -> dict:
     if quality_on:
         import jax
 
-        from jaxprobe.studies.sweep_quality import analyze_quality
+        from jaxprobe.studies.sweep.quality import analyze_quality
 
         per_item = cka_part["arrays"].get(f"utterance/{settings.estimators[0]}")
         quality_part, quality_arrays = analyze_quality(
