@@ -1,5 +1,5 @@
 """MUSE forward pass: the fast implementation (torch_bridge.models.muse) against the reference
-path (torch_bridge.models.muse_reference, the first plain-torch implementation, unchanged), at
+path (torch_bridge.models.muse.reference, the first plain-torch implementation, unchanged), at
 1 and 2 threads, batch 1 and batch 8.
 
 Baseline: the bench holds no re-implementation that follows the official code's structure, and
@@ -80,7 +80,7 @@ def _median(rows, key, kind):
 
 def _write(checks, per_threads, retained, load_start):
     return write_results("muse_forward", {
-        "baseline": "reference path (torch_bridge.models.muse_reference); the official code is not re-run "
+        "baseline": "reference path (torch_bridge.models.muse.reference); the official code is not re-run "
                     "(needs torchvision); vs-official ratios scale by issue 19's quoted 2.0 s / 1.35 s",
         "official_over_reference_quoted": OFFICIAL_OVER_REFERENCE,
         "max_rel_err_vs_reference": checks,
@@ -103,7 +103,7 @@ def main() -> None:
     threads = [int(t) for t in args.threads.split(",")]
 
     from torch_bridge import load_muse
-    from torch_bridge.models.muse_reference import MUSEReference
+    from torch_bridge.models.muse.reference import MUSEReference
     from torch_bridge.runtime import retain_freed_memory
 
     fast = load_muse(SHARED_MUSE / "g_best")

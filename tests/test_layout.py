@@ -113,6 +113,6 @@ def test_study_modules_and_configs_load_no_torch():
     pieces they use (MUSE's constants, verification, the store reader) loads no torch."""
     code = ("import sys, jaxprobe.studies.sweep, jaxprobe.studies.hear, jaxprobe.studies.sweep.config, "
             "jaxprobe.studies.hear_config, jaxprobe.diffusion, jaxprobe.cli, torch_bridge.verification, "
-            "torch_bridge.models.muse_layers; sys.exit(('torch' in sys.modules) * 1)")
+            "torch_bridge.models.muse.layers; sys.exit(('torch' in sys.modules) * 1)")
     res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, "a study module loaded torch" if res.returncode == 1 else res.stderr

@@ -425,7 +425,7 @@ def muse_dump_model(checkpoint: str | None = None, *, layers: Sequence[Any] | No
 
     path = resolve_muse_checkpoint(checkpoint)
     if layers is None:
-        from .models.muse_layers import MUSE_LAYERS
+        from .models.muse.layers import MUSE_LAYERS
 
         layers = MUSE_LAYERS
     return DumpModel(

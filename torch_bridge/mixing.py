@@ -51,7 +51,7 @@ from .data.record import (
     check_waveform,
 )
 from .errors import UserError
-from .models.muse_layers import MUSE_WINDOW
+from .models.muse.layers import MUSE_WINDOW
 
 #: The paper's grid: integer SNRs from -10 to 30 dB (41 values).
 DEFAULT_SNRS: tuple[int, ...] = tuple(range(-10, 31))

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from torch_bridge.models.muse import MUSE
-from torch_bridge.models.muse_layers import MUSE_SAMPLE_RATE, MUSE_WINDOW
+from torch_bridge.models.muse.model import MUSE
+from torch_bridge.models.muse.layers import MUSE_SAMPLE_RATE, MUSE_WINDOW
 from torch_bridge.weights import OFFICIAL_SHA256, resolve_muse_checkpoint
 
 SAMPLE_RATE = MUSE_SAMPLE_RATE

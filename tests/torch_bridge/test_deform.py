@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from tests.reference.deform_ref import deform_conv2d_depthwise_ref
-from torch_bridge.models.deform import deform_conv2d_depthwise
+from torch_bridge.models.muse.deform import deform_conv2d_depthwise
 
 
 @pytest.mark.parametrize("method", ["grid", "grid_cl", "gather"])
@@ -50,7 +50,7 @@ def test_grid_cl_chunks_and_batch_items(rng, monkeypatch, layout):
     """``grid_cl`` processes one batch item and one chunk of rows at a time; with chunks of 2
     rows (the last one short) on a batch of 3 it must give the loop reference's values in
     either memory order of the input and offsets."""
-    from torch_bridge.models import deform
+    from torch_bridge.models.muse import deform
 
     monkeypatch.setattr(deform, "_CL_CHUNK_ELEMS", 2 * 7 * 3)  # 2 rows of W = 7, C = 3
     x = rng.standard_normal((3, 3, 9, 7))

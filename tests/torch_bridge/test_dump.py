@@ -314,7 +314,7 @@ def test_jaxprobe_dump_muse_on_the_golden_case(muse_dir, tmp_path):
     from torch_bridge.hooks import capture
     from torch_bridge.muse_inference import load_muse, muse_forward_inputs, muse_segments
     from torch_bridge.mixing import mix_at_snr
-    from torch_bridge.models.muse_layers import MUSE_LAYERS
+    from torch_bridge.models.muse.layers import MUSE_LAYERS
 
     gold = np.load(muse_dir / "golden_case1.npz")
     (tmp_path / "speech").mkdir()

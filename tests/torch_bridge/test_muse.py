@@ -346,11 +346,11 @@ def test_skip_paths_exist_where_the_map_says():
 # ----------------------------------------------------------------------------- fast vs reference
 @pytest.fixture(scope="module")
 def fast_vs_reference(model, golden):
-    """The fast model and the reference path (``muse_reference.MUSEReference``, the first
+    """The fast model and the reference path (``muse.reference.MUSEReference``, the first
     implementation) on a batch of three windows: the golden case and two random-noise windows.
     The reference runs once on the batch (its items are independent); the fast model runs on
     the batch of 3 and on each window alone. The 24 canonical layers are recorded too."""
-    from torch_bridge.models.muse_reference import MUSEReference
+    from torch_bridge.models.muse.reference import MUSEReference
 
     ref = MUSEReference().eval()
     ref.load_state_dict(model.state_dict())

@@ -29,7 +29,7 @@ def muse_spec(variant: str | None = None, checkpoint=None, device: str = "cpu") 
     """MUSE with the official weights (``load_muse``'s resolution), its 24 ``norm1`` layers
     (``MUSE_LAYERS``), the STFT front end, 30,700-sample windows and the official energy
     normalisation of each whole mixture."""
-    from torch_bridge.models.muse_layers import MUSE_LAYERS
+    from torch_bridge.models.muse.layers import MUSE_LAYERS
     from torch_bridge.muse_inference import SEGMENT_SIZE, load_muse, muse_dump_forward, muse_energy_norm
     from torch_bridge.weights import resolve_muse_checkpoint, sha256_file
 

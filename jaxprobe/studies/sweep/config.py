@@ -13,7 +13,7 @@ from typing import Any
 
 from jaxprobe.errors import ConfigError  # re-exported: jaxprobe.studies.sweep.config.ConfigError
 from jaxprobe.studies._config import given_keys, merge_tables, read_toml
-from torch_bridge.models.muse_layers import MUSE_SAMPLE_RATE, MUSE_WINDOW  # torch-free: MUSE's spec module
+from torch_bridge.models.muse.layers import MUSE_SAMPLE_RATE, MUSE_WINDOW  # torch-free: MUSE's spec module
 
 __all__ = ["AXIS_UNITS", "ConfigError", "MIN_DURATION_S", "SWEEP_DEFAULTS", "level_grid", "load_sweep_config", "snr_grid"]
 

@@ -25,7 +25,7 @@ from jaxprobe.studies._config import check_devices, fingerprint
 from jaxprobe.studies.sweep.config import AXIS_UNITS, ConfigError, level_grid, load_sweep_config
 from jaxprobe.distributed import mesh_from_config
 from jaxprobe.errors import DataError
-from torch_bridge.models.muse_layers import MUSE_SAMPLE_RATE, MUSE_WINDOW  # torch-free: MUSE's spec module
+from torch_bridge.models.muse.layers import MUSE_SAMPLE_RATE, MUSE_WINDOW  # torch-free: MUSE's spec module
 from jaxprobe.studies._common import atomic_json as _atomic_json
 from jaxprobe.studies._common import enable_compilation_cache as _enable_compilation_cache
 from jaxprobe.studies._common import check_embedded_noises, ensure_writable_dir

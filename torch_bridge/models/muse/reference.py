@@ -1,5 +1,5 @@
 """The reference MUSE generator: the first plain-torch implementation, kept unchanged as the
-yardstick for the fast ``torch_bridge.models.muse.MUSE`` (same modules, same state-dict keys;
+yardstick for the fast ``torch_bridge.models.muse.MUSE`` (``model.py``) (same modules, same state-dict keys;
 tests/torch_bridge/test_muse.py checks the fast path against it to 1e-5 relative, and
 bench/bench_muse.py times both). Layout NCHW, deformable sampling by float64 ``grid_sample``.
 
@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from torch_bridge.models.deform import deform_conv2d_depthwise
+from torch_bridge.models.muse.deform import deform_conv2d_depthwise
 
 DENSE_CHANNELS = 16
 BETA = 2.0

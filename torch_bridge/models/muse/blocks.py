@@ -1,0 +1,310 @@
+"""The building blocks of the fast MUSE network (``model.py``): the channels-last helpers it shares
+(1x1 convs as GEMMs on tokens, one batch item at a time, channels-last norms and pixel shuffles), the
+dense encoder, the mask and phase decoders, and the deformable patch embeddings. Why each is written
+so: ``model.py``'s docstring."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from torch_bridge.models.muse.deform import deform_conv2d_depthwise
+
+DENSE_CHANNELS = 16
+BETA = 2.0
+
+
+
+def make_conv(c_in, c_out, kernel=1, *, padding=0, stride=1, dilation=1, groups=1, bias=False):
+    return nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=padding, dilation=dilation,
+                     groups=groups, bias=bias)
+
+
+def _instance_norm(c):
+    return _InstanceNormCL(c, affine=True)
+
+
+_CL = torch.channels_last
+
+
+def _cl(x):
+    """``x`` in channels-last memory order (a no-op when it already is)."""
+    return x.contiguous(memory_format=_CL)
+
+
+def to_tokens(x):
+    """``(B, C, H, W)`` channels-last → ``(B, H, W, C)`` contiguous view (no copy)."""
+    return _cl(x).permute(0, 2, 3, 1)
+
+
+def from_tokens(t):
+    """``(B, H, W, C)`` contiguous → ``(B, C, H, W)`` channels-last view."""
+    return t.permute(0, 3, 1, 2)
+
+
+def pointwise(conv, x):
+    """A 1x1 conv as one GEMM on the channels-last tokens (oneDNN's 1x1 path and the slow
+    NCHW fallback are both slower here)."""
+    w = conv.weight
+    return from_tokens(F.linear(to_tokens(x), w.reshape(w.shape[0], w.shape[1]), conv.bias))
+
+
+def per_item(forward_one, x, *, writes_out=False):
+    """``forward_one`` on each batch item of ``x`` in turn, outputs gathered on the batch axis
+    (memory order kept). The items are independent in every layer of MUSE; one at a time, a
+    level-1 block's working set (~2.5 MB per 16-channel map) stays cache-resident, where a
+    batch of 8 spilled and ran ~1.6x slower per window than a batch of 1. With
+    ``writes_out``, ``forward_one(x_i, out=o_i)`` writes items 2.. straight into their slice of
+    the batch output (no gathering copy)."""
+    if x.shape[0] == 1:
+        return forward_one(x)
+    first = forward_one(x[:1])
+    fmt = torch.contiguous_format if first.is_contiguous() else _CL
+    out = torch.empty((x.shape[0], *first.shape[1:]), dtype=first.dtype, device=first.device, memory_format=fmt)
+    out[:1] = first
+    for i in range(1, x.shape[0]):
+        if writes_out:
+            forward_one(x[i : i + 1], out=out[i : i + 1])
+        else:
+            out[i : i + 1] = forward_one(x[i : i + 1])
+    return out
+
+
+def linear_out(t, weight, out=None):
+    """``F.linear(t, weight)`` on tokens (B, H, W, K) → (B, C, H, W) channels-last, written into
+    ``out`` (a channels-last (B, C, H, W) map) when given; the same matmul either way."""
+    if out is None:
+        return from_tokens(F.linear(t, weight))
+    torch.matmul(t, weight.t(), out=to_tokens(out))
+    return out
+
+
+class _InstanceNormCL(nn.InstanceNorm2d):
+    """``InstanceNorm2d(affine=True)`` computed on channels-last maps (same parameters and
+    result; the library kernel reshapes channels-last input to NCHW first)."""
+
+    def forward(self, x):
+        if x.is_contiguous():  # NCHW (the dense blocks): torch's own kernel
+            return super().forward(x)
+        # As torch's kernel: statistics in float64, then y = x * alpha + beta in float32 with
+        # alpha = w / sqrt(var + eps), beta = b - mean * alpha. The means over the positions are
+        # GEMVs on the (B, H*W, C) tokens (torch's reductions over the outer axes of a
+        # channels-last map are slow); var = E[x^2] - mean^2 is exact enough in float64.
+        b, c, h, w = x.shape
+        t = to_tokens(x).reshape(b, h * w, c)
+        t64 = t.double()
+        ones = torch.full((1, h * w), 1.0 / (h * w), dtype=torch.float64, device=x.device)
+        mean = torch.matmul(ones, t64)  # (B, 1, C)
+        var = torch.matmul(ones, t64 * t64) - mean * mean
+        alpha = torch.rsqrt(var + self.eps) * self.weight.double()
+        beta = (self.bias.double() - mean * alpha).to(x.dtype)
+        out = torch.addcmul(beta, t, alpha.to(x.dtype))
+        return from_tokens(out.view(b, h, w, c))
+
+
+class PixelShuffleCL(nn.PixelShuffle):
+    """``PixelShuffle`` on channels-last maps: ``out[b, c, r*y+i, r*x+j] = in[b, r*r*c + r*i + j, y, x]``."""
+
+    def forward(self, x):
+        r = self.upscale_factor
+        b, c, h, w = x.shape
+        t = to_tokens(x).reshape(b, h, w, c // (r * r), r, r).permute(0, 1, 4, 2, 5, 3)
+        return from_tokens(t.reshape(b, h * r, w * r, c // (r * r)))
+
+
+class PixelUnshuffleCL(nn.PixelUnshuffle):
+    """``PixelUnshuffle`` on channels-last maps: ``out[b, r*r*c + r*i + j, y, x] = in[b, c, r*y+i, r*x+j]``."""
+
+    def forward(self, x):
+        r = self.downscale_factor
+        b, c, h, w = x.shape
+        t = to_tokens(x).reshape(b, h // r, r, w // r, r, c).permute(0, 1, 3, 5, 2, 4)
+        return from_tokens(t.reshape(b, h // r, w // r, c * r * r))
+
+
+# ----------------------------------------------------------------------------- dense parts
+class DenseBlock(nn.Module):
+    """Four dilated (time axis) 3x3 conv steps with dense, newest-first concatenation.
+
+    Returns only the last step's output, ``(B, 16, T, F)``.
+    """
+
+    def __init__(self, channels: int = DENSE_CHANNELS, depth: int = 4):
+        super().__init__()
+        self.dense_block = nn.ModuleList(
+            nn.Sequential(
+                make_conv(channels * (i + 1), channels, 3, padding=(2**i, 1), dilation=(2**i, 1), bias=True),
+                _instance_norm(channels),
+                nn.PReLU(channels),
+            )
+            for i in range(depth)
+        )
+
+    def forward(self, x):
+        return per_item(self._forward_one, x)
+
+    def _forward_one(self, x):
+        # NCHW here, unlike the rest of the model: the newest-first concatenation is then a
+        # contiguous channel suffix of one preallocated buffer [y2, y1, y0, x], so no step
+        # concatenates, and the convolutions are oneDNN's NCHW ones, as in the reference.
+        c, depth = x.shape[1], len(self.dense_block)
+        buf = x.new_empty(x.shape[0], c * depth, *x.shape[2:])
+        buf[:, (depth - 1) * c :] = x
+        for i, step in enumerate(self.dense_block):
+            y = step(buf[:, (depth - 1 - i) * c :])
+            if i < depth - 1:
+                buf[:, (depth - 2 - i) * c : (depth - 1 - i) * c] = y
+        return y
+
+
+class DenseEncoder(nn.Module):
+    """``(B, 2, T, 256)`` → ``(B, 16, T, 128)``."""
+
+    def __init__(self, c: int = DENSE_CHANNELS):
+        super().__init__()
+        self.dense_conv_1 = nn.Sequential(make_conv(2, c, 1, bias=True), _instance_norm(c), nn.PReLU(c))
+        self.dense_block = DenseBlock(c)
+        self.dense_conv_2 = nn.Sequential(
+            make_conv(c, c, (1, 3), stride=(1, 2), padding=(0, 1), bias=True), _instance_norm(c), nn.PReLU(c)
+        )
+
+    def forward(self, x):
+        return per_item(self._forward_one, x)
+
+    def _forward_one(self, x):
+        return _cl(self.dense_conv_2(self.dense_block(self.dense_conv_1(x))))
+
+
+class LearnableSigmoid(nn.Module):
+    """``beta * sigmoid(slope[f] * x)`` with one slope per frequency bin (last axis)."""
+
+    def __init__(self, n_freq: int = 256, beta: float = BETA):
+        super().__init__()
+        self.beta = beta
+        self.slope = nn.Parameter(torch.ones(n_freq, 1))
+
+    def forward(self, x):
+        return self.beta * torch.sigmoid(self.slope[:, 0] * x)
+
+
+def _mask_tail(seq, x):
+    """``seq`` = (1x1 conv C→4C, PixelShuffle(2), depthwise (1, 3) conv with time stride 2, rest...)
+    applied to ``x``. The strided conv reads only the even output rows of the pixel shuffle,
+    i.e. sub-pixel row 0, channels 4c and 4c+1 of the 1x1 conv; only those are computed, and
+    the shuffle becomes a frequency interleave. The values are those of the full path."""
+    conv1, _, dw, *rest = seq
+    c = dw.weight.shape[0]
+    w = conv1.weight.reshape(c, 2, 2, -1)[:, 0].transpose(0, 1).reshape(2 * c, -1)  # row j*C + c = 4c + j
+    b, _, h, wid = x.shape
+    y = F.linear(to_tokens(x), w).reshape(b, h, wid * 2, c)  # (B, T, 2F, C): column 2f + j
+    y = F.conv2d(from_tokens(y), dw.weight, padding=(0, 1), groups=c)
+    for m in rest:
+        y = pointwise(m, y) if isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1) else m(y)
+    return y
+
+
+def _pointwise_pair(conv_a, conv_b, x):
+    """Two 1x1 convs on the same input as one GEMM; output channels [a, b]."""
+    w = torch.cat([conv_a.weight, conv_b.weight]).flatten(1)
+    bias = torch.cat([conv_a.bias, conv_b.bias])
+    return from_tokens(F.linear(to_tokens(x), w, bias))
+
+
+class MaskDecoder(nn.Module):
+    """``(B, 16, T, 128)`` → mask ``(B, 1, T, 256)`` in (0, beta)."""
+
+    def __init__(self, c: int = DENSE_CHANNELS):
+        super().__init__()
+        self.dense_block = DenseBlock(c)
+        self.mask_conv = nn.Sequential(
+            make_conv(c, 4 * c, 1),
+            nn.PixelShuffle(2),
+            make_conv(c, c, (1, 3), stride=(2, 1), padding=(0, 1), groups=c),
+            make_conv(c, 1, 1, bias=True),
+            _instance_norm(1),
+            nn.PReLU(1),
+            make_conv(1, 1, 1, bias=True),
+        )
+        self.lsigmoid = LearnableSigmoid()
+
+    def forward(self, x):
+        return per_item(self._forward_one, x)
+
+    def _forward_one(self, x):
+        return self.lsigmoid(_mask_tail(self.mask_conv, self.dense_block(x.contiguous())))
+
+
+class PhaseDecoder(nn.Module):
+    """``(B, 16, T, 128)`` → phase ``(B, 1, T, 256)`` in (-pi, pi]."""
+
+    def __init__(self, c: int = DENSE_CHANNELS):
+        super().__init__()
+        self.dense_block = DenseBlock(c)
+        self.phase_conv = nn.Sequential(
+            make_conv(c, 4 * c, 1),
+            nn.PixelShuffle(2),
+            make_conv(c, c, (1, 3), stride=(2, 1), padding=(0, 1), groups=c),
+            _instance_norm(c),
+            nn.PReLU(c),
+        )
+        self.phase_conv_r = make_conv(c, 1, 1, bias=True)
+        self.phase_conv_i = make_conv(c, 1, 1, bias=True)
+
+    def forward(self, x):
+        return per_item(self._forward_one, x)
+
+    def _forward_one(self, x):
+        x = _mask_tail(self.phase_conv, self.dense_block(x.contiguous()))
+        ri = _pointwise_pair(self.phase_conv_r, self.phase_conv_i, x)
+        return torch.atan2(ri[:, 1:2], ri[:, 0:1])
+
+
+# ----------------------------------------------------------------------------- embeddings
+class DeformConv(nn.Module):
+    """Weight holder for the depthwise deformable 3x3 conv (``dcn.weight`` of shape (C, 1, 3, 3))."""
+
+    def __init__(self, c: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(c, 1, 3, 3))
+
+    def forward(self, x, offset):
+        return deform_conv2d_depthwise(x, offset, self.weight, method="grid_cl")
+
+
+class DeformPatchConv(nn.Module):
+    """Offsets (clamped to [-1, 1]) → deformable depthwise conv → 1x1 conv → Hardswish."""
+
+    def __init__(self, c: int):
+        super().__init__()
+        self.offset_generator = nn.Sequential(make_conv(c, c, 3, padding=1, groups=c), make_conv(c, 18, 1))
+        self.dcn = DeformConv(c)
+        self.pwconv = make_conv(c, c, 1)
+        self.act = nn.Hardswish()
+
+    def forward(self, x):
+        return per_item(self._forward_one, x)
+
+    def _forward_one(self, x):
+        dw, pw = self.offset_generator
+        offset = pointwise(pw, dw(x)).clamp(-1.0, 1.0)
+        return self.act(pointwise(self.pwconv, self.dcn(x, offset)))
+
+
+class _PatchPath(nn.Module):
+    def __init__(self, c: int):
+        super().__init__()
+        self.patch_conv = DeformPatchConv(c)
+
+    def forward(self, x):
+        return self.patch_conv(x)
+
+
+class PatchEmbed(nn.Module):
+    """Deformable embedding of a stage, ``(B, C, H, W)`` → ``(B, C, H, W)`` (one path)."""
+
+    def __init__(self, c: int):
+        super().__init__()
+        self.patch_embeds = nn.ModuleList([_PatchPath(c)])
+
+    def forward(self, x):
+        return self.patch_embeds[0](x)
