@@ -207,8 +207,13 @@ def test_first_of_block_and_listed_sets(rng):
     assert names == ["m.enc1.0", "m.dec1.1"] and grouping == "layer"  # depth order
     with pytest.raises(ValueError, match="unknown: \\['nope'\\]"):
         inter_layer_set(layers, ["nope"])
+    # another model than MUSE (issue 17): 'authors' names MUSE's blocks, so one layer per block, said so
+    other = [{"name": "a", "block": "Conv"}, {"name": "b", "block": "Conv"}, {"name": "c", "block": "RNN"}]
+    names, grouping, described = inter_layer_set(other, "authors")
+    assert names == ["a", "c"] and grouping == "block" and "one layer per block" in described
+    # a MUSE layer map without the authors' blocks (only latent and refinement) is an error, not a fallback
     with pytest.raises(ValueError, match="'authors' needs layers of the blocks"):
-        inter_layer_set([{"name": "a", "block": "Conv"}], "authors")
+        inter_layer_set([{"name": "a", "block": "Latent"}, {"name": "b", "block": "Refine"}], "authors")
     with pytest.raises(ValueError, match="must be one of"):
         inter_layer_set(layers, "all")
 
