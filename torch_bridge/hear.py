@@ -46,6 +46,7 @@ class HearData:
     noises: dict
     description: str
     human: list = dataclasses.field(default_factory=list)  # held-out human speech (the embedded corpus's prompts)
+    listen_human: list = dataclasses.field(default_factory=list)  # the human part of the listening set (from human)
 
 
 def _by_speaker(records, per_speaker: int, n_speakers: int = 0, skip: set | None = None) -> list:
@@ -89,6 +90,8 @@ def load_hear_data(d: Mapping[str, Any], noise_names: Sequence[str] = (), log: C
         valid = _spread(rest, d["probe_valid_utterances"])
         held_pool = rest
         human = list(corpus.real_speech)
+        # the human speakers of the listening set, reported apart from the synthetic voices
+        listen_human = _by_speaker(human, d["human_per_speaker"]) if d["human_per_speaker"] else []
     else:
         from .data import LibriSpeech, Musan
 
@@ -102,6 +105,7 @@ def load_hear_data(d: Mapping[str, Any], noise_names: Sequence[str] = (), log: C
         valid = _spread(dev, d["probe_valid_utterances"])
         held_pool = dev
         human = []  # LibriSpeech is human speech throughout: the listening set itself
+        listen_human = []
     if noise_names:
         unknown = [n for n in noise_names if n not in noises]
         if unknown:
@@ -115,7 +119,8 @@ def load_hear_data(d: Mapping[str, Any], noise_names: Sequence[str] = (), log: C
         raise ValueError("The listening set needs utterances of at least 2 speakers for speaker verification; "
                          "raise data.eval_speakers or use a larger corpus.")
     return HearData(train=train, held_out=held, probe_train=probe_train, probe_valid=valid, listen=listen,
-                    noises={"all": noises, "listen": listen_noises}, description=desc, human=human)
+                    noises={"all": noises, "listen": listen_noises}, description=desc, human=human,
+                    listen_human=listen_human)
 
 
 # ----------------------------------------------------------------------------- items
@@ -263,6 +268,8 @@ def recogniser_job(job: Mapping[str, Any]) -> dict:
                                                   snr_range=p["snr_range"], seed=cfg["seed"], tag="probe-valid")),
         "listen": (data.listen, listen_items(data.listen, cfg["conditions"]["snrs"], names)),
     }
+    if data.listen_human:  # the human speakers, in the same conditions (no CER: the prompts are in 5 languages)
+        sets[f"listen-human-{len(data.listen_human)}"] = (data.listen_human, listen_items(data.listen_human, cfg["conditions"]["snrs"], names))
     stores = {}
     for name, (records, items) in sets.items():
         by_id = {r.id: r for r in records}
@@ -277,7 +284,7 @@ def recogniser_job(job: Mapping[str, Any]) -> dict:
              model_info={"class": "CTCRecogniser", "model": job["model"], "regime": job["regime"],
                          "asr_config": asr_cfg.to_dict(), "mel": asr_cfg.mel_settings()},
              extra={"window_samples": n, "set": name}, threads=threads, progress=False)
-        stores[name] = str(store)
+        stores["listen_human" if name.startswith("listen-human") else name] = str(store)
     return {"model": job["model"], "regime": job["regime"], "dir": str(out), "metrics": metrics, "stores": stores,
             "layers": layers, "mel": asr_cfg.mel_settings()}
 

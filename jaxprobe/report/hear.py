@@ -215,7 +215,28 @@ def render_hear_figures(results, out_dir, formats=("png", "pdf"), source=None) -
             fig_stoi(results, out_dir, formats), fig_l1(results, out_dir, formats)]
     if any(r.get("pesq") is not None for r in results.get("probe", [])):  # older results have no PESQ
         figs.insert(3, fig_pesq(results, out_dir, formats))
+    hv = human_view(results)
+    if hv is not None:
+        figs += [fig_eer_human(hv, out_dir, formats), fig_stoi_human(hv, out_dir, formats)]
     return [f for f in figs if f is not None]
+
+
+def fig_eer_human(view, out_dir, formats=("png", "pdf")) -> Figure:
+    """Fig. 2 for the human speakers of the listening set (``view``: :func:`human_view`)."""
+    return _per_layer_figure(
+        view, out_dir, field="eer", stem="fig2h_eer_per_layer_human",
+        title="Fig. 2 (human speakers) — speaker-verification EER per layer", ylabel="EER (%)", formats=formats,
+        bands=True,
+        caption="As Fig. 2, on the held-out human speakers of the listening set (studio prompts, "
+                f"{len(view['data'].get('listen_human_speakers') or [])} speakers), judged by the same pretrained "
+                "GE2E judge. The recognisers and probes never saw human speech: read with the note in this section.")
+
+
+def fig_stoi_human(view, out_dir, formats=("png", "pdf")) -> Figure:
+    return _per_layer_figure(
+        view, out_dir, field="stoi", stem="fig4h_stoi_per_layer_human", title="Fig. 4 (human speakers) — STOI per layer",
+        ylabel="STOI", formats=formats, bands=True,
+        caption="As Fig. 4, on the held-out human speakers of the listening set.")
 
 
 # ----------------------------------------------------------------------------- tables
@@ -325,6 +346,10 @@ def data_rows(results):
             ["window", f"{d['window_seconds']} s centred per utterance"]]
     sp = results.get("speaker", {})
     pc = lambda v: "–" if v is None else f"{100 * v:.1f} %"  # noqa: E731
+    if d.get("n_listen_human"):
+        rows.insert(5, ["listening set, human speakers (reported apart)",
+                        f"{d['n_listen_human']} held-out studio prompts of {len(d['listen_human_speakers'])} speakers "
+                        f"({', '.join(d['listen_human_speakers'])})"])
     if "judge" in sp:
         j, x = sp["judge"], sp.get("xvector", {})
         rows.append(["speaker judge", f"{j['name']} — {j['source']}; trained on {j['training_data']}; {j['licence']}"])
@@ -350,10 +375,11 @@ def _spearman(x, y) -> float:
     return float(spearmanr(x, y).statistic)
 
 
-def findings(results) -> list[str]:
-    """Sentences computed from the numbers; the paper's expectations checked, whatever the outcome."""
+def findings(results, *, part: str = "synthetic") -> list[str]:
+    """Sentences computed from the numbers; the paper's expectations checked, whatever the outcome.
+    ``part`` 'human': the same checks on :func:`human_view` (no recogniser or judge sentences)."""
     out = []
-    for r in results["asr"]:
+    for r in results["asr"] if part == "synthetic" else []:
         out.append(f"{MODEL_NAMES.get(r['model'], r['model'])} {r['regime']}: held-out CER {100 * r['cer']:.1f} %, "
                    f"WER {100 * r['wer']:.1f} % after {r.get('steps')} steps"
                    + (f"; on the listening set CER " + ", ".join(f"{100 * v['cer']:.0f} % ({_cond_label(c)})"
@@ -421,15 +447,44 @@ def findings(results) -> list[str]:
                            "in noise, i.e. lower EER)." + paired)
     sp = [r for r in results.get("reference", []) if r["layer"] == "audio" and r["condition"] == "clean"]
     if sp:
-        out.append(f"Speaker judge on the unprocessed clean listening windows: EER {sp[0]['eer']:.1f} % "
+        who = "synthetic voices" if part == "synthetic" else "human speakers"
+        out.append(f"Speaker judge on the unprocessed clean listening windows ({who}): EER {sp[0]['eer']:.1f} % "
+                   f"{_interval_pct(sp[0].get('eer_low'), sp[0].get('eer_high'))}"
                    "(the floor every layer's EER is read against).")
+    if part != "synthetic":
+        return out
     j = results.get("speaker", {}).get("judge", {})
     if j.get("eer_human") is not None:
-        out.append(f"The judge ({j['name']}) on the corpus's held-out human speech, clean: EER "
-                   f"{100 * j['eer_human']:.1f} % [{100 * (j.get('eer_human_low') or j['eer_human']):.1f}, "
-                   f"{100 * (j.get('eer_human_high') or j['eer_human']):.1f}]; the x-vector trained here: "
-                   f"{100 * results['speaker']['xvector']['eer_human']:.1f} %.")
+        x = results["speaker"].get("xvector", {})
+        syn = "" if j.get("eer_synthetic") is None else (
+            f"; on the clean synthetic listening windows (voices it never saw) {100 * j['eer_synthetic']:.1f} % "
+            f"{_interval_frac(j.get('eer_synthetic_low'), j.get('eer_synthetic_high'))}")
+        xs = "" if x.get("eer_human") is None else (
+            f" The x-vector trained here: {100 * x['eer_human']:.1f} % {_interval_frac(x.get('eer_human_low'), x.get('eer_human_high'))}"
+            f"on the human speech" + ("" if x.get("eer_synthetic") is None else
+                                      f", {100 * x['eer_synthetic']:.1f} % on the synthetic voices it was trained on") + ".")
+        out.append(f"The judge ({j['name']}; {j['training_data']}) on the corpus's held-out human speech, clean: EER "
+                   f"{100 * j['eer_human']:.1f} % {_interval_frac(j.get('eer_human_low'), j.get('eer_human_high'))}"
+                   f"({j.get('n_human_utterances')} utterances of {len(j.get('human_speakers') or [])} speakers)"
+                   f"{syn}.{xs}")
     return out
+
+
+def _interval_pct(lo, hi) -> str:
+    return "" if lo is None or hi is None else f"[{lo:.1f}, {hi:.1f}] "
+
+
+def _interval_frac(lo, hi) -> str:
+    return "" if lo is None or hi is None else f"[{100 * lo:.1f}, {100 * hi:.1f}] "
+
+
+def human_view(results) -> dict | None:
+    """``results`` with the human speakers' records in place of the synthetic voices' (``probe_human``
+    as ``probe``, ...), so every table and figure function draws them; None when there are none."""
+    if not results.get("probe_human"):
+        return None
+    return {**results, "probe": results["probe_human"], "reference": results.get("reference_human", []),
+            "contrasts": results.get("contrasts_human", [])}
 
 
 # ----------------------------------------------------------------------------- writing
@@ -437,12 +492,22 @@ def write_hear_csvs(results, out) -> dict[str, Path]:
     out = Path(out)
     probe_cols = ["model", "regime", "layer", "layer_index", "r", "condition", "snr", "l1", "l1_low", "l1_high",
                   "stoi", "stoi_low", "stoi_high", "pesq", "pesq_low", "pesq_high", "pesq_excluded", "eer", "eer_low",
-                  "eer_high", "n_items"]
+                  "eer_high", "min_dcf_0.01", "min_dcf_0.01_low", "min_dcf_0.01_high", "min_dcf_0.001",
+                  "min_dcf_0.001_low", "min_dcf_0.001_high", "eer_xvector", "n_items"]
     asr = [{k: v for k, v in r.items() if k != "listen"} | {f"cer_{c}": v["cer"] for c, v in r.get("listen", {}).items()}
            | {f"wer_{c}": v["wer"] for c, v in r.get("listen", {}).items()} for r in results["asr"]]
     h, rows = table2_rows(results)
     t2 = [dict(zip(h, row)) for row in rows]
-    return {"probe": write_csv(out / "probe.csv", probe_cols, results["probe"]),
+    human = {}
+    hv = human_view(results)
+    if hv is not None:  # the human speakers, apart
+        h2, rows2 = table2_rows(hv)
+        human = {"probe_human": write_csv(out / "probe_human.csv", probe_cols, hv["probe"]),
+                 "table2_human": write_csv(out / "table2_human.csv", h2, [dict(zip(h2, row)) for row in rows2]),
+                 "contrasts_human": write_csv(out / "contrasts_human.csv",
+                                               ["model", "layer", "condition", "statistic", "estimate", "low", "high"],
+                                               hv["contrasts"])}
+    return {**human, "probe": write_csv(out / "probe.csv", probe_cols, results["probe"]),
             "reference": write_csv(out / "reference.csv", ["model", "regime", "layer", "condition", "eer", "eer_low",
                                                             "eer_high", "stoi", "pesq"],
                                     results.get("reference", [])),
@@ -452,7 +517,33 @@ def write_hear_csvs(results, out) -> dict[str, Path]:
                                     results.get("contrasts", []))}
 
 
+def _human_sections(results, figures) -> list:
+    """The human speakers of the listening set, apart from the synthetic voices (none: [])."""
+    hv = human_view(results)
+    if hv is None:
+        return []
+    note = results.get("human_note") or ""
+    return [("list", "Human speakers of the listening set (reported apart)", [note] + findings(hv, part="human")),
+            ("figures", "Figures (human speakers)", figures),
+            ("table", "Table 2 (human speakers) — EER (%) on speech reconstructed from each layer", table2_rows(hv)),
+            ("table", "Human speakers: EER % of the reconstructions ([95 % bootstrap interval, utterances resampled])",
+             metric_rows(hv, "eer", 1)),
+            *[("table", f"Human speakers: normalised minDCF, P_target {p:g} ([95 % bootstrap interval])",
+               metric_rows(hv, f"min_dcf_{p:g}", 3)) for p in _dcf_priors(hv)],
+            ("table", "Human speakers: second judge (x-vector) EER % ([95 % bootstrap interval])",
+             metric_rows(hv, "eer_xvector", 1)),
+            ("table", "Human speakers: STOI (mean [95 % bootstrap interval over utterances])", metric_rows(hv, "stoi")),
+            ("table", "Human speakers: wide-band PESQ (mean [95 % bootstrap interval over utterances])",
+             metric_rows(hv, "pesq")),
+            ("table", "Human speakers: robust − baseline STOI, paired ([95 % bootstrap interval])", contrast_rows(hv)),
+            ("table", "Human speakers: robust − baseline EER (points), paired ([95 % bootstrap interval])",
+             contrast_rows(hv, "eer_robust_minus_baseline", 1)),
+            ("table", "Human speakers: references", reference_rows(hv))]
+
+
 def _sections(results, figures):
+    human_figs = [f for f in figures if f.key.endswith("_human")]
+    figures = [f for f in figures if not f.key.endswith("_human")]
     return [("list", "Findings", findings(results)),
             ("table", "Data", data_rows(results)),
             ("table", "Recognisers: CER / WER (greedy CTC decoding, jiwer)", asr_rows(results)),
@@ -478,6 +569,7 @@ def _sections(results, figures):
             ("table", "Robust − baseline EER (percentage points), paired over the same utterances and trials "
                       "([95 % bootstrap interval])", contrast_rows(results, "eer_robust_minus_baseline", 1)),
             ("table", "References: the unprocessed input and Griffin-Lim of the input mel", reference_rows(results)),
+            *_human_sections(results, human_figs),
             ("table", "Appendix: settings", settings_rows(results))]
 
 

@@ -16,7 +16,10 @@ recomputes only what changed and a killed run resumes:
    PESQ against the clean window (items PESQ cannot score are counted and excluded); embeddings of the
    pretrained GE2E judge (Resemblyzer's weights; the x-vector trained here is a second judge) -> verification EER and normalised minDCF at P_target 0.01
    and 0.001 (intervals: utterances resampled, ``jaxprobe.bootstrap_eer`` / ``bootstrap_min_dcf``,
-   the same resamples); wavs of a few utterances.
+   the same resamples); wavs of a few utterances. The listening set has two parts, measured and
+   reported apart: the synthetic voices (``probe``, ``reference``, ``contrasts``) and, for the
+   embedded corpus, its held-out human speakers (``probe_human``, ``reference_human``,
+   ``contrasts_human``; :data:`HUMAN_NOTE` says how to read them).
 4. report  results.json, CSV tables, figures (Table 2, Figs. 2-4), report.md, report.html.
 
 Two reference rows frame every layer's numbers: "audio" (the waveform the recogniser heard,
@@ -53,7 +56,9 @@ _log = stage_logger("hear")
 
 # ----------------------------------------------------------------------------- stage 1: jobs
 def _data_key(cfg) -> dict:
-    return {"data": cfg["data"], "seed": cfg["seed"], "noises": cfg["conditions"]["noises"]}
+    # human_per_speaker only adds the human listening store (named by its size), so it retrains nothing
+    data = {k: v for k, v in cfg["data"].items() if k != "human_per_speaker"}
+    return {"data": data, "seed": cfg["seed"], "noises": cfg["conditions"]["noises"]}
 
 
 def plan_jobs(cfg: dict, out: Path) -> list[dict]:
@@ -107,7 +112,7 @@ def _clean_targets(items, data, cfg, mel_cfg):
 
     from torch_bridge.dump import Item
 
-    records = {r.id: r for r in data.probe_train + data.probe_valid + data.listen}
+    records = {r.id: r for r in data.probe_train + data.probe_valid + data.listen + data.listen_human}
     n = int(round(cfg["data"]["window_seconds"] * 16000))
     cleans = np.stack([item_audio(Item(c, u), records, data.noises["all"], n, cfg["seed"])[1] for u, c in items])
     return np.asarray(log_mel_spectrogram(jnp.asarray(cleans), mel_cfg))
@@ -260,8 +265,27 @@ def _pesq_ci(scores: np.ndarray, key_int: int, cfg) -> dict:
     return rec
 
 
-def listen(job_result: dict, probes, cfg: dict, data, speaker_path: str, out: Path) -> dict:
-    """Every layer's reconstructions of the listening set, measured (see the module docstring)."""
+PARTS = ("synthetic", "human")  # the listening set's two parts, reported apart
+HUMAN_NOTE = (
+    "The recognisers, their probes and the x-vector were trained on synthetic English voices only; the human "
+    "speakers (studio prompts, five languages) are outside everything they learned. The human rows therefore "
+    "measure what layers keep of voices unlike any in training, read through probes fitted to synthetic-voice "
+    "activations: a high EER or a low STOI there mixes what the layer discarded with how badly the recogniser and "
+    "its probe generalise, so they are not comparable one to one with the synthetic rows (only the pretrained "
+    "judge, trained on real human speech, is in its own domain there).")
+
+
+def _part_suffix(part: str) -> str:
+    """'' for the synthetic voices (the original file names), '-human' for the human speakers."""
+    if part not in PARTS:
+        raise ValueError(f"The 'part' parameter must be one of {list(PARTS)}; got {part!r}.")
+    return "" if part == "synthetic" else f"-{part}"
+
+
+def listen(job_result: dict, probes, cfg: dict, data, speaker_path: str, out: Path, *, part: str = "synthetic") -> dict:
+    """Every layer's reconstructions of the listening set, measured (see the module docstring).
+    ``part``: 'synthetic' (the listening voices; wavs/, listen/<tag>-items.npz) or 'human' (the
+    held-out human speakers, ``data.listen_human``; wavs-human/, listen/<tag>-human-items.npz)."""
     import jax.numpy as jnp
 
     from jaxprobe.audio.pesq import wideband_pesq
@@ -273,9 +297,12 @@ def listen(job_result: dict, probes, cfg: dict, data, speaker_path: str, out: Pa
     layers = _probe_layers(job_result["layers"])
     mel_cfg = _mel_config(job_result["mel"])
     names = [e["name"] for e in layers]
-    arrays, items = _store_arrays(job_result["stores"]["listen"], names + [INPUT])
+    sfx = _part_suffix(part)
+    listen_set = data.listen if part == "synthetic" else data.listen_human
+    arrays, items = _store_arrays(job_result["stores"]["listen" if part == "synthetic" else "listen_human"],
+                                  names + [INPUT])
     n = int(round(cfg["data"]["window_seconds"] * 16000))
-    records = {r.id: r for r in data.listen}
+    records = {r.id: r for r in listen_set}
     audio = [item_audio(Item(c, u), records, data.noises["all"], n, cfg["seed"]) for u, c in items]
     noisy_w = np.stack([a[0] for a in audio])
     clean_w = np.stack([a[1] for a in audio])
@@ -285,14 +312,17 @@ def listen(job_result: dict, probes, cfg: dict, data, speaker_path: str, out: Pa
     conds = listening_conditions(cfg["conditions"]["snrs"])
     cond_of = np.array([c["condition"] for _, c in items])
     utt_of = np.array([u for u, _ in items])
-    spk = {r.id: str(r.speaker) for r in data.listen}
-    examples = [r.id for r in data.listen[: cfg["listen"]["wav_examples"]]]
-    if examples:  # and the listening test's: two utterances of each of the first two speakers (triplets)
-        by_spk: dict[str, list[str]] = {}
-        for r in data.listen:
-            by_spk.setdefault(str(r.speaker), []).append(r.id)
-        examples += [u for s in list(by_spk)[:2] for u in by_spk[s][:2] if u not in examples]
-    ex_dir = out / "wavs" / tag
+    spk = {r.id: str(r.speaker) for r in listen_set}
+    by_spk: dict[str, list[str]] = {}
+    for r in listen_set:
+        by_spk.setdefault(str(r.speaker), []).append(r.id)
+    if part == "synthetic":
+        examples = [r.id for r in listen_set[: cfg["listen"]["wav_examples"]]]
+        if examples:  # and the listening test's: two utterances of each of the first two speakers (triplets)
+            examples += [u for s in list(by_spk)[:2] for u in by_spk[s][:2] if u not in examples]
+    else:  # one utterance of each of the first wav_examples human speakers
+        examples = [by_spk[s][0] for s in list(by_spk)[: cfg["listen"]["wav_examples"]]]
+    ex_dir = out / ("wavs" + sfx) / tag
     mels_for_fig: dict[str, np.ndarray] = {}
 
     per_item: dict[str, np.ndarray] = {}
@@ -365,24 +395,26 @@ def listen(job_result: dict, probes, cfg: dict, data, speaker_path: str, out: Pa
         mels_for_fig[label] = pred[ex_rows]
     fig_items = [(items[i][0], items[i][1]["condition"]) for i in ex_rows]
     spk_of = np.array([spk[u] for u in utt_of])
-    np.savez_compressed(out / "listen" / f".{tag}.items.tmp.npz", utterance=utt_of, condition=cond_of, speaker=spk_of,
-                        **per_item)
-    os.replace(out / "listen" / f".{tag}.items.tmp.npz", out / "listen" / f"{tag}-items.npz")
-    np.savez_compressed(out / "listen" / f".{tag}.tmp.npz", **{k.replace(".", "_"): v for k, v in mels_for_fig.items()})
-    os.replace(out / "listen" / f".{tag}.tmp.npz", out / "listen" / f"{tag}-mels.npz")
-    return {"probe": recs, "reference": refs, "mel_examples": {"file": f"listen/{tag}-mels.npz",
+    np.savez_compressed(out / "listen" / f".{tag}{sfx}.items.tmp.npz", utterance=utt_of, condition=cond_of,
+                        speaker=spk_of, **per_item)
+    os.replace(out / "listen" / f".{tag}{sfx}.items.tmp.npz", out / "listen" / f"{tag}{sfx}-items.npz")
+    np.savez_compressed(out / "listen" / f".{tag}{sfx}.tmp.npz", **{k.replace(".", "_"): v for k, v in mels_for_fig.items()})
+    os.replace(out / "listen" / f".{tag}{sfx}.tmp.npz", out / "listen" / f"{tag}{sfx}-mels.npz")
+    return {"probe": recs, "reference": refs, "mel_examples": {"file": f"listen/{tag}{sfx}-mels.npz",
                                                                "items": fig_items, "hop_length": mel_cfg.hop_length}}
 
 
-def regime_contrasts(out: Path, models, cfg) -> list[dict]:
+def regime_contrasts(out: Path, models, cfg, *, part: str = "synthetic") -> list[dict]:
     """Paired robust - baseline STOI, PESQ and EER differences per (model, layer, condition): the same
     listening items through both recognisers, so the bootstrap resamples utterances once for both
-    (a tighter and more honest comparison than two separate intervals)."""
+    (a tighter and more honest comparison than two separate intervals). ``part``: which part of the
+    listening set (see :func:`listen`)."""
     from jaxprobe.bootstrap import bootstrap_interval
 
+    sfx = _part_suffix(part)
     recs = []
     for mi, model in enumerate(models):
-        paths = [out / "listen" / f"{model}-{g}-items.npz" for g in ("baseline", "robust")]
+        paths = [out / "listen" / f"{model}-{g}{sfx}-items.npz" for g in ("baseline", "robust")]
         if not all(p.is_file() for p in paths):
             continue
         b, r = (np.load(p) for p in paths)
@@ -488,6 +520,7 @@ def run(config, out_dir, *, devices: str | None = None) -> dict:
     data = load_hear_data(cfg["data"], cfg["conditions"]["noises"])
     mesh = mesh_from_config(cfg["compute"]["devices"])
     probe_recs, ref_recs, asr_recs, probe_info, mel_examples = [], [], [], {}, {}
+    human_probe, human_ref = [], []
     for rec in recognisers:
         tag = f"{rec['model']}-{rec['regime']}"
         m = rec["metrics"]
@@ -499,6 +532,7 @@ def run(config, out_dir, *, devices: str | None = None) -> dict:
                            "judge": judge_info()["name"],
                            "v": _VERSION, "listen_v": _LISTEN_VERSION})
         cache = out / "listen" / f"{tag}.json"
+        probes = None
         if cache.is_file() and json.loads(cache.read_text()).get("key") == key and (out / "listen" / f"{tag}-items.npz").is_file():
             got = json.loads(cache.read_text())
             _log(f"{tag}: probes and listening cached")
@@ -511,8 +545,25 @@ def run(config, out_dir, *, devices: str | None = None) -> dict:
             got["listen_seconds"] = round(time.perf_counter() - t1, 1)
             _atomic_json(cache, got)
         base = {"model": rec["model"], "regime": rec["regime"]}
-        probe_recs += [{**base, **r} for r in got["probe"]]
-        ref_recs += [{**base, **r} for r in got["reference"]]
+        probe_recs += [{**base, "speakers": "synthetic", **r} for r in got["probe"]]
+        ref_recs += [{**base, "speakers": "synthetic", **r} for r in got["reference"]]
+        if data.listen_human:  # the human speakers: the same probes, their own cache
+            hkey = fingerprint({"synthetic": key, "human": [u.id for u in data.listen_human]})
+            hcache = out / "listen" / f"{tag}-human.json"
+            if hcache.is_file() and json.loads(hcache.read_text()).get("key") == hkey \
+                    and (out / "listen" / f"{tag}-human-items.npz").is_file():
+                hgot = json.loads(hcache.read_text())
+                _log(f"{tag}: listening to the human speakers cached")
+            else:
+                if probes is None:  # resumes from the finished orbax checkpoint (no training steps)
+                    probes, _ = train_layer_probes(rec, cfg, data, out, mesh=mesh)
+                _log(f"{tag}: listening to the {len(data.listen_human)} human utterances")
+                t1 = time.perf_counter()
+                hgot = {"key": hkey, **listen(rec, probes, cfg, data, speaker["path"], out, part="human")}
+                hgot["listen_seconds"] = round(time.perf_counter() - t1, 1)
+                _atomic_json(hcache, hgot)
+            human_probe += [{**base, "speakers": "human", **r} for r in hgot["probe"]]
+            human_ref += [{**base, "speakers": "human", **r} for r in hgot["reference"]]
         probe_info[tag] = {**got["probe_training"], "listen_seconds": got.get("listen_seconds")}
         mel_examples[tag] = got["mel_examples"]
     import jax
@@ -531,10 +582,15 @@ def run(config, out_dir, *, devices: str | None = None) -> dict:
                      "this judge)"}
     xvector = {**{k: v for k, v in speaker.items() if k != "job_key"},
                "name": "x-vector (TDNN + statistics pooling), trained here on the corpus's synthetic training voices",
+               "source": "trained by this study (torch_bridge.models.speaker), or speaker.checkpoint when given",
+               "training_data": f"the recognisers' training utterances ({len(data.train)}; {data.description})",
+               "licence": "MIT (this project's code; the weights are made by the run)",
                "role": "second judge: 'eer_xvector' in every record",
                "eer_human": pct(human.get("eer_human_xvector")), "eer_human_low": pct(human.get("eer_human_xvector_low")),
                "eer_human_high": pct(human.get("eer_human_xvector_high")),
-               "eer_synthetic": pct(clean_audio[0]["eer_xvector"]) if clean_audio else None}
+               "eer_synthetic": pct(clean_audio[0]["eer_xvector"]) if clean_audio else None,
+               "eer_synthetic_low": pct(clean_audio[0]["eer_xvector_low"]) if clean_audio else None,
+               "eer_synthetic_high": pct(clean_audio[0]["eer_xvector_high"]) if clean_audio else None}
 
     results = {
         "settings": {**cfg, "versions": {"jax": jax.__version__, "numpy": np.__version__},
@@ -542,6 +598,8 @@ def run(config, out_dir, *, devices: str | None = None) -> dict:
         "data": {"corpus": data.description, "n_train": len(data.train), "n_held_out": len(data.held_out),
                  "n_probe_train": len(data.probe_train), "n_probe_valid": len(data.probe_valid),
                  "n_listen": len(data.listen), "listen_speakers": sorted({str(r.speaker) for r in data.listen}),
+                 "n_listen_human": len(data.listen_human),
+                 "listen_human_speakers": sorted({str(r.speaker) for r in data.listen_human}),
                  "listen_noises": list(data.noises["listen"]), "conditions": [CLEAN] + [f"{s:g}" for s in cfg["conditions"]["snrs"]],
                  "window_seconds": cfg["data"]["window_seconds"]},
         "layers": {f"{r['model']}": [{k: e[k] for k in ("label", "r", "width", "kind")} for e in _probe_layers(r["layers"])]
@@ -551,6 +609,12 @@ def run(config, out_dir, *, devices: str | None = None) -> dict:
         "probe": probe_recs,
         "reference": ref_recs,
         "contrasts": regime_contrasts(out, list(dict.fromkeys(r["model"] for r in recognisers)), cfg),
+        # the held-out human speakers of the listening set, reported apart (HUMAN_NOTE says how to read them)
+        "probe_human": human_probe,
+        "reference_human": human_ref,
+        "contrasts_human": regime_contrasts(out, list(dict.fromkeys(r["model"] for r in recognisers)), cfg,
+                                            part="human") if human_probe else [],
+        "human_note": HUMAN_NOTE if human_probe else None,
         "probe_training": probe_info,
         "mel_examples": mel_examples,
     }

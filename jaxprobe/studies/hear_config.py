@@ -29,6 +29,8 @@ HEAR_DEFAULTS: dict[str, Any] = {
         "probe_valid_utterances": 48,  # held-out utterances for the probes' early stopping
         "eval_per_speaker": 6,  # listening set: utterances per speaker (held out from ASR and probe training)
         "eval_speakers": 0,  # listening set: number of speakers (0 = all of the held-out split)
+        "human_per_speaker": 6,  # embedded corpus: held-out human prompts per human speaker added to the listening
+        # set and reported apart from the synthetic voices (0 = none, else >= 2; LibriSpeech: unused)
         "asr_held_out": 120,  # utterances for the recognisers' clean CER/WER (0 = the whole held-out split)
     },
     "conditions": {
@@ -101,7 +103,7 @@ _SUBSETS = {
 }
 _INTS = {  # (section, key): lowest allowed value
     ("data", "probe_train_utterances"): 0, ("data", "probe_valid_utterances"): 1,
-    ("data", "eval_per_speaker"): 2, ("data", "eval_speakers"): 0, ("data", "asr_held_out"): 0,
+    ("data", "eval_per_speaker"): 2, ("data", "eval_speakers"): 0, ("data", "human_per_speaker"): 0, ("data", "asr_held_out"): 0,
     ("asr", "hidden"): 1, ("asr", "batch_size"): 1, ("asr", "max_steps"): 1, ("asr", "workers"): 1,
     ("asr", "threads"): 0, ("speaker", "steps"): 1, ("speaker", "batch_size"): 2,
     ("speaker", "trials_per_class"): 0, ("probe", "steps"): 1, ("probe", "batch_blocks"): 1,
@@ -135,6 +137,9 @@ def _validate(cfg: dict, given: frozenset = frozenset()) -> dict:
         if isinstance(v, bool) or not isinstance(v, int) or v < low:
             raise _fail(f"{sec}.{key}", f"an int >= {low}", v)
     d = cfg["data"]
+    if d["human_per_speaker"] == 1:
+        raise _fail("data.human_per_speaker", "0 (no human speakers) or an int >= 2 (verification needs two "
+                    "utterances of a speaker)", 1)
     if not d["window_seconds"] >= 0.5:
         raise _fail("data.window_seconds", "a length in seconds >= 0.5 (STOI needs ~0.4 s of speech)", d["window_seconds"])
     if d["source"] == "librispeech":

@@ -20,7 +20,7 @@ from jaxprobe.studies.hear_config import load_hear_config
 TINY = {
     "name": "hear-test",
     "data": {"corpus_size": "small", "window_seconds": 1.5, "probe_train_utterances": 30,
-             "probe_valid_utterances": 4, "eval_per_speaker": 3, "asr_held_out": 4},
+             "probe_valid_utterances": 4, "eval_per_speaker": 3, "asr_held_out": 4, "human_per_speaker": 2},
     "conditions": {"snrs": [10.0, 0.0], "noises": ["babble", "pink"]},
     "asr": {"hidden": 16, "channels": [4, 4, 4, 4], "batch_size": 4, "max_steps": 4, "workers": 1},
     "speaker": {"steps": 8, "batch_size": 8},
@@ -48,6 +48,8 @@ def test_shipped_configs_load():
     ({"probe": {"snr_range": [10.0, 0.0]}}, r"'probe.snr_range' must be \[low, high\]"),
     ({"conditions": {"snrs": [10.0, 10.0]}}, r"'conditions.snrs' must be a list of distinct SNRs"),
     ({"compute": {"devices": "two"}}, r"'compute.devices' must be 'all' or a device count"),
+    ({"data": {"human_per_speaker": 1}}, r"'data.human_per_speaker' must be 0 \(no human speakers\) or an int >= 2"),
+    ({"data": {"human_per_speaker": -1}}, r"'data.human_per_speaker' must be an int >= 0"),
 ])
 def test_config_errors_name_the_key(over, match):
     with pytest.raises(ConfigError, match=match):
@@ -83,6 +85,26 @@ def test_item_audio_is_deterministic_and_at_the_snr():
     np.testing.assert_array_equal(clean[0], clean[1])
     short = window(np.ones(10, np.float32), 16)
     assert short.shape == (16,) and short.sum() == 10 and short[0] == 0
+
+
+def test_human_listening_speakers_are_the_held_out_prompts_and_retrain_nothing(tmp_path):
+    from jaxprobe.studies.hear import plan_jobs
+    from torch_bridge.hear import load_hear_data
+
+    cfg = load_hear_config(TINY)
+    data = load_hear_data(cfg["data"], cfg["conditions"]["noises"])
+    human_ids = {r.id for r in data.human}
+    assert data.listen_human and {r.id for r in data.listen_human} <= human_ids
+    assert not {r.id for r in data.listen_human} & {r.id for r in data.listen + data.train + data.probe_train}
+    per = {}
+    for r in data.listen_human:
+        per.setdefault(str(r.speaker), []).append(r.id)
+    assert len(per) == 4 and all(len(v) == 2 for v in per.values())  # human_per_speaker of each human speaker
+    assert not set(per) & {str(r.speaker) for r in data.listen}
+    none = load_hear_config({**TINY, "data": {**TINY["data"], "human_per_speaker": 0}})
+    assert load_hear_data(none["data"], none["conditions"]["noises"]).listen_human == []
+    # the human part only adds a store: the recognisers' and the speaker model's keys do not depend on it
+    assert [j["key"] for j in plan_jobs(cfg, tmp_path)] == [j["key"] for j in plan_jobs(none, tmp_path)]
 
 
 # ----------------------------------------------------------------------------- end to end
@@ -176,6 +198,67 @@ def test_results_contract(hear_run):
     assert (out / "listening_test_answers_example.csv").is_file()
 
 
+def test_human_speakers_reported_apart(hear_run):
+    """The held-out human speakers: their own records (same fields as the synthetic voices'), paired
+    contrasts, note, tables, figures and wavs; their clean unprocessed windows scored as an
+    independent computation from the corpus scores them (the judge's minDCF against the float64
+    threshold sweep in tests/reference, and its EER)."""
+    from jaxprobe.stats import eer
+    from tests.reference.dcf_ref import min_dcf as ref_min_dcf
+    from torch_bridge.hear import judge_embeddings, load_hear_data, window
+    from torch_bridge.models.speaker import cosine_scores, verification_trials
+
+    out, paths, _ = hear_run
+    res = json.loads((out / "results.json").read_text())
+    n_layers = {"vgg_lstm": 8, "lstm": 5}
+    assert {r["speakers"] for r in res["probe"] + res["reference"]} == {"synthetic"}
+    hp, hr = res["probe_human"], res["reference_human"]
+    assert {r["speakers"] for r in hp + hr} == {"human"}
+    assert len(hp) == len(res["probe"]) == sum(2 * n * 3 for n in n_layers.values())
+    assert len(hr) == len(res["reference"])
+    assert res["data"]["n_listen_human"] == 8 and len(res["data"]["listen_human_speakers"]) == 4
+    assert set(res["data"]["listen_human_speakers"]) == set(res["speaker"]["judge"]["human_speakers"])
+    for r in hp + hr:
+        assert r["n_items"] == 8 and set(res["probe"][0]) <= set(r) | {"l1", "l1_low", "l1_high"}
+        assert 0 <= r["eer"] <= 100 and 0 <= r["eer_xvector"] <= 100 and -1 <= r["stoi"] <= 1
+        for p in ("0.01", "0.001"):
+            assert 0 <= r[f"min_dcf_{p}"] <= 1 + 1e-6 and f"min_dcf_{p}_low" in r and f"min_dcf_{p}_high" in r
+        assert 0 <= r["pesq_excluded"] <= r["n_items"] and "pesq_low" in r and "pesq_high" in r
+    # the human rows differ from the synthetic ones (other utterances), so they are not a copy
+    assert [r["stoi"] for r in hp] != [r["stoi"] for r in res["probe"]]
+    cons = res["contrasts_human"]
+    assert len(cons) == 3 * sum(n * 3 for n in n_layers.values())
+    for c in cons:
+        if c["statistic"] == "stoi_robust_minus_baseline":
+            per = {r["regime"]: r["stoi"] for r in hp if (r["model"], r["layer"], r["condition"]) ==
+                   (c["model"], c["layer"], c["condition"])}
+            assert math.isclose(c["estimate"], per["robust"] - per["baseline"], abs_tol=1e-4)
+    assert "synthetic" in res["human_note"] and "trained on synthetic" in res["human_note"]
+    # the unprocessed clean human windows, scored here from the corpus
+    cfg = load_hear_config(TINY)
+    data = load_hear_data(cfg["data"], cfg["conditions"]["noises"])
+    recs = sorted(data.listen_human, key=lambda r: r.id)
+    n = int(round(cfg["data"]["window_seconds"] * 16000))
+    emb = judge_embeddings([window(r.waveform, n) for r in recs])
+    pairs, labels = verification_trials([str(r.speaker) for r in recs])
+    scores = cosine_scores(emb, pairs)
+    clean = [r for r in hr if r["layer"] == "audio" and r["condition"] == "clean"]
+    assert len(clean) == 4 and all(math.isclose(r["stoi"], 1.0, abs_tol=1e-4) for r in clean)
+    for r in clean:
+        assert math.isclose(r["min_dcf_0.01"], ref_min_dcf(scores, labels, 0.01), abs_tol=1e-5)
+        assert math.isclose(r["eer"], 100 * float(eer(scores, labels)), abs_tol=1e-3)
+    html = (out / "report.html").read_text()
+    assert "Human speakers of the listening set (reported apart)" in html and "Table 2 (human speakers)" in html
+    assert "trained on synthetic English voices only" in html
+    assert html.index("Human speakers of the listening set") > html.index("Table 2 —")
+    for stem in ("fig2h_eer_per_layer_human", "fig4h_stoi_per_layer_human"):
+        assert (out / "figures" / f"{stem}.png").stat().st_size > 10_000
+    for name in ("probe_human.csv", "table2_human.csv", "contrasts_human.csv"):
+        assert (out / name).stat().st_size > 100
+    # one human example utterance per recogniser, condition and layer (+ the two references)
+    assert len(sorted((out / "wavs-human").rglob("*.wav"))) == sum(2 * 3 * (n + 2) for n in n_layers.values())
+
+
 def test_rerun_reuses_every_stage(hear_run):
     from jaxprobe.studies.hear import run
 
@@ -186,6 +269,7 @@ def test_rerun_reuses_every_stage(hear_run):
     again = time.perf_counter() - t0
     after = json.loads((out / "results.json").read_text())
     assert after["probe"] == before["probe"] and after["asr"] == before["asr"]
+    assert after["probe_human"] == before["probe_human"]
     assert again < first
 
 
