@@ -613,6 +613,8 @@ def write_hear_report(results, out_dir, *, formats=("png", "pdf"), source=None) 
                 page.append(f'<figure><img alt="{html.escape(f.title)}" src="data:image/png;base64,{data}">'
                             f"<figcaption><b>{html.escape(f.title)}.</b> {html.escape(f.caption)}</figcaption></figure>")
     files = [os.path.relpath(p, out) for p in csvs.values()] + ["results.json", "wavs/<model>-<regime>/<condition>/"]
+    if human_view(results) is not None:
+        files.append("wavs-human/<model>-<regime>/<condition>/")
     md.append("## Files\n\n" + "\n".join(f"- `{p}`" for p in files) + "\n")
     page.append('<h2>Files</h2><p class="small">' + ", ".join(html.escape(p) for p in files)
                 + "; figures (PNG, PDF) in figures/.</p></body></html>")
