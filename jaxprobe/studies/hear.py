@@ -453,6 +453,51 @@ def regime_contrasts(out: Path, models, cfg, *, part: str = "synthetic") -> list
     return recs
 
 
+def probe_and_listen(rec: dict, speaker: dict, cfg: dict, data, out: Path, *, mesh=None) -> tuple[dict, dict | None]:
+    """Stages 2-3 for one recogniser (``rec``: its train + dump job's result): its probes, then the
+    listening of the synthetic voices and (when ``data.listen_human``) of the human speakers, each
+    cached in ``out/listen`` under a key of the settings it depends on. Returns (synthetic, human or
+    None); the records carry no model/regime (the caller adds them). Independent per recogniser, so
+    recognisers may be processed by separate processes before ``run`` assembles them from the caches."""
+    from torch_bridge.hear import judge_info
+
+    tag = f"{rec['model']}-{rec['regime']}"
+    key = fingerprint({"job": Path(rec["dir"]).name, "probe": cfg["probe"], "listen": cfg["listen"],
+                       "speaker": speaker.get("job_key", speaker["path"]), "trials": cfg["speaker"]["trials_per_class"],
+                       "judge": judge_info()["name"],
+                       "v": _VERSION, "listen_v": _LISTEN_VERSION})
+    cache = out / "listen" / f"{tag}.json"
+    probes = None
+    if cache.is_file() and json.loads(cache.read_text()).get("key") == key and (out / "listen" / f"{tag}-items.npz").is_file():
+        got = json.loads(cache.read_text())
+        _log(f"{tag}: probes and listening cached")
+    else:
+        _log(f"{tag}: training the probes of {len(_probe_layers(rec['layers']))} layers in one jitted step")
+        probes, info = train_layer_probes(rec, cfg, data, out, mesh=mesh)
+        _log(f"{tag}: probes done in {info['seconds']} s ({info['steps']} steps); listening")
+        t1 = time.perf_counter()
+        got = {"key": key, "probe_training": info, **listen(rec, probes, cfg, data, speaker["path"], out)}
+        got["listen_seconds"] = round(time.perf_counter() - t1, 1)
+        _atomic_json(cache, got)
+    if not data.listen_human:
+        return got, None
+    # the human speakers: the same probes, their own cache
+    hkey = fingerprint({"synthetic": key, "human": [u.id for u in data.listen_human]})
+    hcache = out / "listen" / f"{tag}-human.json"
+    if hcache.is_file() and json.loads(hcache.read_text()).get("key") == hkey \
+            and (out / "listen" / f"{tag}-human-items.npz").is_file():
+        _log(f"{tag}: listening to the human speakers cached")
+        return got, json.loads(hcache.read_text())
+    if probes is None:  # resumes from the finished orbax checkpoint (no training steps)
+        probes, _ = train_layer_probes(rec, cfg, data, out, mesh=mesh)
+    _log(f"{tag}: listening to the {len(data.listen_human)} human utterances")
+    t1 = time.perf_counter()
+    hgot = {"key": hkey, **listen(rec, probes, cfg, data, speaker["path"], out, part="human")}
+    hgot["listen_seconds"] = round(time.perf_counter() - t1, 1)
+    _atomic_json(hcache, hgot)
+    return got, hgot
+
+
 def judge_on_human(cfg: dict, data, speaker_path: str, *, per_speaker: int = 30) -> dict:
     """Both judges' EER (%) on the held-out human speech, clean, in the study's windows (up to
     ``per_speaker`` utterances per speaker), with intervals from resampling utterances; {} when the
@@ -527,41 +572,11 @@ def run(config, out_dir, *, devices: str | None = None) -> dict:
         asr_recs.append({"model": rec["model"], "regime": rec["regime"], "cer": m["cer"], "wer": m["wer"],
                          "n_held_out": m.get("n"), "steps": m.get("step"), "train_seconds": m.get("train_seconds"),
                          "n_params": m.get("n_params"), "listen": m.get("listen", {})})
-        key = fingerprint({"job": Path(rec["dir"]).name, "probe": cfg["probe"], "listen": cfg["listen"],
-                           "speaker": speaker.get("job_key", speaker["path"]), "trials": cfg["speaker"]["trials_per_class"],
-                           "judge": judge_info()["name"],
-                           "v": _VERSION, "listen_v": _LISTEN_VERSION})
-        cache = out / "listen" / f"{tag}.json"
-        probes = None
-        if cache.is_file() and json.loads(cache.read_text()).get("key") == key and (out / "listen" / f"{tag}-items.npz").is_file():
-            got = json.loads(cache.read_text())
-            _log(f"{tag}: probes and listening cached")
-        else:
-            _log(f"{tag}: training the probes of {len(_probe_layers(rec['layers']))} layers in one jitted step")
-            probes, info = train_layer_probes(rec, cfg, data, out, mesh=mesh)
-            _log(f"{tag}: probes done in {info['seconds']} s ({info['steps']} steps); listening")
-            t1 = time.perf_counter()
-            got = {"key": key, "probe_training": info, **listen(rec, probes, cfg, data, speaker["path"], out)}
-            got["listen_seconds"] = round(time.perf_counter() - t1, 1)
-            _atomic_json(cache, got)
+        got, hgot = probe_and_listen(rec, speaker, cfg, data, out, mesh=mesh)
         base = {"model": rec["model"], "regime": rec["regime"]}
         probe_recs += [{**base, "speakers": "synthetic", **r} for r in got["probe"]]
         ref_recs += [{**base, "speakers": "synthetic", **r} for r in got["reference"]]
-        if data.listen_human:  # the human speakers: the same probes, their own cache
-            hkey = fingerprint({"synthetic": key, "human": [u.id for u in data.listen_human]})
-            hcache = out / "listen" / f"{tag}-human.json"
-            if hcache.is_file() and json.loads(hcache.read_text()).get("key") == hkey \
-                    and (out / "listen" / f"{tag}-human-items.npz").is_file():
-                hgot = json.loads(hcache.read_text())
-                _log(f"{tag}: listening to the human speakers cached")
-            else:
-                if probes is None:  # resumes from the finished orbax checkpoint (no training steps)
-                    probes, _ = train_layer_probes(rec, cfg, data, out, mesh=mesh)
-                _log(f"{tag}: listening to the {len(data.listen_human)} human utterances")
-                t1 = time.perf_counter()
-                hgot = {"key": hkey, **listen(rec, probes, cfg, data, speaker["path"], out, part="human")}
-                hgot["listen_seconds"] = round(time.perf_counter() - t1, 1)
-                _atomic_json(hcache, hgot)
+        if hgot is not None:
             human_probe += [{**base, "speakers": "human", **r} for r in hgot["probe"]]
             human_ref += [{**base, "speakers": "human", **r} for r in hgot["reference"]]
         probe_info[tag] = {**got["probe_training"], "listen_seconds": got.get("listen_seconds")}
