@@ -1,6 +1,6 @@
 """Configuration of `jaxprobe hear`: TOML merged over documented defaults, validated once.
 
-Same rules as the sweep's (:mod:`jaxprobe.studies.sweep_config`): unknown keys are errors, every error names the
+Same rules as the sweep's (:mod:`jaxprobe.studies.sweep.config`): unknown keys are errors, every error names the
 key path, what was expected and what arrived. Shipped configs: ``demo`` (``hear-demo.toml``) and
 ``paper`` (``hear-paper.toml``); a path to any TOML file works too.
 """
