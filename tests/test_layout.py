@@ -32,11 +32,10 @@ def test_the_script_exits_cleanly():
     assert "import cycles: 0" in res.stdout
 
 
-def test_at_most_two_private_names_cross_modules():
-    """Left (issue 16): studies.hear imports torch_bridge.hear._by_speaker (both files are being edited
-    in parallel; a follow-up makes it public)."""
+def test_no_private_name_crosses_modules():
+    """Issue 16: a helper used by another module gets a public name (none left)."""
     _, _, private = import_graph.analyse()
-    assert len(private) <= 2, private
+    assert private == [], private
 
 
 def test_the_private_counter_sees_a_private_import(tmp_path, monkeypatch):

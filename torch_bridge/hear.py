@@ -49,7 +49,7 @@ class HearData:
     listen_human: list = dataclasses.field(default_factory=list)  # the human part of the listening set (from human)
 
 
-def _by_speaker(records, per_speaker: int, n_speakers: int = 0, skip: set | None = None) -> list:
+def by_speaker(records, per_speaker: int, n_speakers: int = 0, skip: set | None = None) -> list:
     """Deterministic selection: ``per_speaker`` utterances (sorted ids) of the first ``n_speakers``
     speakers (sorted; 0 = all), leaving out ids in ``skip``."""
     groups: dict[str, list] = {}
@@ -85,13 +85,13 @@ def load_hear_data(d: Mapping[str, Any], noise_names: Sequence[str] = (), log: C
         train, dev = corpus.split("train"), corpus.split("dev")
         noises = {k: r.waveform for k, r in corpus.noises.items()}
         desc = f"embedded corpus ({d['corpus_size']}, {corpus.root})"
-        listen = _by_speaker(dev, d["eval_per_speaker"], d["eval_speakers"])
+        listen = by_speaker(dev, d["eval_per_speaker"], d["eval_speakers"])
         rest = [r for r in dev if r.id not in {u.id for u in listen}]
         valid = _spread(rest, d["probe_valid_utterances"])
         held_pool = rest
         human = list(corpus.real_speech)
         # the human speakers of the listening set, reported apart from the synthetic voices
-        listen_human = _by_speaker(human, d["human_per_speaker"]) if d["human_per_speaker"] else []
+        listen_human = by_speaker(human, d["human_per_speaker"]) if d["human_per_speaker"] else []
     else:
         from .data import LibriSpeech, Musan
 
@@ -101,7 +101,7 @@ def load_hear_data(d: Mapping[str, Any], noise_names: Sequence[str] = (), log: C
         noises = {r.id: r.waveform for r in Musan(d["musan"])}
         desc = (f"LibriSpeech {d['librispeech_train']} / {d['librispeech_dev']} / {d['librispeech_test']}"
                 f" + MUSAN {d['musan']}")
-        listen = _by_speaker(test, d["eval_per_speaker"], d["eval_speakers"])
+        listen = by_speaker(test, d["eval_per_speaker"], d["eval_speakers"])
         valid = _spread(dev, d["probe_valid_utterances"])
         held_pool = dev
         human = []  # LibriSpeech is human speech throughout: the listening set itself

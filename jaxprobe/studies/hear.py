@@ -502,9 +502,9 @@ def judge_on_human(cfg: dict, data, speaker_path: str, *, per_speaker: int = 30)
     """Both judges' EER (%) on the held-out human speech, clean, in the study's windows (up to
     ``per_speaker`` utterances per speaker), with intervals from resampling utterances; {} when the
     corpus has none (LibriSpeech: the listening set is human speech)."""
-    from torch_bridge.hear import _by_speaker, judge_embeddings, speaker_embeddings, window
+    from torch_bridge.hear import by_speaker, judge_embeddings, speaker_embeddings, window
 
-    recs = _by_speaker(data.human, per_speaker)
+    recs = by_speaker(data.human, per_speaker)
     if len({str(r.speaker) for r in recs}) < 2:
         return {}
     n = int(round(cfg["data"]["window_seconds"] * 16000))
