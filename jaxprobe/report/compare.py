@@ -19,7 +19,7 @@ from matplotlib import colormaps
 
 from jaxprobe.report._style import PAGE_WIDTH, SEQ_CMAP, SKIP_INPUT, SKIP_OUTPUT, new_figure, save, style
 from jaxprobe.report.figures import Figure, snr_ticks, interval_words
-from jaxprobe.report.html import CSS, html_table, md_table
+from jaxprobe.report.html import CSS, html_table, md_table, render_md
 from jaxprobe.report.tables import write_csv, atomic_write_text, ci
 
 MODEL_COLORS = ("#1f5fa8", "#d4561d", "#2a9d5c", "#8e44ad", "#b8860b")
@@ -383,23 +383,6 @@ def _sections(results, figures):
     return secs
 
 
-def _render_md(title, secs, out_dir, csvs) -> str:
-    parts = [f"# {title}\n"]
-    for kind, head, payload in secs:
-        parts.append(f"## {head}\n")
-        if kind == "table":
-            parts.append(md_table(*payload))
-        elif kind == "list":
-            parts.append("\n".join(f"- {x}" for x in payload) + "\n")
-        else:
-            for f in payload:
-                rel = os.path.relpath(f.png, out_dir)
-                pdf = f" ([PDF]({os.path.relpath(f.pdf, out_dir)}))" if f.pdf is not None else ""
-                parts.append(f"### {f.title}\n\n![{f.title}]({rel})\n\n{f.caption}{pdf}\n")
-    parts.append("## Files\n\n" + "\n".join(f"- `{os.path.relpath(p, out_dir)}`" for p in csvs.values()) + "\n")
-    return "\n".join(parts)
-
-
 def _render_html(title, secs, out_dir, csvs) -> str:
     esc = _html.escape
     parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
@@ -459,7 +442,7 @@ def write_compare_report(results, out_dir, *, formats=FORMATS) -> dict[str, Path
     secs = _sections(results, figures)
     csvs = write_compare_csvs(results, out)
     title = "Comparing " + " and ".join(results["settings"]["labels"]) + ": CKA across input SNRs on the same data"
-    md = atomic_write_text(out / "report.md", _render_md(title, secs, out, csvs))
+    md = atomic_write_text(out / "report.md", render_md(title, secs, out, csvs))
     page = atomic_write_text(out / "report.html", _render_html(title, secs, out, csvs))
     paths = {"md": md, "html": page, **{f"{k}_csv": p for k, p in csvs.items()}}
     for f in figures:

@@ -199,7 +199,8 @@ def _notes(results) -> list[str]:
     return out
 
 
-def _render_md(title, secs, out_dir: Path, csvs) -> str:
+def render_md(title, secs, out_dir: Path, csvs) -> str:
+    """report.md from the report's sections (tables, lists, figures) and its CSV files."""
     parts = [f"# {title}\n"]
     for kind, head, payload in secs:
         parts.append(f"## {head}\n")
@@ -280,7 +281,7 @@ def write_report(results, out_dir, figures: list[Figure] | None = None, *,
     secs = [(k, h, figures if k == "figures" else p) for k, h, p in secs]
     csvs = T.write_csvs(results, out)
     title = _title(results)
-    md = T.atomic_write_text(out / "report.md", relabel(_render_md(title, secs, out, csvs), axis))
+    md = T.atomic_write_text(out / "report.md", relabel(render_md(title, secs, out, csvs), axis))
     page = T.atomic_write_text(out / "report.html", relabel(_render_html(title, secs, out, csvs), axis))
     paths = {"md": md, "html": page, **{f"{k}_csv": p for k, p in csvs.items()}}
     for f in figures:
