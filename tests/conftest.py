@@ -43,3 +43,17 @@ def muse_dir():
     if not (MUSE_DIR / "g_best").exists():
         pytest.skip(f"needs {MUSE_DIR}/g_best (../shared is absent on this machine)")
     return MUSE_DIR
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_jax_programs():
+    """After each test module, drop JAX's compiled programs and traces (the suite compiles
+    thousands; one process holding them all grew until an XLA compile aborted late in a run)."""
+    yield
+    import sys
+
+    if "jax" in sys.modules:
+        import gc
+
+        sys.modules["jax"].clear_caches()
+        gc.collect()
