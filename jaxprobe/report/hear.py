@@ -176,7 +176,8 @@ def fig_mels(results, out_dir, formats=("png", "pdf"), source=None) -> Figure | 
     panels = []
     for regime in regimes:
         ex = results["mel_examples"][f"{model}-{regime}"]
-        arr = np.load(root / ex["file"])
+        with np.load(root / ex["file"], allow_pickle=False) as z:
+            arr = {k: z[k] for k in z.files}
         conds = [c for _, c in ex["items"]]
         ci, ni = conds.index("clean"), conds.index(snr)
         row = [("clean input", arr["input"][ci]), (f"noisy input ({snr} dB)", arr["input"][ni])]

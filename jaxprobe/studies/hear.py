@@ -404,6 +404,12 @@ def listen(job_result: dict, probes, cfg: dict, data, speaker_path: str, out: Pa
                                                                "items": fig_items, "hop_length": mel_cfg.hop_length}}
 
 
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    """Every array of an ``.npz``, the file closed again."""
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
 def regime_contrasts(out: Path, models, cfg, *, part: str = "synthetic") -> list[dict]:
     """Paired robust - baseline STOI, PESQ and EER differences per (model, layer, condition): the same
     listening items through both recognisers, so the bootstrap resamples utterances once for both
@@ -417,10 +423,10 @@ def regime_contrasts(out: Path, models, cfg, *, part: str = "synthetic") -> list
         paths = [out / "listen" / f"{model}-{g}{sfx}-items.npz" for g in ("baseline", "robust")]
         if not all(p.is_file() for p in paths):
             continue
-        b, r = (np.load(p) for p in paths)
+        b, r = (_read_npz(p) for p in paths)
         if not (np.array_equal(b["utterance"], r["utterance"]) and np.array_equal(b["condition"], r["condition"])):
             raise RuntimeError(f"The baseline and robust {model} listening items differ; re-run the listen stage.")
-        layers = [k.split("|", 1)[1] for k in b.files if k.startswith("stoi|") and k.split("|", 1)[1] not in REFERENCES]
+        layers = [k.split("|", 1)[1] for k in b if k.startswith("stoi|") and k.split("|", 1)[1] not in REFERENCES]
         for li, layer in enumerate(layers):
             for ci, cond in enumerate(dict.fromkeys(b["condition"].tolist())):
                 sel = np.flatnonzero(b["condition"] == cond)
@@ -428,7 +434,7 @@ def regime_contrasts(out: Path, models, cfg, *, part: str = "synthetic") -> list
                 e, lo, hi = _ci_mean(d, 10_000 + 1000 * mi + 10 * li + ci, cfg)
                 recs.append({"model": model, "layer": layer, "condition": str(cond), "statistic": "stoi_robust_minus_baseline",
                              "estimate": float(e), "low": float(lo), "high": float(hi), "n_items": int(sel.size)})
-                if f"pesq|{layer}" in b.files and f"pesq|{layer}" in r.files:  # items PESQ scored in both
+                if f"pesq|{layer}" in b and f"pesq|{layer}" in r:  # items PESQ scored in both
                     d = r[f"pesq|{layer}"][sel] - b[f"pesq|{layer}"][sel]
                     ok = np.isfinite(d)
                     rec = {"model": model, "layer": layer, "condition": str(cond), "statistic": "pesq_robust_minus_baseline",
@@ -438,7 +444,7 @@ def regime_contrasts(out: Path, models, cfg, *, part: str = "synthetic") -> list
                         e, lo, hi = _ci_mean(d[ok], 30_000 + 1000 * mi + 10 * li + ci, cfg)
                         rec.update(estimate=float(e), low=float(lo), high=float(hi))
                     recs.append(rec)
-                if f"emb|{layer}" in b.files and f"emb|{layer}" in r.files:
+                if f"emb|{layer}" in b and f"emb|{layer}" in r:
                     order = sel[np.argsort(b["utterance"][sel])]  # the order listen() scored them in
                     est, boot = _eer_boot([b[f"emb|{layer}"][order], r[f"emb|{layer}"][order]],
                                           b["speaker"][order].tolist(), 20_000 + 1000 * mi + 10 * li + ci, cfg)

@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+from tests.npz import load_npz
 
 pytestmark = [pytest.mark.slow, pytest.mark.shared]
 
@@ -74,7 +75,7 @@ def test_c50_sweep_with_quality(c50_run):
     assert {"model", "axis", "level", "noise", "metric", "input", "estimate", "low", "high"} <= set(q[0])
     pooled = {(r["metric"], r["input"], r["level"]): r for r in q if r["noise"] == "all"}
     assert len(pooled) == 3 * 2 * 3
-    vals = np.load(out / "quality_values.npz")
+    vals = load_npz(out / "quality_values.npz")
     for (m, inp, lv), r in pooled.items():
         v = vals[f"{m}__{inp}"][:, LEVELS["c50"].index(lv)]
         assert r["estimate"] == pytest.approx(np.nanmean(v), rel=1e-5)

@@ -11,6 +11,7 @@ from jaxprobe.studies.sweep import runner as sweep
 from tests.jaxprobe.test_sweep_analysis import SNRS, _synthetic
 from torch_bridge.dump import Item
 from torch_bridge.store import Plan, StoreIntegrityError, StoreWriter
+from tests.npz import load_npz
 
 CHUNK = 8
 
@@ -79,13 +80,13 @@ def test_cached_only_while_store_and_outputs_are_unchanged(setup, capsys):
 def test_missing_or_edited_output_is_recomputed(setup, capsys):
     cfg, store, _, out = setup
     _run(cfg, store, out, capsys)
-    before = np.load(out / "cka_values.npz")
-    keys = sorted(before.files)
+    before = load_npz(out / "cka_values.npz")
+    keys = sorted(before)
     (out / "cka_values.npz").unlink()
     _, log = _run(cfg, store, out, capsys)
     assert f"recomputing: {out / 'cka_values.npz'} is missing" in log
-    after = np.load(out / "cka_values.npz")
-    assert sorted(after.files) == keys
+    after = load_npz(out / "cka_values.npz")
+    assert sorted(after) == keys
     for name in keys:
         np.testing.assert_array_equal(after[name], before[name])
     res = json.loads((out / "results.json").read_text())

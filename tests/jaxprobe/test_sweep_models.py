@@ -9,6 +9,7 @@ import pytest
 
 from jaxprobe import cli
 from tests.conftest import SHARED
+from tests.npz import load_npz
 
 GTCRN_CKPT = SHARED / "gtcrn" / "model_trained_on_vctk.tar"
 
@@ -147,9 +148,9 @@ def test_gtcrn_c50_sweep_with_quality(tmp_path, monkeypatch):
     assert len(q) == 3 * 2 * 3 and all(r["model"] == "gtcrn" for r in res["quality"])
     files = sorted((out / "quality").glob("*/[0-9]*.npz"))
     assert len(files) == 2
-    vals = np.load(out / "quality_values.npz")
+    vals = load_npz(out / "quality_values.npz")
     for f in files:
-        z = np.load(f)
+        z = load_npz(f)
         assert z["enhanced"].shape == z["noisy"].shape == (1, 3, 1, z["clean"].shape[-1])
         assert z["clean"].shape[-1] % 256 == 0  # GTCRN's output length: whole hops
         assert np.abs(z["enhanced"] - z["noisy"]).max() > 1e-3

@@ -3,6 +3,7 @@ the dump's windows, GTCRN on whole mixtures), one resumable file per utterance; 
 enhance() is refused."""
 import numpy as np
 import pytest
+from tests.npz import load_npz
 
 pytest.importorskip("pyroomacoustics")
 pytestmark = [pytest.mark.shared]
@@ -31,7 +32,7 @@ def test_enhance_sweep_matches_the_official_pipeline(tmp_path):
     spec = load_model("muse", str(MUSE_DIR / "g_best"))
     logs = []
     enhance_sweep(spec, sweep, tmp_path, threads=1, log=logs.append)
-    z = np.load(tmp_path / "00000.npz")
+    z = load_npz(tmp_path / "00000.npz")
     assert z["noisy"].shape == (1, 1, 1, 30700) and z["clean"].shape == (1, 30700)
     mix = sweep[0]
     assert np.array_equal(z["noisy"][0, 0], windows(mix.noisy, size=30700))
@@ -68,7 +69,7 @@ def test_enhance_sweep_runs_gtcrn_on_whole_mixtures(tmp_path):
     assert len(degradation_items(sweep, window=None)) == 1 + 2  # whole mixtures: one item each
     spec = load_model("gtcrn", str(ckpt))
     enhance_sweep(spec, sweep, tmp_path, threads=1)
-    z = np.load(tmp_path / "00000.npz")
+    z = load_npz(tmp_path / "00000.npz")
     m = n // 256 * 256
     assert z["clean"].shape == (1, m) and z["noisy"].shape == z["enhanced"].shape == (1, 2, 1, m)
     for s, level in enumerate([0.5, 0.1]):

@@ -14,6 +14,7 @@ from torch_bridge.dump import Item, dump, parse_shard
 from torch_bridge.store import open_store
 
 from . import _dump_worker as worker
+from tests.npz import load_npz
 
 WORKER = Path(worker.__file__)
 ROOT = Path(__file__).resolve().parents[2]
@@ -316,7 +317,7 @@ def test_jaxprobe_dump_muse_on_the_golden_case(muse_dir, tmp_path):
     from torch_bridge.mixing import mix_at_snr
     from torch_bridge.models.muse.layers import MUSE_LAYERS
 
-    gold = np.load(muse_dir / "golden_case1.npz")
+    gold = load_npz(muse_dir / "golden_case1.npz")
     (tmp_path / "speech").mkdir()
     (tmp_path / "noise").mkdir()
     sf.write(tmp_path / "speech" / "case1.wav", gold["clean"], 16000, subtype="FLOAT")

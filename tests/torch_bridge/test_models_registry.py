@@ -232,10 +232,10 @@ def test_muse_capture(muse_dir):
     import dataclasses
 
     from torch_bridge import MUSE_LAYERS
-    from torch_bridge.dump import _uniform
+    from torch_bridge.dump import uniform_value
 
     assert spec.layer_records() == [{**dataclasses.asdict(lay), "shape": list(lay.shape)} for lay in MUSE_LAYERS]
-    assert _uniform(spec.pooling) == "time_mean" and _uniform(spec.select) == 0
+    assert uniform_value(spec.pooling) == "time_mean" and uniform_value(spec.select) == 0
     assert set(spec.info) == {"name", "checkpoint_sha256"} and spec.info["name"] == "muse"
 
 
