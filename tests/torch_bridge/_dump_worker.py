@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from torch_bridge import store as store_mod
 from torch_bridge.dump import Item, dump
+from torch_bridge.store import writer as store_writer
 
 LAYERS = ["body.0", "body.2", "head"]
 N_SAMPLES = 400
@@ -68,8 +68,8 @@ def _kill_before_write(n):
             return fn(*a, **k)
         return inner
 
-    store_mod._save_npy = wrap(store_mod._save_npy)
-    store_mod._save_json = wrap(store_mod._save_json)
+    store_writer.save_npy = wrap(store_writer.save_npy)  # the writer's every file write goes through these two
+    store_writer.save_json = wrap(store_writer.save_json)
 
 
 if __name__ == "__main__":
