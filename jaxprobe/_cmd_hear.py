@@ -10,7 +10,7 @@ before any work starts; every stage is cached and resumable."""
 
 EPILOG = """examples:
   jaxprobe hear --config demo                       # -> runs/hear-demo
-  jaxprobe hear --config my.toml --out runs/mine    # keys and defaults: jaxprobe/studies/hear_config.py
+  jaxprobe hear --config my.toml --out runs/mine    # keys and defaults: jaxprobe/studies/hear/config.py
 
 outputs (in --out):
   report.html, report.md, results.json (asr, probe, reference, contrasts), CSV tables,

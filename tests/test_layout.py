@@ -111,7 +111,7 @@ def test_study_modules_and_configs_load_no_torch():
     """The studies reach torch_bridge lazily: importing their runners, configs and the torch-free
     pieces they use (MUSE's constants, verification, the store reader) loads no torch."""
     code = ("import sys, jaxprobe.studies.sweep, jaxprobe.studies.hear, jaxprobe.studies.sweep.config, "
-            "jaxprobe.studies.hear_config, jaxprobe.diffusion, jaxprobe.cli, torch_bridge.verification, "
+            "jaxprobe.studies.hear.config, jaxprobe.diffusion, jaxprobe.cli, torch_bridge.verification, "
             "torch_bridge.models.muse.layers; sys.exit(('torch' in sys.modules) * 1)")
     res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, "a study module loaded torch" if res.returncode == 1 else res.stderr

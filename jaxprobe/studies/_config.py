@@ -1,7 +1,7 @@
 """The configuration kit both studies share: TOML tables merged over documented defaults (unknown
 keys and wrong kinds are ConfigErrors naming the key path), the keys a user set, the devices check
 and the stage fingerprint. Each study's defaults and rules live next to its runner
-(``sweep/config.py``, ``hear_config.py``).
+(``sweep/config.py``, ``hear/config.py``).
 """
 from __future__ import annotations
 

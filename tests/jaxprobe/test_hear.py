@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from jaxprobe.errors import ConfigError
-from jaxprobe.studies.hear_config import load_hear_config
+from jaxprobe.studies.hear.config import load_hear_config
 
 TINY = {
     "name": "hear-test",
@@ -335,7 +335,7 @@ def test_report_rerenders_from_results_alone(hear_run, tmp_path):
 def test_clean_targets_equal_the_recogniser_front_end(hear_run):
     """probe.target = 'clean' computes the clean log-mel in JAX; on clean items it must equal the
     log-mel the torch front end fed the recogniser (captured in the store), to float32 tolerance."""
-    from jaxprobe.studies.hear import INPUT, _clean_targets, _mel_config, _store_arrays
+    from jaxprobe.studies.hear.probes import INPUT, clean_targets, mel_config, store_arrays
     from torch_bridge.hear import load_hear_data
     from torch_bridge.store import open_store
 
@@ -343,9 +343,9 @@ def test_clean_targets_equal_the_recogniser_front_end(hear_run):
     cfg = load_hear_config(TINY)
     data = load_hear_data(cfg["data"], cfg["conditions"]["noises"])
     for store in sorted(out.glob("recognisers/*/store-listen")):
-        arrays, items = _store_arrays(str(store), [INPUT])
-        mel_cfg = _mel_config(open_store(store).manifest["model"]["mel"])
-        clean = _clean_targets(items, data, cfg, mel_cfg)
+        arrays, items = store_arrays(str(store), [INPUT])
+        mel_cfg = mel_config(open_store(store).manifest["model"]["mel"])
+        clean = clean_targets(items, data, cfg, mel_cfg)
         rows = [i for i, (_, c) in enumerate(items) if c["condition"] == "clean"]
         assert rows and clean.shape == arrays[INPUT].shape
         # log domain: near-silent bins (zero padding) sit at log(1e-6); compare where there is signal

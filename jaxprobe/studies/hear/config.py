@@ -13,6 +13,9 @@ from typing import Any
 
 from jaxprobe.studies._config import ConfigError, given_keys as _given, merge_tables as _merge, read_toml
 
+# the version of every stage's cache key: raising it recomputes recognisers, probes and listening
+CACHE_VERSION = 1
+
 HEAR_DEFAULTS: dict[str, Any] = {
     "name": "hear",
     "seed": 0,
@@ -219,7 +222,7 @@ def _merge_loose(base: dict, over: dict, path: str) -> dict:
 def shipped_config(name: str) -> Path | None:
     """``jaxprobe/configs/hear-<name>.toml`` (``name`` may carry the ``hear-`` prefix), if shipped."""
     stem = name if name.startswith("hear-") else f"hear-{name}"
-    path = Path(__file__).resolve().parents[1] / "configs" / f"{stem}.toml"
+    path = Path(__file__).resolve().parents[2] / "configs" / f"{stem}.toml"
     return path if path.is_file() else None
 
 
