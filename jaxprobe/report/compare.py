@@ -9,8 +9,6 @@ and per model pair the cross-model CKA heatmap with its permutation-null correct
 """
 from __future__ import annotations
 
-import base64
-import html as _html
 import os
 from pathlib import Path
 
@@ -19,7 +17,7 @@ from matplotlib import colormaps
 
 from jaxprobe.report._style import PAGE_WIDTH, SEQ_CMAP, SKIP_INPUT, SKIP_OUTPUT, new_figure, save, style
 from jaxprobe.report.figures import Figure, snr_ticks, interval_words
-from jaxprobe.report.html import CSS, html_table, md_table, render_md
+from jaxprobe.report.html import render_html, render_md
 from jaxprobe.report.tables import write_csv, atomic_write_text, ci
 
 MODEL_COLORS = ("#1f5fa8", "#d4561d", "#2a9d5c", "#8e44ad", "#b8860b")
@@ -383,27 +381,6 @@ def _sections(results, figures):
     return secs
 
 
-def _render_html(title, secs, out_dir, csvs) -> str:
-    esc = _html.escape
-    parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-             f"<title>{esc(title)}</title><style>{CSS}</style></head><body>", f"<h1>{esc(title)}</h1>"]
-    for kind, head, payload in secs:
-        parts.append(f"<h2>{esc(head)}</h2>")
-        if kind == "table":
-            parts.append(html_table(*payload))
-        elif kind == "list":
-            parts.append("<ul>" + "".join(f"<li>{esc(x)}</li>" for x in payload) + "</ul>")
-        else:
-            for f in payload:
-                data = base64.b64encode(Path(f.png).read_bytes()).decode("ascii")
-                parts.append(f'<figure><img alt="{esc(f.title)}" src="data:image/png;base64,{data}">'
-                             f"<figcaption><b>{esc(f.title)}.</b> {esc(f.caption)}</figcaption></figure>")
-    files = ", ".join(esc(os.path.relpath(p, out_dir)) for p in csvs.values())
-    parts.append(f'<h2>Files</h2><p class="small">Long-format tables next to this report: {files}; figure files '
-                 "in figures/.</p></body></html>")
-    return "\n".join(parts)
-
-
 CSV_COLUMNS = {
     "profile": ("model", "layer", "label", "block", "index", "skip", "norm_depth", "slope", "slope_low", "slope_high",
                 "intercept", "intercept_low", "intercept_high", "r2", "r2_low", "r2_high", "poor_fit"),
@@ -443,7 +420,9 @@ def write_compare_report(results, out_dir, *, formats=FORMATS) -> dict[str, Path
     csvs = write_compare_csvs(results, out)
     title = "Comparing " + " and ".join(results["settings"]["labels"]) + ": CKA across input SNRs on the same data"
     md = atomic_write_text(out / "report.md", render_md(title, secs, out, csvs))
-    page = atomic_write_text(out / "report.html", _render_html(title, secs, out, csvs))
+    files = ", ".join(os.path.relpath(p, out) for p in csvs.values())
+    page = atomic_write_text(out / "report.html", render_html(
+        title, secs, out, csvs, files_note=f"Long-format tables next to this report: {files}; figure files in figures/."))
     paths = {"md": md, "html": page, **{f"{k}_csv": p for k, p in csvs.items()}}
     for f in figures:
         for p in (f.png, f.pdf):

@@ -217,7 +217,11 @@ def render_md(title, secs, out_dir: Path, csvs) -> str:
     return "\n".join(parts)
 
 
-def _render_html(title, secs, out_dir: Path, csvs) -> str:
+def render_html(title, secs, out_dir: Path, csvs, *, files_note: str | None = None) -> str:
+    """report.html (self-contained: inline CSS, figures as base64 PNG) from the report's sections.
+
+    ``files_note``: the plain text of the closing Files paragraph (escaped here); default: the CSV
+    files next to the report (``csvs``, relative to ``out_dir``) and the figure files' folder."""
     parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
              f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>",
              f"<h1>{html.escape(title)}</h1>"]
@@ -233,9 +237,11 @@ def _render_html(title, secs, out_dir: Path, csvs) -> str:
                 parts.append(f'<figure><img alt="{html.escape(f.title)}" src="data:image/png;base64,{data}">'
                              f"<figcaption><b>{html.escape(f.title)}.</b> {html.escape(f.caption)}"
                              "</figcaption></figure>")
-    files = ", ".join(html.escape(os.path.relpath(p, out_dir)) for p in csvs.values())
-    parts.append(f'<h2>Files</h2><p class="small">Long-format tables next to this report: {files}; '
-                 "figure files (PNG, and PDF where asked for) in figures/.</p></body></html>")
+    if files_note is None:
+        files_note = ("Long-format tables next to this report: "
+                      + ", ".join(os.path.relpath(p, out_dir) for p in csvs.values())
+                      + "; figure files (PNG, and PDF where asked for) in figures/.")
+    parts.append(f'<h2>Files</h2><p class="small">{html.escape(files_note)}</p></body></html>')
     return "\n".join(parts)
 
 
@@ -282,7 +288,7 @@ def write_report(results, out_dir, figures: list[Figure] | None = None, *,
     csvs = T.write_csvs(results, out)
     title = _title(results)
     md = T.atomic_write_text(out / "report.md", relabel(render_md(title, secs, out, csvs), axis))
-    page = T.atomic_write_text(out / "report.html", relabel(_render_html(title, secs, out, csvs), axis))
+    page = T.atomic_write_text(out / "report.html", relabel(render_html(title, secs, out, csvs), axis))
     paths = {"md": md, "html": page, **{f"{k}_csv": p for k, p in csvs.items()}}
     for f in figures:
         for p in (f.png, f.pdf):

@@ -1,9 +1,7 @@
-"""The hear report's pages: report.md and a self-contained report.html (figures embedded), with the
-CSV tables and figures, in reading order."""
+"""The hear report's pages: its sections in reading order, rendered to report.md here and to a
+self-contained report.html by :func:`jaxprobe.report.html.render_html`, with the CSV tables and figures."""
 from __future__ import annotations
 
-import base64
-import html
 import os
 from pathlib import Path
 
@@ -12,7 +10,7 @@ from jaxprobe.report.hear.figures import render_hear_figures
 from jaxprobe.report.hear.findings import findings
 from jaxprobe.report.hear.tables import (asr_rows, contrast_rows, data_rows, metric_rows, reference_rows,
                                          settings_rows, table2_rows, write_hear_csvs)
-from jaxprobe.report.html import CSS, html_table, md_table
+from jaxprobe.report.html import md_table, render_html
 from jaxprobe.report.tables import atomic_write_text
 
 
@@ -89,32 +87,23 @@ def write_hear_report(results, out_dir, *, formats=("png", "pdf"), source=None) 
     csvs = write_hear_csvs(results, out)
     title = "What does a layer hear? Probing CTC recognisers by reconstruction"
     md = [f"# {title}\n"]
-    page = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-            f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>", f"<h1>{html.escape(title)}</h1>"]
     for kind, head, payload in secs:
         md.append(f"## {head}\n")
-        page.append(f"<h2>{html.escape(head)}</h2>")
         if kind == "table":
             md.append(md_table(*payload))
-            page.append(html_table(*payload))
         elif kind == "list":
             md.append("\n".join(f"- {s}" for s in payload) + "\n")
-            page.append("<ul>" + "".join(f"<li>{html.escape(s)}</li>" for s in payload) + "</ul>")
         else:
             for f in payload:
                 rel = os.path.relpath(f.png, out)
                 md.append(f"### {f.title}\n\n![{f.title}]({rel})\n\n{f.caption}\n")
-                data = base64.b64encode(Path(f.png).read_bytes()).decode("ascii")
-                page.append(f'<figure><img alt="{html.escape(f.title)}" src="data:image/png;base64,{data}">'
-                            f"<figcaption><b>{html.escape(f.title)}.</b> {html.escape(f.caption)}</figcaption></figure>")
     files = [os.path.relpath(p, out) for p in csvs.values()] + ["results.json", "wavs/<model>-<regime>/<condition>/"]
     if R.human_view(results) is not None:
         files.append("wavs-human/<model>-<regime>/<condition>/")
     md.append("## Files\n\n" + "\n".join(f"- `{p}`" for p in files) + "\n")
-    page.append('<h2>Files</h2><p class="small">' + ", ".join(html.escape(p) for p in files)
-                + "; figures (PNG, PDF) in figures/.</p></body></html>")
+    page = render_html(title, secs, out, csvs, files_note=", ".join(files) + "; figures (PNG, PDF) in figures/.")
     paths = {"md": atomic_write_text(out / "report.md", "\n".join(md)),
-             "html": atomic_write_text(out / "report.html", "\n".join(page)),
+             "html": atomic_write_text(out / "report.html", page),
              **{f"{k}_csv": p for k, p in csvs.items()}}
     for f in figures:
         for p in (f.png, f.pdf):
