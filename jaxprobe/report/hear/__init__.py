@@ -6,13 +6,13 @@ CER/WER, Table 2 (EER per layer x model x condition x regime), STOI and L1 with 
 over utterances. Findings are computed from the numbers, with the paper's expectations checked
 one by one and reported whether or not they hold.
 
-The pieces: ``figures`` (Figs. 2-4), ``tables`` (tables and CSVs), ``findings`` (sentences from the
+The pieces: ``figures`` (Figs. 2-4), ``tables`` (tables and CSVs), ``summary`` (findings: sentences from the
 numbers) and ``page`` (report.md, report.html), over ``_records`` (the view of results.json they share).
 """
 from jaxprobe.report.hear._records import MODEL_NAMES, HearResultsError, human_view, is_hear_results
 from jaxprobe.report.hear.figures import (COND_COLORS, REGIME_STYLE, fig_eer, fig_eer_human, fig_l1, fig_mels,
                                           fig_pesq, fig_stoi, fig_stoi_human, render_hear_figures)
-from jaxprobe.report.hear.findings import findings
+from jaxprobe.report.hear.summary import findings
 from jaxprobe.report.hear.page import write_hear_report
 from jaxprobe.report.hear.tables import (asr_rows, contrast_rows, data_rows, metric_rows, reference_rows,
                                          settings_rows, table2_rows, write_hear_csvs)

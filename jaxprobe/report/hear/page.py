@@ -7,7 +7,7 @@ from pathlib import Path
 
 from jaxprobe.report.hear import _records as R
 from jaxprobe.report.hear.figures import render_hear_figures
-from jaxprobe.report.hear.findings import findings
+from jaxprobe.report.hear.summary import findings
 from jaxprobe.report.hear.tables import (asr_rows, contrast_rows, data_rows, metric_rows, reference_rows,
                                          settings_rows, table2_rows, write_hear_csvs)
 from jaxprobe.report.html import md_table, render_html
