@@ -344,3 +344,24 @@ def test_warnings_open_the_summary(results, tmp_path):
     assert first < page.index("Warning: The &#x27;noise&#x27; bootstrap") < page.index("<h2>Data")
     assert "<h2>Bootstrap designs: distinct resamples" in page and "too few: intervals mean little" in page
     assert page.index("<h2>Appendix: settings") > page.index("<h2>CKA summary")
+
+
+def test_one_html_renderer_for_every_page(tmp_path):
+    """report.html of the sweep, the comparison and the hear study comes from html.render_html: the
+    sections in order, text escaped, and the Files paragraph either the CSVs next to the report or the
+    caller's ``files_note`` (escaped as a whole)."""
+    from jaxprobe.report.html import render_html
+
+    secs = [("list", "Summary <1>", ["a < b", "c & d"]), ("table", "Data", (["k", "v"], [["x", "1 [0, 2]"]])),
+            ("figures", "Figures", [])]
+    csvs = {"cka": tmp_path / "cka.csv", "regression": tmp_path / "sub" / "regression.csv"}
+    page = render_html("T & U", secs, tmp_path, csvs)
+    assert page.startswith("<!DOCTYPE html>") and page.endswith("</p></body></html>")
+    assert "<title>T &amp; U</title>" in page and "<h1>T &amp; U</h1>" in page
+    assert page.index("<h2>Summary &lt;1&gt;</h2>") < page.index("<h2>Data</h2>") < page.index("<h2>Figures</h2>")
+    assert "<li>a &lt; b</li><li>c &amp; d</li>" in page and '<td class="num">1 [0, 2]</td>' in page
+    assert page.endswith('<p class="small">Long-format tables next to this report: cka.csv, sub/regression.csv; '
+                         "figure files (PNG, and PDF where asked for) in figures/.</p></body></html>")
+    other = render_html("T & U", secs, tmp_path, csvs, files_note="x.csv, wavs/<model>/; figures in figures/.")
+    assert other.endswith('<p class="small">x.csv, wavs/&lt;model&gt;/; figures in figures/.</p></body></html>')
+    assert other.rsplit("<h2>Files</h2>", 1)[0] == page.rsplit("<h2>Files</h2>", 1)[0]
