@@ -32,6 +32,10 @@ the pi-weighted mean of the squared pairwise distances is
 exactly ``2 sum_{k>m} lambda_k``, a share ``1 - (kept share) <= 1 - e`` of it (<= 1 % at
 e = 0.99). Per pair, the dropped part is at most ``lambda_{m+1} (1/pi_i + 1/pi_j)``.
 ``total_energy`` gives ``sum_{k>=1} lambda_k = tr(S) - 1 = sum_i K_a,ii / deg_i - 1``.
+
+Symmetric coordinates (the SE authors' ``lambda^t v``): at t = 1/2 their Gram over every
+nontrivial component is ``sum_{k>=1} lambda_k v_k v_k^T = S - v_0 v_0^T``, so
+``D^2(a, b) = (m_a - m_b)^T (S - v_0 v_0^T) (m_a - m_b)`` (``group_sq_distances_symmetric``).
 """
 from __future__ import annotations
 
@@ -63,6 +67,30 @@ def group_sq_distances(K, qa, M):
     deg, vol = _degrees(K, qa)
     W = M * (qa / deg)[None, :]  # rows of M D^-1 Q^-a
     C = vol * (W @ K @ W.T)
+    C = 0.5 * (C + C.T)
+    dg = jnp.diagonal(C)
+    d2 = jnp.maximum(dg[:, None] + dg[None, :] - 2.0 * C, 0.0)
+    return d2 * (1.0 - jnp.eye(M.shape[0], dtype=d2.dtype))
+
+
+@jax.jit
+def group_sq_distances_symmetric(K, qa, M):
+    """As ``group_sq_distances`` for symmetric coordinates ``lambda^t v`` at t = 1/2:
+    ``D^2(a, b) = (m_a - m_b)^T (S - v_0 v_0^T) (m_a - m_b)`` with ``S = diag(c) K diag(c)``,
+    ``c = q^-a / sqrt(deg)``, ``v_0 = sqrt(deg / vol)``.
+
+    Parameters
+    ----------
+    K : array (n, n); qa : array (n,); M : array (G, n), rows summing to 1.
+
+    Returns
+    -------
+    array (G, G), clipped at 0, exact zero diagonal.
+    """
+    deg, vol = _degrees(K, qa)
+    W = M * (qa * jax.lax.rsqrt(deg))[None, :]  # rows of M diag(c)
+    Mv = M @ jnp.sqrt(deg / vol)
+    C = W @ K @ W.T - Mv[:, None] * Mv[None, :]
     C = 0.5 * (C + C.T)
     dg = jnp.diagonal(C)
     d2 = jnp.maximum(dg[:, None] + dg[None, :] - 2.0 * C, 0.0)

@@ -243,6 +243,22 @@ def check_settings(X, *, n_components, epsilon, alpha, t, energy, key, align_to,
                     key=key, use_align=use_align, align=a, one_device=one_device)
 
 
+def check_group_means(M, n, dtype, fn=_FN):
+    """Group weights (G, n): finite, >= 0, each row summing to 1 (a weighted mean of points)."""
+    M = np.asarray(M, dtype=np.float64)
+    if M.ndim != 2 or M.shape[1] != n or M.shape[0] < 1:
+        raise ValueError(
+            f"The 'group_means' parameter of {fn} must have shape (G, n) = (G, {n}), one row of point weights per "
+            f"group; got shape {M.shape}. Build it with jaxprobe.diffusion.group_membership(labels, G, dtype)."
+        )
+    if not np.all(np.isfinite(M)) or np.any(M < 0) or not np.allclose(M.sum(axis=1), 1.0, rtol=1e-5, atol=1e-6):
+        raise ValueError(
+            f"The 'group_means' parameter of {fn} must hold finite weights >= 0 whose rows sum to 1; got row sums "
+            f"{np.round(M.sum(axis=1)[:3], 6).tolist()}... and minimum {float(np.nanmin(M)) if M.size else 0.0}."
+        )
+    return jnp.asarray(M, dtype)
+
+
 def check_outputs(X, finite, spread, eps, rule) -> None:
     """The checks done inside the jitted call, raised with the worded errors: non-finite input,
     a cloud of identical points, a bandwidth rule giving 0."""

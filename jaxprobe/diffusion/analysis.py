@@ -109,7 +109,11 @@ def intra_layer(X, snr, *, n_components=None, epsilon="median", alpha=0.0, t=1.0
     Returns
     -------
     IntraLayerResult. The fits use all n points of a cloud; ``level_coords`` average
-    the points of each SNR level before distances are taken.
+    the points of each SNR level before distances are taken. ``level_distances`` are the
+    map's ``group_distances`` over the levels: with a top-k map (``n_components``) at t = 1/2
+    whose k components hold less than ``energy`` of the spectrum they come from the
+    all-component closed form (``maps.group_closed``), so DC1 needs only a top-k solve and the
+    distances no eigendecomposition (error against the energy-truncated ones: ``diffusion.map``).
     """
     fn = "intra_layer"
     X = as_float_array(X, "X", fn=fn, min_ndim=2)
@@ -125,16 +129,17 @@ def intra_layer(X, snr, *, n_components=None, epsilon="median", alpha=0.0, t=1.0
         raise ValueError(
             f"The 'snr' parameter of {fn} must hold at least 3 distinct values for a line fit; got {len(levels)}."
         )
+    member = group_membership(labels, len(levels), X.dtype)
     maps = diffusion_map(X, n_components=n_components, epsilon=epsilon, alpha=alpha, t=t, energy=energy,
-                         key=key, solver=solver, align_to=snr, coordinates=coordinates)
+                         key=key, solver=solver, align_to=snr, coordinates=coordinates, group_means=member)
     dc1 = maps.coords[..., 0]
     snr_j = jnp.asarray(snr, dc1.dtype)
     fit = linregress(snr_j, dc1)
     rho = spearman(snr_j, dc1)
     batch, (n, k) = maps.coords.shape[:-2], maps.coords.shape[-2:]
-    lc, ld = _group_geometry(maps.coords.reshape((-1, n, k)), group_membership(labels, len(levels), dc1.dtype))
+    lc, _ = _group_geometry(maps.coords.reshape((-1, n, k)), member)
     S = len(levels)
-    lc, ld = lc.reshape(batch + (S, k)), ld.reshape(batch + (S, S))
+    lc, ld = lc.reshape(batch + (S, k)), maps.group_distances
     return IntraLayerResult(
         maps=maps, dc1=dc1, snr_levels=jnp.asarray(levels, dc1.dtype), slope=fit.slope,
         intercept=fit.intercept, r2=fit.r2, spearman=rho, level_coords=lc, level_distances=ld,

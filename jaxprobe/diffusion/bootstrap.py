@@ -71,21 +71,23 @@ def _spearman(x, y):
     return jnp.sum(dx * dy, axis=-1) / jnp.sqrt(jnp.sum(dx * dx, axis=-1) * jnp.sum(dy * dy, axis=-1))
 
 
-def _maps(cloud, align, key, eps_value, alpha, t, energy, static):
+def _maps(cloud, align, key, eps_value, alpha, t, energy, static, M=None, closed=None):
     """Maps of a batch of clouds (B, n, d) with the full-data settings ``static`` (a tuple of
     items: rule, k, solver, use_energy). Returns coords (B, n, k), pi (B, n), a (B,) health
-    flag (finite input, points not all identical, epsilon > 0) and the largest residual."""
+    flag (finite input, points not all identical, epsilon > 0), the largest residual and, with
+    group weights ``M`` (G, n), the group distances (B, G, G) of ``diffusion_map``'s
+    ``group_distances`` (``closed``: the closed form's coordinates, or None)."""
     st = dict(static)
     out = diffusion_map_batched(
-        cloud, eps_value, alpha, t, energy, align, key,
+        cloud, eps_value, alpha, t, energy, align, key, M,
         rule=st["rule"], k=st["k"], solver=st["solver"], block_size=None,
         maxiter=100 if st["solver"] != "eigh" else 0, tol=None,
         use_energy=st["use_energy"], use_align=True,
-        sequential=st["solver"] in ("lobpcg", "krylov"),
+        sequential=st["solver"] in ("lobpcg", "krylov"), closed=closed,
     )
-    coords, _, _, eps, pi, _, _, _, _, _, resid, finite, spread = out
+    coords, _, _, eps, pi, _, _, _, _, _, resid, finite, spread, _, gd, _ = out
     ok = finite & spread & (eps > 0) & jnp.all(jnp.isfinite(coords), axis=(-2, -1))
-    return coords, pi, ok, jnp.max(resid)
+    return coords, pi, ok, jnp.max(resid), gd
 
 
 def _fits(snrs, dc1):
@@ -124,15 +126,21 @@ def _intra_pooled_replicates(X, index, weights, ids, align, snrs, eps_value, alp
         i, w, b = args
         kb = jax.random.fold_in(key, b)
         C = jnp.einsum("ju,ljsud->ljsd", w.astype(X.dtype), X[:, i])  # (L, K, S, D) recomputed centroids
-        coords, pi, ok, res = _maps(C.reshape(L, K * S, D), align[:, i].reshape(L, K * S), kb,
-                                    eps_value, alpha, t_, energy, static)
+        if dict(static)["closed"]:  # top-k maps at t = 1/2: level distances as diffusion_map's group_distances
+            M = jnp.tile(jnp.eye(S, dtype=X.dtype), (1, K)) / K  # level s <- points k * S + s
+            coords, pi, ok, res, dist = _maps(C.reshape(L, K * S, D), align[:, i].reshape(L, K * S), kb,
+                                              eps_value, alpha, t_, energy, static, M,
+                                              "symmetric" if symmetric else "markov")
+        else:
+            coords, pi, ok, res, _ = _maps(C.reshape(L, K * S, D), align[:, i].reshape(L, K * S), kb,
+                                           eps_value, alpha, t_, energy, static)
+            use = coords * jnp.sqrt(pi)[..., None] if symmetric else coords
+            levels = jnp.mean(use.reshape(L, K, S, -1), axis=1)  # (L, S, k): mean over the slots
+            dist = jnp.sqrt(jax.vmap(sq_distances)(levels))
         dc1 = coords[..., 0]
         dc1_sym = jnp.sqrt(pi) * dc1
         rho, r2 = _fits(snrs, dc1.reshape(L, K, S))
         rho_s, r2_s = _fits(snrs, dc1_sym.reshape(L, K, S))
-        use = coords * jnp.sqrt(pi)[..., None] if symmetric else coords
-        levels = jnp.mean(use.reshape(L, K, S, -1), axis=1)  # (L, S, k): mean over the slots
-        dist = jnp.sqrt(jax.vmap(sq_distances)(levels))
         return {"rho": rho, "r2": r2, "rho_symmetric": rho_s, "r2_symmetric": r2_s,
                 "level_distances": dist, "ok": jnp.all(ok), "max_residual": res}
 
@@ -150,7 +158,7 @@ def _intra_per_noise_replicates(X, index, weights, ids, align_pn, snrs, eps_valu
         i, w, b = args
         kb = jax.random.fold_in(key, b)
         C = jnp.einsum("ju,ljsud->ljsd", w.astype(X.dtype), X[:, i])
-        pc, _, ok, res = _maps(C.reshape(L * K, S, D), align_pn[:, i].reshape(L * K, S),
+        pc, _, ok, res, _ = _maps(C.reshape(L * K, S, D), align_pn[:, i].reshape(L * K, S),
                                jax.random.fold_in(kb, 1), eps_value, alpha, t_, energy, static)
         rho_pn, r2_pn = _fits(snrs, pc[..., 0].reshape(L, K, S))
         return {"rho_per_noise_maps": rho_pn, "r2_per_noise_maps": r2_pn, "ok": jnp.all(ok), "max_residual": res}
@@ -170,7 +178,7 @@ def _inter_replicates(X, index, weights, ids, align, membership, eps_value, alph
             cloud, a = jnp.mean(C, axis=2), align.reshape(S, L)
         else:
             cloud, a = C.reshape(S, L * K, D), align.reshape(S, L, K)[:, :, i].reshape(S, L * K)
-        coords, pi, ok, res = _maps(cloud, a, jax.random.fold_in(key, b), eps_value, alpha, t_, energy, static)
+        coords, pi, ok, res, _ = _maps(cloud, a, jax.random.fold_in(key, b), eps_value, alpha, t_, energy, static)
         use = coords * jnp.sqrt(pi)[..., None] if symmetric else coords
         groups = jnp.einsum("gn,snk->sgk", membership.astype(use.dtype), use)
         return {"group_distances": jnp.sqrt(jax.vmap(sq_distances)(groups)), "ok": jnp.all(ok),
@@ -200,9 +208,12 @@ def _in_chunks(call, index, weights, chunk):
 
 def _static(maps):
     """The full-data map's settings, as the hashable static argument of the replicate calls."""
+    n, k = maps.coords.shape[-2:]
     return (("rule", None if maps.epsilon_rule == "fixed" else maps.epsilon_rule),
-            ("k", int(maps.eigenvalues.shape[-1])), ("solver", maps.solver),
-            ("use_energy", maps.energy is not None))
+            ("k", int(k)), ("solver", maps.solver),
+            ("use_energy", maps.energy is not None),
+            # a top-k map at t = 1/2: replicates' level distances fall back on the closed form as the full data's do
+            ("closed", bool(maps.t == 0.5 and k < n - 1)))
 
 
 def _scalars(maps, dtype):

@@ -27,9 +27,23 @@ Conventions (shared with ``kernels.affinity`` and ``tests/reference/diffusion_re
   (a vector over the points, e.g. SNR) instead makes ``sum_i pi_i psi(i) a_i >= 0``, so
   DC1 points the same way across layers, runs and bootstrap replicates.
 * ``energy``: the kept components are the fewest whose cumulative share of
-  ``sum(lambda)`` over the computed nontrivial eigenvalues reaches ``energy``. Shapes stay
-  fixed inside the batched call: ``n_kept`` (per cloud) and ``mask`` say what is kept,
-  and ``coords`` is zero in the dropped columns (so distances use only kept ones).
+  ``sum(lambda)`` over all ``n - 1`` nontrivial eigenvalues reaches ``energy``. That sum is
+  known without the spectrum, ``tr(S) - 1 = sum_i c_i^2 - 1`` (``energy_total``), so a top-k
+  solver applies the same rule as a full ``eigh`` (``n_kept`` is then at most ``k``; with
+  ``eigh`` the sum of the computed eigenvalues is used, the same number up to round-off).
+  Shapes stay fixed inside the batched call: ``n_kept`` (per cloud) and ``mask`` say what is
+  kept, and ``coords`` is zero in the dropped columns (so distances use only kept ones).
+* Group distances (``group_means``): distances between weighted means of the coordinates
+  (e.g. the SNR levels of the SE paper's Fig. 4). When the computed components hold every
+  component the energy rule keeps, they come from the kept coordinates (the same numbers
+  a full ``eigh`` gives). When they do not (a top-k solve whose k components hold less than
+  ``energy`` of the spectrum) and t = 1/2 on a dense operator, they come from the closed form
+  over all ``n - 1`` components (``kernels.diffusion_distance``: no eigendecomposition), which
+  exceeds the energy-truncated distance by the dropped tail only:
+  ``D_all^2 - D_kept^2 = sum_{j > m} lambda_j (Delta . psi_j)^2 <= lambda_{m+1} sum_i Delta_i^2 / pi_i``
+  (``Delta`` the difference of the two weight rows), and over all point pairs the pi-weighted mean of
+  the squared distances loses exactly the dropped share of ``sum(lambda)``, at most ``1 - energy``.
+  ``group_closed`` says which clouds used the closed form.
 """
 from __future__ import annotations
 from __future__ import annotations
@@ -47,6 +61,7 @@ from jaxprobe.diffusion._checks import (
     EPSILON_SUBSAMPLE,
     KRYLOV_EXTRA,
     KRYLOV_STEPS,
+    check_group_means,
     check_outputs,
     check_settings,
     warn_degenerate,
@@ -60,6 +75,7 @@ from jaxprobe_kernels.affinity import (
     gaussian_affinity,
     symmetric_sq_distances,
 )
+from jaxprobe_kernels.diffusion_distance import group_sq_distances, group_sq_distances_symmetric
 from jaxprobe_kernels.gram import sq_distances
 from jaxprobe_kernels.krylov import block_krylov_eigh, converged
 
@@ -68,7 +84,8 @@ from jaxprobe_kernels.krylov import block_krylov_eigh, converged
     jax.tree_util.register_dataclass,
     data_fields=[
         "coords", "eigenvalues", "eigenvectors", "epsilon", "stationary", "density",
-        "n_kept", "mask", "min_affinity", "n_isolated", "residuals",
+        "n_kept", "mask", "min_affinity", "n_isolated", "residuals", "energy_total", "group_distances",
+        "group_closed",
     ],
     meta_fields=["alpha", "t", "epsilon_rule", "energy", "solver", "coordinates"],
 )
@@ -93,6 +110,12 @@ class DiffusionMap:
     residuals : array of shape (..., k), ``||S v - lambda v||`` of each unit eigenvector
         of the conjugate matrix (a convergence check for LOBPCG).
     alpha, t, epsilon_rule, energy, solver, coordinates : the settings (static).
+    energy_total : array of shape (...), ``sum`` of all ``n - 1`` nontrivial eigenvalues
+        (``tr(S) - 1``, no spectrum needed).
+    group_distances : array of shape (..., G, G) or None, distances between the group means
+        of ``group_means`` (see the module docstring).
+    group_closed : bool array of shape (...) or None, True where ``group_distances`` came from
+        the all-component closed form (t = 1/2) instead of the kept coordinates.
     """
 
     coords: jax.Array
@@ -112,6 +135,9 @@ class DiffusionMap:
     energy: float | None
     solver: str
     coordinates: str = "markov"
+    energy_total: jax.Array = None
+    group_distances: jax.Array = None
+    group_closed: jax.Array = None
 
 
 
@@ -168,7 +194,7 @@ def _dense_operator(X, eps_value, alpha, *, rule):
     def dense():
         return K * (c[:, None] * c[None, :]) - 2.0 * jnp.outer(v0, v0)
 
-    return apply, dense, eps, deg, q, min_aff, n_iso
+    return apply, dense, eps, deg, q, min_aff, n_iso, K, qa, c
 
 
 def _blocked_operator(X, eps_value, alpha, key, *, rule, block_size):
@@ -196,18 +222,19 @@ def _blocked_operator(X, eps_value, alpha, key, *, rule, block_size):
     def op(V):
         return scale[:, None] * kmv(scale[:, None] * V) - 2.0 * v0[:, None] * (v0 @ V)[None, :]
 
-    return op, eps, deg, q, min_aff, n_iso
+    return op, eps, deg, q, min_aff, n_iso, scale
 
 
-def _finish(w, V, deg, t, energy, align, *, k, use_energy, use_align, symmetric=False):
+def _finish(w, V, deg, t, energy, align, *, k, use_energy, use_align, symmetric=False, total=None):
     """Truncate to k, map to right eigenvectors, fix signs, weight by lambda^t.
 
     ``w`` (decreasing) holds every computed nontrivial eigenvalue; the energy share
-    is taken over all of them.
+    is taken over ``total`` (the sum of all n - 1, known without the spectrum) or, when
+    None, over the computed ones.
     """
     lam_all = jnp.maximum(w, 0.0)
     if use_energy:
-        total = jnp.sum(lam_all)
+        total = jnp.sum(lam_all) if total is None else total
         frac = jnp.cumsum(lam_all) / jnp.where(total > 0, total, 1.0)
         n_kept = jnp.minimum(jnp.sum(frac < energy * (1 - 1e-6)) + 1, k)
     else:
@@ -228,16 +255,36 @@ def _finish(w, V, deg, t, energy, align, *, k, use_energy, use_align, symmetric=
     return coords, w, psi, pi, n_kept, mask
 
 
-def _one_cloud(X, eps_value, alpha, t, energy, align, key, *, rule, k, solver, block_size,
-               maxiter, tol, use_energy, use_align, symmetric=False):
+def _group_sq(coords, w, mask, total, energy, closed_sq, M, *, k, n, use_energy):
+    """Squared distances between the group means ``M`` (G, n) of the kept coordinates, or the
+    closed form ``closed_sq`` (all components, t = 1/2) where the k computed components do not
+    hold every component the energy rule keeps. Returns (G, G) and the closed-form flag."""
+    lm = M @ coords
+    kept = sq_distances(lm)
+    if k == n - 1 or closed_sq is None:
+        return kept, jnp.asarray(False)
+    lam = jnp.maximum(w, 0.0)
+    if use_energy:
+        complete = jnp.sum(lam * mask) >= energy * (1 - 1e-6) * total
+    else:
+        complete = jnp.asarray(False)
+    return jnp.where(complete, kept, closed_sq), ~complete
+
+
+def _one_cloud(X, eps_value, alpha, t, energy, align, key, M=None, *, rule, k, solver, block_size,
+               maxiter, tol, use_energy, use_align, symmetric=False, closed=None):
+    """One cloud. ``M`` (G, n): group weights for group distances; ``closed``: None,
+    "markov" or "symmetric", the coordinates of the t = 1/2 closed form to fall back on
+    (static; the caller checks t)."""
     n = X.shape[0]
     ksub, kinit = jax.random.split(key)
     if block_size is None:
-        apply, dense, eps, deg, q, min_aff, n_iso = _dense_operator(X, eps_value, alpha, rule=rule)
+        apply, dense, eps, deg, q, min_aff, n_iso, K, qa, c = _dense_operator(X, eps_value, alpha, rule=rule)
     else:
-        apply, eps, deg, q, min_aff, n_iso = _blocked_operator(
+        apply, eps, deg, q, min_aff, n_iso, c = _blocked_operator(
             X, eps_value, alpha, ksub, rule=rule, block_size=block_size
         )
+    total = jnp.sum(c * c) - 1.0  # tr(S) - 1: K has a unit diagonal
     if solver == "eigh":
         w, V = jnp.linalg.eigh(dense())
         # ascending; the deflated trivial pair sits at -1, first: drop it and reverse
@@ -261,21 +308,32 @@ def _one_cloud(X, eps_value, alpha, t, energy, align, key, *, rule, k, solver, b
     Vk = V[:, :k]
     residual = jnp.linalg.norm(apply(Vk) - Vk * w[None, :k], axis=0)
     coords, w, psi, pi, n_kept, mask = _finish(
-        w, V, deg, t, energy, align, k=k, use_energy=use_energy, use_align=use_align, symmetric=symmetric
+        w, V, deg, t, energy, align, k=k, use_energy=use_energy, use_align=use_align, symmetric=symmetric,
+        total=None if solver == "eigh" else total,
     )
     # input checks, done here instead of in extra host passes over X: raised by the caller
     finite = jnp.all(jnp.isfinite(X))
     spread = jnp.any(jnp.max(X, axis=0) > jnp.min(X, axis=0))
-    return coords, w, psi, eps, pi, q, n_kept, mask, min_aff, n_iso, residual, finite, spread
+    if M is None:
+        gd2, gclosed = jnp.zeros((1, 1), X.dtype), jnp.asarray(False)
+    else:
+        closed_sq = None
+        if closed is not None and block_size is None and k < n - 1:
+            closed_sq = (group_sq_distances_symmetric if closed == "symmetric" else group_sq_distances)(K, qa, M)
+        gd2, gclosed = _group_sq(coords, w, mask, total, energy, closed_sq, M, k=k, n=n, use_energy=use_energy)
+    return (coords, w, psi, eps, pi, q, n_kept, mask, min_aff, n_iso, residual, finite, spread, total,
+            jnp.sqrt(gd2), gclosed)
 
 
 @partial(
     jax.jit,
     static_argnames=("rule", "k", "solver", "block_size", "maxiter", "tol", "use_energy", "use_align",
-                     "sequential", "symmetric"),
+                     "sequential", "symmetric", "closed"),
 )
-def diffusion_map_batched(X, eps_value, alpha, t, energy, align, key, *, sequential, **static):
-    """X (B, n, d), align (B, n), key: one PRNG key -> tuple of (B, ...) arrays.
+def diffusion_map_batched(X, eps_value, alpha, t, energy, align, key, M=None, *, sequential, **static):
+    """X (B, n, d), align (B, n), key: one PRNG key, M: None or group weights (G, n) shared by
+    the clouds -> tuple of (B, ...) arrays (the last three: energy total, group distances (B, G, G)
+    or (B, 1, 1) zeros without M, closed-form flags).
 
     ``sequential``: clouds one after another (``lax.map``), each cloud's (n, n)
     working set staying in cache, GEMMs unbatched (on CPU about 1.5x faster than
@@ -292,9 +350,9 @@ def diffusion_map_batched(X, eps_value, alpha, t, energy, align, key, *, sequent
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(X.shape[0]))
     fn = partial(_one_cloud, **static)
     if sequential:
-        return jax.lax.map(lambda a: fn(a[0], eps_value, alpha, t, energy, a[1], a[2]), (X, align, keys))
-    return jax.vmap(fn, in_axes=(0, None, None, None, None, 0, 0))(
-        X, eps_value, alpha, t, energy, align, keys
+        return jax.lax.map(lambda a: fn(a[0], eps_value, alpha, t, energy, a[1], a[2], M), (X, align, keys))
+    return jax.vmap(fn, in_axes=(0, None, None, None, None, 0, 0, None))(
+        X, eps_value, alpha, t, energy, align, keys, M
     )
 
 
@@ -317,6 +375,7 @@ def diffusion_map(
     maxiter=100,
     tol=None,
     coordinates="markov",
+    group_means=None,
 ) -> DiffusionMap:
     """Diffusion map of one cloud or of every cloud of a batch, in one jitted call.
 
@@ -365,6 +424,11 @@ def diffusion_map(
         between coordinates are diffusion distances. "symmetric" (the SE authors' code):
         the unit eigenvectors ``v = sqrt(pi) psi`` of ``S = D^-1/2 K D^-1/2`` used directly,
         same eigenvalues and signs; ``diffusion_nystrom`` needs "markov".
+    group_means : array of shape (G, n) or None
+        Weights of G groups of points (rows >= 0 summing to 1, e.g. the points of each SNR
+        level): ``group_distances`` (..., G, G) between the groups' mean coordinates, from the
+        kept coordinates, or at t = 1/2 from the all-component closed form where a top-k solve
+        does not hold every component the energy rule keeps (``group_closed``; module docstring).
 
     Returns
     -------
@@ -382,6 +446,7 @@ def diffusion_map(
                        align_to=align_to, solver=solver, block_size=block_size, maxiter=maxiter, tol=tol,
                        coordinates=coordinates)
     batch, n = s.batch, s.n
+    M = None if group_means is None else check_group_means(group_means, n, s.X.dtype)
     B = int(np.prod(batch, dtype=np.int64))
     out = diffusion_map_batched(
         s.X.reshape((B,) + s.X.shape[-2:]),
@@ -391,12 +456,14 @@ def diffusion_map(
         jnp.asarray(1.0 if s.energy is None else s.energy, s.X.dtype),
         s.align.reshape(B, n),
         s.key,
+        M,
         rule=s.rule, k=s.k, solver=s.solver, block_size=s.block_size, maxiter=s.maxiter, tol=s.tol,
         use_energy=s.energy is not None, use_align=s.use_align, symmetric=s.coordinates == "symmetric",
+        closed=s.coordinates if M is not None and s.t == 0.5 else None,
         sequential=(s.solver in ("lobpcg", "krylov") and s.one_device
                     and (s.block_size is None or s.solver == "krylov")),
     )
-    coords, w, psi, eps, pi, q, n_kept, mask, min_aff, n_iso, resid, finite, spread = (
+    coords, w, psi, eps, pi, q, n_kept, mask, min_aff, n_iso, resid, finite, spread, total, gd, gclosed = (
         o.reshape(batch + o.shape[1:]) for o in out
     )
     # finiteness and identical points were checked inside the jitted call (same errors)
@@ -405,7 +472,8 @@ def diffusion_map(
         coords=coords, eigenvalues=w, eigenvectors=psi, epsilon=eps, stationary=pi, density=q,
         n_kept=n_kept, mask=mask, min_affinity=min_aff, n_isolated=n_iso, residuals=resid,
         alpha=s.alpha, t=s.t, epsilon_rule="fixed" if s.rule is None else s.rule, energy=s.energy, solver=s.solver,
-        coordinates=s.coordinates,
+        coordinates=s.coordinates, energy_total=total,
+        group_distances=None if M is None else gd, group_closed=None if M is None else gclosed,
     )
     warn_degenerate(res)
     warn_unconverged(res)
