@@ -274,8 +274,8 @@ def _group_sq(coords, w, mask, total, energy, closed_sq, M, *, k, n, use_energy)
 def _one_cloud(X, eps_value, alpha, t, energy, align, key, M=None, *, rule, k, solver, block_size,
                maxiter, tol, use_energy, use_align, symmetric=False, closed=None):
     """One cloud. ``M`` (G, n): group weights for group distances; ``closed``: None,
-    "markov" or "symmetric", the coordinates of the t = 1/2 closed form to fall back on
-    (static; the caller checks t)."""
+    "markov" or "symmetric", the coordinates of the group distances and of the t = 1/2 closed
+    form to fall back on (static; the caller checks t)."""
     n = X.shape[0]
     ksub, kinit = jax.random.split(key)
     if block_size is None:
@@ -320,7 +320,9 @@ def _one_cloud(X, eps_value, alpha, t, energy, align, key, M=None, *, rule, k, s
         closed_sq = None
         if closed is not None and block_size is None and k < n - 1:
             closed_sq = (group_sq_distances_symmetric if closed == "symmetric" else group_sq_distances)(K, qa, M)
-        gd2, gclosed = _group_sq(coords, w, mask, total, energy, closed_sq, M, k=k, n=n, use_energy=use_energy)
+        # group distances in the closed form's convention (the bootstrap asks for symmetric distances of Markov maps)
+        gc = coords * jnp.sqrt(pi)[:, None] if closed == "symmetric" and not symmetric else coords
+        gd2, gclosed = _group_sq(gc, w, mask, total, energy, closed_sq, M, k=k, n=n, use_energy=use_energy)
     return (coords, w, psi, eps, pi, q, n_kept, mask, min_aff, n_iso, residual, finite, spread, total,
             jnp.sqrt(gd2), gclosed)
 
@@ -393,9 +395,10 @@ def diffusion_map(
     alpha : float in [0, 1], density normalisation (0, 1/2, 1; see module docstring).
     t : float >= 0, diffusion time; ``coords = lambda^t psi``.
     energy : float in (0, 1] or None
-        Keep the fewest components whose cumulative share of the computed nontrivial
-        eigenvalues reaches it (all n - 1 with "eigh", the k computed otherwise);
-        ``n_kept``/``mask`` per cloud, dropped columns of ``coords`` are zero.
+        Keep the fewest components whose cumulative share of all n - 1 nontrivial
+        eigenvalues reaches it (the sum is ``tr(S) - 1``, so top-k solvers apply the same
+        rule; they keep at most k); ``n_kept``/``mask`` per cloud, dropped columns of
+        ``coords`` are zero.
     key : PRNG key or None
         Start block of the top-k solvers and the epsilon subsample of the tiled path; one key per
         cloud is derived with ``fold_in``. None uses ``jax.random.key(0)``.

@@ -112,22 +112,26 @@ def test_group_means_checked(rng):
         diffusion_map(X, n_components=8, group_means=np.ones((3, X.shape[0])))
 
 
-def test_bootstrap_identity_replicate_reproduces_the_closed_form_levels(rng):
+@pytest.mark.parametrize("coordinates", ["markov", "symmetric"])
+@pytest.mark.parametrize("energy", [0.99, 0.2])
+def test_bootstrap_identity_replicate_reproduces_the_full_data_levels(rng, coordinates, energy):
     """A replicate that draws every noise type once and every item once is the full data: its
-    level distances (top-k maps, closed form) equal the full-data ones."""
+    level distances (top-k maps; closed form at 0.99, kept coordinates at 0.2) equal the full-data ones."""
     L, Kn, Sn, U, d = 2, 8, 9, 3, 20  # K * S = 72 points > 5 (8 + 2)
     snrs = np.linspace(-5, 20, Sn)
     X = (rng.normal(size=(L, 1, 1, 1, d)) + np.tanh(snrs / 10)[None, None, :, None, None] * rng.normal(size=(L, Kn, 1, 1, d))
          + 0.3 * rng.normal(size=(L, Kn, Sn, U, d))).astype(np.float32)
     C = X.mean(axis=3)
-    res = intra_layer(C.reshape(L, Kn * Sn, d), np.tile(snrs, Kn), t=0.5, energy=0.99, n_components=8,
-                      solver="krylov")
-    pn = intra_layer(C, snrs, t=0.5, energy=0.99)
-    assert np.all(np.asarray(res.maps.group_closed))
+    kw = dict(t=0.5, energy=energy, n_components=8, solver="krylov")
+    res = intra_layer(C.reshape(L, Kn * Sn, d), np.tile(snrs, Kn), **kw)
+    used = intra_layer(C.reshape(L, Kn * Sn, d), np.tile(snrs, Kn), coordinates=coordinates, **kw)
+    pn = intra_layer(C, snrs, t=0.5, energy=energy)
+    assert np.all(np.asarray(used.maps.group_closed) == (energy == 0.99))
     index = np.tile(np.arange(Kn), (2, 1))
     weights = np.full((2, Kn, U), 1.0 / U, np.float32)
-    rep = DB.intra_replicates(X, index, weights, snrs, res.maps, pn.maps, key=jax.random.key(0))
-    want = np.asarray(res.level_distances)
+    rep = DB.intra_replicates(X, index, weights, snrs, res.maps, pn.maps, key=jax.random.key(0),
+                              symmetric=coordinates == "symmetric")
+    want = np.asarray(used.level_distances)
     assert np.max(np.abs(rep.level_distances[0] - want)) < 1e-4 * want.max()
     from scipy.stats import spearmanr
 

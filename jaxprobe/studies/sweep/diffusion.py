@@ -23,6 +23,11 @@ activation, flattened to C*F features (2048 for MUSE, 1536 in the latent block).
   Latent alone), none dropped: "inter_layer" is the largest map (Fig. 5),
   "inter_layer_maps" lists them all. A model without MUSE's blocks gets "first_of_block"
   for the default "authors".
+* Only what the results need: above ``TOP_K_ABOVE`` points at ``t_intra`` = 1/2 the pooled maps
+  (full data and every replicate) compute DC1 by a top-``TOP_K`` solve, and the SNR-level
+  distances come from the all-component closed form where those components hold less than the
+  energy share (``jaxprobe.diffusion.map``: it exceeds the energy-truncated distance by the dropped
+  tail only; "n_components" then records all K*S - 1 components). Smaller clouds keep the full eigh.
 * Coordinates: ``diffusion.coordinates`` ("markov" | "symmetric") sets the convention of
   every distance; Table 1 is given in both ("table1" Markov, "table1_symmetric").
 * Intervals: every number is bootstrapped by recomputing the maps
