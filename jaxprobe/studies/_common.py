@@ -66,6 +66,20 @@ def atomic_json(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
+def auto_workers(cpus: int | None = None, load: float | None = None) -> int:
+    """How many one-thread workers to run: the CPU cores this process may use that the
+    1-minute load average leaves idle, rounded, at least 1 and at most the cores. The guard
+    for a shared machine: at load 14 on 2 cores it is 1; on an idle 2-core machine, 2."""
+    if cpus is None:
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if load is None:
+        try:
+            load = os.getloadavg()[0]
+        except OSError:  # pragma: no cover - no load average on this platform
+            load = float(cpus)
+    return max(1, min(int(cpus), int(cpus - load + 0.5)))
+
+
 def enable_compilation_cache() -> None:
     """Persist XLA compilations so re-runs skip the compile cost."""
     import jax

@@ -23,7 +23,8 @@ SWEEP_DEFAULTS: dict[str, Any] = {
         "name": "muse",  # any torch_bridge.load_model name: muse, gtcrn, wav2vec2_base, package.module:function, ...
         "checkpoint": "",  # empty: --checkpoint, then $JAXPROBE_MUSE_CHECKPOINT, then cache, then download
         "layers": [],  # glob patterns over module paths; empty = the model's canonical probe layers
-        "threads": 0,  # torch threads; 0 = torch's default
+        "threads": 0,  # torch threads (per dump worker); 0 = torch's default (1 when workers > 1)
+        "workers": 1,  # parallel dump workers, a model copy each; 0 = auto: the idle cores (cores - load), >= 1
         "batch_size": 1,  # windows per MUSE forward; 1 is fastest per window on CPU
     },
     "data": {
@@ -128,6 +129,7 @@ def _distinct(key: str, vals: list) -> None:
 # (section, key): (lowest, highest, low_open, what) for plain numbers
 _NUMBERS = {
     ("model", "threads"): (0, None, False, "an int >= 0 (0 = torch's default)"),
+    ("model", "workers"): (0, None, False, "an int >= 0 (0 = auto: the CPU cores the load leaves idle)"),
     ("model", "batch_size"): (1, None, False, "an int >= 1"),
     ("data", "utterances"): (0, None, False, "an int >= 0 (0 = all)"),
     ("data", "hop"): (0, None, False, "an int >= 0 (0 = the window length)"),

@@ -28,7 +28,7 @@ from jaxprobe.errors import DataError
 from torch_bridge.models.muse.layers import MUSE_SAMPLE_RATE, MUSE_WINDOW  # torch-free: MUSE's spec module
 from jaxprobe.studies._common import atomic_json as _atomic_json
 from jaxprobe.studies._common import enable_compilation_cache as _enable_compilation_cache
-from jaxprobe.studies._common import check_embedded_noises, ensure_writable_dir
+from jaxprobe.studies._common import auto_workers, check_embedded_noises, ensure_writable_dir
 from jaxprobe.studies._common import (invalidate_stage, locks_output_folder, stage_logger, stage_outputs_intact,
                                       store_content_key, write_stage_manifest)
 
@@ -142,12 +142,15 @@ def _dump_stage(cfg: dict, out: Path, checkpoint: str | None, recompute=()):
     _log(f"dump: {spec.name}, {len(spec.layers)} layers in {len(spec.blocks)} blocks; {len(utts)} utterances x "
          f"{len(noises)} noises x {len(levels)} {AXIS_UNITS[sw['axis']][0]} levels (+ clean) = {n_items} mixtures "
          f"-> {store_dir}")
-    report = dump_fn(
-        spec, sweep, str(store_dir), window_mode=d["window"], hop=d["hop"] or None,
-        extra={"data": desc}, batch_size=m["batch_size"], threads=m["threads"] or None,
-        log=_log, check="quick", recompute=recompute,  # the analysis checksums every file it reads
-    )
-    _log(f"dump: {report.items_written} new items in {report.seconds:.1f} s")
+    kwargs = dict(window_mode=d["window"], hop=d["hop"] or None, extra={"data": desc}, batch_size=m["batch_size"],
+                  log=_log, check="quick", recompute=recompute)  # the analysis checksums every file it reads
+    workers = m["workers"] or auto_workers()
+    if workers == 1:
+        report = dump_fn(spec, sweep, str(store_dir), threads=m["threads"] or None, **kwargs)
+        written, seconds = report.items_written, report.seconds
+    else:
+        written, seconds = _parallel_dump(dump_fn, spec, sweep, store_dir, workers, cfg, checkpoint, kwargs)
+    _log(f"dump: {written} new items in {seconds:.1f} s")
     if cfg["quality"]["enabled"]:
         from jaxprobe.studies.sweep.quality import enhance_stage
 
@@ -155,6 +158,35 @@ def _dump_stage(cfg: dict, out: Path, checkpoint: str | None, recompute=()):
         enhance_stage(spec, sweep, cfg, out / "quality" / key, _log)
         _log(f"quality: enhanced outputs ready in {time.perf_counter() - t0:.1f} s")
     return store_dir, desc, [u.id for u in utts]
+
+
+def _parallel_dump(dump_fn, spec, sweep, store_dir: Path, workers: int, cfg: dict, checkpoint, kwargs):
+    """The dump by ``workers`` threads, each with its own copy of the model at
+    ``model.threads`` torch threads (default 1) on the same store: each takes the next chunk
+    no other holds (the store's chunk locks), so they share the work without a fixed split.
+    Independent one-thread workers use the cores without OpenMP's spin-waits, which stall
+    a multi-threaded forward pass when the machine is shared. Every item's activations are
+    those of a one-worker dump (each window is its own forward pass)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from torch_bridge.models import registry
+
+    m = cfg["model"]
+    specs = [spec] + [registry.load_model(m["name"], checkpoint or (m["checkpoint"] or None),
+                                          layers=m["layers"] or None) for _ in range(workers - 1)]
+    _log(f"dump: {workers} workers, {m['threads'] or 1} torch thread(s) each")
+    import torch
+
+    old_threads, t0 = torch.get_num_threads(), time.perf_counter()
+    try:
+        with ThreadPoolExecutor(workers, thread_name_prefix="dump") as pool:
+            futures = [pool.submit(dump_fn, s, sweep, str(store_dir), threads=m["threads"] or 1,
+                                   **{**kwargs, "progress": i == 0}) for i, s in enumerate(specs)]
+            reports = [f.result() for f in futures]
+    finally:  # each worker's capture() restores the count it found, which may be another's
+        torch.set_num_threads(old_threads)
+    _log("dump: items per worker " + ", ".join(str(r.items_written) for r in reports))
+    return sum(r.items_written for r in reports), time.perf_counter() - t0
 
 
 # ----------------------------------------------------------------------------- store -> arrays
@@ -386,16 +418,19 @@ def _preflight(cfg: dict, out_dir, checkpoint: str | None) -> Path:
 
 @locks_output_folder("sweep")
 def run(config, out_dir, *, checkpoint: str | None = None, devices: str | None = None, model: str | None = None,
-        layers=None) -> dict:
+        layers=None, workers: int | None = None) -> dict:
     """Run (or resume) the sweep study. ``config``: a path, a shipped name ("demo",
     "paper") or a dict; ``model`` / ``layers`` override ``model.name`` / ``model.layers``
-    (any ``torch_bridge.load_model`` name; glob patterns over module paths). Returns the
-    paths of the outputs."""
+    (any ``torch_bridge.load_model`` name; glob patterns over module paths); ``workers``
+    overrides ``model.workers`` (parallel dump workers; 0 = auto). Returns the paths of the
+    outputs."""
     over: dict = {"compute": {"devices": str(devices)}} if devices else {}
     if model:
         over["model"] = {"name": str(model)}
     if layers:
         over.setdefault("model", {})["layers"] = [str(x) for x in layers]
+    if workers is not None:
+        over.setdefault("model", {})["workers"] = workers
     cfg = load_sweep_config(config, **over)
     out = _preflight(cfg, out_dir, checkpoint)
     _enable_compilation_cache()

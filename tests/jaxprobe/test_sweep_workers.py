@@ -1,0 +1,56 @@
+"""The sweep's parallel dump (model.workers): the store it writes equals a one-worker dump's,
+and the automatic worker count keeps to the cores the load leaves idle."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from jaxprobe.studies._common import auto_workers
+from jaxprobe.studies.sweep.config import ConfigError, load_sweep_config
+from tests.conftest import SHARED
+
+GTCRN_CKPT = SHARED / "gtcrn" / "model_trained_on_vctk.tar"
+
+
+@pytest.mark.parametrize("cpus, load, want", [
+    (2, 0.0, 2), (2, 0.4, 2), (2, 0.6, 1), (2, 1.0, 1), (2, 14.0, 1),  # the guard: a busy machine gets 1
+    (8, 0.0, 8), (8, 3.2, 5), (8, 7.6, 1), (1, 0.0, 1),
+])
+def test_auto_workers_counts_the_idle_cores(cpus, load, want):
+    assert auto_workers(cpus, load) == want
+
+
+def test_workers_must_be_a_count():
+    assert load_sweep_config("demo")["model"]["workers"] == 0  # the demo: automatic
+    with pytest.raises(ConfigError, match="model.workers"):
+        load_sweep_config("demo", model={"workers": -1})
+
+
+@pytest.mark.slow
+@pytest.mark.shared
+def test_two_workers_write_the_store_one_worker_writes(tmp_path, monkeypatch, capsys):
+    if not GTCRN_CKPT.exists():
+        pytest.skip(f"needs {GTCRN_CKPT} (../shared is absent on this machine)")
+    from torch_bridge.store import open_store
+
+    from jaxprobe.studies.sweep import runner
+
+    monkeypatch.setenv("JAXPROBE_CACHE", str(tmp_path / "cache"))
+    stores = {}
+    for workers in (1, 2):
+        # 2 utterances x (clean + 2 noises x 9 SNRs) = 38 items: 3 chunks of 16, shared by the workers
+        cfg = load_sweep_config({"name": "w", "model": {"name": "gtcrn", "threads": 1, "workers": workers},
+                                 "data": {"corpus_size": "tiny", "speech_split": "all", "utterances": 2,
+                                          "noises": ["pink", "babble"]},
+                                 "sweep": {"snrs": [-10, -5, 0, 5, 10, 15, 20, 25, 30]}})
+        store_dir, _, _ = runner._dump_stage(cfg, tmp_path / f"w{workers}", str(GTCRN_CKPT))
+        stores[workers] = open_store(store_dir)
+    per_worker = [ln for ln in capsys.readouterr().out.splitlines() if "items per worker" in ln]
+    assert len(per_worker) == 1 and all(int(n) > 0 for n in per_worker[0].split("worker ")[1].split(", "))
+    one, two = stores[1], stores[2]
+    two.require_complete()
+    assert one.n_chunks == two.n_chunks >= 3
+    layers = [e["name"] for e in one.manifest["layers"]]
+    rows = np.arange(len(one.index()))
+    for name in layers:
+        np.testing.assert_array_equal(one.read(name, rows), two.read(name, rows), err_msg=name)
