@@ -109,6 +109,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=None, help="demo output folder (default: a fresh temporary folder)")
     ap.add_argument("--xla-cache", default=None, help="persistent XLA cache folder (default: fresh, i.e. cold)")
     ap.add_argument("--reuse-store", action="store_true", help="keep the stores in --out; recompute the rest")
+    ap.add_argument("--workers", type=int, default=0, help="dump workers (default 0: automatic, as the demo)")
     ap.add_argument("--tag", default="", help="results file suffix: bench/results/demo_TAG.json")
     args = ap.parse_args(argv)
 
@@ -167,11 +168,18 @@ def main(argv=None) -> int:
     from jaxprobe.studies import compare, sweep
 
     threads = {}
+    run_kw = {}
+    try:
+        from jaxprobe.studies._common import auto_workers
+
+        threads["dump_workers"] = run_kw["workers"] = args.workers or auto_workers()
+    except ImportError:  # the code before dump workers existed (the baseline)
+        threads["dump_workers"] = 1
     t_start, c_start = time.perf_counter(), _cpu()
     for name in MODELS:
         S.prefix = f"{name}/"
         S.enter("sweep other")
-        sweep.run("demo", out / name, model=name)
+        sweep.run("demo", out / name, model=name, **run_kw)
         S.exit()
         import torch
 

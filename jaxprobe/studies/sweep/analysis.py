@@ -228,6 +228,32 @@ def _replicate_statistics(x, curves, depth, avg, s0, s_low):
     }
 
 
+def _point_and_replicate_statistics(snrs, mean, boots, layer_blocks):
+    """:func:`replicate_statistics` of the point curves ``mean`` (L, S) and of every design's
+    replicates, one call per design with the point as its row 0: one compiled program,
+    (1 + n_boot, L, S), serves every protocol, estimator and design (each row is fitted on
+    its own, so the rows are those of separate calls). Returns (point, {design: stats},
+    block names)."""
+    point, rep_stats, names = None, {}, None
+    for d, b in boots.items():
+        reps = np.asarray(b.replicates)
+        both, names = replicate_statistics(snrs, np.concatenate([mean[None].astype(reps.dtype), reps]), layer_blocks)
+        point = point or {k: v[:1] for k, v in both.items()}
+        rep_stats[d] = {k: v[1:] for k, v in both.items()}
+    if point is None:  # no bootstrap (a single noise type)
+        point, names = replicate_statistics(snrs, mean[None], layer_blocks)
+    return point, rep_stats, names
+
+
+def centroids_as_items(noisy, clean):
+    """The (noise, SNR) centroids over items (K, S, 1, C, F) and the clean centroid (1, C, F),
+    shaped as one item each for :func:`per_item_cka_all` (means in numpy: no compiled program
+    per layer shape)."""
+    X = np.asarray(noisy)
+    Y = np.asarray(clean)
+    return X.mean(axis=2, keepdims=True, dtype=X.dtype), Y.mean(axis=0, keepdims=True, dtype=Y.dtype)
+
+
 def replicate_statistics(snrs, curves, layer_blocks):
     """Per-layer line fits and the depth trends for every replicate of the CKA curves.
 
@@ -378,6 +404,13 @@ def analyze_cka(noisy, clean, layers, snrs, noises, settings: CkaSettings, *, me
                                    orientation=settings.orientation, mesh=mesh)
             for est, v in got.items():
                 per_item.setdefault(est, []).append(np.asarray(v))
+    per_centroid = {}
+    if "centroid" in settings.protocols:  # the per-item program on the (K, S, 1) centroids: small, and on
+        for name in names:                 # one device the same numbers for any mesh
+            got = per_item_cka_all(*centroids_as_items(noisy[name], clean[name]), estimators=tuple(settings.estimators),
+                                   orientation=settings.orientation)
+            for est, v in got.items():
+                per_centroid.setdefault(est, []).append(np.asarray(v)[..., 0])
     if log:
         log(f"analysis: bootstrap of {len(settings.estimators) * len(settings.protocols)} protocol/estimator "
             f"combinations x {len(settings.designs)} designs, {settings.n_boot} replicates each")
@@ -386,9 +419,8 @@ def analyze_cka(noisy, clean, layers, snrs, noises, settings: CkaSettings, *, me
         for protocol in settings.protocols:
             if protocol == "utterance":
                 vals = per_item[est]
-            else:  # K x S centroids: small, and on one device the same numbers for any mesh
-                vals = [np.asarray(centroid_cka(noisy[name], clean[name], debiased=debiased,
-                                                orientation=settings.orientation)) for name in names]
+            else:  # K x S centroids
+                vals = per_centroid[est]
             V = np.stack(vals)  # (L, K, S, U) or (L, K, S)
             arrays[f"{protocol}/{est}"] = V
             if protocol == "utterance":
@@ -432,8 +464,7 @@ def analyze_cka(noisy, clean, layers, snrs, noises, settings: CkaSettings, *, me
                     cka_records.append(rec)
             # the point fits and, inside every replicate, the same fits plus the depth trends
             layer_blocks = [blocks[nm] for nm in names]
-            point, block_names = replicate_statistics(snrs, mean[None], layer_blocks)
-            rep_stats = {d: replicate_statistics(snrs, b.replicates, layer_blocks)[0] for d, b in boots.items()}
+            point, rep_stats, block_names = _point_and_replicate_statistics(snrs, mean, boots, layer_blocks)
             primary_design = settings.designs[0] if settings.designs[0] in rep_stats else next(iter(rep_stats), None)
             trend_records += _trend_records(point, rep_stats, block_names, snrs, protocol, est, primary_design,
                                             settings.level)
