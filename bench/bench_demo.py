@@ -173,6 +173,9 @@ def main(argv=None) -> int:
         from jaxprobe.studies._common import auto_workers
 
         threads["dump_workers"] = run_kw["workers"] = args.workers or auto_workers()
+        from jaxprobe.studies._common import guard_xla_threads
+
+        threads["xla_one_thread"] = guard_xla_threads(run_kw["workers"])
     except ImportError:  # the code before dump workers existed (the baseline)
         threads["dump_workers"] = 1
     t_start, c_start = time.perf_counter(), _cpu()

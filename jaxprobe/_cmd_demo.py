@@ -41,7 +41,7 @@ def main(args) -> int:
     from jaxprobe._cmd_sweep import print_outputs
     from jaxprobe.errors import ConfigError
     from jaxprobe.studies import compare, sweep
-    from jaxprobe.studies._common import auto_workers
+    from jaxprobe.studies._common import auto_workers, guard_xla_threads
 
     if args.workers < 0:
         raise ConfigError(f"--workers must be an int >= 0 (0 = automatic); got {args.workers}.")
@@ -49,8 +49,9 @@ def main(args) -> int:
     seconds = {}
     # dump workers chosen once, before this run loads the machine itself (the config's 0 = auto)
     workers = args.workers or auto_workers()
-    print(f"demo: {workers} dump worker(s), one torch thread each (load {os.getloadavg()[0]:.1f} on "
-          f"{len(os.sched_getaffinity(0))} cores)", flush=True)
+    xla_one = guard_xla_threads(workers)  # a busy machine: XLA on one thread too
+    print(f"demo: {workers} dump worker(s), one torch thread each; XLA on {'one thread' if xla_one else 'its default threads'} "
+          f"(load {os.getloadavg()[0]:.1f} on {len(os.sched_getaffinity(0))} cores)", flush=True)
     for name, ckpt in zip(MODELS, (args.checkpoint, args.gtcrn_checkpoint)):
         t0 = time.perf_counter()
         print(f"demo: the SNR sweep of {name} -> {out / name}", flush=True)

@@ -384,21 +384,34 @@ def _null(gx, gy, perms: np.ndarray, chunk: int):
     return np.concatenate(out)
 
 
+def _pad_features(x: np.ndarray, width: int) -> np.ndarray:
+    """(n, d) -> (n, width) with zero features appended."""
+    return x if x.shape[1] == width else np.pad(x, ((0, 0), (0, width - x.shape[1])))
+
+
 def cross_model_cka(a: Run, b: Run, acts_a, acts_b, n_inputs: int, *, debiased: bool, n_perm: int,
                     seed: int) -> dict:
     """CKA of every (layer of a, layer of b) pair over matched inputs, with its permutation null.
 
     ``acts_a`` / ``acts_b``: lists of (n, d_i) arrays (:func:`input_activations`), rows matched."""
-    from jaxprobe._cka import cka_matrix, normed_grams
+    from jaxprobe._cka import normed_grams
 
     for run, acts in ((a, acts_a), (b, acts_b)):
         for layer, x in zip(run.layers, acts):
             if float(np.max(np.ptp(x, axis=0))) == 0.0:
                 raise CompareError(f"Layer {layer.label} ({layer.name}) of run {run.label!r} is constant over the "
                                    f"{n_inputs} inputs; CKA with a constant representation is undefined.")
-    m = np.asarray(cka_matrix(acts_a, acts_b, debiased=debiased), np.float64)
-    gx = normed_grams(acts_a, debiased=debiased)
-    gy = normed_grams(acts_b, debiased=debiased)
+    # Every layer zero-padded to the widest one: a linear Gram is unchanged by zero features
+    # (their column means are 0), and one compiled Gram program serves every layer of both
+    # models instead of one per width. The Grams serve the matrix (= cka_matrix's product) and
+    # the null alike.
+    width = max(x.shape[1] for x in (*acts_a, *acts_b))
+    gx = normed_grams([_pad_features(x, width) for x in acts_a], debiased=debiased)
+    gy = normed_grams([_pad_features(x, width) for x in acts_b], debiased=debiased)
+    n = gx.shape[-1]
+    m = np.asarray(gx.reshape(gx.shape[0], n * n) @ gy.reshape(gy.shape[0], n * n).T, np.float64)
+    if not np.all(np.isfinite(m)):
+        raise FloatingPointError("cross_model_cka produced a non-finite CKA value from finite, non-constant inputs.")
     perms = _permutations(n_inputs, n_perm, seed)
     per = max(1, int(2e8 // (4 * len(acts_b) * n_inputs * n_inputs)))  # ~200 MB of permuted Grams per step
     null = _null(gx, gy, perms, min(per, len(perms)))

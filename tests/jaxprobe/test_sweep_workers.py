@@ -54,3 +54,32 @@ def test_two_workers_write_the_store_one_worker_writes(tmp_path, monkeypatch, ca
     rows = np.arange(len(one.index()))
     for name in layers:
         np.testing.assert_array_equal(one.read(name, rows), two.read(name, rows), err_msg=name)
+
+
+def test_demo_refuses_a_negative_worker_count(tmp_path, capsys):
+    from jaxprobe import cli
+
+    assert cli.main(["demo", "--workers", "-1", "--out", str(tmp_path / "d")]) == 2
+    assert "--workers must be an int >= 0" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()
+
+
+def test_xla_one_thread_guard_applies_before_jax_starts_only():
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("one CPU core: the guard never applies")
+    script = ("import os\nfrom jaxprobe.studies._common import guard_xla_threads as g\n"
+              "a, b = g(2), g(1)\nimport jax.numpy as jnp\nv = float(jnp.arange(4.0).sum())\n"
+              "print(a, b, os.environ['XLA_FLAGS'], v, g(1))")
+    root = Path(__file__).resolve().parents[2]
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                       env={**env, "PYTHONPATH": str(root), "JAX_PLATFORMS": "cpu"})
+    assert p.returncode == 0, p.stderr[-2000:]
+    # two workers: no guard; one worker of 2+ cores: XLA on one thread; once JAX runs: no effect
+    assert p.stdout.split() == ["False", "True", "--xla_cpu_multi_thread_eigen=false", "intra_op_parallelism_threads=1",
+                                "6.0", "False"]

@@ -64,13 +64,22 @@ def _select_utterances(records, n: int, min_seconds: float):
 SELECT_WINDOW_S = MUSE_WINDOW / MUSE_SAMPLE_RATE
 
 
+_CORPUS_MEMO: dict = {}
+
+
 def _load_data(cfg: dict, window: int | None = MUSE_WINDOW):
     d = cfg["data"]
     window_s = max(window / MUSE_SAMPLE_RATE if window else 0.0, SELECT_WINDOW_S)
     if d["source"] == "embedded":
-        from torch_bridge.corpus import load_corpus
+        from torch_bridge.corpus import default_cache_dir, load_corpus
 
-        corpus = load_corpus(d["cache_dir"] or None, size=d["corpus_size"], log=_log)
+        # one process running several sweeps on one corpus (the demo: MUSE, then GTCRN) reads and
+        # checksums it once
+        memo_key = (str(d["cache_dir"] or default_cache_dir()), d["corpus_size"])
+        if memo_key not in _CORPUS_MEMO:
+            _CORPUS_MEMO.clear()  # the last corpus only
+            _CORPUS_MEMO[memo_key] = load_corpus(d["cache_dir"] or None, size=d["corpus_size"], log=_log)
+        corpus = _CORPUS_MEMO[memo_key]
         split = d["speech_split"]
         if split == "real":
             pool = corpus.real_speech
