@@ -34,6 +34,7 @@ def add_arguments(p):
 
 
 def main(args) -> int:
+    import json
     import os
     import time
     from pathlib import Path
@@ -52,15 +53,68 @@ def main(args) -> int:
     xla_one = guard_xla_threads(workers)  # a busy machine: XLA on one thread too
     print(f"demo: {workers} dump worker(s), one torch thread each; XLA on {'one thread' if xla_one else 'its default threads'} "
           f"(load {os.getloadavg()[0]:.1f} on {len(os.sched_getaffinity(0))} cores)", flush=True)
-    for name, ckpt in zip(MODELS, (args.checkpoint, args.gtcrn_checkpoint)):
-        t0 = time.perf_counter()
-        print(f"demo: the SNR sweep of {name} -> {out / name}", flush=True)
-        print_outputs(sweep.run("demo", out / name, checkpoint=ckpt, model=name, workers=workers))
-        seconds[name] = time.perf_counter() - t0
+    ckpts = dict(zip(MODELS, (args.checkpoint, args.gtcrn_checkpoint)))
+    child = None
+    if workers > 1:  # cores to spare: the GTCRN sweep runs beside MUSE's, in its own process
+        from jaxprobe.studies.sweep.config import load_sweep_config
+        from jaxprobe.studies.sweep.runner import embedded_corpus
+
+        d = load_sweep_config("demo")["data"]
+        embedded_corpus(d["cache_dir"], d["corpus_size"])  # built (if missing) here, once, before two readers
+        child = _start_sweep_process("gtcrn", out / "gtcrn", ckpts["gtcrn"])
+    t_all = time.perf_counter()
+    try:
+        for name in MODELS:
+            t0 = time.perf_counter()
+            if child is not None and name == "gtcrn":
+                print(f"demo: waiting for the SNR sweep of gtcrn (log: {child.log})", flush=True)
+                _finish_sweep_process(child)
+                print_outputs(json.loads((out / "gtcrn" / ".demo-outputs.json").read_text()))
+                seconds[name] = time.perf_counter() - t_all  # it ran beside the MUSE sweep
+                continue
+            print(f"demo: the SNR sweep of {name} -> {out / name}", flush=True)
+            print_outputs(sweep.run("demo", out / name, checkpoint=ckpts[name], model=name, workers=workers))
+            seconds[name] = time.perf_counter() - t0
+    finally:
+        if child is not None and child.poll() is None:  # interrupted: stop the child too (it resumes next time)
+            child.terminate()
+            child.wait()
     t0 = time.perf_counter()
     print(f"demo: comparing {' and '.join(MODELS)} -> {out / 'compare'}", flush=True)
     print_outputs(compare.run([out / m for m in MODELS], out / "compare", inputs=("clean", "all")))
     seconds["compare"] = time.perf_counter() - t0
     print("demo: " + ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items())
-          + f"; total {sum(seconds.values()):.0f} s", flush=True)
+          + f"{' (side by side)' if child is not None else ''}; total {time.perf_counter() - t_all:.0f} s", flush=True)
     return 0
+
+
+def _start_sweep_process(model: str, out, checkpoint):
+    """``jaxprobe sweep --config demo --model MODEL`` in a child process at one dump worker,
+    its output in ``out``.log; the outputs' paths go to ``out``/.demo-outputs.json."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    code = ("import json, sys; from pathlib import Path; from jaxprobe.studies.sweep import run; "
+            "p = run('demo', sys.argv[1], checkpoint=sys.argv[2] or None, model=sys.argv[3], workers=1); "
+            "Path(sys.argv[1], '.demo-outputs.json').write_text(json.dumps(p))")
+    log = out.with_suffix(".log")
+    fh = open(log, "w")
+    child = subprocess.Popen([sys.executable, "-c", code, str(out), checkpoint or "", model], stdout=fh,
+                             stderr=subprocess.STDOUT)
+    fh.close()
+    child.log = log
+    return child
+
+
+def _finish_sweep_process(child) -> None:
+    """Wait for the child sweep; its failure is this command's, with the end of its log."""
+    if child.wait() != 0:
+        from pathlib import Path
+
+        text = Path(child.log).read_text(errors="replace").replace("\r", "\n")
+        tail = "".join(text.splitlines(True)[-15:])
+        raise RuntimeError(f"The GTCRN sweep (a child process) failed with exit status {child.returncode}; "
+                           f"the end of its log {child.log}:\n{tail}")

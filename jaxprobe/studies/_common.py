@@ -107,10 +107,12 @@ COMPILE_CACHE_MIN_SECS = 0.0
 
 
 def enable_compilation_cache() -> None:
-    """Persist XLA compilations so re-runs skip the compile cost."""
+    """Persist XLA compilations so re-runs skip the compile cost (in $JAXPROBE_XLA_CACHE, else
+    $JAXPROBE_CACHE/xla, else ~/.cache/jaxprobe/xla)."""
     import jax
 
-    cache = Path(os.environ.get("JAXPROBE_CACHE", Path.home() / ".cache" / "jaxprobe")) / "xla"
+    cache = Path(os.environ.get("JAXPROBE_XLA_CACHE")
+                 or Path(os.environ.get("JAXPROBE_CACHE", Path.home() / ".cache" / "jaxprobe")) / "xla")
     try:
         jax.config.update("jax_compilation_cache_dir", str(cache))
         jax.config.update("jax_persistent_cache_min_compile_time_secs", COMPILE_CACHE_MIN_SECS)

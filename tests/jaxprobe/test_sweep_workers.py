@@ -83,3 +83,14 @@ def test_xla_one_thread_guard_applies_before_jax_starts_only():
     # two workers: no guard; one worker of 2+ cores: XLA on one thread; once JAX runs: no effect
     assert p.stdout.split() == ["False", "True", "--xla_cpu_multi_thread_eigen=false", "intra_op_parallelism_threads=1",
                                 "6.0", "False"]
+
+
+def test_demo_side_sweep_failure_is_the_demos_with_its_log(tmp_path):
+    """The demo's GTCRN sweep runs in a child process when cores are spare; its failure is
+    raised by the demo with the end of the child's log."""
+    from jaxprobe._cmd_demo import _finish_sweep_process, _start_sweep_process
+
+    child = _start_sweep_process("gtcrm", tmp_path / "g", None)
+    with pytest.raises(RuntimeError, match="(?s)failed with exit status 1.*Unknown model 'gtcrm'"):
+        _finish_sweep_process(child)
+    assert child.log == tmp_path / "g.log" and child.log.stat().st_size > 0

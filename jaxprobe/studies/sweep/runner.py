@@ -67,19 +67,24 @@ SELECT_WINDOW_S = MUSE_WINDOW / MUSE_SAMPLE_RATE
 _CORPUS_MEMO: dict = {}
 
 
+def embedded_corpus(cache_dir: str, size: str):
+    """The embedded corpus (built first if missing), read and checksummed once per process:
+    one process running several sweeps on it (the demo: MUSE, then GTCRN) reads it once. The
+    last corpus only is kept."""
+    from torch_bridge.corpus import default_cache_dir, load_corpus
+
+    key = (str(cache_dir or default_cache_dir()), size)
+    if key not in _CORPUS_MEMO:
+        _CORPUS_MEMO.clear()
+        _CORPUS_MEMO[key] = load_corpus(cache_dir or None, size=size, log=_log)
+    return _CORPUS_MEMO[key]
+
+
 def _load_data(cfg: dict, window: int | None = MUSE_WINDOW):
     d = cfg["data"]
     window_s = max(window / MUSE_SAMPLE_RATE if window else 0.0, SELECT_WINDOW_S)
     if d["source"] == "embedded":
-        from torch_bridge.corpus import default_cache_dir, load_corpus
-
-        # one process running several sweeps on one corpus (the demo: MUSE, then GTCRN) reads and
-        # checksums it once
-        memo_key = (str(d["cache_dir"] or default_cache_dir()), d["corpus_size"])
-        if memo_key not in _CORPUS_MEMO:
-            _CORPUS_MEMO.clear()  # the last corpus only
-            _CORPUS_MEMO[memo_key] = load_corpus(d["cache_dir"] or None, size=d["corpus_size"], log=_log)
-        corpus = _CORPUS_MEMO[memo_key]
+        corpus = embedded_corpus(d["cache_dir"], d["corpus_size"])
         split = d["speech_split"]
         if split == "real":
             pool = corpus.real_speech
