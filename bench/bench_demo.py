@@ -249,7 +249,9 @@ def _cli(args) -> int:
     env = dict(os.environ)
     if args.xla_cache:
         env["JAXPROBE_XLA_CACHE"] = str(args.xla_cache)
-    cmd = [sys.executable, "-m", "jaxprobe.cli", "demo", "--out", str(out), "--workers", str(args.workers)]
+    cmd = [sys.executable, "-m", "jaxprobe.cli", "demo", "--out", str(out)]
+    if args.workers:
+        cmd += ["--workers", str(args.workers)]
     load0 = _load()
     r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()

@@ -7,8 +7,10 @@ from __future__ import annotations
 DESCRIPTION = """Run the main job on the embedded default: the SNR-sweep study of two speech-enhancement
 models, MUSE and GTCRN (4 real utterances x 4 noise types x 9 SNRs each; the same as
 `jaxprobe sweep --config demo --model muse|gtcrn`), then the comparison report of the two
-(`jaxprobe compare`). About 4-5 minutes on a 2-core CPU, most of it MUSE; the models run in
-parallel workers, one per CPU core the load average leaves idle (--workers). Checkpoints are
+(`jaxprobe compare`). About 3 minutes on a 2-core CPU (181 s measured at load 3-5), most of
+it MUSE; the models run in parallel workers, one per CPU core the load average leaves idle
+(--workers), and with two or more the GTCRN sweep runs beside MUSE's in a child process
+(its log: OUT/gtcrn.log). Checkpoints are
 taken from --checkpoint / --gtcrn-checkpoint, $JAXPROBE_MUSE_CHECKPOINT /
 $JAXPROBE_GTCRN_CHECKPOINT, the cache, or downloaded once and verified."""
 
