@@ -32,7 +32,7 @@ def add_arguments(p):
     p.add_argument("--gtcrn-checkpoint", default=None, help="GTCRN checkpoint (model_trained_on_vctk.tar)")
     p.add_argument("--workers", type=int, default=0,
                    help="parallel model workers of the dumps, one torch thread each (default 0: the CPU cores "
-                        "the load average leaves idle, at least 1)")
+                        "the load average leaves idle plus one; 1 when the load fills every core)")
 
 
 def main(args) -> int:

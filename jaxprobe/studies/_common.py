@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 import time
@@ -68,8 +69,10 @@ def atomic_json(path: Path, obj: Any) -> None:
 
 def auto_workers(cpus: int | None = None, load: float | None = None) -> int:
     """How many one-thread workers to run: the CPU cores this process may use that the
-    1-minute load average leaves idle, rounded, at least 1 and at most the cores. The guard
-    for a shared machine: at load 14 on 2 cores it is 1; on an idle 2-core machine, 2."""
+    1-minute load average leaves idle (a partly idle core counts), plus one to share, at most
+    the cores; 1 once the load fills every core. One-thread workers never spin-wait on each
+    other, so sharing a core only time-slices it. The guard for a shared machine: on 2 cores,
+    2 below load 2, 1 at load 2 or more (at load 14, 1)."""
     if cpus is None:
         cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     if load is None:
@@ -77,7 +80,9 @@ def auto_workers(cpus: int | None = None, load: float | None = None) -> int:
             load = os.getloadavg()[0]
         except OSError:  # pragma: no cover - no load average on this platform
             load = float(cpus)
-    return max(1, min(int(cpus), int(cpus - load + 0.5)))
+    if load >= cpus:
+        return 1
+    return max(1, min(int(cpus), math.ceil(cpus - load) + 1))
 
 
 XLA_ONE_THREAD = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"

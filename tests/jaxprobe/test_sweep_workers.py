@@ -13,8 +13,8 @@ GTCRN_CKPT = SHARED / "gtcrn" / "model_trained_on_vctk.tar"
 
 
 @pytest.mark.parametrize("cpus, load, want", [
-    (2, 0.0, 2), (2, 0.4, 2), (2, 0.6, 1), (2, 1.0, 1), (2, 14.0, 1),  # the guard: a busy machine gets 1
-    (8, 0.0, 8), (8, 3.2, 5), (8, 7.6, 1), (1, 0.0, 1),
+    (2, 0.0, 2), (2, 0.6, 2), (2, 1.4, 2), (2, 1.99, 2), (2, 2.0, 1), (2, 14.0, 1),  # the guard: a full machine gets 1
+    (8, 0.0, 8), (8, 3.2, 6), (8, 7.6, 2), (8, 8.0, 1), (1, 0.0, 1), (1, 0.5, 1),
 ])
 def test_auto_workers_counts_the_idle_cores(cpus, load, want):
     assert auto_workers(cpus, load) == want

@@ -24,7 +24,7 @@ SWEEP_DEFAULTS: dict[str, Any] = {
         "checkpoint": "",  # empty: --checkpoint, then $JAXPROBE_MUSE_CHECKPOINT, then cache, then download
         "layers": [],  # glob patterns over module paths; empty = the model's canonical probe layers
         "threads": 0,  # torch threads (per dump worker); 0 = torch's default (1 when workers > 1)
-        "workers": 1,  # parallel dump workers, a model copy each; 0 = auto: the idle cores (cores - load), >= 1
+        "workers": 1,  # parallel dump workers, a model copy each; 0 = auto: idle cores + 1, 1 when the load fills them
         "batch_size": 1,  # windows per MUSE forward; 1 is fastest per window on CPU
     },
     "data": {
