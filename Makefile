@@ -32,7 +32,8 @@ $(DEB_STAMP): Makefile scripts/install-debs.sh
 demo: setup
 	$(VENV)/bin/jaxprobe demo
 
-# The second paper's study (recognisers, probes, listening) on the embedded corpus: ~15 min here.
+# The second paper's study (recognisers, probes, listening) on the embedded corpus: 15-50 min here
+# (recogniser training is capped at 8 min each; listening 5-7 min per recogniser at load 1-3); resumable.
 hear-demo: setup
 	$(VENV)/bin/jaxprobe hear --config demo
 
