@@ -199,8 +199,10 @@ def _notes(results) -> list[str]:
     return out
 
 
-def render_md(title, secs, out_dir: Path, csvs) -> str:
-    """report.md from the report's sections (tables, lists, figures) and its CSV files."""
+def render_md(title, secs, out_dir: Path, csvs, *, files: list[str] | None = None) -> str:
+    """report.md from the report's sections (tables, lists, figures) and its CSV files.
+
+    ``files``: the closing Files list (paths as written); default: the CSV files, relative to ``out_dir``."""
     parts = [f"# {title}\n"]
     for kind, head, payload in secs:
         parts.append(f"## {head}\n")
@@ -213,7 +215,9 @@ def render_md(title, secs, out_dir: Path, csvs) -> str:
                 rel = os.path.relpath(f.png, out_dir)
                 pdf = f" ([PDF]({os.path.relpath(f.pdf, out_dir)}))" if f.pdf is not None else ""
                 parts.append(f"### {f.title}\n\n![{f.title}]({rel})\n\n{f.caption}{pdf}\n")
-    parts.append("## Files\n\n" + "\n".join(f"- `{os.path.relpath(p, out_dir)}`" for p in csvs.values()) + "\n")
+    if files is None:
+        files = [os.path.relpath(p, out_dir) for p in csvs.values()]
+    parts.append("## Files\n\n" + "\n".join(f"- `{p}`" for p in files) + "\n")
     return "\n".join(parts)
 
 

@@ -1,5 +1,5 @@
-"""The hear report's pages: its sections in reading order, rendered to report.md here and to a
-self-contained report.html by :func:`jaxprobe.report.html.render_html`, with the CSV tables and figures."""
+"""The hear report's pages: its sections in reading order, rendered to report.md and to a
+self-contained report.html by :mod:`jaxprobe.report.html` (`render_md`, `render_html`), with the CSV tables and figures."""
 from __future__ import annotations
 
 import os
@@ -10,7 +10,7 @@ from jaxprobe.report.hear.figures import render_hear_figures
 from jaxprobe.report.hear.summary import findings
 from jaxprobe.report.hear.tables import (asr_rows, contrast_rows, data_rows, metric_rows, reference_rows,
                                          settings_rows, table2_rows, write_hear_csvs)
-from jaxprobe.report.html import md_table, render_html
+from jaxprobe.report.html import render_html, render_md
 from jaxprobe.report.tables import atomic_write_text
 
 
@@ -86,23 +86,11 @@ def write_hear_report(results, out_dir, *, formats=("png", "pdf"), source=None) 
     secs = _sections(results, figures)
     csvs = write_hear_csvs(results, out)
     title = "What does a layer hear? Probing CTC recognisers by reconstruction"
-    md = [f"# {title}\n"]
-    for kind, head, payload in secs:
-        md.append(f"## {head}\n")
-        if kind == "table":
-            md.append(md_table(*payload))
-        elif kind == "list":
-            md.append("\n".join(f"- {s}" for s in payload) + "\n")
-        else:
-            for f in payload:
-                rel = os.path.relpath(f.png, out)
-                md.append(f"### {f.title}\n\n![{f.title}]({rel})\n\n{f.caption}\n")
     files = [os.path.relpath(p, out) for p in csvs.values()] + ["results.json", "wavs/<model>-<regime>/<condition>/"]
     if R.human_view(results) is not None:
         files.append("wavs-human/<model>-<regime>/<condition>/")
-    md.append("## Files\n\n" + "\n".join(f"- `{p}`" for p in files) + "\n")
     page = render_html(title, secs, out, csvs, files_note=", ".join(files) + "; figures (PNG, PDF) in figures/.")
-    paths = {"md": atomic_write_text(out / "report.md", "\n".join(md)),
+    paths = {"md": atomic_write_text(out / "report.md", render_md(title, secs, out, csvs, files=files)),
              "html": atomic_write_text(out / "report.html", page),
              **{f"{k}_csv": p for k, p in csvs.items()}}
     for f in figures:
