@@ -222,7 +222,7 @@ def dump(
             for i, b in enumerate(batch):
                 by_len.setdefault(b.shape, []).append(i)
             for group in by_len.values():
-                call(model, torch.from_numpy(np.stack([batch[i] for i in group])))
+                acts.run(call, model, torch.from_numpy(np.stack([batch[i] for i in group])))
                 order.extend(start - r.start + i for i in group)
             infos.extend(batch_info)
             bar.update(len(batch))

@@ -234,3 +234,62 @@ def test_package_exports_are_the_functions_not_modules():
 
     assert torch_bridge.capture is hooks.capture and torch_bridge.to_jax is hooks.to_jax
     assert callable(torch_bridge.run_dump) and callable(torch_bridge.dump_snr_sweep)
+
+
+def _counting(module: nn.Module) -> list:
+    calls = []
+    module.register_forward_hook(lambda m, a, o: calls.append(1))
+    return calls
+
+
+def test_run_stops_a_pass_after_the_last_captured_layer():
+    """The first pass through ``run`` is whole (it counts each layer's calls); later ones stop
+    once conv and act have run, so the head never runs again, and what they capture is
+    bit-identical to whole passes'."""
+    m = _tiny()
+    head_calls = _counting(m.head)
+    xs = [_x(seed=s) for s in range(3)]
+    with capture(m, ["conv", "act"], pooling="none") as whole:
+        for x in xs:
+            m(x)
+    assert len(head_calls) == 3
+    with capture(m, ["conv", "act"], pooling="none") as acts:
+        first = acts.run(m, xs[0])
+        assert isinstance(first, torch.Tensor) and acts.stops_early and len(head_calls) == 4
+        assert acts.run(m, xs[1]) is None and acts.run(m, xs[2]) is None
+    assert len(head_calls) == 4, "the passes after the first must stop before the head"
+    for name in ("conv", "act"):
+        assert acts.n_calls(name) == 3
+        np.testing.assert_array_equal(acts[name], whole[name])
+    assert _hooks(m) == 1  # only the counter is left
+
+
+def test_run_keeps_every_pass_whole_when_a_layer_runs_twice():
+    lin = nn.Linear(4, 4)
+
+    class Twice(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin, self.tail = lin, nn.Linear(4, 4)
+
+        def forward(self, x):
+            return self.tail(self.lin(self.lin(x)))
+
+    m = Twice().eval()
+    tail_calls = _counting(m.tail)
+    with capture(m, ["lin"], pooling="none") as acts:
+        for _ in range(3):
+            assert acts.run(m, torch.ones(1, 4)) is not None
+    assert not acts.stops_early and acts.n_calls("lin") == 6 and len(tail_calls) == 3
+
+
+def test_run_with_a_layer_that_never_runs_keeps_passes_whole_and_errors_propagate():
+    m = _tiny()
+    head_calls = _counting(m.head)
+    with capture(m, ["conv", "head"], pooling="none") as acts:
+        acts.run(lambda x: m.act(m.conv(x)), _x())  # head never runs in this pass
+        assert not acts.stops_early
+        acts.run(m, _x())
+    assert len(head_calls) == 1 and acts.n_calls("conv") == 2
+    with capture(m, ["conv"], pooling="none") as acts, pytest.raises(RuntimeError, match="boom"):
+        acts.run(lambda x: (_ for _ in ()).throw(RuntimeError("boom")), _x())

@@ -356,3 +356,28 @@ def test_jaxprobe_dump_muse_on_the_golden_case(muse_dir, tmp_path):
     print(f"largest relative difference to the golden norm1 means: {worst:.2e}")
     # the clean reference went through the same path and differs from the noisy one
     assert not np.allclose(st.read(MUSE_LAYERS[8].name, [0]), st.read(MUSE_LAYERS[8].name, [1]), rtol=1e-2)
+
+
+def test_dump_skips_what_follows_the_last_captured_layer(tmp_path):
+    """After its first forward pass, the dump stops each pass once every captured layer has
+    run; the stored activations equal a whole-pass capture's exactly."""
+    import torch
+    from torch import nn
+
+    from torch_bridge.hooks import capture
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 6), nn.Tanh(), nn.Linear(6, 5), nn.Linear(5, 3)).eval()
+    tail = []
+    model[3].register_forward_hook(lambda m, a, o: tail.append(1))
+    rng = np.random.default_rng(0)
+    waves = {f"u{i}": rng.standard_normal(8).astype(np.float32) for i in range(6)}
+    items = [Item({}, u) for u in waves]
+    dump(model, ["0", "2"], items, lambda it: waves[it.utterance], tmp_path / "s", pooling="none",
+         batch_size=2, chunk_size=4, progress=False, durable=False)
+    assert len(tail) == 1, "only the first of the three passes runs the layer after the last captured one"
+    with capture(model, ["0", "2"], pooling="none") as whole:
+        model(torch.from_numpy(np.stack(list(waves.values()))))
+    st = open_store(tmp_path / "s")
+    for name in ("0", "2"):
+        np.testing.assert_allclose(st.read(name), whole[name], rtol=1e-6, atol=1e-7)
