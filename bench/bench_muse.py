@@ -17,6 +17,10 @@ every round. A last phase repeats batch 1 at one thread after
 ``torch_bridge.runtime.retain_freed_memory()`` (glibc keeps freed memory: no page faults for
 the forward's temporaries), with the minor page faults per window counted.
 
+A final phase measures what bounds a window here (``_floors``): the counted matmul/conv
+arithmetic at the one-thread 2048^2 GEMM rate, and the bytes this eager formulation's aten ops
+read and write at the streaming bandwidth (both measured in the same run).
+
 Before timing, the fast outputs are checked against the reference on the golden window and a
 random window (max |a - b| / max |b| of est_mag_c and of the complex spectrum ``com``); the
 bench stops if est_mag_c differs by more than 1e-5. Writes bench/results/muse_forward.json.
@@ -78,7 +82,67 @@ def _median(rows, key, kind):
     return statistics.median(r[key][kind] for r in rows)
 
 
-def _write(checks, per_threads, retained, load_start):
+_VIEW_OPS = {"view", "_unsafe_view", "permute", "reshape", "as_strided", "slice", "select", "unsqueeze", "squeeze",
+             "t", "transpose", "expand", "split", "split_with_sizes", "unbind", "detach", "alias", "chunk"}
+
+
+def _floors(fast, mag, pha) -> dict:
+    """What bounds one window at one thread on this CPU: the counted arithmetic at the
+    machine's one-thread large-GEMM rate, and the bytes the aten ops of this (unfused, eager)
+    formulation read and write at the machine's streaming bandwidth. Operands under 16 KB
+    (weights, statistics) and view ops are not counted."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_flatten
+    from torch.utils.flop_counter import FlopCounterMode
+
+    class _Traffic(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.bytes, self.ops = 0, 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if func.__name__.split(".")[0] not in _VIEW_OPS:
+                tensors = [t for t in tree_flatten((args, kwargs, out))[0] if isinstance(t, torch.Tensor)]
+                self.bytes += sum(t.numel() * t.element_size() for t in tensors if t.numel() * t.element_size() >= 16384)
+                self.ops += 1
+            return out
+
+    torch.set_num_threads(1)
+    with torch.inference_mode():
+        counter = FlopCounterMode(display=False)
+        with counter:
+            fast(mag, pha)
+        traffic = _Traffic()
+        with traffic:
+            fast(mag, pha)
+        a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+        big = torch.randn(64 << 20)
+        gemm, stream = [], []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            a @ b
+            gemm.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            big.mul_(1.0)
+            stream.append(time.perf_counter() - t0)
+    gflop = counter.get_total_flops() / 1e9
+    gemm_rate = 2 * 2048**3 / min(gemm) / 1e9
+    bandwidth = 2 * big.numel() * 4 / min(stream) / 1e9
+    return {
+        "gflop_per_window_counted": gflop,
+        "note_gflop": "torch.utils.flop_counter: matmuls and convolutions only (grid_sample, norms and "
+                      "elementwise ops are not counted)",
+        "aten_ops_per_window": traffic.ops,
+        "operand_gb_per_window": traffic.bytes / 1e9,
+        "one_thread_sgemm_2048_gflops": gemm_rate,
+        "stream_gb_per_s_in_place_256MB": bandwidth,
+        "compute_floor_s": gflop / gemm_rate,
+        "traffic_floor_s": traffic.bytes / 1e9 / bandwidth,
+    }
+
+
+def _write(checks, per_threads, retained, load_start, floors=None):
     return write_results("muse_forward", {
         "baseline": "reference path (torch_bridge.models.muse.reference); the official code is not re-run "
                     "(needs torchvision); vs-official ratios scale by issue 19's quoted 2.0 s / 1.35 s",
@@ -86,6 +150,7 @@ def _write(checks, per_threads, retained, load_start):
         "max_rel_err_vs_reference": checks,
         "threads": per_threads,
         "retained_freed_memory_1_thread": retained,
+        "floors_1_thread": floors,
         "complete": retained is not None,
         "load_average_start": load_start,
         "load_average_end": _loadavg(),
@@ -187,7 +252,12 @@ def main() -> None:
           f"{retained['speedup_vs_reference_cpu']:.2f}x the reference, "
           f"{retained['minor_faults_per_window']} minor faults per window", flush=True)
 
-    out = _write(checks, per_threads, retained, load_start)
+    floors = _floors(fast, mag, pha)
+    print(f"floors: {floors['gflop_per_window_counted']:.1f} GFLOP counted -> {floors['compute_floor_s']:.3f} s at "
+          f"{floors['one_thread_sgemm_2048_gflops']:.0f} GFLOP/s (one-thread 2048^2 GEMM); {floors['aten_ops_per_window']} "
+          f"aten ops moving {floors['operand_gb_per_window']:.2f} GB -> {floors['traffic_floor_s']:.3f} s at "
+          f"{floors['stream_gb_per_s_in_place_256MB']:.1f} GB/s (streaming)", flush=True)
+    out = _write(checks, per_threads, retained, load_start, floors)
     print(f"load average: start {load_start}, end {_loadavg()}")
     print(f"wrote {out}")
 
