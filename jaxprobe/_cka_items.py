@@ -8,6 +8,11 @@ place (no padding, no reshaped or sliced copy outside the jitted program), and t
 noisy items are processed ``cells`` leading indices at a time by a sequential loop:
 XLA on CPU runs one huge batch of small matrix products several times slower than
 cache-sized steps (bench/bench_seprobe.py measures both).
+
+Each noisy item's Gram is the product of the item as read (no centred copy), centred
+afterwards as H G H; an item whose constant statistic says its row mean dominates
+(``RAW_MIN_RATIO``) is recomputed from its column-centred data, so every value keeps the
+rounding of the centred formulation (bench/bench_seprobe.py times both).
 """
 from __future__ import annotations
 
@@ -22,6 +27,12 @@ from jaxprobe_kernels.gram import constant_ratio as _ratio, pow2_scale as _pow2_
 from jaxprobe_kernels.gram import center_gram_unbiased
 
 CELL_BYTES = 1 << 20  # noisy activations per loop step: about 1 MiB (L2-sized on common CPUs)
+# An item's Gram centred after the product (H A A^T H) loses about log10(1 / r) digits to
+# cancellation, r its constant statistic ||Ac Ac^T|| / (||Ac Ac^T|| + n ||mean||^2): in float32 it
+# matches the centred data's rounding (~1e-6 in CKA) down to r ~ 0.02 (tests/jaxprobe/test_cka_items.py).
+# Items with r below this bound (an offset shared by the rows 3x their spread or more, constant or
+# non-finite items) are recomputed from their centred data; real activations have r ~ 0.75-1.
+RAW_MIN_RATIO = 0.125
 
 
 def orient(a, orientation):
@@ -48,6 +59,26 @@ def unit_grams(A, debiased_flags, scaled):
     G = jnp.einsum("...cf,...df->...cd", Ac, Ac)
     g2 = jnp.sum(G * G, axis=(-2, -1))
     r = _ratio(g2, A.shape[-2] * jnp.sum(m * m, axis=(-2, -1)), scaled)
+    return _unit(G, debiased_flags), r
+
+
+def unit_grams_raw(A, debiased_flags, scaled):
+    """As :func:`unit_grams`, from the Gram of A as it is (one batched product reading A in
+    place, no centred copy), centred afterwards: H G H = G - row means - column means +
+    mean, and n ||mean_rows(A)||^2 = sum(G) / n. Exact in exact arithmetic; in floating point
+    accurate only where the constant statistic is not small (``RAW_MIN_RATIO``)."""
+    if scaled:
+        A = A * jax.vmap(_pow2_scale)(A.reshape((-1,) + A.shape[-2:])).reshape(A.shape[:-2] + (1, 1))
+    n = A.shape[-2]
+    G = jnp.einsum("...cf,...df->...cd", A, A)
+    mean_ss = jnp.sum(G, axis=(-2, -1)) / n
+    G = G - jnp.mean(G, axis=-1, keepdims=True) - jnp.mean(G, axis=-2, keepdims=True) \
+        + jnp.mean(G, axis=(-2, -1), keepdims=True)
+    g2 = jnp.sum(G * G, axis=(-2, -1))
+    return _unit(G, debiased_flags), _ratio(g2, mean_ss, scaled)
+
+
+def _unit(G, debiased_flags):
     out = []
     for deb in debiased_flags:
         g = G
@@ -55,7 +86,7 @@ def unit_grams(A, debiased_flags, scaled):
             flat = G.reshape((-1,) + G.shape[-2:])
             g = jax.vmap(center_gram_unbiased)(flat).reshape(G.shape)
         out.append(g / jnp.sqrt(jnp.sum(g * g, axis=(-2, -1), keepdims=True)))
-    return out, r
+    return out
 
 
 @partial(jax.jit, static_argnames=("debiased_flags", "orientation", "cells", "scaled"))
@@ -77,10 +108,20 @@ def item_cka(X, Y, *, debiased_flags, orientation="channels", cells, scaled=Fals
     Xf = X.reshape((P, U, n, d))
     gy, ry = unit_grams(orient(Y, orientation), debiased_flags, scaled)  # the references' Grams once
 
+    def cka_of(grams):
+        gx, rx = grams
+        return jnp.stack([jnp.einsum("pucd,ucd->pu", g, h) for g, h in zip(gx, gy)]), rx
+
     def step(carry, start):  # (cells, U, C, F) -> (E, cells, U), (cells, U)
-        x = jax.lax.dynamic_slice_in_dim(Xf, start, cells, axis=0)
-        gx, rx = unit_grams(orient(x, orientation), debiased_flags, scaled)
-        return carry, (jnp.stack([jnp.einsum("pucd,ucd->pu", g, h) for g, h in zip(gx, gy)]), rx)
+        x = orient(jax.lax.dynamic_slice_in_dim(Xf, start, cells, axis=0), orientation)
+        o, rx = cka_of(unit_grams_raw(x, debiased_flags, scaled))
+        ok = rx >= RAW_MIN_RATIO  # False for a NaN or a sentinel -1 too
+
+        def centred(_):  # items with ok False take the centred-data values; an item's value never depends on its step
+            oc, rc = cka_of(unit_grams(x, debiased_flags, scaled))
+            return jnp.where(ok, o, oc), jnp.where(ok, rx, rc)
+
+        return carry, jax.lax.cond(jnp.all(ok), lambda _: (o, rx), centred, None)
 
     full, rem = divmod(P, cells)
     starts = np.arange(full) * cells

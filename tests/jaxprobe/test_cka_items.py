@@ -81,3 +81,52 @@ def test_constant_and_nan_items_are_named_in_the_broadcast_path(rng):
     nan[0, 4, 2, 5, 9] = np.nan
     with pytest.raises(ValueError, match=r"'Y' parameter of cka must be finite"):
         jaxprobe.cka(clean, nan)
+
+
+def _offset_data(rng, S=3, K=5, U=4, n=16, d=128):
+    """Float32 items whose rows share a per-feature offset growing with the (S, K) cell, from
+    none to 100x the rows' spread: constant statistics r from ~0.8 down to ~1e-4, both sides of
+    ``RAW_MIN_RATIO``, some steps with both kinds of items."""
+    clean, noisy = _data(rng, S, K, U, n, d)
+    scale = np.array([0, 0.5, 1, 2, 3, 5, 8, 12, 30, 100, 0, 1, 100, 0, 2])[: S * K].reshape(S, K, 1, 1, 1)
+    offset = rng.standard_normal((1, 1, 1, 1, d))
+    return clean + offset[0, 0], noisy + scale * offset
+
+
+def _ratio(a):
+    m = a.mean(-2, keepdims=True)
+    g = np.einsum("...cf,...df->...cd", a - m, a - m)
+    gn = np.sqrt((g * g).sum((-2, -1)))
+    return gn / (gn + a.shape[-2] * (m * m).sum((-2, -1)))
+
+
+@pytest.mark.parametrize("debiased", [False, True])
+def test_row_offsets_keep_float32_accuracy(rng, debiased):
+    """Items whose rows share a large offset (the Gram centred after the product would lose digits)
+    are recomputed from their centred data: every value stays within the centred formulation's
+    float32 error of the float64 reference. The raw-Gram formulation alone fails this on the same
+    data (the guard is needed), and is as accurate as the centred one where r >= RAW_MIN_RATIO."""
+    clean, noisy = _offset_data(rng)
+    want = _ref(clean, noisy, debiased)
+    r = _ratio(noisy)
+    assert r.min() < 0.01 and r.max() > 0.5  # both sides of the bound
+    c32, n32 = jnp.asarray(clean, jnp.float32), jnp.asarray(noisy, jnp.float32)
+    for cells in (1, 4, 15):
+        out = np.asarray(_cka_items.item_cka(n32, c32, debiased_flags=(debiased,), cells=cells)[0][0])
+        np.testing.assert_allclose(out, want, rtol=0, atol=3e-6)
+    gy = _cka_items.unit_grams(c32, (debiased,), False)[0][0]
+    raw = np.asarray(jnp.einsum("...ucd,ucd->...u", _cka_items.unit_grams_raw(n32, (debiased,), False)[0][0], gy))
+    err = np.abs(raw - want)
+    assert err[r < 0.001].max() > 1e-5  # unguarded, the cancellation shows
+    assert err[r >= _cka_items.RAW_MIN_RATIO].max() < 3e-6
+
+
+def test_guarded_values_do_not_depend_on_position(rng):
+    """Bit-identical per item with steps that mix raw-Gram and recomputed items."""
+    clean, noisy = _offset_data(rng)
+    clean, noisy = jnp.asarray(clean, jnp.float32), jnp.asarray(noisy, jnp.float32)
+    a = np.asarray(_cka_items.item_cka(noisy, clean, debiased_flags=(False, True), cells=4)[0])
+    b = np.asarray(_cka_items.item_cka(noisy[1:], clean, debiased_flags=(False, True), cells=4)[0])
+    c = np.asarray(_cka_items.item_cka(noisy[:, 3:], clean, debiased_flags=(False, True), cells=4)[0])
+    np.testing.assert_array_equal(a[:, 1:], b)
+    np.testing.assert_array_equal(a[:, :, 3:], c)
