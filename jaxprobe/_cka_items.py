@@ -6,8 +6,9 @@ against the noisy (..., U, n, d), and behind the sweep's per-utterance CKA
 The clean Grams are computed once (never one per noisy item), the noisy array is read in
 place (no padding, no reshaped or sliced copy outside the jitted program), and the
 noisy items are processed ``cells`` leading indices at a time by a sequential loop:
-XLA on CPU runs one huge batch of small matrix products several times slower than
-cache-sized steps (bench/bench_seprobe.py measures both).
+under load XLA on CPU runs one huge batch of small matrix products several times slower
+than cache-sized steps; with a second core free the one batch is ~1.3x faster, at the
+price of a centred copy of the whole input (bench/bench_seprobe.py measures both).
 
 Each noisy item's Gram is the product of the item as read (no centred copy), centred
 afterwards as H G H; an item whose constant statistic says its row mean dominates
