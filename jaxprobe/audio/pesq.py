@@ -1,5 +1,6 @@
 """Wide-band PESQ (ITU-T P.862.2) of reconstructions against clean references, by the ``pesq``
-package (the ITU reference C code), one pair at a time on the host.
+package (the ITU reference C code), one pair at a time on the host, or spread over worker
+processes (:func:`pesq_pool`, :func:`wideband_pesq_async`).
 
 PESQ cannot score every pair: the reference C code refuses a reference with no speech-like
 activity (silence, ``NoUtterancesError``) and signals shorter than about a quarter second
@@ -8,6 +9,7 @@ returns NaN for it and names the reason, so a caller reports how many items it e
 """
 from __future__ import annotations
 
+import contextlib
 from typing import NamedTuple
 
 import numpy as np
@@ -29,23 +31,12 @@ class PesqResult(NamedTuple):
         return len(self.failures)
 
 
-def wideband_pesq(reference, degraded, fs: int = SAMPLE_RATE) -> PesqResult:
-    """Wide-band PESQ of each degraded waveform against its reference.
-
-    Parameters
-    ----------
-    reference, degraded : arrays of shape (n, L) (or (L,) for one pair) at ``fs`` = 16000 Hz.
-
-    Returns
-    -------
-    PesqResult: scores (n,) (about 1.0 to 4.64; NaN where the pair cannot be scored) and the
-    reason for every NaN.
-    """
-    fn = "wideband_pesq"
+def _checked(reference, degraded, fs: int, fn: str) -> tuple[np.ndarray, np.ndarray]:
+    """(n, L) arrays of the caller's values and dtype, validated as :func:`wideband_pesq` documents."""
     if fs != SAMPLE_RATE:
         raise ValueError(f"The 'fs' parameter of {fn} must be {SAMPLE_RATE} (wide-band PESQ); got {fs!r}.")
     as_float_array(reference, "reference", fn=fn), as_float_array(degraded, "degraded", fn=fn)  # type checks
-    ref, deg = np.asarray(reference, np.float64), np.asarray(degraded, np.float64)  # the C code reads float64
+    ref, deg = np.asarray(reference), np.asarray(degraded)
     if ref.ndim == 1:
         ref, deg = ref[None], deg[None] if deg.ndim == 1 else deg
     if ref.ndim != 2 or ref.shape != deg.shape or ref.shape[1] == 0:
@@ -53,15 +44,91 @@ def wideband_pesq(reference, degraded, fs: int = SAMPLE_RATE) -> PesqResult:
                          f"L > 0; got {tuple(np.shape(reference))} and {tuple(np.shape(degraded))}.")
     check_finite(ref, "reference", fn=fn)
     check_finite(deg, "degraded", fn=fn)
+    return ref, deg
+
+
+def _score_rows(fs: int, ref: np.ndarray, deg: np.ndarray, first: int = 0) -> tuple[np.ndarray, dict]:
+    """PESQ of every row pair (the C code reads float64: the conversion is exact), failures keyed
+    by ``first`` + row. The one scoring loop of both paths: in this process and in a pool's workers."""
     from pesq import PesqError, pesq
 
+    ref, deg = np.asarray(ref, np.float64), np.asarray(deg, np.float64)
     scores = np.full(ref.shape[0], np.nan)
     failures = {}
     for i in range(ref.shape[0]):
         try:
             scores[i] = pesq(fs, ref[i], deg[i], "wb")
         except PesqError as exc:  # silence, too short: excluded and named, never a number
-            failures[i] = f"{type(exc).__name__}: {exc}"
+            failures[first + i] = f"{type(exc).__name__}: {exc}"
         except ValueError as exc:  # pesq 0.0.4 fails this way on a silent degraded signal (its error code is NaN)
-            failures[i] = f"{type(exc).__name__} from the pesq package (a silent degraded signal?): {exc}"
-    return PesqResult(scores, failures)
+            failures[first + i] = f"{type(exc).__name__} from the pesq package (a silent degraded signal?): {exc}"
+    return scores, failures
+
+
+def wideband_pesq(reference, degraded, fs: int = SAMPLE_RATE, *, pool=None) -> PesqResult:
+    """Wide-band PESQ of each degraded waveform against its reference.
+
+    Parameters
+    ----------
+    reference, degraded : arrays of shape (n, L) (or (L,) for one pair) at ``fs`` = 16000 Hz.
+    pool : an executor from :func:`pesq_pool` to score the pairs in its worker processes (the
+        same numbers: each pair is scored by the same C call); None: one pair at a time here.
+
+    Returns
+    -------
+    PesqResult: scores (n,) (about 1.0 to 4.64; NaN where the pair cannot be scored) and the
+    reason for every NaN.
+    """
+    if pool is not None:
+        return wideband_pesq_async(reference, degraded, pool, fs).result()
+    ref, deg = _checked(reference, degraded, fs, "wideband_pesq")
+    return PesqResult(*_score_rows(fs, ref, deg))
+
+
+class PendingPesq:
+    """The pairs of one :func:`wideband_pesq_async` call being scored; :meth:`result` waits for them."""
+
+    def __init__(self, futures, n: int):
+        self._futures, self._n = futures, n
+
+    def done(self) -> bool:
+        return all(f.done() for _, f in self._futures)
+
+    def result(self) -> PesqResult:
+        scores = np.full(self._n, np.nan)
+        failures: dict = {}
+        for start, f in self._futures:
+            s, fail = f.result()
+            scores[start:start + s.size] = s
+            failures.update(fail)
+        return PesqResult(scores, dict(sorted(failures.items())))
+
+
+def wideband_pesq_async(reference, degraded, pool, fs: int = SAMPLE_RATE) -> PendingPesq:
+    """:func:`wideband_pesq` on the worker processes of ``pool`` (:func:`pesq_pool`), returning at
+    once: the arguments are checked here (the same errors), the pairs are sent in a few chunks per
+    worker, and ``.result()`` gives the PesqResult, equal to the one-process path's."""
+    ref, deg = _checked(reference, degraded, fs, "wideband_pesq")
+    n = ref.shape[0]
+    size = max(1, -(-n // (4 * max(getattr(pool, "_max_workers", 1), 1))))  # ~4 chunks per worker: balanced
+    futures = [(s, pool.submit(_score_rows, fs, ref[s:s + size], deg[s:s + size], s)) for s in range(0, n, size)]
+    return PendingPesq(futures, n)
+
+
+@contextlib.contextmanager
+def pesq_pool(workers: int):
+    """An executor of ``workers`` spawned processes for :func:`wideband_pesq` (``pool=``) and
+    :func:`wideband_pesq_async`, or None for ``workers`` <= 1 (score in this process). Spawned,
+    not forked: the caller may hold JAX's and torch's threads. Processes start at the first
+    submission, so an unused pool costs nothing; they are shut down on leaving the block."""
+    if int(workers) <= 1:
+        yield None
+        return
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    pool = ProcessPoolExecutor(max_workers=int(workers), mp_context=mp.get_context("spawn"))
+    try:
+        yield pool
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)

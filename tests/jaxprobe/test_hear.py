@@ -25,7 +25,7 @@ TINY = {
     "asr": {"hidden": 16, "channels": [4, 4, 4, 4], "batch_size": 4, "max_steps": 4, "workers": 1},
     "speaker": {"steps": 8, "batch_size": 8},
     "probe": {"steps": 20, "eval_every": 10, "batch_blocks": 16},
-    "listen": {"griffin_lim_iters": 4, "n_boot": 50, "wav_examples": 1},
+    "listen": {"griffin_lim_iters": 4, "n_boot": 50, "wav_examples": 1, "workers": 2},  # PESQ's pool path
     "report": {"formats": ["png"]},
 }
 
@@ -50,6 +50,7 @@ def test_shipped_configs_load():
     ({"compute": {"devices": "two"}}, r"'compute.devices' must be 'all' or a device count"),
     ({"data": {"human_per_speaker": 1}}, r"'data.human_per_speaker' must be 0 \(no human speakers\) or an int >= 2"),
     ({"data": {"human_per_speaker": -1}}, r"'data.human_per_speaker' must be an int >= 0"),
+    ({"listen": {"workers": -1}}, r"'listen.workers' must be an int >= 0"),
 ])
 def test_config_errors_name_the_key(over, match):
     with pytest.raises(ConfigError, match=match):
@@ -273,6 +274,36 @@ def test_rerun_reuses_every_stage(hear_run):
     assert after["probe"] == before["probe"] and after["asr"] == before["asr"]
     assert after["probe_human"] == before["probe_human"]
     assert again < first
+
+
+def test_listening_equals_the_one_process_path(hear_run, tmp_path):
+    """The run listened with PESQ in worker processes and the reference rows measured once for all
+    recognisers (``listen``'s ``pool`` and ``measured``); the one-process path, every layer in
+    turn and nothing shared, gives the same records and per-item STOI, PESQ and embeddings exactly
+    (one recogniser's human part, the smallest, its two reference rows and first layer: the same
+    code path as every other; its references came from the run's ``measured``, so this also
+    checks that sharing them across recognisers changed no number)."""
+    from jaxprobe.studies.hear import INPUT, listen, plan_jobs, train_layer_probes
+    from jaxprobe.studies.hear.probes import probe_layers
+    from torch_bridge.hear import load_hear_data, run_jobs
+
+    out, _, _ = hear_run
+    cfg = load_hear_config(TINY)
+    data = load_hear_data(cfg["data"], cfg["conditions"]["noises"])
+    done = run_jobs(plan_jobs(cfg, out), workers=1)  # cached: returns the finished jobs' results
+    rec = next(r for r in done[1:] if (r["model"], r["regime"]) == ("lstm", "robust"))  # the refs came from the cache
+    probes, _ = train_layer_probes(rec, cfg, data, out)  # resumes the finished checkpoint
+    first = [e for e in rec["layers"] if e["name"] == INPUT] + probe_layers(rec["layers"])[:1]
+    (tmp_path / "listen").mkdir()
+    got = listen({**rec, "layers": first}, probes, cfg, data, done[0]["path"], tmp_path, part="human", pool=None,
+                 measured=None)
+    want = json.loads((out / "listen" / "lstm-robust-human.json").read_text())
+    assert got["reference"] == want["reference"] and len(got["reference"]) == 2 * 3
+    assert got["probe"] == [r for r in want["probe"] if r["layer"] == "blstm1"] and len(got["probe"]) == 3
+    a, b = np.load(tmp_path / "listen" / "lstm-robust-human-items.npz"), np.load(out / "listen" / "lstm-robust-human-items.npz")
+    assert len(a.files) == 4 * 3 and "pesq|blstm1" in a.files
+    for k in a.files:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
 
 
 def test_cli_hear_rejects_bad_config(tmp_path, capsys):

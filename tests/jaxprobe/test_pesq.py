@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from pesq import pesq
 
-from jaxprobe.audio.pesq import wideband_pesq
+from jaxprobe.audio.pesq import pesq_pool, wideband_pesq, wideband_pesq_async
 
 
 def _speechlike(rng, seconds=2.0, fs=16000):
@@ -38,6 +38,30 @@ def test_unscorable_pairs_are_excluded_with_a_reason(rng):
     assert got.n_excluded == 1 and "NoUtterances" in got.failures[1]
     short = wideband_pesq(clean[:800], clean[:800])  # 50 ms
     assert short.n_excluded == 1 and np.isnan(short.scores[0]) and "Short" in short.failures[0]
+
+
+def test_pool_gives_the_one_process_numbers_exactly(rng):
+    """PESQ in spawned worker processes (the hear study's listening stage) equals the one-process
+    path bit for bit: scores, NaNs and the failures with their item indices, over several chunks
+    per worker; the arguments are checked in the caller's process with the same errors."""
+    clean = np.stack([_speechlike(rng, 1.0) for _ in range(6)]).astype(np.float32)
+    clean[3] = 0.0  # a silent reference: excluded with its reason, at its own index
+    deg = (clean + rng.standard_normal(clean.shape) * np.array([0.001, 0.01, 0.05, 0.01, 0.1, 0.2])[:, None]).astype(np.float32)
+    want = wideband_pesq(clean, deg)
+    assert want.n_excluded == 1 and 3 in want.failures
+    with pesq_pool(2) as pool:
+        assert pool is not None
+        pending = wideband_pesq_async(clean, deg, pool)
+        got = pending.result()
+        again = wideband_pesq(clean, deg, pool=pool)
+        with pytest.raises(ValueError, match="degraded"):
+            wideband_pesq_async(clean, np.full_like(deg, np.nan), pool)
+    assert len(pending._futures) > 2  # the pairs went out in several chunks
+    for g in (got, again):
+        np.testing.assert_array_equal(g.scores, want.scores)  # NaN where excluded, equal elsewhere, exactly
+        assert g.failures == want.failures
+    with pesq_pool(1) as none:  # one worker: score here, no processes
+        assert none is None
 
 
 @pytest.mark.parametrize("ref, deg, fs, match", [

@@ -82,6 +82,8 @@ HEAR_DEFAULTS: dict[str, Any] = {
         # utterances of each of the first two speakers, and the listening test page built from them)
         "n_boot": 1000,  # bootstrap replicates (over utterances) for the STOI / L1 intervals
         "level": 0.95,
+        "workers": 0,  # processes scoring PESQ beside the rest of the listening (0 = the cores the load leaves
+        # idle, jaxprobe.studies._common.auto_workers; 1 = all in the main process); the numbers do not depend on it
     },
     "report": {
         "formats": ["png", "pdf"],
@@ -112,7 +114,7 @@ _INTS = {  # (section, key): lowest allowed value
     ("speaker", "trials_per_class"): 0, ("probe", "steps"): 1, ("probe", "batch_blocks"): 1,
     ("probe", "warmup_steps"): 0, ("probe", "eval_every"): 1, ("probe", "patience"): 1,
     ("probe", "n_highway"): 1, ("listen", "griffin_lim_iters"): 1, ("listen", "wav_examples"): 0,
-    ("listen", "n_boot"): 1,
+    ("listen", "n_boot"): 1, ("listen", "workers"): 0,
 }
 
 

@@ -3,6 +3,7 @@
 of a few utterances; and the judges on the corpus's held-out human speech."""
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -19,6 +20,7 @@ LISTEN_VERSION = 7  # 2: EER intervals, 3: embeddings kept for paired EER contra
 # (older caches are recomputed)
 
 _log = stage_logger("hear")
+PESQ_IN_FLIGHT = 3  # layers whose PESQ may be pending in the pool at once (their waveforms stay in memory)
 
 
 PARTS = ("synthetic", "human")  # the listening set's two parts, reported apart
@@ -54,13 +56,37 @@ def _waveforms(logmel: np.ndarray, mel_cfg, cfg, n: int) -> np.ndarray:
     return out
 
 
-def listen(job_result: dict, probes, cfg: dict, data, speaker_path: str, out: Path, *, part: str = "synthetic") -> dict:
+def _digest(*arrays: np.ndarray) -> str:
+    h = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.data)
+    return h.hexdigest()
+
+
+def _file_id(path: str) -> tuple:
+    st = os.stat(path)
+    return str(Path(path).resolve()), st.st_size, st.st_mtime_ns
+
+
+def listen(job_result: dict, probes, cfg: dict, data, speaker_path: str, out: Path, *, part: str = "synthetic",
+           pool=None, measured: dict | None = None) -> dict:
     """Every layer's reconstructions of the listening set, measured (see :mod:`jaxprobe.studies.hear`).
     ``part``: 'synthetic' (the listening voices; wavs/, listen/<tag>-items.npz) or 'human' (the
-    held-out human speakers, ``data.listen_human``; wavs-human/, listen/<tag>-human-items.npz)."""
+    held-out human speakers, ``data.listen_human``; wavs-human/, listen/<tag>-human-items.npz).
+
+    ``pool``: an executor of :func:`jaxprobe.audio.pesq.pesq_pool`: PESQ, most of this stage's
+    time, is scored in its worker processes while this process goes on with the next layer's
+    Griffin-Lim, STOI and judges (at most :data:`PESQ_IN_FLIGHT` layers pending, which bounds the
+    memory); None: each layer in turn, here. ``measured``: a dict kept across calls (the runner
+    passes one per run) of the per-item measures of the two reference rows ('audio', 'mel'), keyed
+    by a digest of the waveforms, the clean references and the x-vector file: they are the same
+    waveforms for every recogniser with the same front end, so they are measured once per run.
+    Either way the numbers are the same computations on the same inputs."""
     import jax.numpy as jnp
 
-    from jaxprobe.audio.pesq import wideband_pesq
+    from jaxprobe.audio.pesq import wideband_pesq, wideband_pesq_async
     from jaxprobe.audio._stoi import stoi
     from torch_bridge.dump import Item
     from torch_bridge.hear import item_audio, judge_embeddings, listening_conditions, speaker_embeddings
@@ -99,20 +125,43 @@ def listen(job_result: dict, probes, cfg: dict, data, speaker_path: str, out: Pa
 
     per_item: dict[str, np.ndarray] = {}
 
-    def measure(label: str, wav: np.ndarray, mel: np.ndarray | None, key_int: int) -> list[dict]:
-        st = stoi(clean_w, wav)
+    pending: list = []  # each measured layer's finish(), oldest first, while its PESQ may be pending in the pool
+    ref_id = (_digest(clean_w), _file_id(speaker_path))
+    threads = max(cfg["asr"]["threads"], 1)
+
+    def measure(label: str, wav: np.ndarray, mel: np.ndarray | None, key_int: int, done, *, reuse: bool = False) -> None:
+        """Measure one layer's (or reference's) waveforms: STOI, PESQ (a PesqResult, or a PendingPesq
+        from the pool) and both judges' embeddings; ``done(records)`` gets its records once PESQ is
+        in (at once without a pool). ``reuse``: look the measures up in / keep them in ``measured``."""
+        key = (_digest(wav), *ref_id) if reuse and measured is not None else None
+        if key is not None and key in measured:
+            st, pq, emb, xemb = measured[key]
+        else:
+            st = stoi(clean_w, wav)
+            pq = wideband_pesq(clean_w, wav) if pool is None else wideband_pesq_async(clean_w, wav, pool)
+            emb = judge_embeddings(list(wav), threads=threads)  # the pretrained judge: 'eer', 'min_dcf_*'
+            xemb = speaker_embeddings(speaker_path, list(wav), threads=threads)  # the second judge: 'eer_xvector'
         per_item[f"stoi|{label}"] = st
-        pq = wideband_pesq(clean_w, wav)
-        per_item[f"pesq|{label}"] = pq.scores
-        if pq.n_excluded:  # reported, never silent: the records count them per condition
-            reasons = sorted({r.split(":", 1)[0] for r in pq.failures.values()})
-            _log(f"{tag} {label}: PESQ could not score {pq.n_excluded} of {len(wav)} items ({', '.join(reasons)}); "
-                 "excluded from the PESQ means")
-        threads = max(cfg["asr"]["threads"], 1)
-        emb = judge_embeddings(list(wav), threads=threads)  # the pretrained judge: 'eer', 'min_dcf_*'
+        per_item[f"pesq|{label}"] = None  # filled in by finish (the items file keeps this order)
         per_item[f"emb|{label}"] = emb
-        xemb = speaker_embeddings(speaker_path, list(wav), threads=threads)  # the second judge: 'eer_xvector'
         per_item[f"xemb|{label}"] = xemb
+
+        def finish() -> None:
+            res = pq.result() if hasattr(pq, "done") else pq  # a PendingPesq waits; a PesqResult is here
+            per_item[f"pesq|{label}"] = res.scores
+            if key is not None:
+                measured[key] = (st, res, emb, xemb)
+            if res.n_excluded:  # reported, never silent: the records count them per condition
+                reasons = sorted({r.split(":", 1)[0] for r in res.failures.values()})
+                _log(f"{tag} {label}: PESQ could not score {res.n_excluded} of {len(wav)} items ({', '.join(reasons)}); "
+                     "excluded from the PESQ means")
+            done(records(label, st, res, emb, xemb, mel, key_int))
+
+        pending.append(finish)
+        while len(pending) > (PESQ_IN_FLIGHT if pool is not None else 0):
+            pending.pop(0)()
+
+    def records(label, st, pq, emb, xemb, mel, key_int) -> list[dict]:
         recs = []
         for ci, cond in enumerate(conds):
             sel = np.flatnonzero(cond_of == cond)
@@ -146,10 +195,11 @@ def listen(job_result: dict, probes, cfg: dict, data, speaker_path: str, out: Pa
                 sf.write(tmp, wav[i] / max(peak / 0.9, 1.0), 16000, subtype="PCM_16")
                 os.replace(tmp, p)
 
-    refs = measure("audio", noisy_w, None, 1)
+    refs: list[dict] = []
+    measure("audio", noisy_w, None, 1, refs.extend, reuse=True)
     save_examples("audio", noisy_w)
     mel_wav = _waveforms(mel_in, mel_cfg, cfg, n)
-    refs += measure("mel", mel_wav, mel_in, 2)
+    measure("mel", mel_wav, mel_in, 2, refs.extend, reuse=True)
     save_examples("mel", mel_wav)
     ex_rows = np.array([i for i, (u, _) in enumerate(items) if u in examples[:1]])
     mels_for_fig["input"] = mel_in[ex_rows]
@@ -161,10 +211,13 @@ def listen(job_result: dict, probes, cfg: dict, data, speaker_path: str, out: Pa
         if pred.shape[1] < T:  # a layer with fewer frames than the mel: repeat its last frame
             pred = np.concatenate([pred, np.repeat(pred[:, -1:], T - pred.shape[1], axis=1)], axis=1)
         wav = _waveforms(pred, mel_cfg, cfg, n)
-        for rec in measure(label, wav, pred, 10 + li):
-            recs.append({**rec, "layer_index": li + 1, "r": int(e["r"]), "kind": e["kind"]})
+        measure(label, wav, pred, 10 + li,
+                lambda got, li=li, e=e: recs.extend({**rec, "layer_index": li + 1, "r": int(e["r"]), "kind": e["kind"]}
+                                                    for rec in got))
         save_examples(label, wav)
         mels_for_fig[label] = pred[ex_rows]
+    while pending:  # the layers whose PESQ is still being scored, in order
+        pending.pop(0)()
     fig_items = [(items[i][0], items[i][1]["condition"]) for i in ex_rows]
     spk_of = np.array([spk[u] for u in utt_of])
     np.savez_compressed(out / "listen" / f".{tag}{sfx}.items.tmp.npz", utterance=utt_of, condition=cond_of,

@@ -54,16 +54,20 @@ def plan_jobs(cfg: dict, out: Path) -> list[dict]:
     return jobs
 
 
-def probe_and_listen(rec: dict, speaker: dict, cfg: dict, data, out: Path, *, mesh=None) -> tuple[dict, dict | None]:
+def probe_and_listen(rec: dict, speaker: dict, cfg: dict, data, out: Path, *, mesh=None, pool=None,
+                     measured: dict | None = None) -> tuple[dict, dict | None]:
     """Stages 2-3 for one recogniser (``rec``: its train + dump job's result): its probes, then the
     listening of the synthetic voices and (when ``data.listen_human``) of the human speakers, each
     cached in ``out/listen`` under a key of the settings it depends on. Returns (synthetic, human or
     None); the records carry no model/regime (the caller adds them). Independent per recogniser, so
-    recognisers may be processed by separate processes before ``run`` assembles them from the caches."""
+    recognisers may be processed by separate processes before ``run`` assembles them from the caches.
+    ``pool``, ``measured``: PESQ's worker processes and the reference rows' measures shared across
+    calls (see :func:`jaxprobe.studies.hear.listen_stage.listen`; the numbers do not depend on them)."""
     from torch_bridge.hear import judge_info
 
     tag = f"{rec['model']}-{rec['regime']}"
-    key = fingerprint({"job": Path(rec["dir"]).name, "probe": cfg["probe"], "listen": cfg["listen"],
+    listen_key = {k: v for k, v in cfg["listen"].items() if k != "workers"}  # how, not what: keeps the caches
+    key = fingerprint({"job": Path(rec["dir"]).name, "probe": cfg["probe"], "listen": listen_key,
                        "speaker": speaker.get("job_key", speaker["path"]), "trials": cfg["speaker"]["trials_per_class"],
                        "judge": judge_info()["name"],
                        "v": CACHE_VERSION, "listen_v": LISTEN_VERSION})
@@ -77,7 +81,8 @@ def probe_and_listen(rec: dict, speaker: dict, cfg: dict, data, out: Path, *, me
         probes, info = train_layer_probes(rec, cfg, data, out, mesh=mesh)
         _log(f"{tag}: probes done in {info['seconds']} s ({info['steps']} steps); listening")
         t1 = time.perf_counter()
-        got = {"key": key, "probe_training": info, **listen(rec, probes, cfg, data, speaker["path"], out)}
+        got = {"key": key, "probe_training": info,
+               **listen(rec, probes, cfg, data, speaker["path"], out, pool=pool, measured=measured)}
         got["listen_seconds"] = round(time.perf_counter() - t1, 1)
         _atomic_json(cache, got)
     if not data.listen_human:
@@ -93,7 +98,8 @@ def probe_and_listen(rec: dict, speaker: dict, cfg: dict, data, out: Path, *, me
         probes, _ = train_layer_probes(rec, cfg, data, out, mesh=mesh)
     _log(f"{tag}: listening to the {len(data.listen_human)} human utterances")
     t1 = time.perf_counter()
-    hgot = {"key": hkey, **listen(rec, probes, cfg, data, speaker["path"], out, part="human")}
+    hgot = {"key": hkey, **listen(rec, probes, cfg, data, speaker["path"], out, part="human", pool=pool,
+                                  measured=measured)}
     hgot["listen_seconds"] = round(time.perf_counter() - t1, 1)
     _atomic_json(hcache, hgot)
     return got, hgot
@@ -145,21 +151,29 @@ def run(config, out_dir, *, devices: str | None = None) -> dict:
     mesh = mesh_from_config(cfg["compute"]["devices"])
     probe_recs, ref_recs, asr_recs, probe_info, mel_examples = [], [], [], {}, {}
     human_probe, human_ref = [], []
-    for rec in recognisers:
-        tag = f"{rec['model']}-{rec['regime']}"
-        m = rec["metrics"]
-        asr_recs.append({"model": rec["model"], "regime": rec["regime"], "cer": m["cer"], "wer": m["wer"],
-                         "n_held_out": m.get("n"), "steps": m.get("step"), "train_seconds": m.get("train_seconds"),
-                         "n_params": m.get("n_params"), "listen": m.get("listen", {})})
-        got, hgot = probe_and_listen(rec, speaker, cfg, data, out, mesh=mesh)
-        base = {"model": rec["model"], "regime": rec["regime"]}
-        probe_recs += [{**base, "speakers": "synthetic", **r} for r in got["probe"]]
-        ref_recs += [{**base, "speakers": "synthetic", **r} for r in got["reference"]]
-        if hgot is not None:
-            human_probe += [{**base, "speakers": "human", **r} for r in hgot["probe"]]
-            human_ref += [{**base, "speakers": "human", **r} for r in hgot["reference"]]
-        probe_info[tag] = {**got["probe_training"], "listen_seconds": got.get("listen_seconds")}
-        mel_examples[tag] = got["mel_examples"]
+    from jaxprobe.audio.pesq import pesq_pool
+    from jaxprobe.studies._common import auto_workers
+
+    pesq_workers = cfg["listen"]["workers"] or auto_workers()  # decided once, at the load before listening
+    _log(f"listening: PESQ in {pesq_workers} process(es)" + ("" if cfg["listen"]["workers"] else
+                                                             " (listen.workers = 0: the cores the load leaves idle)"))
+    measured: dict = {}  # the reference rows' measures, shared by the recognisers (listen's ``measured``)
+    with pesq_pool(pesq_workers) as pool:  # its processes start only if something is listened to
+        for rec in recognisers:
+            tag = f"{rec['model']}-{rec['regime']}"
+            m = rec["metrics"]
+            asr_recs.append({"model": rec["model"], "regime": rec["regime"], "cer": m["cer"], "wer": m["wer"],
+                             "n_held_out": m.get("n"), "steps": m.get("step"), "train_seconds": m.get("train_seconds"),
+                             "n_params": m.get("n_params"), "listen": m.get("listen", {})})
+            got, hgot = probe_and_listen(rec, speaker, cfg, data, out, mesh=mesh, pool=pool, measured=measured)
+            base = {"model": rec["model"], "regime": rec["regime"]}
+            probe_recs += [{**base, "speakers": "synthetic", **r} for r in got["probe"]]
+            ref_recs += [{**base, "speakers": "synthetic", **r} for r in got["reference"]]
+            if hgot is not None:
+                human_probe += [{**base, "speakers": "human", **r} for r in hgot["probe"]]
+                human_ref += [{**base, "speakers": "human", **r} for r in hgot["reference"]]
+            probe_info[tag] = {**got["probe_training"], "listen_seconds": got.get("listen_seconds")}
+            mel_examples[tag] = got["mel_examples"]
     import jax
 
     human = judge_on_human(cfg, data, speaker["path"])  # percent, like every EER in the records
