@@ -10,6 +10,7 @@ returns NaN for it and names the reason, so a caller reports how many items it e
 from __future__ import annotations
 
 import contextlib
+import warnings
 from typing import NamedTuple
 
 import numpy as np
@@ -88,17 +89,26 @@ def wideband_pesq(reference, degraded, fs: int = SAMPLE_RATE, *, pool=None) -> P
 class PendingPesq:
     """The pairs of one :func:`wideband_pesq_async` call being scored; :meth:`result` waits for them."""
 
-    def __init__(self, futures, n: int):
-        self._futures, self._n = futures, n
+    def __init__(self, fs: int, chunks: list, n: int):
+        self._fs, self._chunks, self._n = fs, chunks, n  # chunks: (first row, future or None, ref, deg)
 
     def done(self) -> bool:
-        return all(f.done() for _, f in self._futures)
+        return all(f is None or f.done() for _, f, _, _ in self._chunks)
 
     def result(self) -> PesqResult:
+        from concurrent.futures.process import BrokenProcessPool
+
         scores = np.full(self._n, np.nan)
         failures: dict = {}
-        for start, f in self._futures:
-            s, fail = f.result()
+        for start, f, ref, deg in self._chunks:
+            try:
+                if f is None:
+                    raise BrokenProcessPool("the pool was already broken when these pairs were submitted")
+                s, fail = f.result()
+            except BrokenProcessPool as exc:  # a worker died: the same numbers from this process, said aloud
+                warnings.warn(f"wideband_pesq: the worker processes failed ({exc}); scoring rows {start}-"
+                              f"{start + len(ref) - 1} in this process instead", RuntimeWarning, stacklevel=2)
+                s, fail = _score_rows(self._fs, ref, deg, start)
             scores[start:start + s.size] = s
             failures.update(fail)
         return PesqResult(scores, dict(sorted(failures.items())))
@@ -107,12 +117,22 @@ class PendingPesq:
 def wideband_pesq_async(reference, degraded, pool, fs: int = SAMPLE_RATE) -> PendingPesq:
     """:func:`wideband_pesq` on the worker processes of ``pool`` (:func:`pesq_pool`), returning at
     once: the arguments are checked here (the same errors), the pairs are sent in a few chunks per
-    worker, and ``.result()`` gives the PesqResult, equal to the one-process path's."""
+    worker, and ``.result()`` gives the PesqResult, equal to the one-process path's (if the pool
+    breaks, a worker killed say, the rows it had are scored in this process, with a warning)."""
+    from concurrent.futures.process import BrokenProcessPool
+
     ref, deg = _checked(reference, degraded, fs, "wideband_pesq")
     n = ref.shape[0]
     size = max(1, -(-n // (4 * max(getattr(pool, "_max_workers", 1), 1))))  # ~4 chunks per worker: balanced
-    futures = [(s, pool.submit(_score_rows, fs, ref[s:s + size], deg[s:s + size], s)) for s in range(0, n, size)]
-    return PendingPesq(futures, n)
+    chunks = []
+    for s in range(0, n, size):
+        r, d = ref[s:s + size], deg[s:s + size]
+        try:
+            f = pool.submit(_score_rows, fs, r, d, s)
+        except BrokenProcessPool:
+            f = None
+        chunks.append((s, f, r, d))
+    return PendingPesq(fs, chunks, n)
 
 
 @contextlib.contextmanager
