@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from functools import partial
+from functools import lru_cache, partial
 
 import jax
 import jax.numpy as jnp
@@ -182,10 +182,19 @@ def mel_to_linear(mel, fb, *, method: str = "pinv", n_iter: int = 200, rcond: fl
     if fb.ndim != 2 or fb.shape[1] != mel.shape[-1]:
         raise ValueError(f"The 'fb' parameter of {fn} must have shape (n_freqs, {mel.shape[-1]}) to match "
                          f"mel's {mel.shape[-1]} bands; got {fb.shape}.")
-    pinv = np.linalg.pinv(fb, rcond=rcond)  # (n_mels, n_freqs)
-    lip = float(np.linalg.norm(fb, 2) ** 2)
+    pinv, lip = _pinv_and_lipschitz(fb.tobytes(), fb.shape, float(rcond))
     dt = mel.dtype
     return _mel_to_linear(mel, jnp.asarray(fb, dt), jnp.asarray(pinv, dt), lip, method, n_iter)
+
+
+@lru_cache(maxsize=8)
+def _pinv_and_lipschitz(fb_bytes: bytes, shape: tuple, rcond: float) -> tuple[np.ndarray, float]:
+    """The filterbank's pseudo-inverse (n_mels, n_freqs) and squared spectral norm, computed once
+    per filterbank (two SVDs: a listening stage inverts every layer's mels with the same bank)."""
+    fb = np.frombuffer(fb_bytes, np.float64).reshape(shape)
+    pinv = np.linalg.pinv(fb, rcond=rcond)
+    pinv.flags.writeable = False
+    return pinv, float(np.linalg.norm(fb, 2) ** 2)
 
 
 @partial(jax.jit, static_argnums=(3, 4, 5))

@@ -181,6 +181,26 @@ def test_mel_to_linear_nnls_matches_scipy(x64):
         mel_to_linear(mel, fb[:, :20])
 
 
+def test_mel_to_linear_inverts_each_filterbank_once():
+    """The pseudo-inverse (and the NNLS step's Lipschitz constant) is computed once per filterbank
+    and rcond, and is numpy's pinv exactly: a listening stage inverts every layer with one bank."""
+    from jaxprobe.audio.mel import _pinv_and_lipschitz
+
+    cfg = MelConfig(n_fft=256, win_length=256, n_mels=24)
+    fb = cfg.filterbank()
+    mel = np.random.default_rng(0).random((2, 5, 24)).astype(np.float32)
+    _pinv_and_lipschitz.cache_clear()
+    a = np.asarray(mel_to_linear(mel, fb))
+    b = np.asarray(mel_to_linear(mel, fb.copy()))  # an equal bank, another array: the same entry
+    c = np.asarray(mel_to_linear(mel, fb, rcond=1e-3))  # another cut-off: its own entry
+    info = _pinv_and_lipschitz.cache_info()
+    assert (info.hits, info.misses) == (1, 2)
+    np.testing.assert_array_equal(a, b)
+    pinv, lip = _pinv_and_lipschitz(fb.tobytes(), fb.shape, 1e-5)
+    np.testing.assert_array_equal(pinv, np.linalg.pinv(fb, rcond=1e-5))
+    assert lip == float(np.linalg.norm(fb, 2) ** 2) and c.shape == a.shape
+
+
 def test_mel_to_waveform_roundtrip_and_stoi():
     cfg = MelConfig()
     x = _chirp(16000, batch=2).astype(np.float32)
