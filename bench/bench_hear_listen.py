@@ -15,8 +15,10 @@ parts (what ``jaxprobe hear`` runs after the probes), twice:
 The order alternates per round (before first in odd rounds), so a machine shared with other jobs
 slows both alike; the ratio is the median of per-round ratios. Every round checks the two paths'
 outputs are equal: the records (exact), and the per-item STOI, PESQ and embeddings (exact: the same
-computations on the same inputs). Load averages are recorded at start and end: the pool's gain
-needs idle cores (W defaults to what the study picks, ``auto_workers``, at the bench's start).
+computations on the same inputs). CPU seconds (this process and the pool's, once shut
+down) are recorded next to wall time: the CPU ratio is the work saved, which a loaded machine sees;
+the wall ratio adds the pool's parallelism, which needs idle cores. Load averages are recorded at
+start and end (W defaults to what the study picks, ``auto_workers``, at the bench's start).
 Writes bench/results/hear_listen.json.
 
     python bench/bench_hear_listen.py [--rounds 1] [--workers 0] [--size tiny|demo] [--cache DIR]
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import sys
@@ -52,6 +55,12 @@ TINY = {  # the test suite's end-to-end configuration (tests/jaxprobe/test_hear.
 DEMO_SIZED = {**TINY, "data": {**TINY["data"], "window_seconds": 2.0, "eval_per_speaker": 6, "human_per_speaker": 6},
               "conditions": {"snrs": [20.0, 10.0, 0.0], "noises": ["babble", "pink"]},
               "listen": {**TINY["listen"], "griffin_lim_iters": 32, "n_boot": 200}}
+
+
+def _cpu() -> float:
+    """CPU seconds of this process and its finished children (the pool's, once shut down)."""
+    a, b = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime
 
 
 def _loadavg() -> list[float]:
@@ -124,9 +133,10 @@ def main(argv=None) -> int:
     rounds, compared = [], 0
     for r in range(args.rounds):
         work = Path(tempfile.mkdtemp(prefix="bench-hear-listen-"))
-        times, outs = {}, {}
+        times, cpu, outs = {}, {}, {}
         for name in (("before", "after") if r % 2 == 0 else ("after", "before")):
             d = work / name
+            c0 = _cpu()
             if name == "before":
                 times[name], outs[name] = _listen_all(cfg, data, speaker_path, recs, d, pool=None, measured=None)
             else:
@@ -134,21 +144,26 @@ def main(argv=None) -> int:
                     t0 = time.perf_counter()
                     _, outs[name] = _listen_all(cfg, data, speaker_path, recs, d, pool=pool, measured={})
                     times[name] = time.perf_counter() - t0
-            print(f"round {r + 1}: {name}: {times[name]:.1f} s (load {_loadavg()[0]:.2f})", flush=True)
+            cpu[name] = _cpu() - c0
+            print(f"round {r + 1}: {name}: {times[name]:.1f} s wall, {cpu[name]:.1f} s CPU (load {_loadavg()[0]:.2f})",
+                  flush=True)
         compared += _check_equal(work / "before", work / "after", outs["before"], outs["after"])
         shutil.rmtree(work)
         rounds.append({**{k: round(v, 2) for k, v in times.items()}, "ratio": round(times["before"] / times["after"], 3),
+                       **{f"{k}_cpu_s": round(v, 2) for k, v in cpu.items()},
+                       "cpu_ratio": round(cpu["before"] / cpu["after"], 3),
                        "load_after_round": _loadavg()})
     ratio = statistics.median(x["ratio"] for x in rounds)
     print(f"listening stage: before {statistics.median(x['before'] for x in rounds):.1f} s, after "
-          f"{statistics.median(x['after'] for x in rounds):.1f} s: {ratio:.2f}x (median of {len(rounds)} round(s)); "
+          f"{statistics.median(x['after'] for x in rounds):.1f} s: {ratio:.2f}x wall, "
+          f"{statistics.median(x['cpu_ratio'] for x in rounds):.2f}x CPU (median of {len(rounds)} round(s)); "
           f"outputs equal ({compared} per-item arrays compared)")
     write_results("hear_listen" if args.size == "tiny" else "hear_listen_demo_sized", {
         "what": "the hear study's listening stage (4 recognisers, synthetic + human parts): before = listen(pool=None, "
                 "measured=None), after = listen(pool=pesq_pool(workers), measured={}); equal outputs checked",
         "size": args.size, "items_per_listen_call": n_items, "pesq_workers": workers,
         "workers_argument": args.workers, "cpus_usable": len(os.sched_getaffinity(0)),
-        "rounds": rounds, "ratio_median": ratio, "per_item_arrays_compared_equal": compared,
+        "rounds": rounds, "ratio_median": ratio, "cpu_ratio_median": statistics.median(x["cpu_ratio"] for x in rounds), "per_item_arrays_compared_equal": compared,
         "load_average_start": load_start, "load_average_before_timing": load_timed, "load_average_end": _loadavg(),
     })
     return 0
