@@ -19,7 +19,7 @@ computations on the same inputs). CPU seconds (this process and the pool's, once
 down) are recorded next to wall time: the CPU ratio is the work saved, which a loaded machine sees;
 the wall ratio adds the pool's parallelism, which needs idle cores. Load averages are recorded at
 start and end (W defaults to what the study picks, ``auto_workers``, at the bench's start).
-Writes bench/results/hear_listen.json.
+Writes bench/results/hear_listen.json (``--workers W``: hear_listen_wW.json).
 
     python bench/bench_hear_listen.py [--rounds 1] [--workers 0] [--size tiny|demo] [--cache DIR]
 """
@@ -158,7 +158,8 @@ def main(argv=None) -> int:
           f"{statistics.median(x['after'] for x in rounds):.1f} s: {ratio:.2f}x wall, "
           f"{statistics.median(x['cpu_ratio'] for x in rounds):.2f}x CPU (median of {len(rounds)} round(s)); "
           f"outputs equal ({compared} per-item arrays compared)")
-    write_results("hear_listen" if args.size == "tiny" else "hear_listen_demo_sized", {
+    name = ("hear_listen" if args.size == "tiny" else "hear_listen_demo_sized") + (f"_w{args.workers}" if args.workers else "")
+    write_results(name, {
         "what": "the hear study's listening stage (4 recognisers, synthetic + human parts): before = listen(pool=None, "
                 "measured=None), after = listen(pool=pesq_pool(workers), measured={}); equal outputs checked",
         "size": args.size, "items_per_listen_call": n_items, "pesq_workers": workers,
