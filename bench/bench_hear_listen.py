@@ -40,18 +40,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench._common import write_results  # noqa: E402
+from tests.jaxprobe.test_hear import TINY as _TEST_TINY  # noqa: E402
 
-TINY = {  # the test suite's end-to-end configuration (tests/jaxprobe/test_hear.py)
-    "name": "hear-bench",
-    "data": {"corpus_size": "small", "window_seconds": 1.5, "probe_train_utterances": 30,
-             "probe_valid_utterances": 4, "eval_per_speaker": 3, "asr_held_out": 4, "human_per_speaker": 2},
-    "conditions": {"snrs": [10.0, 0.0], "noises": ["babble", "pink"]},
-    "asr": {"hidden": 16, "channels": [4, 4, 4, 4], "batch_size": 4, "max_steps": 4, "workers": 1},
-    "speaker": {"steps": 8, "batch_size": 8},
-    "probe": {"steps": 20, "eval_every": 10, "batch_blocks": 16},
-    "listen": {"griffin_lim_iters": 4, "n_boot": 50, "wav_examples": 1},
-    "report": {"formats": ["png"]},
-}
+# The test suite's end-to-end configuration, from its one definition; the bench sets PESQ's
+# processes itself (--workers), so the test's pool setting is dropped.
+TINY = {**_TEST_TINY, "name": "hear-bench",
+        "listen": {k: v for k, v in _TEST_TINY["listen"].items() if k != "workers"}}
 DEMO_SIZED = {**TINY, "data": {**TINY["data"], "window_seconds": 2.0, "eval_per_speaker": 6, "human_per_speaker": 6},
               "conditions": {"snrs": [20.0, 10.0, 0.0], "noises": ["babble", "pink"]},
               "listen": {**TINY["listen"], "griffin_lim_iters": 32, "n_boot": 200}}

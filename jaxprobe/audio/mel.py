@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprobe._validate import as_float_array, check_choice, check_int, check_positive
+from jaxprobe._validate import as_float_array, check_choice, check_finite, check_int, check_positive
 from jaxprobe.audio._stft import stft
 
 
@@ -178,7 +178,9 @@ def mel_to_linear(mel, fb, *, method: str = "pinv", n_iter: int = 200, rcond: fl
     n_iter = check_int(n_iter, "n_iter", fn=fn, low=1)
     check_positive(rcond, "rcond", fn=fn)
     mel = as_float_array(mel, "mel", fn=fn, min_ndim=2)
+    check_finite(mel, "mel", fn=fn)
     fb = np.asarray(fb, dtype=np.float64)
+    check_finite(fb, "fb", fn=fn)
     if fb.ndim != 2 or fb.shape[1] != mel.shape[-1]:
         raise ValueError(f"The 'fb' parameter of {fn} must have shape (n_freqs, {mel.shape[-1]}) to match "
                          f"mel's {mel.shape[-1]} bands; got {fb.shape}.")

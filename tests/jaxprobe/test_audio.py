@@ -179,6 +179,12 @@ def test_mel_to_linear_nnls_matches_scipy(x64):
         assert res <= np.linalg.norm(pinv[t] @ fb - mel[t]) + 1e-12
     with pytest.raises(ValueError, match=r"'fb' parameter of mel_to_linear must have shape \(n_freqs, 24\)"):
         mel_to_linear(mel, fb[:, :20])
+    bad_mel, bad_fb = mel.copy(), fb.copy()
+    bad_mel[1, 2], bad_fb[3, 4] = np.nan, np.inf
+    with pytest.raises(ValueError, match=r"'mel' parameter of mel_to_linear must be finite"):
+        mel_to_linear(bad_mel, fb)
+    with pytest.raises(ValueError, match=r"'fb' parameter of mel_to_linear must be finite"):
+        mel_to_linear(mel, bad_fb)
 
 
 def test_mel_to_linear_inverts_each_filterbank_once():

@@ -86,7 +86,7 @@ def listen(job_result: dict, probes, cfg: dict, data, speaker_path: str, out: Pa
     Either way the numbers are the same computations on the same inputs."""
     import jax.numpy as jnp
 
-    from jaxprobe.audio.pesq import wideband_pesq, wideband_pesq_async
+    from jaxprobe.audio.pesq import PendingPesq, wideband_pesq, wideband_pesq_async
     from jaxprobe.audio._stoi import stoi
     from torch_bridge.dump import Item
     from torch_bridge.hear import item_audio, judge_embeddings, listening_conditions, speaker_embeddings
@@ -147,7 +147,7 @@ def listen(job_result: dict, probes, cfg: dict, data, speaker_path: str, out: Pa
         per_item[f"xemb|{label}"] = xemb
 
         def finish() -> None:
-            res = pq.result() if hasattr(pq, "done") else pq  # a PendingPesq waits; a PesqResult is here
+            res = pq.result() if isinstance(pq, PendingPesq) else pq  # a PendingPesq waits; a PesqResult is here
             per_item[f"pesq|{label}"] = res.scores
             if key is not None:
                 measured[key] = (st, res, emb, xemb)
