@@ -7,8 +7,12 @@ and leaves a caller's matplotlib setup alone."""
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import os
+import threading
 import uuid
+from collections import OrderedDict
+from io import BytesIO
 from pathlib import Path
 
 import matplotlib
@@ -62,12 +66,13 @@ def new_figure(width: float, height: float) -> Figure:
     return fig
 
 
-def _atomic_savefig(fig, path: Path, fmt: str) -> None:
+PAD_INCHES = 0.02  # white margin around the tight box
+
+
+def _atomic_savefig(fig, path: Path, fmt: str, bbox) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        # constrained layout places everything; the tight box only guards against clipping
-        # where fixed-aspect panels overflow the requested height
-        fig.savefig(tmp, format=fmt, dpi=DPI, bbox_inches="tight", pad_inches=0.02)
+        fig.savefig(tmp, format=fmt, dpi=DPI, bbox_inches=bbox, pad_inches=PAD_INCHES)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -75,9 +80,98 @@ def _atomic_savefig(fig, path: Path, fmt: str) -> None:
         raise
 
 
+@contextlib.contextmanager
+def _tight_box(fig):
+    """Record the tight box a ``bbox_inches="tight"`` save measures (``box[0]``, unpadded, in
+    inches), by watching the figure's own ``get_tightbbox`` for the length of the save. ``box``
+    stays empty unless the save asked exactly once (another matplotlib might measure otherwise;
+    the caller then measures again)."""
+    seen = []
+    measure = fig.get_tightbbox
+
+    def watched(*args, **kwargs):
+        bbox = measure(*args, **kwargs)
+        seen.append(bbox)
+        return bbox
+
+    box = []
+    own = fig.__dict__.get("get_tightbbox")
+    fig.get_tightbbox = watched
+    try:
+        yield box
+    finally:
+        if own is None:
+            del fig.get_tightbbox  # the class's method again
+        else:
+            fig.get_tightbbox = own
+    if len(seen) == 1:
+        box.append(seen[0].frozen())
+
+
+# --- PDF font subsets: each (font file, glyph set) subset once per process -------------------
+# Writing a PDF with TrueType (Type 42) fonts subsets every font to the glyphs the figure uses
+# (fontTools, ~0.1-0.2 s a font and figure); the report's figures share a few glyph sets, so the
+# subset is kept, by font file and glyph set, and reused. The wrapper serves our own saves only
+# (`_reuse_subsets` turns it on), so anyone else's PDFs in the process are untouched.
+_SUBSETS: OrderedDict = OrderedDict()
+_SUBSETS_MAX = 64
+_SUBSET_LOCK = threading.Lock()
+_reusing = contextvars.ContextVar("jaxprobe_reuse_font_subsets", default=False)
+
+
+def _install_subset_reuse() -> bool:
+    """Wrap matplotlib's font subsetter (once per process); False where this matplotlib has none."""
+    try:
+        from fontTools.ttLib import TTFont
+        from matplotlib.backends import _backend_pdf_ps as pdf_ps
+
+        subset_fn, results_cls, as_file = pdf_ps.get_glyphs_subset, pdf_ps.SubsetResults, pdf_ps.font_as_file
+    except (ImportError, AttributeError):
+        return False
+    if getattr(subset_fn, "_jaxprobe_reuse", False):
+        return True
+
+    def get_glyphs_subset(fontfile, glyphs):
+        if not _reusing.get():
+            return subset_fn(fontfile, glyphs)
+        glyphs = frozenset(glyphs)
+        key = (os.fspath(fontfile), getattr(fontfile, "face_index", 0), glyphs)
+        with _SUBSET_LOCK:
+            hit = _SUBSETS.get(key)
+            if hit is not None:
+                _SUBSETS.move_to_end(key)
+        if hit is None:
+            with subset_fn(fontfile, set(glyphs)) as res:
+                hit = (as_file(res.font).getvalue(), dict(res.glyph_index_map))
+            with _SUBSET_LOCK:
+                _SUBSETS[key] = hit
+                while len(_SUBSETS) > _SUBSETS_MAX:
+                    _SUBSETS.popitem(last=False)
+        data, index_map = hit
+        return results_cls(TTFont(BytesIO(data)), dict(index_map))._as_cm()
+
+    get_glyphs_subset._jaxprobe_reuse = True
+    get_glyphs_subset.__wrapped__ = subset_fn
+    pdf_ps.get_glyphs_subset = get_glyphs_subset
+    return True
+
+
+@contextlib.contextmanager
+def _reuse_subsets():
+    token = _reusing.set(_install_subset_reuse())
+    try:
+        yield
+    finally:
+        _reusing.reset(token)
+
+
 def save(fig, out_dir, stem: str, formats=("png", "pdf")) -> tuple[Path, Path | None]:
     """Write ``stem.png`` (always) and ``stem.pdf`` (if in ``formats``) into ``out_dir``
-    atomically (temp name, then ``os.replace``)."""
+    atomically (temp name, then ``os.replace``).
+
+    The PNG save solves the constrained layout and measures the tight box; the PDF is then
+    drawn once with that layout into that box (no second solve, no second measuring draw), so
+    the two files show the same layout."""
     formats = tuple(formats)
     if "png" not in formats or not set(formats) <= {"png", "pdf"}:
         raise ValueError(f"The 'formats' parameter must be a subset of ('png', 'pdf') that includes 'png' "
@@ -85,9 +179,14 @@ def save(fig, out_dir, stem: str, formats=("png", "pdf")) -> tuple[Path, Path | 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     png, pdf = out / f"{stem}.png", out / f"{stem}.pdf"
-    _atomic_savefig(fig, png, "png")
+    # constrained layout places everything; the tight box only guards against clipping
+    # where fixed-aspect panels overflow the requested height
+    with _tight_box(fig) as box:
+        _atomic_savefig(fig, png, "png", "tight")
     if "pdf" not in formats:
         return png, None
-    fig.set_layout_engine("none")  # keep the solved layout: the PDF matches the PNG, no second solve
-    _atomic_savefig(fig, pdf, "pdf")
+    with matplotlib.rc_context({"figure.autolayout": False, "figure.constrained_layout.use": False}):
+        fig.set_layout_engine(None if box else "none")  # keep the solved layout: no second solve
+    with _reuse_subsets():
+        _atomic_savefig(fig, pdf, "pdf", box[0].padded(PAD_INCHES) if box else "tight")
     return png, pdf
