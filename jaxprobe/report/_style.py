@@ -7,16 +7,14 @@ and leaves a caller's matplotlib setup alone."""
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import os
-import threading
 import uuid
-from collections import OrderedDict
-from io import BytesIO
 from pathlib import Path
 
 import matplotlib
 from matplotlib.figure import Figure
+
+from jaxprobe.report._pdf_fonts import reuse_font_subsets
 
 COLUMN_WIDTH = 3.4  # in, one column of a two-column paper
 PAGE_WIDTH = 7.0    # in, both columns
@@ -108,63 +106,6 @@ def _tight_box(fig):
         box.append(seen[0].frozen())
 
 
-# --- PDF font subsets: each (font file, glyph set) subset once per process -------------------
-# Writing a PDF with TrueType (Type 42) fonts subsets every font to the glyphs the figure uses
-# (fontTools, ~0.1-0.2 s a font and figure); the report's figures share a few glyph sets, so the
-# subset is kept, by font file and glyph set, and reused. The wrapper serves our own saves only
-# (`_reuse_subsets` turns it on), so anyone else's PDFs in the process are untouched.
-_SUBSETS: OrderedDict = OrderedDict()
-_SUBSETS_MAX = 64
-_SUBSET_LOCK = threading.Lock()
-_reusing = contextvars.ContextVar("jaxprobe_reuse_font_subsets", default=False)
-
-
-def _install_subset_reuse() -> bool:
-    """Wrap matplotlib's font subsetter (once per process); False where this matplotlib has none."""
-    try:
-        from fontTools.ttLib import TTFont
-        from matplotlib.backends import _backend_pdf_ps as pdf_ps
-
-        subset_fn, results_cls, as_file = pdf_ps.get_glyphs_subset, pdf_ps.SubsetResults, pdf_ps.font_as_file
-    except (ImportError, AttributeError):
-        return False
-    if getattr(subset_fn, "_jaxprobe_reuse", False):
-        return True
-
-    def get_glyphs_subset(fontfile, glyphs):
-        if not _reusing.get():
-            return subset_fn(fontfile, glyphs)
-        glyphs = frozenset(glyphs)
-        key = (os.fspath(fontfile), getattr(fontfile, "face_index", 0), glyphs)
-        with _SUBSET_LOCK:
-            hit = _SUBSETS.get(key)
-            if hit is not None:
-                _SUBSETS.move_to_end(key)
-        if hit is None:
-            with subset_fn(fontfile, set(glyphs)) as res:
-                hit = (as_file(res.font).getvalue(), dict(res.glyph_index_map))
-            with _SUBSET_LOCK:
-                _SUBSETS[key] = hit
-                while len(_SUBSETS) > _SUBSETS_MAX:
-                    _SUBSETS.popitem(last=False)
-        data, index_map = hit
-        return results_cls(TTFont(BytesIO(data)), dict(index_map))._as_cm()
-
-    get_glyphs_subset._jaxprobe_reuse = True
-    get_glyphs_subset.__wrapped__ = subset_fn
-    pdf_ps.get_glyphs_subset = get_glyphs_subset
-    return True
-
-
-@contextlib.contextmanager
-def _reuse_subsets():
-    token = _reusing.set(_install_subset_reuse())
-    try:
-        yield
-    finally:
-        _reusing.reset(token)
-
-
 def save(fig, out_dir, stem: str, formats=("png", "pdf")) -> tuple[Path, Path | None]:
     """Write ``stem.png`` (always) and ``stem.pdf`` (if in ``formats``) into ``out_dir``
     atomically (temp name, then ``os.replace``).
@@ -187,6 +128,6 @@ def save(fig, out_dir, stem: str, formats=("png", "pdf")) -> tuple[Path, Path | 
         return png, None
     with matplotlib.rc_context({"figure.autolayout": False, "figure.constrained_layout.use": False}):
         fig.set_layout_engine(None if box else "none")  # keep the solved layout: no second solve
-    with _reuse_subsets():
+    with reuse_font_subsets():
         _atomic_savefig(fig, pdf, "pdf", box[0].padded(PAD_INCHES) if box else "tight")
     return png, pdf

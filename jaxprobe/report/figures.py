@@ -390,7 +390,7 @@ def _inter_snrs(results) -> tuple:
 
 
 _CACHE_INDEX = ".figure_cache.json"
-_SOURCES = ("figures.py", "_style.py", "_results.py", "axis.py", "quality_figures.py")
+_SOURCES = ("figures.py", "_style.py", "_pdf_fonts.py", "_results.py", "axis.py", "quality_figures.py")
 
 
 def _figure_inputs_key(results, formats) -> str:
