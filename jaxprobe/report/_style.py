@@ -70,7 +70,7 @@ PAD_INCHES = 0.02  # white margin around the tight box
 def _atomic_savefig(fig, path: Path, fmt: str, bbox) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        fig.savefig(tmp, format=fmt, dpi=DPI, bbox_inches=bbox, pad_inches=PAD_INCHES)
+        fig.savefig(tmp, format=fmt, dpi=DPI, bbox_inches=bbox)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -78,41 +78,38 @@ def _atomic_savefig(fig, path: Path, fmt: str, bbox) -> None:
         raise
 
 
-@contextlib.contextmanager
-def _tight_box(fig):
-    """Record the tight box a ``bbox_inches="tight"`` save measures (``box[0]``, unpadded, in
-    inches), by watching the figure's own ``get_tightbbox`` for the length of the save. ``box``
-    stays empty unless the save asked exactly once (another matplotlib might measure otherwise;
-    the caller then measures again)."""
-    seen = []
-    measure = fig.get_tightbbox
+def _solve_layout(fig):
+    """Solve the figure's layout as a 200 dpi PNG save would, and return its tight box (inches,
+    padded); the layout engine is then switched off, so every save draws this layout.
 
-    def watched(*args, **kwargs):
-        bbox = measure(*args, **kwargs)
-        seen.append(bbox)
-        return bbox
+    ``savefig(bbox_inches="tight")`` does the same with a whole extra draw first (every artist
+    drawn into a renderer that discards it) and does it again for every format; here the layout
+    is solved once and the box measured once, on the same Agg renderer, so the PNG comes out
+    byte for byte as ``savefig`` makes it and the PDF shares its layout and box."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-    box = []
-    own = fig.__dict__.get("get_tightbbox")
-    fig.get_tightbbox = watched
+    canvas = FigureCanvasAgg(fig)  # the canvas a PNG save draws on
+    dpi = fig.dpi
+    fig.dpi = DPI
     try:
-        yield box
+        renderer = canvas.get_renderer()
+        engine = fig.get_layout_engine()
+        if engine is not None:
+            engine.execute(fig)
+        box = fig.get_tightbbox(renderer).padded(PAD_INCHES)
     finally:
-        if own is None:
-            del fig.get_tightbbox  # the class's method again
-        else:
-            fig.get_tightbbox = own
-    if len(seen) == 1:
-        box.append(seen[0].frozen())
+        fig.dpi = dpi
+    with matplotlib.rc_context({"figure.autolayout": False, "figure.constrained_layout.use": False}):
+        fig.set_layout_engine(None)  # keep the solved layout: no second solve
+    return box
 
 
 def save(fig, out_dir, stem: str, formats=("png", "pdf")) -> tuple[Path, Path | None]:
     """Write ``stem.png`` (always) and ``stem.pdf`` (if in ``formats``) into ``out_dir``
     atomically (temp name, then ``os.replace``).
 
-    The PNG save solves the constrained layout and measures the tight box; the PDF is then
-    drawn once with that layout into that box (no second solve, no second measuring draw), so
-    the two files show the same layout."""
+    The layout is solved and the tight box measured once (:func:`_solve_layout`); each file is
+    then one draw of that layout into that box, so the PNG and the PDF show the same layout."""
     formats = tuple(formats)
     if "png" not in formats or not set(formats) <= {"png", "pdf"}:
         raise ValueError(f"The 'formats' parameter must be a subset of ('png', 'pdf') that includes 'png' "
@@ -122,12 +119,10 @@ def save(fig, out_dir, stem: str, formats=("png", "pdf")) -> tuple[Path, Path | 
     png, pdf = out / f"{stem}.png", out / f"{stem}.pdf"
     # constrained layout places everything; the tight box only guards against clipping
     # where fixed-aspect panels overflow the requested height
-    with _tight_box(fig) as box:
-        _atomic_savefig(fig, png, "png", "tight")
+    box = _solve_layout(fig)
+    _atomic_savefig(fig, png, "png", box)
     if "pdf" not in formats:
         return png, None
-    with matplotlib.rc_context({"figure.autolayout": False, "figure.constrained_layout.use": False}):
-        fig.set_layout_engine(None if box else "none")  # keep the solved layout: no second solve
     with reuse_font_subsets():
-        _atomic_savefig(fig, pdf, "pdf", box[0].padded(PAD_INCHES) if box else "tight")
+        _atomic_savefig(fig, pdf, "pdf", box)
     return png, pdf
