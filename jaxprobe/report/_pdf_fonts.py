@@ -12,7 +12,7 @@ report's own saves only (the wrapper passes every other call to matplotlib uncha
   GPOS, GDEF, BASE, JSTF, MATH) and ``kern``. In a PDF, glyphs are placed by the content
   stream: matplotlib shapes and kerns the text itself from the full font when it draws, and
   reads only the subset's glyph widths back. Outlines, metrics, hinting, ``cmap``, ``name``
-  and ``post`` are kept; ``tests/jaxprobe/test_report_speed.py`` checks the embedded outlines
+  and ``post`` are kept; ``tests/jaxprobe/test_report_save.py`` checks the embedded outlines
   and widths against the font file.
 
 Should matplotlib's private subsetting entry point (``_backend_pdf_ps.get_glyphs_subset``,
