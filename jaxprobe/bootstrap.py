@@ -258,6 +258,27 @@ def bootstrap_cka(
 
 
 # ----------------------------------------------------------------------------- means
+# The arithmetic around the weighted means is two jitted programs per shape (not ~25 eager
+# operations, each compiled on first use).
+
+@jax.jit
+def _scaled_items(v):
+    """v (..., n) -> the (n, k) items, every statistic scaled by a power of two (exact) so that
+    its values are below 1 in magnitude (the count-weighted sums cannot overflow, values near
+    1e37 in float32), and the scales (k,)."""
+    rows = v.reshape(-1, v.shape[-1])
+    scale = jax.vmap(_gram.pow2_scale)(rows)  # (k,)
+    return rows.T * scale[None, :], scale
+
+
+@partial(jax.jit, static_argnames=("shape",))
+def _unscaled_means(flat, C, scale, shape):
+    """Replicate means (B, *shape) of the scaled items under the count rows C (B, n), and the
+    estimate (*shape), scaled back."""
+    reps = _resample.bootstrap_weighted_means(flat, C) / scale[None, :]
+    estimate = jnp.mean(flat, axis=0) / scale
+    return reps.reshape((C.shape[0],) + shape), estimate.reshape(shape)
+
 
 def bootstrap_mean(
     values,
@@ -295,16 +316,12 @@ def bootstrap_mean(
     if n < 2:
         raise ValueError(f"The 'values' parameter of {fn} needs at least 2 items on the last axis; got {n}.")
     design = Design(n, groups, hierarchical, fn)
-    # Each statistic is scaled by a power of two (exact) so that its values are below 1 in
-    # magnitude: the count-weighted sums cannot overflow (values near 1e37 in float32).
-    scale = jax.vmap(_gram.pow2_scale)(v.reshape(-1, n))  # (k,)
-    flat = v.reshape(-1, n).T * scale[None, :]  # (n, k)
+    flat, scale = _scaled_items(v)
     if mesh is None:
-        reps = _resample.bootstrap_weighted_means(flat, design.counts(key, n_boot))
+        C = design.counts(key, n_boot)
     else:
-        reps = sharded_weighted_means(flat, design, key, n_boot, mesh=mesh)
-    reps = (reps / scale[None, :]).reshape((n_boot,) + v.shape[:-1])
-    estimate = (jnp.mean(flat, axis=0) / scale).reshape(v.shape[:-1])
+        C = jnp.asarray(sharded_counts(design, key, n_boot, mesh=mesh))
+    reps, estimate = _unscaled_means(flat, C, scale, v.shape[:-1])
     jack = None
     if method == "bca":
         J = jnp.asarray(design.jackknife())

@@ -26,7 +26,7 @@ from jaxprobe._validate import as_float_array, check_finite, check_not_constant
 from jaxprobe.bootstrap import bootstrap_mean, n_distinct_resamples
 from jaxprobe import _cka_items
 from jaxprobe._cka import needs_rescue, cka
-from jaxprobe.stats import linregress_fields, percentile_interval, rankdata
+from jaxprobe.stats import linregress_fields, percentile_interval
 
 PROTOCOLS = ("utterance", "centroid")
 ESTIMATORS = ("biased", "debiased")
@@ -98,8 +98,13 @@ def _local_devices(mesh):
     return [d for d in mesh.devices.flat if d.process_index == jax.process_index()]
 
 
-def per_item_cka_all(noisy, clean, *, estimators=ESTIMATORS, orientation="channels", mesh=None):
+def per_item_cka_all(noisy, clean, *, estimators=ESTIMATORS, orientation="channels", mesh=None, bucket=None):
     """:func:`per_item_cka` for several estimators in one pass over the activations.
+
+    ``bucket``: optional (N, D), the item shape (samples, features after ``orientation``)
+    to zero-pad the items to, so that layers of different shapes share one compiled program
+    (``jaxprobe._cka_items.item_buckets``); padded samples are masked, padded features are
+    zero: the same values to float32 rounding.
 
     Returns
     -------
@@ -128,6 +133,13 @@ def per_item_cka_all(noisy, clean, *, estimators=ESTIMATORS, orientation="channe
         return {e: per_item_cka(noisy, clean, debiased=e == "debiased", orientation=orientation) for e in estimators}
     K, S, U = X.shape[:3]
     M = K * S
+    n_valid, X0, Y0 = None, X, Y
+    if bucket is not None:  # orient here, pad the samples and features: one program per bucket
+        if orientation != "channels":
+            X, Y = (a.swapaxes(-1, -2) for a in (X, Y))
+            orientation = "channels"
+        n_valid = np.int32(X.shape[-2])
+        X, Y = (_cka_items.pad_items(a, *bucket) for a in (X, Y))
     cells = _cka_items.cells_for(X.shape[2:], X.dtype, M, cell_bytes=_CELL_BYTES)
     if mesh is not None:
         from jaxprobe.distributed import as_mesh
@@ -142,8 +154,8 @@ def per_item_cka_all(noisy, clean, *, estimators=ESTIMATORS, orientation="channe
         # One device: the whole (K, S, U, C, F) array is the loop's input, read in place
         # (jaxprobe._cka_items.item_cka: no padded, reshaped or sliced copy).
         if len(devices) == 1 and devices[0] is None:
-            o, rx, ry = _cka_items.item_cka(_as_device(X), Yd[None], debiased_flags=flags, orientation=orientation,
-                                            cells=cells, scaled=scaled)
+            o, rx, ry = _cka_items.item_cka(_as_device(X), Yd[None], n_valid, debiased_flags=flags,
+                                            orientation=orientation, cells=cells, scaled=scaled)
             return np.asarray(o), np.asarray(rx), np.asarray(ry)
         flat = X.reshape((M,) + X.shape[2:])
         outs, rxs, ry = [], [], None
@@ -155,8 +167,8 @@ def per_item_cka_all(noisy, clean, *, estimators=ESTIMATORS, orientation="channe
                 x = lib.concatenate([x, lib.broadcast_to(x[:1], (short,) + x.shape[1:])])
             dev = devices[i % len(devices)]
             xd = _as_device(x) if dev is None else jax.device_put(x, dev)
-            o, rx, ry = _cka_items.item_cka(xd, Yd[dev], debiased_flags=flags, orientation=orientation, cells=cells,
-                                            scaled=scaled)
+            o, rx, ry = _cka_items.item_cka(xd, Yd[dev], n_valid, debiased_flags=flags, orientation=orientation,
+                                            cells=cells, scaled=scaled)
             outs.append(o)
             rxs.append(rx)
         out = np.concatenate([np.asarray(o) for o in outs], axis=1)[:, :M].reshape(len(flags), K, S, U)
@@ -166,8 +178,8 @@ def per_item_cka_all(noisy, clean, *, estimators=ESTIMATORS, orientation="channe
     out, rx, ry = run(False)
     if needs_rescue(out, rx, ry, dtype=out.dtype):  # as in jaxprobe.cka: locate and word the problem
         fn = "per_item_cka_all"
-        check_finite(X, "noisy", fn=fn)
-        check_finite(Y, "clean", fn=fn)
+        check_finite(X0, "noisy", fn=fn)
+        check_finite(Y0, "clean", fn=fn)
         out, rx, ry = run(True)
         check_not_constant(rx, "noisy", fn=fn, dtype=out.dtype)
         check_not_constant(ry, "clean", fn=fn, dtype=out.dtype)
@@ -198,9 +210,18 @@ TREND_STATISTICS = {
 }
 
 
+def _small_ranks(a):
+    """``jaxprobe.stats.rankdata`` along a short last axis (the layers): the same tie-averaged
+    ranks, (#smaller + #smaller-or-equal + 1) / 2, from all pairwise comparisons (O(n^2), for
+    n of a few dozen), which compiles in a fraction of the time of the sort and searches."""
+    lt = jnp.sum(a[..., None, :] < a[..., :, None], axis=-1)
+    le = jnp.sum(a[..., None, :] <= a[..., :, None], axis=-1)
+    return ((lt + le + 1) / 2.0).astype(jnp.result_type(a.dtype, jnp.float32))
+
+
 def _masked_spearman(x, y):
     """Spearman rho along the last axis without host-side checks (NaN for a constant input)."""
-    rx, ry = rankdata(x), rankdata(y)
+    rx, ry = _small_ranks(x), _small_ranks(y)
     dx = rx - jnp.mean(rx, axis=-1, keepdims=True)
     dy = ry - jnp.mean(ry, axis=-1, keepdims=True)
     return jnp.sum(dx * dy, axis=-1) / jnp.sqrt(jnp.sum(dx * dx, axis=-1) * jnp.sum(dy * dy, axis=-1))
@@ -277,8 +298,8 @@ def replicate_statistics(snrs, curves, layer_blocks):
     avg = onehot / onehot.sum(0, keepdims=True)
     s0, s_low = int(np.argmin(np.abs(snrs))), int(np.argmin(snrs))
     curves = jnp.asarray(curves)
-    out = _replicate_statistics(jnp.asarray(snrs, curves.dtype), curves, jnp.arange(len(layer_blocks)),
-                                jnp.asarray(avg, curves.dtype), s0, s_low)
+    out = _replicate_statistics(snrs.astype(curves.dtype), curves, np.arange(len(layer_blocks), dtype=np.int32),
+                                avg.astype(curves.dtype), s0, s_low)
     out = {k: np.asarray(v, np.float64) for k, v in out.items()}
     if len(layer_blocks) < 3:
         out.pop("spearman_slope_depth")
@@ -397,20 +418,27 @@ def analyze_cka(noisy, clean, layers, snrs, noises, settings: CkaSettings, *, me
     blocks = {l["name"]: l["block"] for l in layers}
     cka_records, reg_records, trend_records, arrays, replicates = [], [], [], {}, {}
 
-    per_item = {}
-    if "utterance" in settings.protocols:  # every estimator from one pass over each layer
-        for name in _progress(names, "per-item CKA", "layer", log):
-            got = per_item_cka_all(noisy[name], clean[name], estimators=tuple(settings.estimators),
-                                   orientation=settings.orientation, mesh=mesh)
-            for est, v in got.items():
-                per_item.setdefault(est, []).append(np.asarray(v))
-    per_centroid = {}
-    if "centroid" in settings.protocols:  # the per-item program on the (K, S, 1) centroids: small, and on
-        for name in names:                 # one device the same numbers for any mesh
-            got = per_item_cka_all(*centroids_as_items(noisy[name], clean[name]), estimators=tuple(settings.estimators),
-                                   orientation=settings.orientation)
-            for est, v in got.items():
-                per_centroid.setdefault(est, []).append(np.asarray(v)[..., 0])
+    # One compiled per-item program per bucket of layer shapes (jaxprobe._cka_items.item_buckets),
+    # and the (noise, SNR) centroids ride along as one more item of every layer (with their own
+    # clean centroid as reference) instead of a program of their own.
+    utt, cen = "utterance" in settings.protocols, "centroid" in settings.protocols
+    shape = {nm: tuple(noisy[nm].shape[-2:])[::1 if settings.orientation == "channels" else -1] for nm in names}
+    n_items = ((noisy[names[0]].shape[2] if utt else 0) + cen) * (K * S + 1) if names else 0
+    buckets = _cka_items.item_buckets(shape.values(), n_items)
+    per_item, per_centroid = {}, {}
+    for name in _progress(names, "per-item CKA", "layer", log):
+        X, Y = noisy[name], clean[name]
+        if cen:
+            cX, cY = centroids_as_items(X, Y)
+            X, Y = (np.concatenate([np.asarray(a), c], axis=-3) if utt else c for a, c in ((X, cX), (Y, cY)))
+        got = per_item_cka_all(X, Y, estimators=tuple(settings.estimators), orientation=settings.orientation,
+                               mesh=mesh, bucket=buckets[shape[name]])
+        for est, v in got.items():
+            v = np.asarray(v)
+            if utt:
+                per_item.setdefault(est, []).append(v[..., :-1] if cen else v)
+            if cen:
+                per_centroid.setdefault(est, []).append(v[..., -1])
     if log:
         log(f"analysis: bootstrap of {len(settings.estimators) * len(settings.protocols)} protocol/estimator "
             f"combinations x {len(settings.designs)} designs, {settings.n_boot} replicates each")
