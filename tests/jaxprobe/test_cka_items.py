@@ -130,3 +130,90 @@ def test_guarded_values_do_not_depend_on_position(rng):
     c = np.asarray(_cka_items.item_cka(noisy[:, 3:], clean, debiased_flags=(False, True), cells=4)[0])
     np.testing.assert_array_equal(a[:, 1:], b)
     np.testing.assert_array_equal(a[:, :, 3:], c)
+
+
+# ----------------------------------------------------------------------------- padded buckets
+# The sweep pads the items of layers of different shapes to one bucket (one compiled program):
+# zero features leave a linear Gram unchanged, padded samples are masked (item_cka's n_valid).
+
+def test_buckets_merge_small_shapes_and_keep_large_ones_apart():
+    # GTCRN's demo layers, 185 items each: the small Grams share one program, the 129- and
+    # 257-sample layers (whose padding would cost more than a program) keep their own.
+    shapes = [(9, 129)] + [(16, 65)] * 2 + [(16, 33)] * 9 + [(129, 2), (257, 2)]
+    got = _cka_items.item_buckets(shapes, items=185)
+    assert got == {(9, 129): (16, 129), (16, 65): (16, 129), (16, 33): (16, 129), (129, 2): (129, 2),
+                   (257, 2): (257, 2)}
+    # the same shapes at a full sweep's size (18 noises x 41 SNRs x 8 items): padding every
+    # layer would cost more than it saves, so nothing merges that costs much
+    big = _cka_items.item_buckets(shapes, items=18 * 41 * 8)
+    assert big[(16, 33)] == (16, 33) and big[(257, 2)] == (257, 2)
+    assert _cka_items.item_buckets([(16, 33)] * 3, items=10) == {(16, 33): (16, 33)}
+    assert _cka_items.item_buckets(shapes, items=185, budget=0) == {s: s for s in shapes}
+
+
+@pytest.mark.parametrize("debiased", [False, True])
+def test_padded_items_match_float64_reference(x64, rng, debiased):
+    """Odd shapes (n = 9 samples, d = 33 features) padded to (16, 64): the reference values."""
+    clean, noisy = _data(rng, S=2, K=3, U=3, n=9, d=33)
+    want = _ref(clean, noisy, debiased)
+    padded = [jnp.asarray(_cka_items.pad_items(a, 16, 64)) for a in (noisy, clean)]
+    for cells in (1, 4, 6):
+        out, rx, ry = _cka_items.item_cka(*padded, 9, debiased_flags=(debiased,), cells=cells)
+        np.testing.assert_allclose(np.asarray(out[0]), want, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(np.asarray(rx), _ratio(noisy), rtol=1e-10)
+        np.testing.assert_allclose(np.asarray(ry), _ratio(clean), rtol=1e-10)
+
+
+@pytest.mark.parametrize("orientation", ["channels", "bins"])
+def test_bucketed_sweep_path_equals_unpadded(rng, orientation):
+    """per_item_cka_all with a bucket: the unpadded values to float32 rounding, and (rows as
+    samples, the sweep's default) bit-equal when the bucket is the items' own shape (the
+    masked program divides as XLA does)."""
+    clean, noisy = _data(rng, S=3, K=4, U=3, n=9, d=33)
+    clean, noisy = clean.astype(np.float32), noisy.astype(np.float32)
+    want = per_item_cka_all(noisy, clean, orientation=orientation)
+    own = (9, 33) if orientation == "channels" else (33, 9)
+    same = per_item_cka_all(noisy, clean, orientation=orientation, bucket=own)
+    padded = per_item_cka_all(noisy, clean, orientation=orientation, bucket=(48, 130))
+    for est in ("biased", "debiased"):
+        if orientation == "channels":
+            np.testing.assert_array_equal(np.asarray(same[est]), np.asarray(want[est]))
+        np.testing.assert_allclose(np.asarray(same[est]), np.asarray(want[est]), rtol=0, atol=2e-7)
+        np.testing.assert_allclose(np.asarray(padded[est]), np.asarray(want[est]), rtol=0, atol=1e-6)
+
+
+def test_padded_items_keep_the_offset_guard(rng):
+    """Items whose rows share a large offset (recomputed from centred data) stay accurate padded."""
+    clean, noisy = _offset_data(rng, n=9, d=40)
+    for debiased in (False, True):
+        want = _ref(clean, noisy, debiased)
+        padded = [jnp.asarray(_cka_items.pad_items(a.astype(np.float32), 16, 64)) for a in (noisy, clean)]
+        out = np.asarray(_cka_items.item_cka(*padded, 9, debiased_flags=(debiased,), cells=4)[0][0])
+        np.testing.assert_allclose(out, want, rtol=0, atol=3e-6)
+
+
+def test_padded_sweep_path_words_degenerate_input(rng):
+    """Constant, NaN and huge items in a padded call: the same errors (argument and batch index)
+    and the same rescued values as unpadded."""
+    clean, noisy = _data(rng, S=2, K=3, U=4, n=9, d=33)
+    clean, noisy = clean.astype(np.float32), noisy.astype(np.float32)
+    bad = noisy.copy()
+    bad[1, 2, 3] = 7.0
+    with pytest.raises(ValueError, match=r"'noisy' parameter of per_item_cka_all is a constant representation "
+                                         r"at batch index \(1, 2, 3\)"):
+        per_item_cka_all(bad, clean, bucket=(16, 64))
+    c2 = clean.copy()
+    c2[2] = 0.0
+    with pytest.raises(ValueError, match=r"'clean' parameter of per_item_cka_all is a constant representation "
+                                         r"at batch index \(2,\)"):
+        per_item_cka_all(noisy, c2, bucket=(16, 64))
+    nan = noisy.copy()
+    nan[0, 1, 2, 5, 7] = np.nan
+    with pytest.raises(ValueError, match=r"'noisy' parameter of per_item_cka_all must be finite; .* index "
+                                         r"\(0, 1, 2, 5, 7\)"):
+        per_item_cka_all(nan, clean, bucket=(16, 64))
+    huge = noisy * np.float32(1e25)  # Gram products overflow: the scaled (rescue) program
+    got = per_item_cka_all(huge, clean, bucket=(16, 64))
+    want = per_item_cka_all(noisy, clean)
+    for est in ("biased", "debiased"):
+        np.testing.assert_allclose(np.asarray(got[est]), np.asarray(want[est]), rtol=0, atol=2e-6)

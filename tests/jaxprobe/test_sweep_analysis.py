@@ -38,6 +38,28 @@ def test_per_item_and_centroid_cka_match_direct_calls(rng):
     np.testing.assert_allclose(cen[1, 2], jaxprobe.cka(a[1, 2].mean(0), clean["Enc1.0"].mean(0)), rtol=1e-5)
 
 
+def test_analysis_arrays_equal_direct_calls_across_padded_buckets(rng):
+    """analyze_cka pads the layers' items to shared buckets (Latent (12, 8) joins (16, 32)) and
+    computes the centroids as one more item: every per-item and centroid value is the direct
+    unpadded call's to float32 rounding, with either protocol alone too."""
+    from jaxprobe import _cka_items
+
+    layers, noisy, clean, noises = _synthetic(rng)
+    assert _cka_items.item_buckets([SHAPES[l["block"]] for l in layers], 5 * 16)[(12, 8)] == (16, 32)
+    want = {}
+    for l in layers:
+        nm = l["name"]
+        for deb in (False, True):
+            est = "debiased" if deb else "biased"
+            want.setdefault(f"utterance/{est}", []).append(np.asarray(per_item_cka(noisy[nm], clean[nm], debiased=deb)))
+            want.setdefault(f"centroid/{est}", []).append(np.asarray(centroid_cka(noisy[nm], clean[nm], debiased=deb)))
+    for protocols in (("utterance", "centroid"), ("centroid",), ("utterance",)):
+        got = analyze_cka(noisy, clean, layers, SNRS, noises, CkaSettings(n_boot=20, protocols=protocols))["arrays"]
+        assert sorted(got) == sorted(k for k in want if k.split("/")[0] in protocols)
+        for k, v in got.items():
+            np.testing.assert_allclose(v, np.stack(want[k]), rtol=0, atol=1e-6, err_msg=k)
+
+
 def test_tables_regressions_and_determinism(rng):
     layers, noisy, clean, noises = _synthetic(rng)
     s = CkaSettings(n_boot=200)

@@ -134,12 +134,10 @@ def per_item_cka_all(noisy, clean, *, estimators=ESTIMATORS, orientation="channe
     K, S, U = X.shape[:3]
     M = K * S
     n_valid, X0, Y0 = None, X, Y
-    if bucket is not None:  # orient here, pad the samples and features: one program per bucket
-        if orientation != "channels":
-            X, Y = (a.swapaxes(-1, -2) for a in (X, Y))
-            orientation = "channels"
-        n_valid = np.int32(X.shape[-2])
-        X, Y = (_cka_items.pad_items(a, *bucket) for a in (X, Y))
+    if bucket is not None:  # pad the samples and features (as stored): one program per bucket
+        chan = orientation == "channels"
+        n_valid = np.int32(X.shape[-2] if chan else X.shape[-1])
+        X, Y = (_cka_items.pad_items(a, *(bucket if chan else bucket[::-1])) for a in (X, Y))
     cells = _cka_items.cells_for(X.shape[2:], X.dtype, M, cell_bytes=_CELL_BYTES)
     if mesh is not None:
         from jaxprobe.distributed import as_mesh
