@@ -120,8 +120,16 @@ def bootstrap_weighted_means(values, C):
 # ----------------------------------------------------------------------------- count matrices
 # Row b of every count matrix is drawn from fold_in(key, b) alone, so any subset of replicate
 # ids (e.g. one device's share) gives the same rows as the full matrix.
+#
+# These programs are integer arithmetic (the threefry hash, integer draws, scatter-adds) plus,
+# in hier_counts, one float product per draw (uniform * size, floored): no optimisation level
+# can change a bit of them (tests/kernels/test_resample.py checks the rows against a
+# default-level compile). LLVM's default level spends ~1-2 s of CPU
+# compiling each (the unrolled hash rounds) for a program that runs in under a millisecond;
+# level 1 compiles 2-3x faster and runs as fast (bench/bench_demo.py, "CKA bootstrap").
+INTEGER_PROGRAM = {"xla_backend_optimization_level": 1}
 
-@partial(jax.jit, static_argnames=("n",))
+@partial(jax.jit, static_argnames=("n",), compiler_options=INTEGER_PROGRAM)
 def iid_counts(key, ids, n):
     """(len(ids), n) int32 counts: row b draws n of n items with replacement from ``fold_in(key, b)``."""
     def one(b):
@@ -131,7 +139,7 @@ def iid_counts(key, ids, n):
     return jax.vmap(one)(ids)
 
 
-@partial(jax.jit, static_argnames=("n_groups",))
+@partial(jax.jit, static_argnames=("n_groups",), compiler_options=INTEGER_PROGRAM)
 def cluster_counts(key, ids, labels, n_groups):
     """(len(ids), n) int32 counts: row b draws n_groups of the groups with replacement; an item counts as
     often as its group (``labels`` (n,) in [0, n_groups))."""
@@ -143,7 +151,7 @@ def cluster_counts(key, ids, labels, n_groups):
     return jax.vmap(one)(ids)
 
 
-@partial(jax.jit, static_argnames=("n",))
+@partial(jax.jit, static_argnames=("n",), compiler_options=INTEGER_PROGRAM)
 def hier_counts(key, ids, members, sizes, n):
     """(len(ids), n) int32 counts of the two-stage bootstrap: groups with replacement, then inside each
     drawn group as many of its items with replacement (``members`` (G, width) item ids padded, ``sizes`` (G,))."""

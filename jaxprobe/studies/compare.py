@@ -27,6 +27,7 @@ headline one):
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import math
@@ -357,11 +358,24 @@ def _permutations(n: int, n_perm: int, seed: int) -> np.ndarray:
     identity and ``n_perm`` random ones drawn from ``seed``."""
     if n <= EXHAUSTIVE_PERMUTATIONS_UP_TO:
         return np.array(list(itertools.permutations(range(n))), np.int32)
+    rand = np.asarray(_random_permutations()(seed=int(seed), n=n, n_perm=n_perm), np.int32)
+    return np.concatenate([np.arange(n, dtype=np.int32)[None], rand])
+
+
+@functools.cache
+def _random_permutations():
+    """The random orders as one jitted program (key, fold-in, split and shuffles; not four
+    eagerly compiled ones), integer-only and so compiled at the cheap optimisation level
+    (``jaxprobe_kernels.resample.INTEGER_PROGRAM``): the same orders bit for bit."""
     import jax
 
-    keys = jax.random.split(jax.random.fold_in(jax.random.key(seed), 17), n_perm)
-    rand = np.asarray(jax.vmap(lambda k: jax.random.permutation(k, n))(keys), np.int32)
-    return np.concatenate([np.arange(n, dtype=np.int32)[None], rand])
+    from jaxprobe_kernels.resample import INTEGER_PROGRAM
+
+    def draw(*, seed, n, n_perm):  # all static: any int seed, as jax.random.key takes it
+        keys = jax.random.split(jax.random.fold_in(jax.random.key(seed), 17), n_perm)
+        return jax.vmap(lambda k: jax.random.permutation(k, n))(keys)
+
+    return jax.jit(draw, static_argnames=("seed", "n", "n_perm"), compiler_options=INTEGER_PROGRAM)
 
 
 def _null(gx, gy, perms: np.ndarray, chunk: int):

@@ -65,3 +65,30 @@ def test_weighted_means(rng):
     got = resample.bootstrap_weighted_means(v, C)
     for b in range(8):
         np.testing.assert_allclose(got[b], v[ref.counts_to_indices(C[b])].mean(0), rtol=1e-5)
+
+
+def test_count_programs_compiled_at_level_1_give_the_default_level_rows(key):
+    """The count matrices are compiled at LLVM optimisation level 1 (cheap to compile): their
+    rows are bit-equal to the same functions compiled at the default level."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from jaxprobe_kernels import resample as R
+
+    assert R.INTEGER_PROGRAM == {"xla_backend_optimization_level": 1}
+    ids = jnp.arange(300)
+    labels = jnp.asarray(np.repeat(np.arange(5), [3, 4, 2, 5, 4]).astype(np.int32))
+    members = np.zeros((5, 5), np.int32)
+    sizes = np.array([3, 4, 2, 5, 4], np.int32)
+    start = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    for g in range(5):
+        members[g, :sizes[g]] = start[g] + np.arange(sizes[g])
+    cases = [(R.iid_counts, (key, ids), {"n": 18}),
+             (R.cluster_counts, (key, ids, labels), {"n_groups": 5}),
+             (R.hier_counts, (key, ids, jnp.asarray(members), jnp.asarray(sizes)), {"n": 18})]
+    for fn, args, kw in cases:
+        default = jax.jit(fn.__wrapped__, static_argnames=tuple(kw))(*args, **kw)
+        got = fn(*args, **kw)
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(default))
+        assert np.asarray(got).sum(axis=1).min() > 0
