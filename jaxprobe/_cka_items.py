@@ -42,9 +42,10 @@ def orient(a, orientation):
 
 # The sweep's layers share compiled programs: items of layers whose (samples, features) shapes
 # differ are zero-padded to a common bucket when the padding costs at most this much work
-# (multiply-add equivalents, ``item_cost``: about 10 ms of one core). A cold XLA cache spends
-# ~1 s of CPU compiling each distinct per-item program, a warm one ~0.1 s tracing and loading it.
-MERGE_BUDGET = 1 << 28
+# (multiply-add equivalents, ``item_cost``: ~30-45 ms of one core here). A cold XLA cache spends
+# ~1-1.5 s of CPU compiling each distinct per-item program; a warm one still ~0.1 s tracing,
+# lowering and loading it, more than the padding a merge may add.
+MERGE_BUDGET = 1 << 30
 
 
 def item_cost(n, d, items):

@@ -398,6 +398,51 @@ def _null(gx, gy, perms: np.ndarray, chunk: int):
     return np.concatenate(out)
 
 
+def _cross_grams(xs, ys, *, debiased: bool):
+    """``jaxprobe._cka.normed_grams`` of both models' (n, width) layers and their CKA matrix
+    (= ``cka_matrix``'s product), in one compiled program per input count: a sequential map of
+    the one-layer Gram program over the layers (the same per-layer values), the finiteness
+    checks and the product inside it (not a dozen eagerly compiled reshapes, stacks and
+    products). The same errors as ``normed_grams``, naming ``Xs[i]``."""
+    from jaxprobe._validate import check_finite, check_not_constant
+
+    A = np.stack([*xs, *ys])
+    n0 = A.shape[1]
+    if n0 < (4 if debiased else 2):
+        raise ValueError(f"cka_matrix got n = {n0} samples; the {'debiased' if debiased else 'biased'} estimator "
+                         f"needs n >= {4 if debiased else 2}.")
+    g, r, finite, m = _cross_program(A, len(xs), bool(debiased))
+    bad = ~np.asarray(finite)
+    r = np.asarray(r)
+    for i, A_i in enumerate([*xs, *ys]):
+        name = f"Xs[{i if i < len(xs) else i - len(xs)}]"
+        if bad[i]:
+            check_finite(A_i, name, fn="cka_matrix")
+        check_not_constant(r[i], name, fn="cka_matrix", dtype=A.dtype)
+    return g[:len(xs)], g[len(xs):], m
+
+
+@functools.cache
+def _cross_jit():
+    import jax
+    import jax.numpy as jnp
+
+    from jaxprobe_kernels import gram as _gram
+
+    def program(A, La, debiased):
+        g, r = jax.lax.map(lambda a: _gram.normalised_linear_gram(a, debiased=debiased, scaled=True), A)
+        finite = jnp.all(jnp.isfinite(g), axis=(1, 2))
+        n = g.shape[-1]
+        m = g[:La].reshape(La, n * n) @ g[La:].reshape(g.shape[0] - La, n * n).T
+        return g, r, finite, m
+
+    return jax.jit(program, static_argnames=("La", "debiased"))
+
+
+def _cross_program(A, La, debiased):
+    return _cross_jit()(A, La=La, debiased=debiased)
+
+
 def _pad_features(x: np.ndarray, width: int) -> np.ndarray:
     """(n, d) -> (n, width) with zero features appended."""
     return x if x.shape[1] == width else np.pad(x, ((0, 0), (0, width - x.shape[1])))
@@ -408,8 +453,6 @@ def cross_model_cka(a: Run, b: Run, acts_a, acts_b, n_inputs: int, *, debiased: 
     """CKA of every (layer of a, layer of b) pair over matched inputs, with its permutation null.
 
     ``acts_a`` / ``acts_b``: lists of (n, d_i) arrays (:func:`input_activations`), rows matched."""
-    from jaxprobe._cka import normed_grams
-
     for run, acts in ((a, acts_a), (b, acts_b)):
         for layer, x in zip(run.layers, acts):
             if float(np.max(np.ptp(x, axis=0))) == 0.0:
@@ -420,10 +463,10 @@ def cross_model_cka(a: Run, b: Run, acts_a, acts_b, n_inputs: int, *, debiased: 
     # models instead of one per width. The Grams serve the matrix (= cka_matrix's product) and
     # the null alike.
     width = max(x.shape[1] for x in (*acts_a, *acts_b))
-    gx = normed_grams([_pad_features(x, width) for x in acts_a], debiased=debiased)
-    gy = normed_grams([_pad_features(x, width) for x in acts_b], debiased=debiased)
+    gx, gy, m = _cross_grams([_pad_features(x, width) for x in acts_a], [_pad_features(x, width) for x in acts_b],
+                             debiased=debiased)
     n = gx.shape[-1]
-    m = np.asarray(gx.reshape(gx.shape[0], n * n) @ gy.reshape(gy.shape[0], n * n).T, np.float64)
+    m = np.asarray(m, np.float64)
     if not np.all(np.isfinite(m)):
         raise FloatingPointError("cross_model_cka produced a non-finite CKA value from finite, non-constant inputs.")
     perms = _permutations(n_inputs, n_perm, seed)

@@ -143,10 +143,14 @@ def test_buckets_merge_small_shapes_and_keep_large_ones_apart():
     got = _cka_items.item_buckets(shapes, items=185)
     assert got == {(9, 129): (16, 129), (16, 65): (16, 129), (16, 33): (16, 129), (129, 2): (129, 2),
                    (257, 2): (257, 2)}
-    # the same shapes at a full sweep's size (18 noises x 41 SNRs x 8 items): padding every
-    # layer would cost more than it saves, so nothing merges that costs much
+    # the same shapes at a full sweep's size (18 noises x 41 SNRs x 8 items): padding 9 layers
+    # from 9 to 16 samples would cost more than a program, widening 33 features to 65 not
     big = _cka_items.item_buckets(shapes, items=18 * 41 * 8)
-    assert big[(16, 33)] == (16, 33) and big[(257, 2)] == (257, 2)
+    assert big == {(9, 129): (9, 129), (16, 65): (16, 65), (16, 33): (16, 65), (129, 2): (129, 2),
+                   (257, 2): (257, 2)}
+    # MUSE's demo layers: 16 and 32 samples share a program; adding 48 would cost more
+    muse = [(16, 128)] * 12 + [(32, 64)] * 8 + [(48, 32)] * 4
+    assert _cka_items.item_buckets(muse, items=185) == {(16, 128): (32, 128), (32, 64): (32, 128), (48, 32): (48, 32)}
     assert _cka_items.item_buckets([(16, 33)] * 3, items=10) == {(16, 33): (16, 33)}
     assert _cka_items.item_buckets(shapes, items=185, budget=0) == {s: s for s in shapes}
 

@@ -301,3 +301,32 @@ def test_report_rerenders_from_results_json(compared, tmp_path):
     md = (tmp_path / "r" / "report.md").read_text()
     assert md == (out / "report.md").read_text()  # paths in it are relative to its folder
     assert (tmp_path / "r" / "figures" / "cross_cka_toya_toyb_clean.png").is_file()
+
+
+def test_cross_grams_one_program_equals_cka_matrix_path_and_words_bad_layers():
+    """The cross-model Grams and matrix in one program: bit-equal to normed_grams and
+    cka_matrix's product; a non-finite or constant layer raises cka_matrix's errors."""
+    import jaxprobe
+    from jaxprobe._cka import normed_grams
+    from jaxprobe.studies.compare import _cross_grams
+
+    rng = np.random.default_rng(3)
+    xs = [rng.standard_normal((9, 40)).astype(np.float32) + 0.5 for _ in range(3)]
+    ys = [rng.standard_normal((9, 40)).astype(np.float32) for _ in range(2)]
+    for deb in (False, True):
+        gx, gy, m = _cross_grams(xs, ys, debiased=deb)
+        wx, wy = normed_grams(xs, debiased=deb), normed_grams(ys, debiased=deb)
+        np.testing.assert_array_equal(np.asarray(gx), np.asarray(wx))
+        np.testing.assert_array_equal(np.asarray(gy), np.asarray(wy))
+        np.testing.assert_array_equal(np.asarray(m), np.asarray(wx.reshape(3, 81) @ wy.reshape(2, 81).T))
+        np.testing.assert_allclose(np.asarray(m), np.asarray(jaxprobe.cka_matrix(xs, ys, debiased=deb)), atol=1e-6)
+    bad = [y.copy() for y in ys]
+    bad[1][2, 3] = np.nan
+    with pytest.raises(ValueError, match=r"'Xs\[1\]' parameter of cka_matrix must be finite"):
+        _cross_grams(xs, bad, debiased=False)
+    flat = [x.copy() for x in xs]
+    flat[2][:] = 3.0
+    with pytest.raises(ValueError, match=r"'Xs\[2\]' parameter of cka_matrix is a constant representation"):
+        _cross_grams(flat, ys, debiased=False)
+    with pytest.raises(ValueError, match=r"n = 3 samples; the debiased estimator needs n >= 4"):
+        _cross_grams([x[:3] for x in xs], [y[:3] for y in ys], debiased=True)

@@ -25,7 +25,6 @@ import numpy as np
 from jaxprobe._validate import as_float_array, check_finite, check_not_constant
 from jaxprobe.bootstrap import bootstrap_mean, n_distinct_resamples
 from jaxprobe import _cka_items
-from jaxprobe_kernels.resample import INTEGER_PROGRAM
 from jaxprobe._cka import needs_rescue, cka
 from jaxprobe.stats import linregress_fields, percentile_interval
 
@@ -383,18 +382,6 @@ def resampling_summary(K: int, U: int, settings: CkaSettings) -> tuple[list[dict
     return records, warnings
 
 
-@partial(jax.jit, static_argnames=("seed", "data"), compiler_options=INTEGER_PROGRAM)
-def _stream_key_tuple(*, seed, data):
-    key = jax.random.key(seed)
-    return tuple(jax.random.fold_in(key, d) for d in data)
-
-
-def _stream_keys(*, seed, data):
-    """{d: fold_in(key(seed), d)} for every d of ``data``: the bootstrap streams of the sweep,
-    drawn by one small integer program (not one eager compile for the key and one per fold)."""
-    return dict(zip(data, _stream_key_tuple(seed=seed, data=data)))
-
-
 def analyze_cka(noisy, clean, layers, snrs, noises, settings: CkaSettings, *, mesh=None, log=None):
     """All CKA tables of the sweep.
 
@@ -422,9 +409,7 @@ def analyze_cka(noisy, clean, layers, snrs, noises, settings: CkaSettings, *, me
     curves (estimate) and inside every bootstrap replicate (percentile bounds per design;
     ``low``/``high`` from the first design).
     """
-    streams = _stream_keys(seed=int(settings.seed), data=tuple(
-        100 * ESTIMATORS.index(e) + 10 * PROTOCOLS.index(p) + DESIGNS.index(d)
-        for e in settings.estimators for p in settings.protocols for d in settings.designs))
+    key = jax.random.key(settings.seed)
     snrs = np.asarray(snrs, np.float64)
     K, S = len(noises), len(snrs)
     names = [l["name"] for l in layers]
@@ -482,7 +467,7 @@ def analyze_cka(noisy, clean, layers, snrs, noises, settings: CkaSettings, *, me
                 if design == "noise" and protocol == "utterance":
                     g, hier = groups, False
                 # one stream per (estimator, protocol, design); the same resamples for all cells
-                sub = streams[100 * ESTIMATORS.index(est) + 10 * PROTOCOLS.index(protocol) + DESIGNS.index(design)]
+                sub = jax.random.fold_in(key, 100 * ESTIMATORS.index(est) + 10 * PROTOCOLS.index(protocol) + DESIGNS.index(design))
                 boots[design] = bootstrap_mean(
                     items, key=sub,
                     n_boot=settings.n_boot, groups=g, hierarchical=hier,
