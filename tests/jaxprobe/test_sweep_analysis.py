@@ -38,11 +38,17 @@ def test_per_item_and_centroid_cka_match_direct_calls(rng):
     np.testing.assert_allclose(cen[1, 2], jaxprobe.cka(a[1, 2].mean(0), clean["Enc1.0"].mean(0)), rtol=1e-5)
 
 
-def test_analysis_arrays_equal_direct_calls_across_padded_buckets(rng):
+@pytest.mark.parametrize("ride", [True, False])
+def test_analysis_arrays_equal_direct_calls_across_padded_buckets(rng, monkeypatch, ride):
     """analyze_cka pads the layers' items to shared buckets (Latent (12, 8) joins (16, 32)) and
-    computes the centroids as one more item: every per-item and centroid value is the direct
-    unpadded call's to float32 rounding, with either protocol alone too."""
+    computes the centroids as one more item (ride) or in their own call (large sweeps): every
+    per-item and centroid value is the direct unpadded call's to float32 rounding, with either
+    protocol alone too."""
     from jaxprobe import _cka_items
+    from jaxprobe.studies.sweep import analysis
+
+    if not ride:
+        monkeypatch.setattr(analysis, "CENTROID_RIDE_BYTES", 0)
 
     layers, noisy, clean, noises = _synthetic(rng)
     assert _cka_items.item_buckets([SHAPES[l["block"]] for l in layers], 5 * 16)[(12, 8)] == (16, 32)

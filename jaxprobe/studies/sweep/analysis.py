@@ -264,6 +264,11 @@ def _point_and_replicate_statistics(snrs, mean, boots, layer_blocks):
     return point, rep_stats, names
 
 
+#: the centroids join the per-item call of a layer (one compiled program fewer per bucket) when the
+#: layer's noisy activations are at most this large: the copy that joins them costs ~1 ms per MiB
+CENTROID_RIDE_BYTES = 16 << 20
+
+
 def centroids_as_items(noisy, clean):
     """The (noise, SNR) centroids over items (K, S, 1, C, F) and the clean centroid (1, C, F),
     shaped as one item each for :func:`per_item_cka_all` (means in numpy: no compiled program
@@ -416,27 +421,37 @@ def analyze_cka(noisy, clean, layers, snrs, noises, settings: CkaSettings, *, me
     blocks = {l["name"]: l["block"] for l in layers}
     cka_records, reg_records, trend_records, arrays, replicates = [], [], [], {}, {}
 
-    # One compiled per-item program per bucket of layer shapes (jaxprobe._cka_items.item_buckets),
-    # and the (noise, SNR) centroids ride along as one more item of every layer (with their own
-    # clean centroid as reference) instead of a program of their own.
+    # One compiled per-item program per bucket of layer shapes (jaxprobe._cka_items.item_buckets).
+    # On small sweeps the (noise, SNR) centroids ride along as one more item of every layer (with
+    # their own clean centroid as reference) instead of a program of their own; on large ones
+    # that copy of the activations would cost more than the program, and they keep their own call.
     utt, cen = "utterance" in settings.protocols, "centroid" in settings.protocols
     shape = {nm: tuple(noisy[nm].shape[-2:])[::1 if settings.orientation == "channels" else -1] for nm in names}
-    n_items = ((noisy[names[0]].shape[2] if utt else 0) + cen) * (K * S + 1) if names else 0
+    U = noisy[names[0]].shape[2] if names else 0
+    ride = utt and cen and max((np.asarray(noisy[nm]).nbytes for nm in names), default=0) <= CENTROID_RIDE_BYTES
+    n_items = ((U + 1) if ride else U if utt else 1) * (K * S + 1)
     buckets = _cka_items.item_buckets(shape.values(), n_items)
     per_item, per_centroid = {}, {}
     for name in _progress(names, "per-item CKA", "layer", log):
-        X, Y = noisy[name], clean[name]
-        if cen:
-            cX, cY = centroids_as_items(X, Y)
-            X, Y = (np.concatenate([np.asarray(a), c], axis=-3) if utt else c for a, c in ((X, cX), (Y, cY)))
-        got = per_item_cka_all(X, Y, estimators=tuple(settings.estimators), orientation=settings.orientation,
-                               mesh=mesh, bucket=buckets[shape[name]])
-        for est, v in got.items():
-            v = np.asarray(v)
+        calls = []  # (noisy, clean, take the utterances, take the centroids)
+        if ride:
+            cX, cY = centroids_as_items(noisy[name], clean[name])
+            calls.append((np.concatenate([np.asarray(noisy[name]), cX], axis=-3),
+                          np.concatenate([np.asarray(clean[name]), cY], axis=-3), True, True))
+        else:
             if utt:
-                per_item.setdefault(est, []).append(v[..., :-1] if cen else v)
+                calls.append((noisy[name], clean[name], True, False))
             if cen:
-                per_centroid.setdefault(est, []).append(v[..., -1])
+                calls.append((*centroids_as_items(noisy[name], clean[name]), False, True))
+        for X, Y, take_u, take_c in calls:
+            got = per_item_cka_all(X, Y, estimators=tuple(settings.estimators), orientation=settings.orientation,
+                                   mesh=mesh, bucket=buckets[shape[name]])
+            for est, v in got.items():
+                v = np.asarray(v)
+                if take_u:
+                    per_item.setdefault(est, []).append(v[..., :-1] if take_c else v)
+                if take_c:
+                    per_centroid.setdefault(est, []).append(v[..., -1])
     if log:
         log(f"analysis: bootstrap of {len(settings.estimators) * len(settings.protocols)} protocol/estimator "
             f"combinations x {len(settings.designs)} designs, {settings.n_boot} replicates each")
