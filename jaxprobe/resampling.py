@@ -88,11 +88,11 @@ class Design:
     def counts(self, key, n_boot: int):
         """(n_boot, n) int32 count matrix; replicate b from ``fold_in(key, b)``."""
         ids = jnp.arange(n_boot)
-        if self.labels is None:
-            return _resample.iid_counts(key, ids, self.n)
+        if self.labels is None:  # the level-1 compiles of the count programs (the same bits)
+            return _resample.iid_counts_top(key, ids, self.n)
         if not self.hierarchical:
-            return _resample.cluster_counts(key, ids, jnp.asarray(self.labels), self.n_groups)
-        return _resample.hier_counts(key, ids, jnp.asarray(self.members), jnp.asarray(self.sizes), self.n)
+            return _resample.cluster_counts_top(key, ids, jnp.asarray(self.labels), self.n_groups)
+        return _resample.hier_counts_top(key, ids, jnp.asarray(self.members), jnp.asarray(self.sizes), self.n)
 
     def jackknife(self):
         """Leave-one-unit-out count rows (J, n): rows for iid, groups otherwise."""

@@ -126,10 +126,12 @@ def bootstrap_weighted_means(values, C):
 # can change a bit of them (tests/kernels/test_resample.py checks the rows against a
 # default-level compile). LLVM's default level spends ~1-2 s of CPU
 # compiling each (the unrolled hash rounds) for a program that runs in under a millisecond;
-# level 1 compiles 2-3x faster and runs as fast (bench/bench_demo.py, "CKA bootstrap").
+# level 1 compiles 2-3x faster and runs as fast (bench/bench_demo.py, "CKA bootstrap"). Compiler
+# options apply to an outermost jit only: ``*_top`` are these programs called on their own (the
+# bootstrap designs); inside another program (the sharded replicates) the plain ones are inlined.
 INTEGER_PROGRAM = {"xla_backend_optimization_level": 1}
 
-@partial(jax.jit, static_argnames=("n",), compiler_options=INTEGER_PROGRAM)
+@partial(jax.jit, static_argnames=("n",))
 def iid_counts(key, ids, n):
     """(len(ids), n) int32 counts: row b draws n of n items with replacement from ``fold_in(key, b)``."""
     def one(b):
@@ -139,7 +141,7 @@ def iid_counts(key, ids, n):
     return jax.vmap(one)(ids)
 
 
-@partial(jax.jit, static_argnames=("n_groups",), compiler_options=INTEGER_PROGRAM)
+@partial(jax.jit, static_argnames=("n_groups",))
 def cluster_counts(key, ids, labels, n_groups):
     """(len(ids), n) int32 counts: row b draws n_groups of the groups with replacement; an item counts as
     often as its group (``labels`` (n,) in [0, n_groups))."""
@@ -151,7 +153,7 @@ def cluster_counts(key, ids, labels, n_groups):
     return jax.vmap(one)(ids)
 
 
-@partial(jax.jit, static_argnames=("n",), compiler_options=INTEGER_PROGRAM)
+@partial(jax.jit, static_argnames=("n",))
 def hier_counts(key, ids, members, sizes, n):
     """(len(ids), n) int32 counts of the two-stage bootstrap: groups with replacement, then inside each
     drawn group as many of its items with replacement (``members`` (G, width) item ids padded, ``sizes`` (G,))."""
@@ -168,3 +170,12 @@ def hier_counts(key, ids, members, sizes, n):
         return jnp.zeros(n, jnp.int32).at[rows.reshape(-1)].add(valid.reshape(-1).astype(jnp.int32))
 
     return jax.vmap(one)(ids)
+
+
+def _top(fn, static):
+    return jax.jit(fn.__wrapped__, static_argnames=static, compiler_options=INTEGER_PROGRAM)
+
+
+iid_counts_top = _top(iid_counts, ("n",))
+cluster_counts_top = _top(cluster_counts, ("n_groups",))
+hier_counts_top = _top(hier_counts, ("n",))
