@@ -411,7 +411,7 @@ def _cross_grams(xs, ys, *, debiased: bool):
     if n0 < (4 if debiased else 2):
         raise ValueError(f"cka_matrix got n = {n0} samples; the {'debiased' if debiased else 'biased'} estimator "
                          f"needs n >= {4 if debiased else 2}.")
-    g, r, finite, m = _cross_program(A, len(xs), bool(debiased))
+    gx, gy, r, finite, m = _cross_program(A, len(xs), bool(debiased))
     bad = ~np.asarray(finite)
     r = np.asarray(r)
     for i, A_i in enumerate([*xs, *ys]):
@@ -419,7 +419,7 @@ def _cross_grams(xs, ys, *, debiased: bool):
         if bad[i]:
             check_finite(A_i, name, fn="cka_matrix")
         check_not_constant(r[i], name, fn="cka_matrix", dtype=A.dtype)
-    return g[:len(xs)], g[len(xs):], m
+    return gx, gy, m
 
 
 @functools.cache
@@ -434,7 +434,7 @@ def _cross_jit():
         finite = jnp.all(jnp.isfinite(g), axis=(1, 2))
         n = g.shape[-1]
         m = g[:La].reshape(La, n * n) @ g[La:].reshape(g.shape[0] - La, n * n).T
-        return g, r, finite, m
+        return g[:La], g[La:], r, finite, m
 
     return jax.jit(program, static_argnames=("La", "debiased"))
 
