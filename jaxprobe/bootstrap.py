@@ -144,17 +144,6 @@ def sharded_counts(design, key, n_boot, *, mesh):
     return np.asarray(_run_replicates(_counts_body, mesh, design, key, n_boot, ()))
 
 
-def sharded_weighted_means(values, design, key, n_boot, *, mesh):
-    """Count-weighted means (n_boot, k) of ``values`` (n, k), replicates split over ``mesh``.
-
-    The count rows are drawn on the mesh's devices; the weighted means (one GEMM) are then
-    taken by the same single-device call as without a mesh, so the result is bit-identical
-    to ``mesh=None`` on any number of devices (a GEMM split by rows may round differently).
-    """
-    C = jnp.asarray(sharded_counts(design, key, n_boot, mesh=mesh))
-    return _resample.bootstrap_weighted_means(jnp.asarray(values), C)
-
-
 def bootstrap_cka(
     X,
     Y,
@@ -320,6 +309,9 @@ def bootstrap_mean(
     if mesh is None:
         C = design.counts(key, n_boot)
     else:
+        # count rows drawn on the mesh's devices; the weighted means (one GEMM) by the same
+        # single-device program as without a mesh: bit-identical on any number of devices (a
+        # GEMM split by rows may round differently)
         C = jnp.asarray(sharded_counts(design, key, n_boot, mesh=mesh))
     reps, estimate = _unscaled_means(flat, C, scale, v.shape[:-1])
     jack = None

@@ -15,6 +15,7 @@ replicates), and the centroid protocol.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -429,7 +430,8 @@ def analyze_cka(noisy, clean, layers, snrs, noises, settings: CkaSettings, *, me
     utt, cen = "utterance" in settings.protocols, "centroid" in settings.protocols
     shape = {nm: tuple(noisy[nm].shape[-2:])[::1 if settings.orientation == "channels" else -1] for nm in names}
     U = noisy[names[0]].shape[2] if names else 0
-    ride = utt and cen and max((np.asarray(noisy[nm]).nbytes for nm in names), default=0) <= CENTROID_RIDE_BYTES
+    ride = utt and cen and max((math.prod(noisy[nm].shape) * np.dtype(noisy[nm].dtype).itemsize for nm in names),
+                               default=0) <= CENTROID_RIDE_BYTES
     n_items = ((U + 1) if ride else U if utt else 1) * (K * S + 1)
     buckets = _cka_items.item_buckets(shape.values(), n_items)
     per_item, per_centroid = {}, {}
@@ -444,9 +446,9 @@ def analyze_cka(noisy, clean, layers, snrs, noises, settings: CkaSettings, *, me
                 calls.append((noisy[name], clean[name], True, False))
             if cen:
                 calls.append((*centroids_as_items(noisy[name], clean[name]), False, True))
-        for X, Y, take_u, take_c in calls:
+        for X, Y, take_u, take_c in calls:  # centroids alone: small, and on one device the same for any mesh
             got = per_item_cka_all(X, Y, estimators=tuple(settings.estimators), orientation=settings.orientation,
-                                   mesh=mesh, bucket=buckets[shape[name]])
+                                   mesh=mesh if take_u else None, bucket=buckets[shape[name]])
             for est, v in got.items():
                 v = np.asarray(v)
                 if take_u:
