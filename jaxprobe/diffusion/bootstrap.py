@@ -17,10 +17,10 @@ the mean over items (utterance windows) of the flattened activation. A replicate
 4. recomputes every statistic from the recomputed maps (DC1 against SNR per slot, in both
    coordinate conventions; distances between SNR levels; distances between layer groups).
 
-Replicates run in chunks through one jitted function (a chunk is ``vmap``-ed for the dense
-eigh solver, mapped sequentially for the top-k solvers), the maps of one replicate batched
-over layers as in ``diffusion_map`` (the same dense eigh, Krylov or LOBPCG solvers). Random
-keys: replicate b uses ``fold_in(key, b)``, so results do not depend on chunking.
+Replicates run one after another, each in three jitted calls (see "the programs of a replicate"
+below): its centroids as one GEMM, its maps through the very program that computed the full-data
+maps (same static settings, same shapes: the bootstrap compiles no solver program of its own),
+its statistics. Random keys: replicate b uses ``fold_in(key, b)``.
 """
 from __future__ import annotations
 
@@ -31,12 +31,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxprobe.diffusion._checks import BLOCK_SIZE, DENSE_MAX_N
 from jaxprobe.diffusion.map import diffusion_map_batched
 from jaxprobe.stats import linregress_fields, percentile_interval, rankdata
 from jaxprobe_kernels.gram import sq_distances
 
 DESIGNS = ("hierarchical", "noise")
-CHUNK_BYTES = 256 << 20  # activations gathered per lax.map step, about
 
 
 def resample(key, n_boot: int, n_noises: int, n_items: int, design: str = "hierarchical"):
@@ -50,6 +50,12 @@ def resample(key, n_boot: int, n_noises: int, n_items: int, design: str = "hiera
     """
     if design not in DESIGNS:
         raise ValueError(f"The 'design' parameter of resample must be one of {DESIGNS}. Got {design!r} instead.")
+    return _resample(key, n_boot=int(n_boot), n_noises=int(n_noises), n_items=int(n_items), design=design)
+
+
+@partial(jax.jit, static_argnames=("n_boot", "n_noises", "n_items", "design"))
+def _resample(key, *, n_boot, n_noises, n_items, design):
+    """One compiled program for the design (eagerly, each random op compiled its own)."""
 
     def one(b):
         kn, ku = jax.random.split(jax.random.fold_in(key, b))
@@ -71,155 +77,139 @@ def _spearman(x, y):
     return jnp.sum(dx * dy, axis=-1) / jnp.sqrt(jnp.sum(dx * dx, axis=-1) * jnp.sum(dy * dy, axis=-1))
 
 
-def _maps(cloud, align, key, eps_value, alpha, t, energy, static, M=None, closed=None):
-    """Maps of a batch of clouds (B, n, d) with the full-data settings ``static`` (a tuple of
-    items: rule, k, solver, use_energy). Returns coords (B, n, k), pi (B, n), a (B,) health
-    flag (finite input, points not all identical, epsilon > 0), the largest residual and, with
-    group weights ``M`` (G, n), the group distances (B, G, G) of ``diffusion_map``'s
-    ``group_distances`` (``closed``: the closed form's coordinates, or None)."""
-    st = dict(static)
-    out = diffusion_map_batched(
-        cloud, eps_value, alpha, t, energy, align, key, M,
-        rule=st["rule"], k=st["k"], solver=st["solver"], block_size=None,
-        maxiter=100 if st["solver"] != "eigh" else 0, tol=None,
-        use_energy=st["use_energy"], use_align=True,
-        sequential=st["solver"] in ("lobpcg", "krylov"), closed=closed,
-    )
-    coords, _, _, eps, pi, _, _, _, _, _, resid, finite, spread, _, gd, _ = out
-    ok = finite & spread & (eps > 0) & jnp.all(jnp.isfinite(coords), axis=(-2, -1))
-    return coords, pi, ok, jnp.max(resid), gd
-
-
 def _fits(snrs, dc1):
     return _spearman(snrs, dc1), linregress_fields(jnp.broadcast_to(snrs, dc1.shape), dc1).r2
 
 
-def _over_replicates(one, index, weights, ids, batched):
-    """One chunk of replicates: ``vmap`` (dense eigh solvers: batched LAPACK calls) or a
-    sequential ``lax.map`` (top-k solvers: vmap would turn their LOBPCG fallback's
-    ``lax.cond`` into running both branches)."""
-    if batched:
-        return jax.vmap(lambda i, w, b: one((i, w, b)))(index, weights, ids)
-    return jax.lax.map(one, (index, weights, ids))
+# ----------------------------------------------------------------------------- the programs of a replicate
+# A replicate is three dispatches, none of them compiled for the bootstrap alone where it can be helped:
+#
+# 1. ``_slot_centroids``: the centroids of the replicate as ONE GEMM, a (K, K*U) weight matrix (slot j
+#    <- noise type index[j], items weighted by weights[j]) times the items laid out once as (K*U, L*S*D).
+#    Gathering the resampled noise types and contracting the items inside a batched einsum instead cost
+#    ~40 ms per MUSE replicate in transposes (nearly all of the bootstrap's warm time); the GEMM gives the
+#    same centroids bit for bit (the zero weights add exact zeros, the nonzero terms keep their order).
+# 2. ``diffusion_map_batched`` with exactly the static settings and shapes of the full-data call that
+#    made ``maps`` (``_map_call``): the replicate's maps reuse the full-data map's compiled program
+#    instead of compiling their own.
+# 3. a small jitted statistics step (fits of DC1 against SNR, distances between levels or groups).
+#
+# One LAPACK solver per compiled program, programs run one after another: jaxlib 0.10's CPU LAPACK
+# kernels (eigh, qr, cholesky) split a batch over XLA's intra-op thread pool and block the calling pool
+# thread until the pieces finish; two such calls in flight at once can occupy every pool thread on a
+# small machine (2 here) while their pieces wait in the queue: a deadlock, seen as every thread asleep
+# in ``BlockingCounter::Wait`` under ``lapack_ssyevd_ffi``. So each replicate's statistics are fetched
+# (which waits for its map) before the next map is dispatched, and the map program holds the only solver
+# call (tests/jaxprobe/test_diffusion_bootstrap.py checks both programs' solver calls).
 
 
-# One LAPACK solver per compiled program, programs run one after another.
-# jaxlib 0.10's CPU LAPACK kernels (eigh, qr, cholesky) split a batch over XLA's intra-op
-# thread pool and block the calling pool thread until the pieces finish. Two such calls
-# that XLA may run concurrently (independent maps in one program, or two programs in
-# flight) can occupy every pool thread on a small machine (2 here) while their pieces wait
-# in the queue: a deadlock, seen as every thread asleep in ``BlockingCounter::Wait``
-# under ``lapack_ssyevd_ffi``. So the pooled maps and the per-noise maps of a replicate
-# are separate jitted functions, and ``_in_chunks`` waits for each result before it
-# dispatches the next call (tests/jaxprobe/test_diffusion_bootstrap.py checks that each
-# compiled program holds one solver call).
-
-
-@partial(jax.jit, static_argnames=("static", "symmetric", "batched"))
-def _intra_pooled_replicates(X, index, weights, ids, align, snrs, eps_value, alpha, t_, energy, key, *,
-                             static, symmetric, batched):
-    """Per replicate: the pooled intra-layer maps (one per layer, K x S centroids)."""
+@jax.jit
+def _items_by_slot(X):
+    """(L, K, S, U, D) -> (K * U, L * S * D): the items of each noise type as the rows of one GEMM."""
     L, K, S, U, D = X.shape
-    snrs = snrs.astype(X.dtype)
-
-    def one(args):
-        i, w, b = args
-        kb = jax.random.fold_in(key, b)
-        C = jnp.einsum("ju,ljsud->ljsd", w.astype(X.dtype), X[:, i])  # (L, K, S, D) recomputed centroids
-        if dict(static)["closed"]:  # top-k maps at t = 1/2: level distances as diffusion_map's group_distances
-            M = jnp.tile(jnp.eye(S, dtype=X.dtype), (1, K)) / K  # level s <- points k * S + s
-            coords, pi, ok, res, dist = _maps(C.reshape(L, K * S, D), align[:, i].reshape(L, K * S), kb,
-                                              eps_value, alpha, t_, energy, static, M,
-                                              "symmetric" if symmetric else "markov")
-        else:
-            coords, pi, ok, res, _ = _maps(C.reshape(L, K * S, D), align[:, i].reshape(L, K * S), kb,
-                                           eps_value, alpha, t_, energy, static)
-            use = coords * jnp.sqrt(pi)[..., None] if symmetric else coords
-            levels = jnp.mean(use.reshape(L, K, S, -1), axis=1)  # (L, S, k): mean over the slots
-            dist = jnp.sqrt(jax.vmap(sq_distances)(levels))
-        dc1 = coords[..., 0]
-        dc1_sym = jnp.sqrt(pi) * dc1
-        rho, r2 = _fits(snrs, dc1.reshape(L, K, S))
-        rho_s, r2_s = _fits(snrs, dc1_sym.reshape(L, K, S))
-        return {"rho": rho, "r2": r2, "rho_symmetric": rho_s, "r2_symmetric": r2_s,
-                "level_distances": dist, "ok": jnp.all(ok), "max_residual": res}
-
-    return _over_replicates(one, index, weights, ids, batched)
+    return jnp.transpose(X, (1, 3, 0, 2, 4)).reshape(K * U, L * S * D)
 
 
-@partial(jax.jit, static_argnames=("static", "batched"))
-def _intra_per_noise_replicates(X, index, weights, ids, align_pn, snrs, eps_value, alpha, t_, energy, key, *,
-                                static, batched):
-    """Per replicate: one map per (layer, slot) over its S SNR centroids."""
-    L, K, S, U, D = X.shape
-    snrs = snrs.astype(X.dtype)
-
-    def one(args):
-        i, w, b = args
-        kb = jax.random.fold_in(key, b)
-        C = jnp.einsum("ju,ljsud->ljsd", w.astype(X.dtype), X[:, i])
-        pc, _, ok, res, _ = _maps(C.reshape(L * K, S, D), align_pn[:, i].reshape(L * K, S),
-                               jax.random.fold_in(kb, 1), eps_value, alpha, t_, energy, static)
-        rho_pn, r2_pn = _fits(snrs, pc[..., 0].reshape(L, K, S))
-        return {"rho_per_noise_maps": rho_pn, "r2_per_noise_maps": r2_pn, "ok": jnp.all(ok), "max_residual": res}
-
-    return _over_replicates(one, index, weights, ids, batched)
+@partial(jax.jit, static_argnames=("L", "S", "D"))
+def _slot_centroids(XT, index, weights, *, L, S, D):
+    """Centroids (L, K, S, D) of one replicate: slot j holds noise type index[j], its items weighted by
+    weights[j] (K, U) (``c[j, s] = sum_u w[j, u] x[index[j], s, u]``)."""
+    K, U = weights.shape
+    W = jax.nn.one_hot(index, K, dtype=XT.dtype)[:, :, None] * weights.astype(XT.dtype)[:, None, :]
+    C = (W.reshape(K, K * U) @ XT).reshape(K, L, S, D)
+    return jnp.transpose(C, (1, 0, 2, 3))
 
 
-@partial(jax.jit, static_argnames=("static", "symmetric", "batched", "pool"))
-def _inter_replicates(X, index, weights, ids, align, membership, eps_value, alpha, t_, energy, key, *,
-                      static, symmetric, batched, pool):
-    L, K, S, U, D = X.shape
-
-    def one(args):
-        i, w, b = args
-        C = jnp.einsum("ju,ljsud->sljd", w.astype(X.dtype), X[:, i])  # (S, L, K, D)
-        if pool:  # one point per layer: the mean over the (resampled) noise types
-            cloud, a = jnp.mean(C, axis=2), align.reshape(S, L)
-        else:
-            cloud, a = C.reshape(S, L * K, D), align.reshape(S, L, K)[:, :, i].reshape(S, L * K)
-        coords, pi, ok, res, _ = _maps(cloud, a, jax.random.fold_in(key, b), eps_value, alpha, t_, energy, static)
-        use = coords * jnp.sqrt(pi)[..., None] if symmetric else coords
-        groups = jnp.einsum("gn,snk->sgk", membership.astype(use.dtype), use)
-        return {"group_distances": jnp.sqrt(jax.vmap(sq_distances)(groups)), "ok": jnp.all(ok),
-                "max_residual": res}
-
-    return _over_replicates(one, index, weights, ids, batched)
-
-
-def _chunk(n_boot, per_replicate_bytes):
-    return int(max(1, min(n_boot, CHUNK_BYTES // max(1, per_replicate_bytes))))
-
-
-def _in_chunks(call, index, weights, chunk):
-    """Run ``call(index, weights, ids)`` on consecutive chunks of ``chunk`` replicates, the last
-    one padded with copies of replicate 0 (dropped), so one compiled function serves every
-    chunk; memory stays bounded by the chunk. Returns the outputs stacked as numpy arrays."""
-    index, weights = jnp.asarray(index), jnp.asarray(weights)
-    B = int(index.shape[0])
-    parts = []
-    for start in range(0, B, chunk):
-        ids = np.arange(start, start + chunk)
-        ids = np.where(ids < B, ids, 0)
-        out = jax.block_until_ready(call(index[ids], weights[ids], jnp.asarray(ids)))  # one program in flight
-        parts.append(jax.tree_util.tree_map(np.asarray, out))
-    return {k: np.concatenate([p[k] for p in parts])[:B] for k in parts[0]}
-
-
-def _static(maps):
-    """The full-data map's settings, as the hashable static argument of the replicate calls."""
+def _map_call(maps, group_means: bool, closed=None):
+    """The static settings of the ``diffusion_map_batched`` call that made ``maps`` (see
+    ``diffusion_map``), so a replicate's call with the same shapes reuses its compiled program.
+    ``closed`` overrides the closed-form convention (a replicate that needs the other convention)."""
     n, k = maps.coords.shape[-2:]
-    return (("rule", None if maps.epsilon_rule == "fixed" else maps.epsilon_rule),
-            ("k", int(k)), ("solver", maps.solver),
-            ("use_energy", maps.energy is not None),
-            # a top-k map at t = 1/2: replicates' level distances fall back on the closed form as the full data's do
-            ("closed", bool(maps.t == 0.5 and k < n - 1)))
+    block_size = BLOCK_SIZE if n > DENSE_MAX_N else None
+    if closed is None and group_means and maps.t == 0.5:
+        closed = maps.coordinates
+    return dict(rule=None if maps.epsilon_rule == "fixed" else maps.epsilon_rule, k=int(k), solver=maps.solver,
+                block_size=block_size, maxiter=0 if maps.solver == "eigh" else 100, tol=None,
+                use_energy=maps.energy is not None, use_align=True, symmetric=maps.coordinates == "symmetric",
+                closed=closed if group_means else None,
+                sequential=maps.solver in ("lobpcg", "krylov") and (block_size is None or maps.solver == "krylov"))
 
 
 def _scalars(maps, dtype):
     eps = 1.0 if maps.epsilon_rule != "fixed" else float(np.ravel(np.asarray(maps.epsilon))[0])
     energy = 1.0 if maps.energy is None else maps.energy
     return tuple(jnp.asarray(v, dtype) for v in (eps, maps.alpha, maps.t, energy))
+
+
+def _health(out):
+    """(ok, largest residual) of one ``diffusion_map_batched`` output: finite input, points not all
+    identical, epsilon > 0 and finite coordinates in every cloud."""
+    coords, _, _, eps, _, _, _, _, _, _, resid, finite, spread, _, _, _ = out
+    ok = jnp.all(finite & spread & (eps > 0) & jnp.all(jnp.isfinite(coords), axis=(-2, -1)))
+    return ok, jnp.max(resid)
+
+
+@partial(jax.jit, static_argnames=("K", "S", "markov_in", "markov_pn", "need", "closed"))
+def _intra_statistics(out, out_pn, snrs, *, K, S, markov_in, markov_pn, need, closed):
+    """One replicate's intra-layer statistics from its pooled maps ``out`` (L clouds of K * S points,
+    noise-major) and per-noise maps ``out_pn`` (L * K clouds of S points). ``markov_in``: the pooled
+    coordinates are Markov (else symmetric); ``need``: the convention of the level distances;
+    ``closed``: the map's group distances are in that convention (else they come from the coordinates);
+    ``markov_pn``: the per-noise coordinates are Markov."""
+    coords, pi, gd = out[0], out[4], out[14]
+    L = coords.shape[0]
+    snrs = snrs.astype(coords.dtype)
+    root_pi = jnp.sqrt(pi)
+    dc1 = coords[..., 0] if markov_in else coords[..., 0] / root_pi
+    if closed:
+        dist = gd
+    else:
+        if need == "symmetric":
+            use = coords * root_pi[..., None] if markov_in else coords
+        else:
+            use = coords if markov_in else coords / root_pi[..., None]
+        levels = jnp.mean(use.reshape(L, K, S, -1), axis=1)  # (L, S, k): mean over the slots
+        dist = jnp.sqrt(jax.vmap(sq_distances)(levels))
+    rho, r2 = _fits(snrs, dc1.reshape(L, K, S))
+    rho_s, r2_s = _fits(snrs, (root_pi * dc1).reshape(L, K, S))
+    ok, res = _health(out)
+    ok_pn, res_pn = _health(out_pn)
+    dc1_pn = out_pn[0][..., 0] if markov_pn else out_pn[0][..., 0] / jnp.sqrt(out_pn[4])
+    rho_pn, r2_pn = _fits(snrs, dc1_pn.reshape(L, K, S))
+    return {"rho": rho, "r2": r2, "rho_symmetric": rho_s, "r2_symmetric": r2_s, "level_distances": dist,
+            "rho_per_noise_maps": rho_pn, "r2_per_noise_maps": r2_pn, "ok": ok & ok_pn,
+            "max_residual": jnp.maximum(res, res_pn)}
+
+
+@partial(jax.jit, static_argnames=("convert",))
+def _inter_statistics(out, membership, *, convert):
+    """Group distances (S, G, G) of one replicate's inter-layer maps; ``convert``: None, or "to_symmetric" /
+    "to_markov" when the maps' coordinates are not those the distances need."""
+    coords, pi = out[0], out[4]
+    if convert == "to_symmetric":
+        coords = coords * jnp.sqrt(pi)[..., None]
+    elif convert == "to_markov":
+        coords = coords / jnp.sqrt(pi)[..., None]
+    groups = jnp.einsum("gn,snk->sgk", membership.astype(coords.dtype), coords)
+    ok, res = _health(out)
+    return {"group_distances": jnp.sqrt(jax.vmap(sq_distances)(groups)), "ok": ok, "max_residual": res}
+
+
+@jax.jit
+def _noise_mean(C):
+    """(L, K, S, D) -> (S, L, D): each layer's centroid over the slots, per SNR."""
+    return jnp.transpose(jnp.mean(C, axis=1), (1, 0, 2))
+
+
+@jax.jit
+def _by_snr(C):
+    """(L, K, S, D) -> (S, L * K, D): the layer-major (layer, slot) points of each SNR."""
+    L, K, S, D = C.shape
+    return jnp.transpose(C, (2, 0, 1, 3)).reshape(S, L * K, D)
+
+
+def _stack(parts):
+    return {k: np.stack([p[k] for p in parts]) for k in parts[0]}
 
 
 class IntraReplicates(NamedTuple):
@@ -283,21 +273,32 @@ def intra_replicates(X, index, weights, snrs, maps, maps_per_noise, *, key, symm
             f"{tuple(X.shape)}: snrs ({S},), maps of {L} clouds of {K * S} points, maps_per_noise of ({L}, {K}) clouds "
             f"of {S} points; got snrs {np.shape(snrs)}, maps coords {tuple(maps.coords.shape)}, maps_per_noise coords "
             f"{tuple(maps_per_noise.coords.shape)}.")
-    B = int(index.shape[0])
-    align = jnp.asarray(maps.coords[..., 0], X.dtype).reshape(L, K, S)
-    align_pn = jnp.asarray(maps_per_noise.coords[..., 0], X.dtype).reshape(L, K, S)
-    chunk = _chunk(B, L * K * S * (U + 1) * D * X.dtype.itemsize)
-    scal, snrs = _scalars(maps, X.dtype), jnp.asarray(snrs)
-    out = _in_chunks(lambda i, w, b: _intra_pooled_replicates(
-        X, i, w, b, align, snrs, *scal, key, static=_static(maps), symmetric=bool(symmetric),
-        batched=maps.solver == "eigh"), index, weights, chunk)
-    out_pn = _in_chunks(lambda i, w, b: _intra_per_noise_replicates(
-        X, i, w, b, align_pn, snrs, *_scalars(maps_per_noise, X.dtype), key, static=_static(maps_per_noise),
-        batched=maps_per_noise.solver == "eigh"), index, weights, chunk)
-    out["ok"] = out["ok"] & out_pn.pop("ok")
-    out["max_residual"] = np.maximum(out["max_residual"], out_pn.pop("max_residual"))
-    out.update(out_pn)
-    arrays, res = _finish(out, "intra_replicates")
+    index, weights = np.asarray(index), np.asarray(weights)
+    need = "symmetric" if symmetric else "markov"
+    n, k = maps.coords.shape[-2:]
+    st, st_pn = _map_call(maps, True), _map_call(maps_per_noise, True)
+    if maps.t == 0.5 and k < n - 1 and st["closed"] != need:
+        # top-k maps: level distances from the closed form in the needed convention (a program of its own)
+        st.update(closed=need, symmetric=False)
+    stats = dict(K=K, S=S, markov_in=not st["symmetric"], need=need,
+                 closed=st["closed"] == need and (need == "symmetric" or not st["symmetric"]))
+    align = np.asarray(maps.coords[..., 0], X.dtype).reshape(L, K, S)
+    align_pn = np.asarray(maps_per_noise.coords[..., 0], X.dtype).reshape(L, K, S)
+    scal, scal_pn, snrs = _scalars(maps, X.dtype), _scalars(maps_per_noise, X.dtype), jnp.asarray(snrs)
+    M = jnp.asarray(np.tile(np.eye(S), (1, K)) / K, X.dtype)  # level s <- points k * S + s (noise-major)
+    M_pn = jnp.asarray(np.eye(S), X.dtype)
+    XT = _items_by_slot(X)
+    parts = []
+    for b in range(int(index.shape[0])):
+        kb = jax.random.fold_in(key, b)
+        C = _slot_centroids(XT, index[b], weights[b], L=L, S=S, D=D)
+        out = diffusion_map_batched(C.reshape(L, K * S, D), *scal, align[:, index[b]].reshape(L, K * S), kb, M,
+                                    **st)
+        out_pn = diffusion_map_batched(C.reshape(L * K, S, D), *scal_pn, align_pn[:, index[b]].reshape(L * K, S),
+                                       jax.random.fold_in(kb, 1), M_pn, **st_pn)
+        one = _intra_statistics(out, out_pn, snrs, markov_pn=not st_pn["symmetric"], **stats)
+        parts.append(jax.tree_util.tree_map(np.asarray, one))  # waits: one solver program in flight
+    arrays, res = _finish(_stack(parts), "intra_replicates")
     return IntraReplicates(**arrays, max_residual=res)
 
 
@@ -324,13 +325,21 @@ def inter_replicates(X, index, weights, maps, membership, *, key, symmetric=Fals
             f"The 'maps' and 'membership' parameters of inter_replicates must match X of shape {tuple(X.shape)}: "
             f"maps of {S} clouds of {n} points and membership (G, {n}); got maps coords {tuple(maps.coords.shape)} "
             f"and membership {np.shape(membership)}.")
-    B = int(index.shape[0])
-    chunk = _chunk(B, L * K * S * (U + 1) * D * X.dtype.itemsize)
-    align, member, scal = jnp.asarray(maps.coords[..., 0], X.dtype), jnp.asarray(membership), _scalars(maps, X.dtype)
-    out = _in_chunks(lambda i, w, b: _inter_replicates(
-        X, i, w, b, align, member, *scal, key, static=_static(maps), symmetric=bool(symmetric),
-        batched=maps.solver == "eigh", pool=bool(pool_noises)), index, weights, chunk)
-    arrays, res = _finish(out, "inter_replicates")
+    index, weights = np.asarray(index), np.asarray(weights)
+    st = _map_call(maps, False)
+    convert = None if st["symmetric"] == bool(symmetric) else "to_symmetric" if symmetric else "to_markov"
+    align, member, scal = np.asarray(maps.coords[..., 0], X.dtype), jnp.asarray(membership), _scalars(maps, X.dtype)
+    XT = _items_by_slot(X)
+    parts = []
+    for b in range(int(index.shape[0])):
+        C = _slot_centroids(XT, index[b], weights[b], L=L, S=S, D=D)  # (L, K, S, D)
+        if pool_noises:  # one point per layer: the mean over the (resampled) noise types
+            cloud, a = _noise_mean(C), align.reshape(S, L)
+        else:
+            cloud, a = _by_snr(C), align.reshape(S, L, K)[:, :, index[b]].reshape(S, L * K)
+        out = diffusion_map_batched(cloud, *scal, a, jax.random.fold_in(key, b), None, **st)
+        parts.append(jax.tree_util.tree_map(np.asarray, _inter_statistics(out, member, convert=convert)))
+    arrays, res = _finish(_stack(parts), "inter_replicates")
     return arrays["group_distances"], res
 
 

@@ -1,6 +1,8 @@
 """The geometry bootstrap: every replicate recomputes the centroids and the maps."""
 from __future__ import annotations
 
+import contextlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -106,51 +108,117 @@ def test_signs_follow_the_full_data_map(rng):
     assert np.mean(rep.rho > 0) > 0.95
 
 
-def test_chunking_does_not_change_replicates(rng, monkeypatch):
+def test_replicate_does_not_depend_on_the_others(rng):
+    """Replicates run one after another: a replicate's numbers are the same whatever other
+    replicates run in the same call (eigh maps use no random start)."""
     X = _items(rng)
     res, pn = _full_maps(X, 0.99)
     idx, w = DB.resample(jax.random.key(2), 5, 3, 4)
     a = DB.intra_replicates(X, idx, w, SNRS, res.maps, pn.maps, key=jax.random.key(0))
-    monkeypatch.setattr(DB, "CHUNK_BYTES", 1)  # one replicate per step
-    b = DB.intra_replicates(X, idx, w, SNRS, res.maps, pn.maps, key=jax.random.key(0))
-    np.testing.assert_allclose(a.level_distances, b.level_distances, rtol=1e-5, atol=1e-7)
-    np.testing.assert_allclose(a.r2_symmetric, b.r2_symmetric, rtol=1e-5, atol=1e-7)
+    b = DB.intra_replicates(X, idx[2:4], w[2:4], SNRS, res.maps, pn.maps, key=jax.random.key(0))
+    np.testing.assert_array_equal(a.level_distances[2:4], b.level_distances)
+    np.testing.assert_array_equal(a.r2_symmetric[2:4], b.r2_symmetric)
+    np.testing.assert_array_equal(a.rho_per_noise_maps[2:4], b.rho_per_noise_maps)
+
+
+@pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-12), (np.float32, 1e-6)])
+def test_slot_centroids_are_the_resampled_means(rng, dtype, tol, request):
+    """The one-GEMM centroids of a replicate against their definition c[j, s] = sum_u w[j, u] x[k_j, s, u]
+    (numpy, float64), for odd shapes."""
+    if dtype == np.float64:
+        request.getfixturevalue("x64")
+    L, K, S, U, D = 3, 5, 4, 3, 7
+    X = rng.normal(size=(L, K, S, U, D)).astype(dtype)
+    idx, w = DB.resample(jax.random.key(4), 2, K, U)
+    XT = DB._items_by_slot(jnp.asarray(X))
+    for b in range(2):
+        got = np.asarray(DB._slot_centroids(XT, np.asarray(idx[b]), np.asarray(w[b]), L=L, S=S, D=D))
+        want = np.einsum("ju,ljsud->ljsd", np.asarray(w[b], np.float64), X.astype(np.float64)[:, np.asarray(idx[b])])
+        assert got.dtype == dtype
+        np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
+
+
+def _inter_full(X):
+    """Full-data inter-layer maps over the L x K (layer, noise) centroids of each SNR, and the
+    per-layer membership."""
+    L, K, S, U, D = X.shape
+    clouds = np.transpose(X.mean(axis=3), (2, 0, 1, 3)).reshape(S, L * K, D)
+    maps = diffusion_map(clouds, t=0.5, energy=0.99, align_to=np.repeat(np.arange(L, dtype=float), K))
+    return maps, np.kron(np.eye(L), np.full((1, K), 1.0 / K))
+
+
+@contextlib.contextmanager
+def _compiles():
+    """The names of the programs XLA compiles inside the block (jax.monitoring's compile events)."""
+    names = []
+
+    def on(event, secs, **kw):
+        if event == "/jax/core/compile/backend_compile_duration":
+            names.append(str(kw.get("fun_name")))
+
+    jax.monitoring.register_event_duration_secs_listener(on)
+    try:
+        yield names
+    finally:
+        jax.monitoring.unregister_event_duration_listener(on)
+
+
+def test_replicates_reuse_the_full_data_map_programs(rng):
+    """The replicates' maps run through the programs that computed the full-data maps: the bootstrap
+    compiles no map program of its own, and a second bootstrap (another number of replicates)
+    compiles nothing at all."""
+    X = _items(rng)
+    res, pn = _full_maps(X, 0.99)
+    maps, member = _inter_full(X)
+    with _compiles() as first:
+        idx, w = DB.resample(jax.random.key(2), 3, 3, 4)
+        DB.intra_replicates(X, idx, w, SNRS, res.maps, pn.maps, key=jax.random.key(0))
+        DB.inter_replicates(X, idx, w, maps, member, key=jax.random.key(0))
+    # no map program (nor a replicate program holding one): only the small centroid and statistics steps
+    assert "jit(_slot_centroids)" in first and not [nm for nm in first if "diffusion_map" in nm
+                                                   or "replicates" in nm], first
+    idx, w = DB.resample(jax.random.key(3), 5, 3, 4)
+    with _compiles() as second:
+        DB.intra_replicates(X, idx, w, SNRS, res.maps, pn.maps, key=jax.random.key(0))
+        DB.inter_replicates(X, idx, w, maps, member, key=jax.random.key(0))
+    assert second == []
 
 
 def _solver_calls(fn, args, kwargs):
-    """Count LAPACK custom calls in the compiled program of a jitted replicate function."""
+    """Count LAPACK custom calls in the compiled program of a jitted function."""
     text = fn.lower(*args, **kwargs).compile().as_text()
     return text.count('custom_call_target="lapack_')
 
 
-@pytest.mark.parametrize("name, which", [("_intra_pooled_replicates", "intra"),
-                                         ("_intra_per_noise_replicates", "intra"),
-                                         ("_inter_replicates", "inter")])
-def test_each_replicate_program_holds_one_solver_call(rng, monkeypatch, name, which):
+@pytest.mark.parametrize("which", ["intra", "inter"])
+def test_each_replicate_program_holds_at_most_one_solver_call(rng, monkeypatch, which):
     """jaxlib 0.10's CPU LAPACK kernels block a pool thread while their batch pieces run on the
-    same pool: two solver calls in flight at once deadlock a 2-core machine. Each replicate
-    program must hold exactly one (a batched eigh over replicates and layers)."""
+    same pool: two solver calls in flight at once deadlock a 2-core machine. Of the programs a
+    replicate dispatches, the map program holds exactly one solver call (a batched eigh over the
+    layers) and the others none."""
     X = _items(rng)
     res, pn = _full_maps(X, 0.99)
     idx, w = DB.resample(jax.random.key(2), 3, 3, 4)
-    seen = []
-    real = getattr(DB, name)
+    seen = {}
+    names = ["diffusion_map_batched", "_items_by_slot", "_slot_centroids", "_intra_statistics",
+             "_inter_statistics", "_noise_mean", "_by_snr"]
+    for name in names:
+        real = getattr(DB, name)
 
-    def spy(*args, **kwargs):
-        seen.append((args, kwargs))
-        return real(*args, **kwargs)
+        def spy(*args, _real=real, _name=name, **kwargs):
+            seen.setdefault(_name, (_real, args, kwargs))
+            return _real(*args, **kwargs)
 
-    monkeypatch.setattr(DB, name, spy)
+        monkeypatch.setattr(DB, name, spy)
     if which == "intra":
         DB.intra_replicates(X, idx, w, SNRS, res.maps, pn.maps, key=jax.random.key(0))
+        assert {"_slot_centroids", "_intra_statistics"} <= set(seen)
     else:
-        L, K, S, U, D = X.shape  # one map per SNR over the L x K (layer, noise) centroids
-        clouds = np.transpose(X.mean(axis=3), (2, 0, 1, 3)).reshape(S, L * K, D)
-        maps = diffusion_map(clouds, t=0.5, energy=0.99)
-        member = np.kron(np.eye(L), np.full((1, K), 1.0 / K))
+        maps, member = _inter_full(X)
         DB.inter_replicates(X, idx, w, maps, member, key=jax.random.key(0))
-    assert seen, f"{name} was not called"
-    assert _solver_calls(real, *seen[0]) == 1
+        assert {"_slot_centroids", "_inter_statistics", "_by_snr"} <= set(seen)
+    for name, (real, args, kwargs) in seen.items():
+        assert _solver_calls(real, args, kwargs) == (1 if name == "diffusion_map_batched" else 0), name
 
 
 def _layers_and_items(rng, blocks=("Enc1", "Enc2", "Latent", "Dec2", "Dec1", "Refine"), per_block=2, K=3, U=3):
