@@ -51,7 +51,7 @@ class Settings(NamedTuple):
     tol: float | None
     key: jax.Array
     use_align: bool
-    align: jax.Array
+    align: np.ndarray  # a jax.Array when align_to came laid out over several devices
     one_device: bool
 
 
@@ -228,16 +228,18 @@ def check_settings(X, *, n_components, epsilon, alpha, t, energy, key, align_to,
     if use_align:
         a = as_float_array(align_to, "align_to", fn=_FN)
         check_finite(a, "align_to", fn=_FN)
+        # on the host (a few values: no single-op programs to compile), unless laid out over devices
+        xp = jnp if isinstance(a, jax.Array) and not on_one_device(a) else np
         try:
-            a = jnp.broadcast_to(a, batch + (n,))
+            a = xp.broadcast_to(a if xp is jnp else np.asarray(a), batch + (n,))
         except ValueError:
             raise ValueError(
                 f"The 'align_to' parameter of {_FN} must have shape (n,) = ({n},) or {batch + (n,)}; "
                 f"got {tuple(a.shape)}. Pass one value per point (e.g. the SNR of each point)."
             ) from None
-        a = a.astype(X.dtype)
+        a = a.astype(X.dtype) if xp is jnp else np.ascontiguousarray(a, dtype=X.dtype)
     else:
-        a = jnp.zeros(batch + (n,), X.dtype)
+        a = np.zeros(batch + (n,), X.dtype)
     return Settings(X=X, batch=batch, n=n, rule=rule, eps_value=eps_value, alpha=alpha, t=t, energy=energy,
                     solver=solver, coordinates=coordinates, k=k, block_size=block_size, maxiter=maxiter, tol=tol,
                     key=key, use_align=use_align, align=a, one_device=one_device)

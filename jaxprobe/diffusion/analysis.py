@@ -87,6 +87,13 @@ def _group_geometry(coords, membership):
     return centroids, jnp.sqrt(jax.vmap(sq_distances)(centroids))
 
 
+@jax.jit
+def _intra_outputs(coords, level_distances, membership):
+    """DC1 (..., n), level coordinates (..., S, k) and distances to the cleanest level (..., S) of
+    maps (..., n, k): one program instead of a handful of single-op ones."""
+    return (coords[..., 0], jnp.einsum("gn,...nk->...gk", membership, coords), level_distances[..., -1])
+
+
 def group_membership(labels, n_groups, dtype):
     onehot = (np.asarray(labels)[None, :] == np.arange(n_groups)[:, None]).astype(np.float64)
     return jnp.asarray(onehot / onehot.sum(axis=1, keepdims=True), dtype)
@@ -132,18 +139,14 @@ def intra_layer(X, snr, *, n_components=None, epsilon="median", alpha=0.0, t=1.0
     member = group_membership(labels, len(levels), X.dtype)
     maps = diffusion_map(X, n_components=n_components, epsilon=epsilon, alpha=alpha, t=t, energy=energy,
                          key=key, solver=solver, align_to=snr, coordinates=coordinates, group_means=member)
-    dc1 = maps.coords[..., 0]
-    snr_j = jnp.asarray(snr, dc1.dtype)
+    dc1, lc, to_clean = _intra_outputs(maps.coords, maps.group_distances, member)
+    snr_j = jnp.asarray(snr.astype(dc1.dtype))
     fit = linregress(snr_j, dc1)
     rho = spearman(snr_j, dc1)
-    batch, (n, k) = maps.coords.shape[:-2], maps.coords.shape[-2:]
-    lc, _ = _group_geometry(maps.coords.reshape((-1, n, k)), member)
-    S = len(levels)
-    lc, ld = lc.reshape(batch + (S, k)), maps.group_distances
     return IntraLayerResult(
-        maps=maps, dc1=dc1, snr_levels=jnp.asarray(levels, dc1.dtype), slope=fit.slope,
-        intercept=fit.intercept, r2=fit.r2, spearman=rho, level_coords=lc, level_distances=ld,
-        distance_to_clean=ld[..., -1],
+        maps=maps, dc1=dc1, snr_levels=jnp.asarray(levels.astype(dc1.dtype)), slope=fit.slope,
+        intercept=fit.intercept, r2=fit.r2, spearman=rho, level_coords=lc, level_distances=maps.group_distances,
+        distance_to_clean=to_clean,
     )
 
 

@@ -282,8 +282,8 @@ def intra_replicates(X, index, weights, snrs, maps, maps_per_noise, *, key, symm
         st.update(closed=need, symmetric=False)
     stats = dict(K=K, S=S, markov_in=not st["symmetric"], need=need,
                  closed=st["closed"] == need and (need == "symmetric" or not st["symmetric"]))
-    align = np.asarray(maps.coords[..., 0], X.dtype).reshape(L, K, S)
-    align_pn = np.asarray(maps_per_noise.coords[..., 0], X.dtype).reshape(L, K, S)
+    align = np.asarray(maps.coords, X.dtype)[..., 0].reshape(L, K, S)
+    align_pn = np.asarray(maps_per_noise.coords, X.dtype)[..., 0].reshape(L, K, S)
     scal, scal_pn, snrs = _scalars(maps, X.dtype), _scalars(maps_per_noise, X.dtype), jnp.asarray(snrs)
     M = jnp.asarray(np.tile(np.eye(S), (1, K)) / K, X.dtype)  # level s <- points k * S + s (noise-major)
     M_pn = jnp.asarray(np.eye(S), X.dtype)
@@ -328,7 +328,7 @@ def inter_replicates(X, index, weights, maps, membership, *, key, symmetric=Fals
     index, weights = np.asarray(index), np.asarray(weights)
     st = _map_call(maps, False)
     convert = None if st["symmetric"] == bool(symmetric) else "to_symmetric" if symmetric else "to_markov"
-    align, member, scal = np.asarray(maps.coords[..., 0], X.dtype), jnp.asarray(membership), _scalars(maps, X.dtype)
+    align, member, scal = np.asarray(maps.coords, X.dtype)[..., 0], jnp.asarray(membership), _scalars(maps, X.dtype)
     XT = _items_by_slot(X)
     parts = []
     for b in range(int(index.shape[0])):

@@ -359,6 +359,13 @@ def diffusion_map_batched(X, eps_value, alpha, t, energy, align, key, M=None, *,
 
 
 
+@partial(jax.jit, static_argnames=("batch",))
+def _unflatten(out, *, batch):
+    """The batched call's outputs (B, ...) back to the leading axes ``batch``: one program, not one
+    reshape program per output."""
+    return tuple(o.reshape(batch + o.shape[1:]) for o in out)
+
+
 # ----------------------------------------------------------------------------- public API
 
 
@@ -466,9 +473,9 @@ def diffusion_map(
         sequential=(s.solver in ("lobpcg", "krylov") and s.one_device
                     and (s.block_size is None or s.solver == "krylov")),
     )
-    coords, w, psi, eps, pi, q, n_kept, mask, min_aff, n_iso, resid, finite, spread, total, gd, gclosed = (
-        o.reshape(batch + o.shape[1:]) for o in out
-    )
+    if batch != (B,):
+        out = _unflatten(out, batch=batch)
+    coords, w, psi, eps, pi, q, n_kept, mask, min_aff, n_iso, resid, finite, spread, total, gd, gclosed = out
     # finiteness and identical points were checked inside the jitted call (same errors)
     check_outputs(s.X, finite, spread, eps, s.rule)
     res = DiffusionMap(
