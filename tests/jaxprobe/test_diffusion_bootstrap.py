@@ -167,17 +167,17 @@ def test_replicates_reuse_the_full_data_map_programs(rng):
     """The replicates' maps run through the programs that computed the full-data maps: the bootstrap
     compiles no map program of its own, and a second bootstrap (another number of replicates)
     compiles nothing at all."""
-    X = _items(rng)
+    X = _items(rng, U=5, D=11)  # shapes no other test compiles for
     res, pn = _full_maps(X, 0.99)
     maps, member = _inter_full(X)
     with _compiles() as first:
-        idx, w = DB.resample(jax.random.key(2), 3, 3, 4)
+        idx, w = DB.resample(jax.random.key(2), 3, 3, 5)
         DB.intra_replicates(X, idx, w, SNRS, res.maps, pn.maps, key=jax.random.key(0))
         DB.inter_replicates(X, idx, w, maps, member, key=jax.random.key(0))
     # no map program (nor a replicate program holding one): only the small centroid and statistics steps
     assert "jit(_slot_centroids)" in first and not [nm for nm in first if "diffusion_map" in nm
                                                    or "replicates" in nm], first
-    idx, w = DB.resample(jax.random.key(3), 5, 3, 4)
+    idx, w = DB.resample(jax.random.key(3), 5, 3, 5)
     with _compiles() as second:
         DB.intra_replicates(X, idx, w, SNRS, res.maps, pn.maps, key=jax.random.key(0))
         DB.inter_replicates(X, idx, w, maps, member, key=jax.random.key(0))
