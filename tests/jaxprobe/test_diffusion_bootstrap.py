@@ -98,6 +98,19 @@ def test_bad_designs_are_named(rng):
         DB.intra_replicates(X, idx, w, SNRS[:4], res.maps, pn.maps, key=jax.random.key(0))
 
 
+def test_a_degenerate_replicate_is_an_error(rng):
+    """A replicate whose resampled centroids are all identical (every slot the same noise type, all
+    weight on items that do not move with SNR) raises, naming the bootstrap, instead of giving NaN."""
+    X = _items(rng)
+    X[:, 0, :, 1:, :] = 0.5  # noise type 0: only item 0 moves with SNR
+    res, pn = _full_maps(X, 0.99)
+    idx = np.zeros((2, 3), np.int32)
+    w = np.tile(np.array([0.0, 1 / 3, 1 / 3, 1 / 3], np.float32), (2, 3, 1))
+    w[0] = 0.25  # replicate 0 is fine, replicate 1 degenerate
+    with pytest.raises(FloatingPointError, match="intra_replicates: 1 of 2 bootstrap replicates gave a degenerate"):
+        DB.intra_replicates(X, idx, w, SNRS, res.maps, pn.maps, key=jax.random.key(0))
+
+
 def test_signs_follow_the_full_data_map(rng):
     """DC1 of every replicate points the way of the full-data DC1: SNR-increasing data keep rho > 0."""
     X = _items(rng)
