@@ -98,9 +98,9 @@ def _fits(snrs, dc1):
 # kernels (eigh, qr, cholesky) split a batch over XLA's intra-op thread pool and block the calling pool
 # thread until the pieces finish; two such calls in flight at once can occupy every pool thread on a
 # small machine (2 here) while their pieces wait in the queue: a deadlock, seen as every thread asleep
-# in ``BlockingCounter::Wait`` under ``lapack_ssyevd_ffi``. So each replicate's statistics are fetched
-# (which waits for its map) before the next map is dispatched, and the map program holds the only solver
-# call (tests/jaxprobe/test_diffusion_bootstrap.py checks both programs' solver calls).
+# in ``BlockingCounter::Wait`` under ``lapack_ssyevd_ffi``. So every map call is waited for before the
+# next is dispatched (the pooled maps before the per-noise maps; a replicate's statistics, fetched, before
+# the next replicate), and the map program holds the only solver call (tests/jaxprobe/test_diffusion_bootstrap.py checks both programs' solver calls).
 
 
 @jax.jit
@@ -292,8 +292,8 @@ def intra_replicates(X, index, weights, snrs, maps, maps_per_noise, *, key, symm
     for b in range(int(index.shape[0])):
         kb = jax.random.fold_in(key, b)
         C = _slot_centroids(XT, index[b], weights[b], L=L, S=S, D=D)
-        out = diffusion_map_batched(C.reshape(L, K * S, D), *scal, align[:, index[b]].reshape(L, K * S), kb, M,
-                                    **st)
+        out = jax.block_until_ready(diffusion_map_batched(  # waits: one solver program in flight
+            C.reshape(L, K * S, D), *scal, align[:, index[b]].reshape(L, K * S), kb, M, **st))
         out_pn = diffusion_map_batched(C.reshape(L * K, S, D), *scal_pn, align_pn[:, index[b]].reshape(L * K, S),
                                        jax.random.fold_in(kb, 1), M_pn, **st_pn)
         one = _intra_statistics(out, out_pn, snrs, markov_pn=not st_pn["symmetric"], **stats)

@@ -234,6 +234,27 @@ def test_each_replicate_program_holds_at_most_one_solver_call(rng, monkeypatch, 
         assert _solver_calls(real, args, kwargs) == (1 if name == "diffusion_map_batched" else 0), name
 
 
+def test_one_map_program_in_flight_at_a_time(rng, monkeypatch):
+    """Each map call of the bootstrap is finished before the next is dispatched (the pooled maps
+    before the per-noise maps, a replicate before the next): two LAPACK programs in flight can
+    deadlock (see test_each_replicate_program_holds_at_most_one_solver_call)."""
+    X = _items(rng)
+    res, pn = _full_maps(X, 0.99)
+    maps, member = _inter_full(X)
+    idx, w = DB.resample(jax.random.key(2), 3, 3, 4)
+    real, outs = DB.diffusion_map_batched, []
+
+    def spy(*args, **kwargs):
+        assert all(x.is_ready() for o in outs for x in jax.tree_util.tree_leaves(o))
+        outs.append(real(*args, **kwargs))
+        return outs[-1]
+
+    monkeypatch.setattr(DB, "diffusion_map_batched", spy)
+    DB.intra_replicates(X, idx, w, SNRS, res.maps, pn.maps, key=jax.random.key(0))
+    DB.inter_replicates(X, idx, w, maps, member, key=jax.random.key(0))
+    assert len(outs) == 3 * 3
+
+
 def _layers_and_items(rng, blocks=("Enc1", "Enc2", "Latent", "Dec2", "Dec1", "Refine"), per_block=2, K=3, U=3):
     layers, noisy = [], {}
     for depth, block in enumerate(blocks):
