@@ -35,6 +35,7 @@ from jaxprobe.diffusion._checks import BLOCK_SIZE, DENSE_MAX_N
 from jaxprobe.diffusion.map import diffusion_map_batched
 from jaxprobe.stats import linregress_fields, percentile_interval, rankdata
 from jaxprobe_kernels.gram import sq_distances
+from jaxprobe_kernels.resample import INTEGER_PROGRAM
 
 DESIGNS = ("hierarchical", "noise")
 
@@ -50,21 +51,33 @@ def resample(key, n_boot: int, n_noises: int, n_items: int, design: str = "hiera
     """
     if design not in DESIGNS:
         raise ValueError(f"The 'design' parameter of resample must be one of {DESIGNS}. Got {design!r} instead.")
-    return _resample(key, n_boot=int(n_boot), n_noises=int(n_noises), n_items=int(n_items), design=design)
+    idx, counts = _resample(key, n_boot=int(n_boot), n_noises=int(n_noises), n_items=int(n_items),
+                            design=design)
+    if design == "noise":
+        return idx, jnp.asarray(np.full(counts.shape, 1.0 / n_items, np.float32))
+    return idx, _weights(counts, n_items=int(n_items))
 
 
-@partial(jax.jit, static_argnames=("n_boot", "n_noises", "n_items", "design"))
+@partial(jax.jit, static_argnames=("n_items",))
+def _weights(counts, *, n_items):
+    """Item weights counts / U, in a default-level program: XLA divides by a constant divisor as the
+    eager program of the same expression did (bit for bit; IEEE division on the host differs by an ulp)."""
+    return counts.astype(jnp.float32) / n_items
+
+
+@partial(jax.jit, static_argnames=("n_boot", "n_noises", "n_items", "design"), compiler_options=INTEGER_PROGRAM)
 def _resample(key, *, n_boot, n_noises, n_items, design):
-    """One compiled program for the design (eagerly, each random op compiled its own)."""
+    """The design's draws as one integer-only program (noise type per slot, item counts per slot),
+    compiled at LLVM level 1 like the CKA bootstrap's count programs (``kernels.resample``: the same
+    bits, the unrolled hash rounds 2-3x cheaper to compile)."""
 
     def one(b):
         kn, ku = jax.random.split(jax.random.fold_in(key, b))
         idx = jax.random.randint(kn, (n_noises,), 0, n_noises)
         if design == "noise":
-            return idx, jnp.full((n_noises, n_items), 1.0 / n_items, jnp.float32)
+            return idx, jnp.zeros((n_noises, n_items), jnp.int32)
         draws = jax.random.randint(ku, (n_noises, n_items), 0, n_items)
-        counts = jnp.sum(jax.nn.one_hot(draws, n_items, dtype=jnp.float32), axis=1)
-        return idx, counts / n_items
+        return idx, jnp.sum(jax.nn.one_hot(draws, n_items, dtype=jnp.int32), axis=1)
 
     return jax.vmap(one)(jnp.arange(n_boot))
 

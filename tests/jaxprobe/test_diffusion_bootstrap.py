@@ -50,6 +50,29 @@ def test_resample_designs(rng):
         DB.resample(jax.random.key(0), 2, 2, 2, "items")
 
 
+@pytest.mark.parametrize("design", ["hierarchical", "noise"])
+@pytest.mark.parametrize("U", [4, 7])
+def test_resample_gives_the_bits_of_the_plain_formulation(design, U):
+    """The design from its integer-only level-1 program equals, bit for bit, the same draws written
+    as plain (eagerly run) JAX: the noise types, and the weights counts / U (U = 7: not a power of 2)."""
+    key, K = jax.random.key(11), 5
+
+    def one(b):
+        kn, ku = jax.random.split(jax.random.fold_in(key, b))
+        idx = jax.random.randint(kn, (K,), 0, K)
+        if design == "noise":
+            return idx, jnp.full((K, U), 1.0 / U, jnp.float32)
+        draws = jax.random.randint(ku, (K, U), 0, U)
+        return idx, jnp.sum(jax.nn.one_hot(draws, U, dtype=jnp.float32), axis=1) / U
+
+    with jax.disable_jit():
+        want = jax.vmap(one)(jnp.arange(30))
+    got = DB.resample(key, 30, K, U, design)
+    for g, w in zip(got, want):
+        assert g.dtype == w.dtype
+        np.testing.assert_array_equal(np.asarray(g), np.asarray(w))
+
+
 def test_identity_replicate_reproduces_the_full_data_maps(rng):
     X = _items(rng)
     res, pn = _full_maps(X, 0.99)
