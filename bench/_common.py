@@ -71,3 +71,17 @@ def write_results(name: str, payload: dict) -> Path:
     tmp.write_text(json.dumps(payload, indent=2, default=float))
     os.replace(tmp, out)
     return out
+
+
+def process_cpu() -> float:
+    """User + system CPU seconds of every thread of this process (not its children)."""
+    t = os.times()
+    return t.user + t.system
+
+
+def loadavg() -> list[float]:
+    """The 1-, 5- and 15-minute load averages (/proc/loadavg); [] where there is none."""
+    try:
+        return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+    except OSError:
+        return []

@@ -31,19 +31,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, machine  # noqa: E402
+from _common import RESULTS, loadavg, machine, process_cpu  # noqa: E402
 
 
-def _cpu() -> float:
-    t = os.times()
-    return t.user + t.system
-
-
-def _load() -> list[float]:
-    try:
-        return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
-    except OSError:
-        return []
+_cpu, _load = process_cpu, loadavg
 
 
 class Stages:

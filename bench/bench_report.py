@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, machine  # noqa: E402
+from _common import RESULTS, loadavg, machine, process_cpu  # noqa: E402
 
 STUDIES = ("muse", "gtcrn", "compare")
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,16 +42,7 @@ FIGURE_FUNCTIONS = {
 }
 
 
-def _cpu() -> float:
-    t = os.times()
-    return t.user + t.system
-
-
-def _load() -> list[float]:
-    try:
-        return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
-    except OSError:
-        return []
+_cpu, _load = process_cpu, loadavg
 
 
 def baseline_save(fig, out_dir, stem: str, formats=("png", "pdf")):
