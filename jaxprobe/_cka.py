@@ -64,6 +64,8 @@ def needs_rescue(out, *ratios, dtype) -> bool:
     """True when a fast (unscaled) result cannot be trusted as is: a non-finite value, or
     a ratio at or below the constant threshold (the -1 sentinel included)."""
     tol = constant_threshold(dtype)
+    if isinstance(out, np.ndarray) and all(isinstance(r, np.ndarray) for r in ratios):  # host results: no programs
+        return not (bool(np.all(np.isfinite(out))) and all(bool(np.all(r > tol)) for r in ratios))
     return not (bool(_all_finite(out)) and all(bool(jnp.all(r > tol)) for r in ratios))
 
 

@@ -23,10 +23,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprobe._validate import as_float_array, check_finite, check_not_constant, constant_threshold
+from jaxprobe._validate import as_float_array, check_finite, check_not_constant
 from jaxprobe.bootstrap import bootstrap_mean, n_distinct_resamples
 from jaxprobe import _cka_items
-from jaxprobe._cka import cka
+from jaxprobe._cka import cka, needs_rescue
 from jaxprobe.stats import linregress_fields, percentile_interval
 
 PROTOCOLS = ("utterance", "centroid")
@@ -175,8 +175,7 @@ def per_item_cka_all(noisy, clean, *, estimators=ESTIMATORS, orientation="channe
         return out, rx, np.asarray(ry)
 
     out, rx, ry = run(False)
-    tol = constant_threshold(out.dtype)  # needs_rescue's rule, on the numpy results (no eager programs)
-    if not (np.all(np.isfinite(out)) and np.all(rx > tol) and np.all(ry > tol)):  # as in jaxprobe.cka: locate and word the problem
+    if needs_rescue(out, rx, ry, dtype=out.dtype):  # as in jaxprobe.cka (numpy results: no eager programs)
         fn = "per_item_cka_all"
         check_finite(X0, "noisy", fn=fn)
         check_finite(Y0, "clean", fn=fn)
