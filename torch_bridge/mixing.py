@@ -35,8 +35,11 @@ so a sweep scales *the same* noise segment to each SNR (a controlled sweep);
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
+import functools
 import hashlib
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -121,41 +124,125 @@ def item_rng(*parts: Any, seed: int) -> np.random.Generator:
 
 # ----------------------------------------------------------------------------- levels
 
-_METERS: dict[int, Any] = {}
+#: BS.1770 gating (pyloudnorm's Meter defaults, which :func:`loudness` reproduces operation for operation).
+_BLOCK_S = 0.400
+_BLOCK_STEP = 1.0 - 0.75
+_ABS_GATE = -70.0
+_REL_GATE = 10.0
 
 
-def loudness(x: np.ndarray, sample_rate: int, *, name: str = "signal") -> float:
-    """Integrated loudness in LUFS (ITU-R BS.1770-4, pyloudnorm's meter).
-
-    x : array of shape (n,) with n > 0.4 s. Raises AudioError when it is shorter than one
-    400 ms gating block or so quiet that every block is under the -70 LUFS gate (-inf).
-    """
+@functools.lru_cache(maxsize=8)
+def _k_weighting(sample_rate: int) -> tuple[tuple[float, np.ndarray, np.ndarray], ...]:
+    """pyloudnorm's own K-weighting stages at ``sample_rate``: (passband gain, b, a) in its order."""
     import pyloudnorm
 
-    if x.shape[0] <= int(0.4 * sample_rate):
+    meter = pyloudnorm.Meter(sample_rate)  # BS.1770-4 K-weighting
+    return tuple((float(s.passband_gain), np.asarray(s.b), np.asarray(s.a)) for s in meter._filters.values())
+
+
+def block_energies(x: np.ndarray, sample_rate: int, *, name: str = "signal") -> np.ndarray:
+    """K-weighted mean squares of the 400 ms BS.1770 gating blocks (75 % overlap) of ``x``.
+
+    x : array of shape (n,) with n > 0.4 s -> array of shape (blocks,), float64. The filter
+    (pyloudnorm's coefficients, scipy's lfilter), block bounds and sums are pyloudnorm's, so
+    :func:`gated_loudness` of the result is pyloudnorm's integrated loudness. Filtering is
+    linear: the blocks of ``g x`` are ``g**2`` times these, so one call serves every gain.
+    """
+    from scipy.signal import lfilter
+
+    if x.shape[0] <= int(_BLOCK_S * sample_rate):
         raise AudioError(f"{name} is {x.shape[0] / sample_rate:.3f} s long; loudness (BS.1770) needs "
                          "more than one 400 ms block. Use longer audio.")
-    meter = _METERS.get(sample_rate)
-    if meter is None:
-        meter = _METERS[sample_rate] = pyloudnorm.Meter(sample_rate)
+    y = np.asarray(x, dtype=np.float64)
+    for gain, b, a in _k_weighting(sample_rate):
+        y = gain * lfilter(b, a, y)
+    n_blocks = int(np.round((y.shape[0] / sample_rate - _BLOCK_S) / (_BLOCK_S * _BLOCK_STEP))) + 1
+    scale = 1.0 / (_BLOCK_S * sample_rate)
+    z = np.empty(n_blocks)
+    for j in range(n_blocks):
+        lo = int(_BLOCK_S * (j * _BLOCK_STEP) * sample_rate)
+        hi = int(_BLOCK_S * (j * _BLOCK_STEP + 1) * sample_rate)
+        z[j] = scale * np.sum(np.square(y[lo:hi]))
+    return z
+
+
+def gated_loudness(z: np.ndarray, power_gain: float = 1.0) -> float:
+    """Integrated loudness in LUFS of a signal whose block energies (:func:`block_energies`)
+    are ``power_gain * z``: absolute gate -70 LUFS, relative gate -10 LU; -inf when no block
+    passes (callers turn that into an error)."""
+    z = z * power_gain if power_gain != 1.0 else z
     with np.errstate(divide="ignore", invalid="ignore"):
-        value = float(meter.integrated_loudness(np.asarray(x, dtype=np.float64)))
+        level = -0.691 + 10.0 * np.log10(z)
+        above = z[level >= _ABS_GATE]
+        if above.shape[0] == 0:
+            return -np.inf
+        relative = -0.691 + 10.0 * np.log10(np.mean(above)) - _REL_GATE
+        kept = z[(level > relative) & (level > _ABS_GATE)]
+        if kept.shape[0] == 0:
+            return -np.inf
+        return float(-0.691 + 10.0 * np.log10(np.mean(kept)))
+
+
+def _finite_loudness(value: float, name: str) -> float:
     if not np.isfinite(value):
         raise AudioError(f"{name} has loudness {value} LUFS: silent or below the -70 LUFS gate "
                          "everywhere. Use audio with signal in it.")
     return value
 
 
+def loudness(x: np.ndarray, sample_rate: int, *, name: str = "signal") -> float:
+    """Integrated loudness in LUFS (ITU-R BS.1770-4; pyloudnorm's meter, computed by
+    :func:`block_energies` and :func:`gated_loudness` to the same float64 value).
+
+    x : array of shape (n,) with n > 0.4 s. Raises AudioError when it is shorter than one
+    400 ms gating block or so quiet that every block is under the -70 LUFS gate (-inf).
+    """
+    return _finite_loudness(gated_loudness(block_energies(x, sample_rate, name=name)), name)
+
+
 def normalise_gain(x: np.ndarray, sample_rate: int, target: float, name: str) -> tuple[float, float]:
-    """Gain g with loudness(g x) == target within 1e-3 LU; returns (g, loudness before)."""
-    before = loudness(x, sample_rate, name=name)
+    """Gain g with loudness(g x) == target within 1e-3 LU; returns (g, loudness before).
+
+    ``x`` is filtered once; the loudness at each trial gain gates ``g**2`` times its block
+    energies (the gating can move blocks across the -70 LUFS gate, hence the iteration).
+    """
+    z = block_energies(x, sample_rate, name=name)
+    before = _finite_loudness(gated_loudness(z), name)
     gain = 10.0 ** ((target - before) / 20.0)
     for _ in range(4):
-        now = loudness(gain * x, sample_rate, name=name)
+        now = _finite_loudness(gated_loudness(z, gain * gain), name)
         if abs(now - target) < 1e-3:
             break
         gain *= 10.0 ** ((target - now) / 20.0)
     return gain, before
+
+
+_CLEAN_MEMO: collections.OrderedDict = collections.OrderedDict()
+_CLEAN_MEMO_SIZE = 16
+_CLEAN_MEMO_LOCK = threading.Lock()
+
+
+def _clean_reference(x: np.ndarray, sample_rate: int, target: float, uid: str):
+    """(gain, loudness before, float32 normalised clean, its loudness) of the clean utterance,
+    memoised per content (BLAKE2b of its samples; the last 16 kept): a sweep mixes each
+    utterance with every noise at every SNR, and its clean reference is the same each time."""
+    key = (hashlib.blake2b(np.ascontiguousarray(x).tobytes(), digest_size=16).hexdigest(),
+           x.dtype.str, x.shape, sample_rate, target)
+    with _CLEAN_MEMO_LOCK:
+        hit = _CLEAN_MEMO.get(key)
+        if hit is not None:
+            _CLEAN_MEMO.move_to_end(key)
+    if hit is None:
+        gain, before = normalise_gain(x, sample_rate, target, f"clean {uid!r}")
+        clean32 = (gain * x).astype(np.float32)
+        after = loudness(clean32.astype(np.float64), sample_rate, name="clean")
+        hit = (gain, before, clean32, after)
+        with _CLEAN_MEMO_LOCK:
+            _CLEAN_MEMO[key] = hit
+            while len(_CLEAN_MEMO) > _CLEAN_MEMO_SIZE:
+                _CLEAN_MEMO.popitem(last=False)
+    gain, before, clean32, after = hit
+    return gain, before, clean32.copy(), after
 
 
 def active_mask(x: np.ndarray, sample_rate: int) -> np.ndarray:
@@ -402,8 +489,7 @@ def mix_at_snr(
         noise32 = (mix_gain * peak_gain * noise_gain * seg).astype(np.float32)
         noisy32 = speech32 + noise32
 
-    clean_gain, clean_lufs_before = normalise_gain(x, sample_rate, target_lufs, f"clean {uid!r}")
-    clean32 = (clean_gain * x).astype(np.float32)
+    clean_gain, clean_lufs_before, clean32, clean_lufs_after = _clean_reference(x, sample_rate, target_lufs, uid)
     clean_peak = float(np.max(np.abs(clean32)))
 
     info = {
@@ -429,7 +515,7 @@ def mix_at_snr(
         "lufs_before": lufs_before,
         "lufs_after": loudness(noisy32.astype(np.float64), sample_rate, name="noisy"),
         "clean_lufs_before": clean_lufs_before,
-        "clean_lufs_after": loudness(clean32.astype(np.float64), sample_rate, name="clean"),
+        "clean_lufs_after": clean_lufs_after,
         "peak": float(np.max(np.abs(noisy32))),
         "peak_before_limit": peak,
         "peak_dbfs": 20.0 * float(np.log10(max(float(np.max(np.abs(noisy32))), 1e-12))),

@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -425,6 +426,95 @@ def build_corpus(
 
 # ----------------------------------------------------------------------------- loading
 
+_READ_LOCK = threading.Lock()
+
+
+class CorpusRecord(AudioRecord):
+    """An :class:`AudioRecord` of the corpus whose waveform is read on first use.
+
+    ``load_corpus`` verifies every file's checksum but decodes none; ``waveform`` reads the
+    file once (under a lock, so threads share one read), checks its size and SHA-256 against
+    the manifest again (unless the corpus was loaded with ``verify_checksums=False``) and
+    decodes it with soundfile to the same float32 array an eager read gives. A file that
+    vanished or changed since is a :class:`CorpusError` naming it. ``duration`` and
+    ``num_samples`` come from the manifest without reading.
+    """
+
+    @property
+    def waveform(self) -> np.ndarray:
+        w = self.__dict__.get("_waveform")
+        if w is None:
+            with _READ_LOCK:
+                w = self.__dict__.get("_waveform")
+                if w is None:
+                    w = self._read()
+                    self.__dict__["_waveform"] = w
+        return w
+
+    @waveform.setter
+    def waveform(self, value) -> None:  # the dataclass __init__ (and dataclasses.replace) set it
+        self.__dict__["_waveform"] = value
+
+    @property
+    def loaded(self) -> bool:
+        return self.__dict__.get("_waveform") is not None
+
+    @property
+    def num_samples(self) -> int:
+        if self.loaded:
+            return int(self.waveform.shape[0])
+        return int(self.meta["num_samples"])
+
+    @property
+    def duration(self) -> float:
+        return self.num_samples / self.sample_rate
+
+    def _read(self) -> np.ndarray:
+        import io
+
+        import soundfile as sf
+
+        path = Path(self.path)
+        fix = (f"It was verified when the corpus was loaded; rebuild it with `jaxprobe corpus build --size "
+               f"{self.__dict__.get('_size', 'default')}` (or load_corpus(build=True)) and load it again.")
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            raise CorpusError(f"Corpus file {path} (record {self.id!r}) cannot be read at first use: "
+                              f"{e.strerror or e}. {fix}") from e
+        want = self.meta.get("sha256")
+        if self.__dict__.get("_verify", True) and want is not None:
+            got = hashlib.sha256(data).hexdigest()
+            if len(data) != self.meta.get("bytes") or got != want:
+                raise CorpusError(f"Corpus file {path} (record {self.id!r}) changed since the corpus was "
+                                  f"loaded: {len(data)} bytes, sha256 {got[:16]}..., expected "
+                                  f"{self.meta.get('bytes')} bytes, sha256 {want[:16]}.... {fix}")
+        try:
+            x, rate = sf.read(io.BytesIO(data), dtype="float32")
+        except (sf.LibsndfileError, RuntimeError, ValueError) as e:
+            raise CorpusError(f"Corpus file {path} (record {self.id!r}) cannot be decoded: {e}. {fix}") from e
+        if rate != self.sample_rate or x.ndim != 1:
+            raise CorpusError(f"Corpus file {path} (record {self.id!r}) holds {x.shape} samples at {rate} Hz; "
+                              f"the manifest says mono at {self.sample_rate} Hz. {fix}")
+        return x
+
+    def __repr__(self) -> str:
+        return (f"CorpusRecord(id={self.id!r}, speaker={self.speaker!r}, num_samples={self.num_samples}, "
+                f"sample_rate={self.sample_rate}, path={self.path!r}, loaded={self.loaded})")
+
+    def __reduce__(self):  # pickle the loaded samples if any, else only the pointer to the file
+        return (_rebuild_record, (self.id, self.speaker, self.__dict__.get("_waveform"), self.sample_rate,
+                                  self.transcript, self.path, self.meta, self.__dict__.get("_size", "default"),
+                                  self.__dict__.get("_verify", True)))
+
+
+def _rebuild_record(uid, speaker, waveform, sample_rate, transcript, path, meta, size, verify) -> CorpusRecord:
+    rec = CorpusRecord(id=uid, speaker=speaker, waveform=waveform, sample_rate=sample_rate,
+                       transcript=transcript, path=path, meta=meta)
+    rec.__dict__.update(_size=size, _verify=verify)
+    return rec
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class Corpus:
     """The loaded corpus.
@@ -467,12 +557,11 @@ def load_corpus(
 ) -> Corpus:
     """Load the corpus, building or repairing it first when missing or corrupt (if ``build``).
 
-    Returns a :class:`Corpus` of :class:`AudioRecord` (mono float32 at 16 kHz). With
+    Returns a :class:`Corpus` of :class:`CorpusRecord` (mono float32 at 16 kHz), each read from
+    its file on first use of its ``waveform`` (the checksums are verified here, before). With
     ``build=False`` a missing or corrupt corpus is a :class:`CorpusError` that says how to
     build it.
     """
-    import soundfile as sf
-
     spec = _spec(size)
     root = corpus_root(cache_dir, spec)
     manifest = read_manifest(root)
@@ -486,11 +575,10 @@ def load_corpus(
         manifest = build_corpus(cache_dir, size=spec, workers=workers, log=log,
                                 seed=manifest.get("seed", 0) if manifest else 0).manifest
 
-    def record(it: dict) -> AudioRecord:
-        x, rate = sf.read(str(root / it["path"]), dtype="float32")
+    def record(it: dict) -> CorpusRecord:  # read on first use (CorpusRecord.waveform)
         meta = {k: v for k, v in it.items() if k not in ("id", "speaker", "text", "path")}
-        return AudioRecord(id=it["id"], speaker=it.get("speaker"), waveform=x, sample_rate=rate,
-                           transcript=it.get("text"), path=str(root / it["path"]), meta=meta)
+        return _rebuild_record(it["id"], it.get("speaker"), None, int(it.get("sample_rate", SAMPLE_RATE)),
+                               it.get("text"), str(root / it["path"]), meta, spec.name, verify_checksums)
 
     recs = [record(it) for it in manifest["items"]]
     return Corpus(root=root, manifest=manifest,
