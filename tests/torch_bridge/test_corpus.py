@@ -267,3 +267,51 @@ def test_drop_gaps_shortens_only_long_silences():
         run = run + 1 if quiet else 0
         runs.append(run)
     assert max(runs) <= 10
+
+
+# ---------------------------------------------------------------------------- records read on first use
+
+def test_records_are_read_on_first_use_as_an_eager_read_gives(tmp_path):
+    import concurrent.futures
+    import pickle
+
+    build_corpus(tmp_path, size=MINI)
+    c = load_corpus(tmp_path, size=MINI, build=False)
+    recs = c.utterances + list(c.noises.values())
+    assert not any(r.loaded for r in recs)  # loading decoded nothing
+    for r in recs:  # lengths and durations from the manifest, still without reading
+        info = sf.info(r.path)
+        assert r.num_samples == info.frames and r.duration == info.frames / SR and not r.loaded
+    first = c.utterances[0]
+    assert "loaded=False" in repr(first)
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:  # threads share one read
+        got = list(pool.map(lambda _: first.waveform, range(8)))
+    assert all(g is got[0] for g in got) and first.loaded
+    for r in recs:
+        eager, rate = sf.read(r.path, dtype="float32")
+        assert r.waveform.dtype == np.float32 and rate == r.sample_rate
+        np.testing.assert_array_equal(r.waveform, eager)
+        assert r.duration == eager.shape[0] / SR
+    again = pickle.loads(pickle.dumps(load_corpus(tmp_path, size=MINI, build=False).noises["hum"]))
+    assert not again.loaded and np.array_equal(again.waveform, c.noises["hum"].waveform)
+    renamed = dataclasses.replace(c.noises["white"], id="w2")
+    assert renamed.id == "w2" and np.array_equal(renamed.waveform, c.noises["white"].waveform)
+
+
+def test_a_file_gone_or_changed_after_loading_is_named_at_first_use(tmp_path):
+    build_corpus(tmp_path, size=MINI)
+    c = load_corpus(tmp_path, size=MINI, build=False)
+    gone, changed, ok = c.utterances[0], c.utterances[1], c.noises["hum"]
+    import pathlib
+
+    pathlib.Path(gone.path).unlink()
+    with pytest.raises(CorpusError, match=f"{gone.path}.*{gone.id}.*cannot be read.*--size mini"):
+        gone.waveform
+    pathlib.Path(changed.path).write_bytes(b"not flac at all")
+    with pytest.raises(CorpusError, match=f"{changed.path}.*changed since the corpus was loaded"):
+        changed.waveform
+    assert np.any(ok.waveform)
+    # without checksums the bytes are still decoded, and a broken file is named too
+    unchecked = load_corpus(tmp_path, size=MINI, build=False, verify_checksums=False).utterances[1]
+    with pytest.raises(CorpusError, match=f"{changed.path}.*cannot be decoded"):
+        unchecked.waveform

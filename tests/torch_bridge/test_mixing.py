@@ -417,3 +417,114 @@ def test_arrays_without_ids_use_content_hashes(utt, noi):
     explicit = mix(utt, noi, 5, seed=3)
     assert explicit.info["utterance_id"] == "u1" and explicit.info["noise_id"] == "n1"
     np.testing.assert_array_equal(explicit.noisy, mix(utt, noi, 5, seed=3).noisy)
+
+
+# ---------------------------------------------------------------------------- loudness from block energies
+
+def _pyloudnorm_normalise_gain(x, target):
+    """The iteration normalise_gain ran before it filtered once: pyloudnorm on g x at every trial gain."""
+    before = meter_lufs(x)
+    gain = 10.0 ** ((target - before) / 20.0)
+    for _ in range(4):
+        now = meter_lufs(gain * x)
+        if abs(now - target) < 1e-3:
+            break
+        gain *= 10.0 ** ((target - now) / 20.0)
+    return gain, before
+
+
+def _gate_signals():
+    rng = np.random.default_rng(7)
+    out = {"white": rng.standard_normal(3 * SR) * 0.1, "speech": speech_like(6.0, 3).astype(np.float64),
+           "short": rng.standard_normal(int(0.45 * SR)) * 0.3}
+    quiet = rng.standard_normal(8 * SR)
+    quiet[: 4 * SR] *= 10 ** (-66 / 20)  # first half about -66 LUFS, second about 0 dB louder
+    out["near_gate"] = quiet * 10 ** (-3 / 20)
+    return out
+
+
+@pytest.mark.parametrize("name", ["white", "speech", "short", "near_gate"])
+@pytest.mark.parametrize("gain", [1.0, 0.37, 10 ** (-6 / 20), 10 ** (-10 / 20), 3.1])
+def test_block_loudness_is_pyloudnorm_integrated_loudness(name, gain):
+    """gated_loudness(block_energies(x), g**2) equals pyloudnorm's meter on g x within 1e-9 LU,
+    including gains that move the quiet half of near_gate across the -70 LUFS gate; at g = 1
+    it is the same float64 value (same filter, block bounds and sums)."""
+    from torch_bridge.mixing import block_energies, gated_loudness, loudness
+
+    x = _gate_signals()[name]
+    z = block_energies(x, SR)
+    ref = meter_lufs(gain * x)
+    got = gated_loudness(z, gain * gain)
+    assert abs(got - ref) <= 1e-9, (name, gain, got, ref)
+    if gain == 1.0:
+        assert got == ref and loudness(x, SR) == ref
+
+
+def test_gain_moves_blocks_across_the_absolute_gate():
+    """The test above would be trivial if no gain changed the gated set: check it does."""
+    from torch_bridge.mixing import block_energies
+
+    z = block_energies(_gate_signals()["near_gate"], SR)
+    levels = -0.691 + 10 * np.log10(z)
+    for g_db in (-6, -10):
+        assert np.sum(levels >= -70) != np.sum(levels + g_db >= -70)
+
+
+def test_normalise_gain_follows_the_pyloudnorm_iteration():
+    from torch_bridge.mixing import normalise_gain
+
+    for name, x in _gate_signals().items():
+        for target in (-23.0, -40.0):
+            gain, before = normalise_gain(x, SR, target, name)
+            ref_gain, ref_before = _pyloudnorm_normalise_gain(x, target)
+            assert before == ref_before
+            assert abs(gain / ref_gain - 1.0) < 1e-12, (name, target)
+            assert abs(meter_lufs(gain * x) - target) < 1e-3
+
+
+def test_normalise_gain_errors_for_short_and_silent_input():
+    from torch_bridge.mixing import normalise_gain
+
+    with pytest.raises(AudioError, match="needs more than one 400 ms block"):
+        normalise_gain(np.ones(int(0.4 * SR)), SR, -23.0, "tiny signal")
+    with pytest.raises(AudioError, match="tiny signal has loudness -inf LUFS"):
+        normalise_gain(np.full(SR, 1e-6), SR, -23.0, "tiny signal")
+
+
+def test_mixtures_equal_those_of_pyloudnorm_normalisation(monkeypatch, utt, noi):
+    """mix_at_snr with the filter-once loudness gives the mixtures (and info) that the
+    pyloudnorm-per-gain normalisation gives, bit for bit on these items."""
+    import collections
+
+    import torch_bridge.mixing as M
+
+    keys = [(s, seed) for s in (-10, 0, 5, 30) for seed in (0, 3)]
+    new = [mix_at_snr(utt, noi, s, seed=seed) for s, seed in keys]
+    monkeypatch.setattr(M, "_CLEAN_MEMO", collections.OrderedDict())
+    monkeypatch.setattr(M, "normalise_gain", lambda x, sr, target, name: _pyloudnorm_normalise_gain(x, target))
+    monkeypatch.setattr(M, "loudness", lambda x, sr, name="signal": meter_lufs(x))
+    old = [mix_at_snr(utt, noi, s, seed=seed) for s, seed in keys]
+    for a, b in zip(new, old):
+        for field in ("noisy", "speech", "noise", "clean"):
+            np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
+        assert a.info == b.info
+
+
+def test_clean_reference_is_normalised_once_per_utterance(monkeypatch, utt, noi):
+    import collections
+
+    import torch_bridge.mixing as M
+
+    monkeypatch.setattr(M, "_CLEAN_MEMO", collections.OrderedDict())
+    calls = []
+    real = M.block_energies
+    monkeypatch.setattr(M, "block_energies", lambda x, sr, name="signal": calls.append(name) or real(x, sr, name=name))
+    sweep = snr_sweep({"u": utt}, {"a": noi, "b": noi[::-1].copy()}, [-5, 0, 5], seed=0)
+    mixes = list(sweep)
+    # clean: normalise + its loudness after, once; each of the 6 items: its normalisation + lufs_after
+    assert len(calls) == 2 + 2 * len(mixes)
+    mixes[0].clean[:] = 0.0  # a caller writing into one mixture's clean does not reach the others
+    assert np.any(mixes[1].clean) and np.array_equal(mixes[1].clean, mix_at_snr(utt, noi, 0, seed=0).clean)
+    for k in range(20):  # bounded
+        M._clean_reference(utt.astype(np.float64) * (1 + k), SR, -23.0, f"u{k}")
+    assert len(M._CLEAN_MEMO) == M._CLEAN_MEMO_SIZE
