@@ -156,14 +156,17 @@ def block_energies(x: np.ndarray, sample_rate: int, *, name: str = "signal") -> 
     y = np.asarray(x, dtype=np.float64)
     for gain, b, a in _k_weighting(sample_rate):
         y = gain * lfilter(b, a, y)
-    n_blocks = int(np.round((y.shape[0] / sample_rate - _BLOCK_S) / (_BLOCK_S * _BLOCK_STEP))) + 1
+    y2 = np.square(y)  # squared once; each block sums its slice as pyloudnorm's np.sum(np.square(.)) does
     scale = 1.0 / (_BLOCK_S * sample_rate)
-    z = np.empty(n_blocks)
-    for j in range(n_blocks):
-        lo = int(_BLOCK_S * (j * _BLOCK_STEP) * sample_rate)
-        hi = int(_BLOCK_S * (j * _BLOCK_STEP + 1) * sample_rate)
-        z[j] = scale * np.sum(np.square(y[lo:hi]))
-    return z
+    return np.array([scale * np.add.reduce(y2[lo:hi]) for lo, hi in _block_bounds(y.shape[0], sample_rate)])
+
+
+@functools.lru_cache(maxsize=64)
+def _block_bounds(n: int, sample_rate: int) -> tuple[tuple[int, int], ...]:
+    """pyloudnorm's gating blocks of an n-sample signal, [lo, hi) in samples (its float formulas)."""
+    n_blocks = int(np.round((n / sample_rate - _BLOCK_S) / (_BLOCK_S * _BLOCK_STEP))) + 1
+    return tuple((int(_BLOCK_S * (j * _BLOCK_STEP) * sample_rate), int(_BLOCK_S * (j * _BLOCK_STEP + 1) * sample_rate))
+                 for j in range(n_blocks))
 
 
 def gated_loudness(z: np.ndarray, power_gain: float = 1.0) -> float:
@@ -224,9 +227,9 @@ _CLEAN_MEMO_LOCK = threading.Lock()
 
 def _clean_reference(x: np.ndarray, sample_rate: int, target: float, uid: str):
     """(gain, loudness before, float32 normalised clean, its loudness) of the clean utterance,
-    memoised per content (BLAKE2b of its samples; the last 16 kept): a sweep mixes each
+    memoised per content (SHA-256 of its samples; the last 16 kept): a sweep mixes each
     utterance with every noise at every SNR, and its clean reference is the same each time."""
-    key = (hashlib.blake2b(np.ascontiguousarray(x).tobytes(), digest_size=16).hexdigest(),
+    key = (hashlib.sha256(np.ascontiguousarray(x).data).hexdigest(),
            x.dtype.str, x.shape, sample_rate, target)
     with _CLEAN_MEMO_LOCK:
         hit = _CLEAN_MEMO.get(key)
