@@ -53,24 +53,27 @@ def _module_at(rev: str, path: str, name: str):
     return mod
 
 
-class _ByDuration:
-    """A record seen through ``duration`` only: runner._select_utterances with its length test
-    written ``r.duration >= min_seconds`` (the one-line change this bench's "new_duration" way
-    measures) reads no audio of the records it rejects."""
-
-    def __init__(self, rec):
-        self.rec, self.id, self.speaker, self.sample_rate = rec, rec.id, rec.speaker, rec.sample_rate
-
-    @property
-    def waveform(self):
-        return np.empty(int(round(self.rec.duration * self.sample_rate)), np.float32)
+def _select(records, n: int, min_seconds: float, seconds):
+    """The sweep runner's utterance rule (jaxprobe.studies.sweep.runner, private there): long
+    enough for one model window, sorted by id, round-robin over speakers. ``seconds`` measures a
+    record: its decoded length, as the runner does today, or ``record.duration``."""
+    by_spk: dict[str, list] = {}
+    for r in sorted((r for r in records if seconds(r) >= min_seconds), key=lambda r: r.id):
+        by_spk.setdefault(str(r.speaker), []).append(r)
+    out, i = [], 0
+    while (n == 0 or len(out) < n) and any(by_spk.values()):
+        spk = sorted(by_spk)[i % len(by_spk)]
+        if by_spk[spk]:
+            out.append(by_spk[spk].pop(0))
+        i += 1
+    return out
 
 
 def _prepare(load_corpus, mix_at_snr, cfg, by_duration: bool = False, phases: dict | None = None):
     """The demo's signals in the dump's order; ``phases`` gets the CPU seconds of the corpus load +
     selection and of the mixing."""
     from jaxprobe.studies.sweep.config import level_grid
-    from jaxprobe.studies.sweep.runner import SELECT_WINDOW_S, _select_utterances
+    from jaxprobe.studies.sweep.runner import SELECT_WINDOW_S
 
     d, sw = cfg["data"], cfg["sweep"]
     c0 = process_cpu()
@@ -78,11 +81,8 @@ def _prepare(load_corpus, mix_at_snr, cfg, by_duration: bool = False, phases: di
     split = d["speech_split"]
     pool = (corpus.real_speech if split == "real" else
             [u for u in corpus.utterances if split == "all" or u.meta.get("split") == split])
-    if by_duration:
-        utts = [v.rec for v in _select_utterances([_ByDuration(u) for u in pool], d["utterances"],
-                                                  SELECT_WINDOW_S + 0.1)]
-    else:
-        utts = _select_utterances(pool, d["utterances"], SELECT_WINDOW_S + 0.1)
+    utts = _select(pool, d["utterances"], SELECT_WINDOW_S + 0.1,
+                   (lambda r: r.duration) if by_duration else (lambda r: r.waveform.shape[0] / r.sample_rate))
     noises = [corpus.noises[k] for k in (d["noises"] or sorted(corpus.noises))]
     snrs = level_grid(cfg)
     kw = dict(duration=d["duration"], short=d["short"], target_lufs=d["target_lufs"], seed=sw["seed"])
@@ -176,7 +176,8 @@ def main() -> None:
           f"x{payload['speedup_cpu_median_duration']:.2f} CPU "
           f"(CPU corpus/mixing: old {med['old']['corpus_cpu_s']:.2f}/{med['old']['mixing_cpu_s']:.2f}, new "
           f"{med['new']['corpus_cpu_s']:.2f}/{med['new']['mixing_cpu_s']:.2f}, new_duration "
-          f"{med['new_duration']['corpus_cpu_s']:.2f}/{med['new_duration']['mixing_cpu_s']:.2f}); max |diff| {max_diff:g}, {identical}/{len(new)} bit-identical, "
+          f"{med['new_duration']['corpus_cpu_s']:.2f}/{med['new_duration']['mixing_cpu_s']:.2f}); "
+          f"max |diff| {max_diff:g}, {identical}/{len(new)} bit-identical, "
           f"{info_diff} info differ; pyloudnorm import {payload['pyloudnorm_import_s']:.2f} s; load {load0} -> {out}")
     if max_diff != 0.0 or info_diff:
         sys.exit("the new way changed the signals")
