@@ -1,13 +1,27 @@
-"""GTCRN on 2 s windows at 16 kHz, one torch thread: windows per second and real-time factor.
+"""GTCRN at 16 kHz, one torch thread: the model on 2 s windows, and the sweep's dump path.
 
-Two ways to run the same windows through the official pipeline (STFT -> model -> iSTFT):
-one window per forward pass (the baseline, what a streaming caller does) and all of them in one
-batch. They run interleaved in rounds, so a machine shared with other jobs slows both alike; the
-ratio is the median of the per-round ratios. Before timing, the batched output is checked against
-the per-window one and, where ../shared/gtcrn exists, the first window (the golden input)
-against the official enhanced waveform. Writes bench/results/gtcrn.json.
+Part ``windows``: two ways to run the same 2 s windows through the official pipeline (STFT ->
+model -> iSTFT): one window per forward pass (the baseline, what a streaming caller does) and all
+of them in one batch. Before timing, the batched output is checked against the per-window one
+and, where ../shared/gtcrn exists, the first window (the golden input) against the official
+enhanced waveform. Writes bench/results/gtcrn.json.
 
-    python bench/bench_gtcrn.py [--rounds 5] [--windows 16]
+Part ``dump``: what the SNR sweep's dump does with GTCRN (``torch_bridge.dump`` with the spec's
+14 layers, capture hooks and pooling, chunks of 16, store writes): whole mixtures, one item per
+mixture, at batch 1 (the baseline) and each of ``--batches``. ``--items`` items of
+``--seconds`` s (default 32 x 10 s), or with ``--demo`` the demo's 148 items: 4 utterances of
+52,562 / 76,298 / 91,476 / 98,792 samples (the ``speech_split = "real"`` prompts are shorter than
+``data.duration = 10``, so each mixture keeps its utterance's length) x 37 mixtures, in the
+demo's order, so batches split at utterance changes as they do there. Signals are seeded noisy
+tones. The stored activations of every batch size are checked against batch 1's (max |diff| /
+max |batch 1| per layer, tolerance 1e-4). Writes bench/results/gtcrn_dump.json (``--demo``:
+gtcrn_dump_demo.json) with CPU seconds per item and for all items.
+
+Every timed variant runs once per round, interleaved, so a machine shared with other jobs slows
+them alike; ratios are medians of per-round ratios.
+
+    python bench/bench_gtcrn.py [--part windows|dump|both] [--rounds 5] [--windows 16]
+                                [--batches 4,8,16] [--items 32] [--seconds 10] [--demo]
 """
 from __future__ import annotations
 
@@ -44,12 +58,118 @@ def _windows(n: int) -> tuple[np.ndarray, np.ndarray | None]:
     return np.stack(out).astype(np.float32), golden
 
 
+#: the demo's items: (samples, mixtures) per utterance, in plan order (measured on the embedded
+#: corpus's four "real" prompts with data.duration = 10, short = "keep")
+DEMO_ITEMS = ((52562, 37), (76298, 37), (91476, 37), (98792, 37))
+
+
+def _tone(n: int, i: int) -> np.ndarray:
+    rng = np.random.default_rng(i)
+    t = np.arange(n) / 16000
+    return (0.2 * np.sin(2 * np.pi * (150 + 7 * i) * t) * (1 + np.sin(2 * np.pi * 3 * t))
+            + 0.05 * rng.standard_normal(n)).astype(np.float32)
+
+
+def bench_dump(args) -> dict:
+    """The sweep's dump path at batch 1 and at each of ``args.batches`` (module docstring)."""
+    import shutil
+    import tempfile
+
+    from torch_bridge import load_model
+    from torch_bridge.dump import Item, dump
+    from torch_bridge.store import open_store
+
+    spec = load_model("gtcrn")  # JAXPROBE_GTCRN_CHECKPOINT, the cache, or the verified download
+    lengths = ([n for n, k in DEMO_ITEMS for _ in range(k)] if args.demo
+               else [int(round(args.seconds * 16000))] * args.items)
+    waves = [_tone(n, i) for i, n in enumerate(lengths)]
+    # one utterance id per length, as in a sweep (a mixture's length is its utterance's)
+    items = [Item({"noise": "tone", "snr": i}, f"u{n}") for i, n in enumerate(lengths)]
+    batches = [1] + [b for b in args.batches if b != 1]
+    root = Path(tempfile.mkdtemp(prefix="bench_gtcrn_"))
+
+    def run(b: int, keep: bool = False) -> tuple[float, float, dict | None]:
+        out = root / f"b{b}"
+        shutil.rmtree(out, ignore_errors=True)
+        c0, t0 = time.process_time(), time.perf_counter()
+        dump(spec.model, spec.layer_records(), items, lambda it: waves[it.condition["snr"]], str(out),
+             forward=spec.forward_fn, pooling=spec.pooling, select=0, batch_size=b, chunk_size=16,
+             progress=False)
+        cpu, wall = time.process_time() - c0, time.perf_counter() - t0
+        stored = None
+        if keep:
+            st = open_store(out)
+            stored = {lay.name: st.read(lay.name) for lay in spec.layers}
+        shutil.rmtree(out)
+        return cpu, wall, stored
+
+    try:
+        ref = run(1, keep=True)[2]  # also the warm-up
+        check = {}
+        for b in batches[1:]:
+            got = run(b, keep=True)[2]
+            check[b] = max(float(np.abs(got[k] - ref[k]).max() / np.abs(ref[k]).max()) for k in ref)
+        bad = {b: v for b, v in check.items() if v > 1e-4}
+        if bad:
+            raise SystemExit(f"GTCRN dump check failed (tolerance 1e-4, max relative difference to batch 1): {bad}")
+        cpu: dict[int, list[float]] = {b: [] for b in batches}
+        wall: dict[int, list[float]] = {b: [] for b in batches}
+        for _ in range(args.rounds):
+            for b in batches:
+                c, w, _ = run(b)
+                cpu[b].append(c)
+                wall[b].append(w)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    n = len(items)
+    best = min(batches, key=lambda b: statistics.median(cpu[b]))
+    return {
+        "workload": {
+            "what": "torch_bridge.dump of GTCRN's 14 spec layers (capture hooks, pooling, store), whole mixtures",
+            "items": n, "item_samples": sorted(set(lengths)), "demo_items": bool(args.demo),
+            "chunk_size": 16, "batches": batches, "rounds": args.rounds, "torch_threads": 1,
+        },
+        "check_max_relative_to_batch_1": {str(b): v for b, v in check.items()},
+        "check_tolerance": 1e-4,
+        "cpu_seconds_per_item": {str(b): statistics.median(v) / n for b, v in cpu.items()},
+        "cpu_seconds_all_items": {str(b): statistics.median(v) for b, v in cpu.items()},
+        "wall_seconds_all_items": {str(b): statistics.median(v) for b, v in wall.items()},
+        "speedup_over_batch_1_cpu": {str(b): statistics.median(p / q for p, q in zip(cpu[1], cpu[b]))
+                                     for b in batches[1:]},
+        "fastest_batch": best,
+        "cpu_seconds_per_round": {str(b): v for b, v in cpu.items()},
+    }
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--part", choices=("windows", "dump", "both"), default="both")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--windows", type=int, default=16)
+    parser.add_argument("--batches", type=lambda s: [int(x) for x in s.split(",")], default=[4, 8, 16])
+    parser.add_argument("--items", type=int, default=32)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--demo", action="store_true", help="the dump part on the demo's 148 item lengths")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
+    if args.part in ("dump", "both"):
+        load_start = list(os.getloadavg())
+        res = bench_dump(args)
+        res = {"benchmark": "gtcrn_dump", **res, "peak_rss_mb": peak_rss_mb(),
+               "load_average_start": load_start, "load_average_end": list(os.getloadavg())}
+        path = write_results("gtcrn_dump_demo" if args.demo else "gtcrn_dump", res)
+        w = res["workload"]
+        print(f"GTCRN dump path, {w['items']} items of {w['item_samples']} samples, 1 thread "
+              f"(load {load_start[0]:.2f}):")
+        for b in w["batches"]:
+            sp = res["speedup_over_batch_1_cpu"].get(str(b))
+            print(f"  batch {b:3d}  {res['cpu_seconds_per_item'][str(b)]:.4f} CPU s/item  "
+                  f"{res['cpu_seconds_all_items'][str(b)]:6.2f} CPU s all items"
+                  + (f"  {sp:.2f}x batch 1   max rel diff {res['check_max_relative_to_batch_1'][str(b)]:.1e}"
+                     if sp else ""))
+        print(f"wrote {path}")
+        if args.part == "dump":
+            return 0
     from torch_bridge.models.gtcrn import gtcrn_enhance, load_gtcrn, parameter_counts
 
     load_start = list(os.getloadavg())

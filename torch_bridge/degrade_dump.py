@@ -113,16 +113,19 @@ def dump_degradation_sweep(model: torch.nn.Module, layers: Sequence[Any], sweep,
 
 
 def dump_spec_degradation_sweep(spec, sweep, out: str, *, window_mode: str = "center", hop: int | None = None,
-                                extra: Mapping[str, Any] | None = None, **kwargs: Any) -> DumpReport:
+                                extra: Mapping[str, Any] | None = None, batch_size: int | None = None,
+                                **kwargs: Any) -> DumpReport:
     """:func:`dump_degradation_sweep` of a ``torch_bridge.ModelSpec`` (as ``dump_spec_sweep`` does
-    for SNR sweeps): its layer records, pooling and ``select``, window, forward and preparation."""
-    from .dump import uniform_value, spec_model_info
+    for SNR sweeps): its layer records, pooling and ``select``, window, forward and preparation;
+    ``batch_size`` 0 or None: the model's own (``spec.dump_batch_size``)."""
+    from .dump import spec_batch_size, uniform_value, spec_model_info
 
     return dump_degradation_sweep(
         spec.model, spec.layer_records(), sweep, out, window=spec.window, window_mode=window_mode, hop=hop,
         forward=spec.forward_fn, prepare=spec.prepare, model_info=dict(spec.info),
         pooling=uniform_value(spec.pooling), select=uniform_value(spec.select),
-        extra={**spec.source, "model_spec": spec_model_info(spec), **(extra or {})}, **kwargs,
+        extra={**spec.source, "model_spec": spec_model_info(spec), **(extra or {})},
+        batch_size=spec_batch_size(spec, batch_size), **kwargs,
     )
 
 

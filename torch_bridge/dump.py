@@ -21,7 +21,7 @@ from .hooks import PoolingSpec, capture
 from .store import Plan, StoreWriter
 
 __all__ = ["DumpModel", "DumpReport", "Item", "dump", "dump_snr_sweep", "dump_spec_sweep", "muse_dump_model", "parse_shard",
-           "run_dump", "spec_model_info", "sweep_items"]
+           "run_dump", "spec_batch_size", "spec_model_info", "sweep_items"]
 
 
 @dataclass(frozen=True)
@@ -457,16 +457,30 @@ def uniform_value(per_layer: Mapping[str, Any]) -> Any:
     return dict(per_layer)
 
 
+def spec_batch_size(spec, batch_size: int | None) -> int:
+    """Items per forward pass for a dump of ``spec``: ``batch_size``, or the model's own
+    (``spec.dump_batch_size``) when it is 0 or None."""
+    if batch_size is None or (batch_size == 0 and not isinstance(batch_size, bool)):
+        return spec.dump_batch_size
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 0:
+        raise ValueError(f"The 'batch_size' parameter of a model dump must be an int >= 0 (0 = the model's own, "
+                         f"{spec.dump_batch_size} for {spec.name!r}). Got {batch_size!r} instead.")
+    return batch_size
+
+
 def dump_spec_sweep(spec, sweep, out: str, *, window_mode: str = "center", hop: int | None = None,
-                    include_clean: bool = True, extra: Mapping[str, Any] | None = None, **kwargs: Any) -> DumpReport:
+                    include_clean: bool = True, extra: Mapping[str, Any] | None = None,
+                    batch_size: int | None = None, **kwargs: Any) -> DumpReport:
     """:func:`dump_snr_sweep` of a ``torch_bridge.ModelSpec``: its layer map (records go to the
     manifest), per-layer pooling and ``select``, window (None: whole mixtures), forward call
-    and preparation. Other keyword arguments are those of :func:`dump`."""
+    and preparation. ``batch_size`` 0 or None: the model's own (``spec.dump_batch_size``).
+    Other keyword arguments are those of :func:`dump`."""
     return dump_snr_sweep(
         spec.model, spec.layer_records(), sweep, out, window=spec.window, window_mode=window_mode, hop=hop,
         include_clean=include_clean, forward=spec.forward_fn, prepare=spec.prepare,
         model_info=dict(spec.info), pooling=uniform_value(spec.pooling), select=uniform_value(spec.select),
-        extra={**spec.source, "model_spec": spec_model_info(spec), **(extra or {})}, **kwargs,
+        extra={**spec.source, "model_spec": spec_model_info(spec), **(extra or {})},
+        batch_size=spec_batch_size(spec, batch_size), **kwargs,
     )
 
 

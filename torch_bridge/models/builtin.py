@@ -57,6 +57,12 @@ def time_mean_bins_as_rows(t: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"time_mean_bins_as_rows expects a [B, C, T, F] map; got shape {tuple(t.shape)}.")
     return t.mean(dim=2).transpose(1, 2)
 
+#: GTCRN's dump batch (whole mixtures per forward pass): its GRUs step frame by frame, so most
+#: of a one-item pass is per-step overhead that a batch shares; 8 measured fastest per item on
+#: one CPU thread (bench/bench_gtcrn.py, results in bench/results/gtcrn.json)
+GTCRN_DUMP_BATCH = 8
+
+
 def _gtcrn_forward(model, batch: torch.Tensor):
     from torch_bridge.models.gtcrn.inference import gtcrn_stft
 
@@ -99,7 +105,7 @@ def gtcrn_spec(variant: str | None = None, checkpoint=None, device: str = "cpu")
                      "two transposed layers, the re/im pair",
         enhance_fn=_gtcrn_enhance, kind="enhancement",
         info={"name": f"gtcrn:{variant}", "checkpoint_sha256": sha256_file(path)},
-        source={"checkpoint_path": str(path)},
+        source={"checkpoint_path": str(path)}, dump_batch_size=GTCRN_DUMP_BATCH,
     )
 
 

@@ -33,6 +33,11 @@ Contract
 ``spec.prepare(signal) -> (signal, info)``
     Optional: applied to each whole mixture before it is cut into windows (MUSE: the official
     energy normalisation), ``info`` goes to the store per item.
+``spec.dump_batch_size``
+    Items per forward pass when a dump is asked for "the model's own" batch size (the sweep's
+    ``model.batch_size = 0``): what measured fastest per item on a CPU with one torch thread
+    (MUSE 1: its batches are slower per window; GTCRN 8: its GRUs step frame by frame, so a
+    batch shares the per-step overhead; ``bench/bench_gtcrn.py``). Default 1.
 ``spec.info``
     What the activation store's manifest records about the model (name, checkpoint sha256).
 """
@@ -148,6 +153,7 @@ class ModelSpec:
     kind: str = "custom"
     info: Mapping[str, Any] = field(default_factory=dict)
     source: Mapping[str, Any] = field(default_factory=dict)
+    dump_batch_size: int = 1
 
     def __post_init__(self):
         if not isinstance(self.model, torch.nn.Module):
@@ -164,6 +170,9 @@ class ModelSpec:
         object.__setattr__(self, "layers", layers)
         if self.window is not None and (isinstance(self.window, bool) or not isinstance(self.window, int) or self.window < 1):
             raise ValueError(f"The 'window' of ModelSpec {self.name!r} must be a positive int or None; got {self.window!r}.")
+        if isinstance(self.dump_batch_size, bool) or not isinstance(self.dump_batch_size, int) or self.dump_batch_size < 1:
+            raise ValueError(f"The 'dump_batch_size' of ModelSpec {self.name!r} must be an int >= 1; "
+                             f"got {self.dump_batch_size!r}.")
         if isinstance(self.sample_rate, bool) or not isinstance(self.sample_rate, int) or self.sample_rate < 1:
             raise ValueError(f"The 'sample_rate' of ModelSpec {self.name!r} must be a positive int; got {self.sample_rate!r}.")
         self.model.eval()

@@ -25,7 +25,8 @@ SWEEP_DEFAULTS: dict[str, Any] = {
         "layers": [],  # glob patterns over module paths; empty = the model's canonical probe layers
         "threads": 0,  # torch threads (per dump worker); 0 = torch's default (1 when workers > 1)
         "workers": 1,  # parallel dump workers, a model copy each; 0 = auto: idle cores + 1, 1 when the load fills them
-        "batch_size": 1,  # windows per MUSE forward; 1 is fastest per window on CPU
+        "batch_size": 0,  # items (windows or whole mixtures) per forward pass; 0 = the model's own, what measured
+        # fastest per item on CPU (torch_bridge ModelSpec.dump_batch_size): MUSE 1, GTCRN 8, other models 1
     },
     "data": {
         "source": "embedded",  # "embedded" or "voicebank_demand"
@@ -130,7 +131,7 @@ def _distinct(key: str, vals: list) -> None:
 _NUMBERS = {
     ("model", "threads"): (0, None, False, "an int >= 0 (0 = torch's default)"),
     ("model", "workers"): (0, None, False, "an int >= 0 (0 = auto: the CPU cores the load leaves idle)"),
-    ("model", "batch_size"): (1, None, False, "an int >= 1"),
+    ("model", "batch_size"): (0, None, False, "an int >= 0 (0 = the model's own)"),
     ("data", "utterances"): (0, None, False, "an int >= 0 (0 = all)"),
     ("data", "hop"): (0, None, False, "an int >= 0 (0 = the window length)"),
     ("data", "target_lufs"): (-70.0, 0.0, False, "a loudness in LUFS in [-70, 0]"),

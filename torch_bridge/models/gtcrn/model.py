@@ -176,6 +176,13 @@ class GRNN(nn.Module):
 
     Input ``(N, S, C)`` batch-first sequences; returns ``(output (N, S, C_out), None)`` (a tuple,
     like ``nn.GRU``, so a forward hook sees the output as element 0).
+
+    Without gradients (inference), both halves run as ONE GRU whose weights are the two GRUs'
+    weights block-diagonally per gate (hidden state ``[h1, h2]``): the zero blocks add exact
+    zeros, so the outputs are bitwise those of the two GRUs, in half the sequential steps (a GRU
+    on CPU costs mostly per-step overhead; ~15 % of GTCRN's forward at batch 1, bench/bench_gtcrn.py).
+    The merged weights are rebuilt whenever ``rnn1``/``rnn2``'s parameters change; with hooks
+    on ``rnn1``/``rnn2`` or with gradients the two GRUs run separately, as written.
     """
 
     def __init__(self, input_size: int, hidden_size: int, *, bidirectional: bool):
@@ -185,10 +192,38 @@ class GRNN(nn.Module):
             h //= 2
         self.rnn1 = nn.GRU(half, h, batch_first=True, bidirectional=bidirectional)
         self.rnn2 = nn.GRU(half, h, batch_first=True, bidirectional=bidirectional)
+        self._merged: tuple[tuple, list[torch.Tensor]] | None = None  # (parameter versions, flat weights)
+
+    def _merged_weights(self) -> list[torch.Tensor]:
+        """The flat weight list of the merged GRU (``nn.GRU._flat_weights`` order)."""
+        key = tuple((p.data_ptr(), p._version, p.dtype, p.device)
+                    for p in (*self.rnn1._flat_weights, *self.rnn2._flat_weights))
+        if self._merged is None or self._merged[0] != key:
+            flat = []
+            for a, b in zip(self.rnn1._flat_weights, self.rnn2._flat_weights):
+                pair = zip(a.detach().chunk(3), b.detach().chunk(3))  # gates r, z, n
+                flat.append(torch.cat([torch.block_diag(x, y) if a.ndim == 2 else torch.cat([x, y]) for x, y in pair]))
+            self._merged = (key, flat)
+        return self._merged[1]
+
+    def _runs_merged(self) -> bool:
+        r1, r2 = self.rnn1, self.rnn2
+        return (not torch.is_grad_enabled() and not (r1._forward_hooks or r1._forward_pre_hooks or r2._forward_hooks
+                                                     or r2._forward_pre_hooks)
+                and not (nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks))
 
     def forward(self, x: torch.Tensor):
         half = x.shape[-1] // 2
-        return torch.cat([self.rnn1(x[..., :half])[0], self.rnn2(x[..., half:])[0]], dim=-1), None
+        if not self._runs_merged():
+            return torch.cat([self.rnn1(x[..., :half])[0], self.rnn2(x[..., half:])[0]], dim=-1), None
+        r1 = self.rnn1
+        bi = r1.bidirectional
+        h = r1.hidden_size
+        hx = x.new_zeros(2 if bi else 1, x.shape[0], 2 * h)
+        out = torch.gru(x, hx, self._merged_weights(), True, 1, 0.0, self.training, bi, True)[0]
+        if bi:  # [fwd1, fwd2, rev1, rev2] -> [fwd1, rev1, fwd2, rev2], the two GRUs' outputs side by side
+            out = out.unflatten(-1, (2, 2, h)).transpose(-3, -2).flatten(-3)
+        return out, None
 
 
 class DPGRNN(nn.Module):
