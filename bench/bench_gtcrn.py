@@ -8,12 +8,13 @@ enhanced waveform. Writes bench/results/gtcrn.json.
 
 Part ``dump``: what the SNR sweep's dump does with GTCRN (``torch_bridge.dump`` with the spec's
 14 layers, capture hooks and pooling, chunks of 16, store writes): whole mixtures, one item per
-mixture, at batch 1 (the baseline) and each of ``--batches``. ``--items`` items of
+mixture, at batch 1 with the grouped GRUs run separately (the baseline: the code before the
+merged-GRU path) and, merged, at batch 1 and each of ``--batches``. ``--items`` items of
 ``--seconds`` s (default 32 x 10 s), or with ``--demo`` the demo's 148 items: 4 utterances of
 52,562 / 76,298 / 91,476 / 98,792 samples (the ``speech_split = "real"`` prompts are shorter than
 ``data.duration = 10``, so each mixture keeps its utterance's length) x 37 mixtures, in the
 demo's order, so batches split at utterance changes as they do there. Signals are seeded noisy
-tones. The stored activations of every batch size are checked against batch 1's (max |diff| /
+tones. The stored activations of every variant are checked against the baseline's (max |diff| /
 max |batch 1| per layer, tolerance 1e-4). Writes bench/results/gtcrn_dump.json (``--demo``:
 gtcrn_dump_demo.json) with CPU seconds per item and for all items.
 
@@ -86,16 +87,24 @@ def bench_dump(args) -> dict:
     # one utterance id per length, as in a sweep (a mixture's length is its utterance's)
     items = [Item({"noise": "tone", "snr": i}, f"u{n}") for i, n in enumerate(lengths)]
     batches = [1] + [b for b in args.batches if b != 1]
+    # the baseline: batch 1 with the grouped GRUs run as two GRUs each (as before the merged
+    # path; a no-op hook on rnn1 makes GRNN take the separate path), then every batch merged
+    variants = {"b1_separate": (1, False), **{f"b{b}": (b, True) for b in batches}}
+    grnns = [m for m in spec.model.modules() if type(m).__name__ == "GRNN"]
     root = Path(tempfile.mkdtemp(prefix="bench_gtcrn_"))
 
-    def run(b: int, keep: bool = False) -> tuple[float, float, dict | None]:
-        out = root / f"b{b}"
+    def run(name: str, keep: bool = False) -> tuple[float, float, dict | None]:
+        b, merged = variants[name]
+        out = root / name
         shutil.rmtree(out, ignore_errors=True)
+        hooks = [] if merged else [g.rnn1.register_forward_pre_hook(lambda *a: None) for g in grnns]
         c0, t0 = time.process_time(), time.perf_counter()
         dump(spec.model, spec.layer_records(), items, lambda it: waves[it.condition["snr"]], str(out),
              forward=spec.forward_fn, pooling=spec.pooling, select=0, batch_size=b, chunk_size=16,
              progress=False)
         cpu, wall = time.process_time() - c0, time.perf_counter() - t0
+        for h in hooks:
+            h.remove()
         stored = None
         if keep:
             st = open_store(out)
@@ -104,40 +113,42 @@ def bench_dump(args) -> dict:
         return cpu, wall, stored
 
     try:
-        ref = run(1, keep=True)[2]  # also the warm-up
+        ref = run("b1_separate", keep=True)[2]  # also the warm-up
         check = {}
-        for b in batches[1:]:
-            got = run(b, keep=True)[2]
-            check[b] = max(float(np.abs(got[k] - ref[k]).max() / np.abs(ref[k]).max()) for k in ref)
+        for name in list(variants)[1:]:
+            got = run(name, keep=True)[2]
+            check[name] = max(float(np.abs(got[k] - ref[k]).max() / np.abs(ref[k]).max()) for k in ref)
         bad = {b: v for b, v in check.items() if v > 1e-4}
         if bad:
             raise SystemExit(f"GTCRN dump check failed (tolerance 1e-4, max relative difference to batch 1): {bad}")
-        cpu: dict[int, list[float]] = {b: [] for b in batches}
-        wall: dict[int, list[float]] = {b: [] for b in batches}
+        cpu: dict[str, list[float]] = {name: [] for name in variants}
+        wall: dict[str, list[float]] = {name: [] for name in variants}
         for _ in range(args.rounds):
-            for b in batches:
-                c, w, _ = run(b)
-                cpu[b].append(c)
-                wall[b].append(w)
+            for name in variants:
+                c, w, _ = run(name)
+                cpu[name].append(c)
+                wall[name].append(w)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     n = len(items)
-    best = min(batches, key=lambda b: statistics.median(cpu[b]))
+    best = min(batches, key=lambda b: statistics.median(cpu[f"b{b}"]))
     return {
         "workload": {
             "what": "torch_bridge.dump of GTCRN's 14 spec layers (capture hooks, pooling, store), whole mixtures",
             "items": n, "item_samples": sorted(set(lengths)), "demo_items": bool(args.demo),
             "chunk_size": 16, "batches": batches, "rounds": args.rounds, "torch_threads": 1,
+            "variants": {k: {"batch": b, "grouped_grus": "merged" if m else "separate (baseline)"}
+                         for k, (b, m) in variants.items()},
         },
-        "check_max_relative_to_batch_1": {str(b): v for b, v in check.items()},
+        "check_max_relative_to_baseline": check,
         "check_tolerance": 1e-4,
-        "cpu_seconds_per_item": {str(b): statistics.median(v) / n for b, v in cpu.items()},
-        "cpu_seconds_all_items": {str(b): statistics.median(v) for b, v in cpu.items()},
-        "wall_seconds_all_items": {str(b): statistics.median(v) for b, v in wall.items()},
-        "speedup_over_batch_1_cpu": {str(b): statistics.median(p / q for p, q in zip(cpu[1], cpu[b]))
-                                     for b in batches[1:]},
+        "cpu_seconds_per_item": {k: statistics.median(v) / n for k, v in cpu.items()},
+        "cpu_seconds_all_items": {k: statistics.median(v) for k, v in cpu.items()},
+        "wall_seconds_all_items": {k: statistics.median(v) for k, v in wall.items()},
+        "speedup_over_baseline_cpu": {k: statistics.median(p / q for p, q in zip(cpu["b1_separate"], cpu[k]))
+                                      for k in list(variants)[1:]},
         "fastest_batch": best,
-        "cpu_seconds_per_round": {str(b): v for b, v in cpu.items()},
+        "cpu_seconds_per_round": cpu,
     }
 
 
@@ -161,12 +172,12 @@ def main(argv=None) -> int:
         w = res["workload"]
         print(f"GTCRN dump path, {w['items']} items of {w['item_samples']} samples, 1 thread "
               f"(load {load_start[0]:.2f}):")
-        for b in w["batches"]:
-            sp = res["speedup_over_batch_1_cpu"].get(str(b))
-            print(f"  batch {b:3d}  {res['cpu_seconds_per_item'][str(b)]:.4f} CPU s/item  "
-                  f"{res['cpu_seconds_all_items'][str(b)]:6.2f} CPU s all items"
-                  + (f"  {sp:.2f}x batch 1   max rel diff {res['check_max_relative_to_batch_1'][str(b)]:.1e}"
-                     if sp else ""))
+        for k in w["variants"]:
+            sp = res["speedup_over_baseline_cpu"].get(k)
+            print(f"  {k:12s} {res['cpu_seconds_per_item'][k]:.4f} CPU s/item  "
+                  f"{res['cpu_seconds_all_items'][k]:6.2f} CPU s all items"
+                  + (f"  {sp:.2f}x baseline   max rel diff {res['check_max_relative_to_baseline'][k]:.1e}"
+                     if sp else "  (baseline: batch 1, separate GRUs)"))
         print(f"wrote {path}")
         if args.part == "dump":
             return 0

@@ -66,6 +66,7 @@ BAD_SWEEP = [
     ('[data]\nnoises = ["babble", "nope"]', "'data.noises' must name noise types of the embedded corpus.*'nope'"),
     ('[compute]\ndevices = "99"', "'compute.devices' \\(--devices\\) asks for 99 devices; JAX sees"),
     ("[cka]\nlevel = 1.5", "'cka.level' must be in \\(0, 1\\); got 1.5"),
+    ("[model]\nbatch_size = -1", "'model.batch_size' must be an int >= 0 \\(0 = the model's own\\); got -1"),
     ('[report]\nformats = ["pdf"]', "'report.formats' must be a list that includes 'png'"),
 ]
 

@@ -381,3 +381,24 @@ def test_dump_skips_what_follows_the_last_captured_layer(tmp_path):
     st = open_store(tmp_path / "s")
     for name in ("0", "2"):
         np.testing.assert_allclose(st.read(name), whole[name], rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("module,fn,inner", [("torch_bridge.dump", "dump_spec_sweep", "dump_snr_sweep"),
+                                             ("torch_bridge.degrade_dump", "dump_spec_degradation_sweep",
+                                              "dump_degradation_sweep")])
+def test_spec_sweeps_use_the_models_own_batch_size_for_zero(monkeypatch, module, fn, inner):
+    """The sweep passes model.batch_size through; 0 (or none given) becomes spec.dump_batch_size."""
+    import importlib
+
+    from torch import nn
+
+    from torch_bridge import LayerSpec, ModelSpec
+
+    mod = importlib.import_module(module)
+    seen = []
+    monkeypatch.setattr(mod, inner, lambda *a, **kw: seen.append(kw["batch_size"]))
+    spec = ModelSpec("m", nn.Linear(4, 4), (LayerSpec("weight", "B", 0),), lambda m, x: m(x), window=4,
+                     dump_batch_size=5)
+    for given in ({"batch_size": 0}, {}, {"batch_size": 2}):
+        getattr(mod, fn)(spec, None, "out", **given)
+    assert seen == [5, 5, 2]

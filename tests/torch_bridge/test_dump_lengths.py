@@ -77,16 +77,22 @@ def test_length_dependent_pooled_shape_is_an_error(tmp_path):
 
 
 @pytest.mark.shared
-def test_gtcrn_whole_utterances_batch_like_alone(tmp_path):
+@pytest.mark.parametrize("n_items,batch_size", [(5, 5), (7, None)])
+def test_gtcrn_whole_utterances_batch_like_alone(tmp_path, n_items, batch_size):
+    """GTCRN dumped in batches of mixed lengths (None: its own dump batch size, what the sweep's
+    model.batch_size = 0 gives: all 7 items, 4 lengths, in one chunk) equals each item alone."""
     path = SHARED / "gtcrn" / "model_trained_on_vctk.tar"
     if not path.exists():
         pytest.skip(f"needs {path}")
     from torch_bridge import load_model
+    from torch_bridge.dump import spec_batch_size
 
     spec = load_model("gtcrn", checkpoint=str(path))
-    items = [Item({"snr": 0}, str(i)) for i in range(5)]
+    batch_size = spec_batch_size(spec, batch_size)
+    assert batch_size >= n_items  # one batch holds every length
+    items = [Item({"snr": 0}, str(i)) for i in range(n_items)]
     dump(spec.model, spec.layer_records(), items, _load, str(tmp_path / "s"), forward=spec.forward_fn,
-         pooling=spec.pooling, batch_size=5, progress=False, durable=False)
+         pooling=spec.pooling, batch_size=batch_size, progress=False, durable=False)
     st = open_store(tmp_path / "s")
     names = [lay.name for lay in spec.layers]
     alone = [_alone(spec.model, names, spec.pooling, it, spec.forward_fn) for it in items]

@@ -5,6 +5,7 @@ own (torchaudio's ``extract_features``, the recogniser's layer map, direct calls
 module), not against numbers this code produced."""
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -169,7 +170,19 @@ def test_spec_checks_its_fields():
         ModelSpec("m", m, (LayerSpec("embed", "B", 0), LayerSpec("embed", "B", 1)), lambda mm, x: mm(x))
     with pytest.raises(ValueError, match="'window' of ModelSpec 'm' must be a positive int or None"):
         ModelSpec("m", m, (LayerSpec("embed", "B", 0),), lambda mm, x: mm(x), window=0)
+    for bad in (0, -2, 1.5, True):
+        with pytest.raises(ValueError, match="'dump_batch_size' of ModelSpec 'm' must be an int >= 1; got"):
+            ModelSpec("m", m, (LayerSpec("embed", "B", 0),), lambda mm, x: mm(x), dump_batch_size=bad)
     spec = ModelSpec("m", m, (LayerSpec("embed", "B", 0),), lambda mm, x: mm(x))
+    assert spec.dump_batch_size == 1
+    from torch_bridge.dump import spec_batch_size
+
+    own = dataclasses.replace(spec, dump_batch_size=6)
+    assert [spec_batch_size(own, b) for b in (0, None, 1, 3)] == [6, 6, 1, 3]
+    for bad in (-1, 2.0, True):
+        with pytest.raises(ValueError, match="'batch_size' parameter of a model dump must be an int >= 0 "
+                                             "\\(0 = the model's own, 6 for 'm'\\)"):
+            spec_batch_size(own, bad)
     with pytest.raises(TypeError, match="'m' \\(custom\\) is not an enhancement model"):
         spec.enhance(np.zeros(100, np.float32))
     with pytest.raises(ValueError, match="must have shape \\(B, samples\\)"):
@@ -201,6 +214,7 @@ def test_gtcrn_capture_and_enhance(name, gtcrn_env):
     spec = load_model(name)  # resolved like MUSE: here through JAXPROBE_GTCRN_* or the given file
     assert spec.name == ("gtcrn:vctk" if name == "gtcrn" else name) and spec.window is None
     assert spec.blocks == ("SFE", "Encoder", "DPGRNN", "Decoder", "Mask") and spec.enhances
+    assert spec.dump_batch_size == 8  # whole mixtures per dump forward pass (bench/bench_gtcrn.py --part dump)
     assert [lay.skip for lay in spec.layers if lay.block == "Encoder"] == ["output"] * 5
     assert [lay.skip for lay in spec.layers if lay.block == "Decoder"] == ["input"] * 5
     x = _noise(4000)
@@ -222,6 +236,7 @@ def test_gtcrn_capture_and_enhance(name, gtcrn_env):
 def test_muse_capture(muse_dir):
     spec = load_model("muse", checkpoint=str(muse_dir / "g_best"))
     assert len(spec.layers) == 24 and spec.window == 30700 and spec.prepare is not None
+    assert spec.dump_batch_size == 1  # a batch of MUSE windows is slower per window
     assert spec.blocks == ("Enc1", "Enc2", "Latent", "Dec2", "Dec1", "Refine")
     x = _noise(30700)
     got = _capture(spec, x)
