@@ -264,10 +264,11 @@ def test_bad_input_is_refused_naming_the_argument(vctk):
 
 # ----------------------------------------------------------------------------- the merged grouped GRU
 @pytest.mark.parametrize("bidirectional", [True, False])
-def test_grouped_gru_runs_as_one_gru_bitwise_equal_to_the_two(bidirectional):
+def test_grouped_gru_runs_as_one_gru_equal_to_the_two(bidirectional):
     """Without gradients GRNN runs rnn1 and rnn2 as one block-diagonal GRU; the reference is the
-    two nn.GRUs as written (the path taken with gradients): bitwise equal, and the merged
-    weights follow the parameters when they change."""
+    two nn.GRUs as written (the path taken with gradients): equal up to the BLAS's summation
+    order (1e-6 relative; bitwise on this machine), and the merged weights follow the parameters
+    when they change."""
     from torch_bridge.models.gtcrn.model import GRNN
 
     torch.manual_seed(0)
@@ -281,14 +282,14 @@ def test_grouped_gru_runs_as_one_gru_bitwise_equal_to_the_two(bidirectional):
     with torch.inference_mode():
         got = g(x)[0]
     assert g._merged is not None  # the merged path ran
-    assert got.shape == (7, 33, 16) and torch.equal(got, two(x))
+    assert got.shape == (7, 33, 16) and _rel(got, two(x)) <= 1e-6
     with torch.no_grad():
         g.rnn2.weight_hh_l0.mul_(0.5)  # in place: the parameter's version changes
     with torch.no_grad():
-        assert torch.equal(g(x)[0], two(x))
+        assert _rel(g(x)[0], two(x)) <= 1e-6
     g.load_state_dict({k: torch.randn_like(v) for k, v in g.state_dict().items()})
     with torch.no_grad():
-        assert torch.equal(g(x)[0], two(x))
+        assert _rel(g(x)[0], two(x)) <= 1e-6
     # with gradients the two GRUs run as written, so their parameters get gradients
     g(x)[0].sum().backward()
     assert g.rnn1.weight_ih_l0.grad is not None and g.rnn2.weight_hh_l0.grad is not None
@@ -296,7 +297,7 @@ def test_grouped_gru_runs_as_one_gru_bitwise_equal_to_the_two(bidirectional):
 
 def test_grouped_gru_with_hooks_on_its_halves_runs_them(vctk, golden):
     """A hook on rnn1/rnn2 (e.g. --layers 'dpgrnn1.inter_rnn.rnn1') must see them run: the
-    separate path is taken, and the model's output is bitwise that of the merged path."""
+    separate path is taken, and the model's output is that of the merged path (1e-6 relative)."""
     spec = gtcrn_stft(golden["wave"][:8000])
     with torch.inference_mode():
         merged = vctk(spec)
@@ -304,4 +305,4 @@ def test_grouped_gru_with_hooks_on_its_halves_runs_them(vctk, golden):
         separate = vctk(spec)
     assert acts["dpgrnn1.inter_rnn.rnn1"].shape == (33, spec.shape[2], 8)
     assert acts["dpgrnn2.intra_rnn.rnn2"].shape == (spec.shape[2], 33, 8)
-    assert torch.equal(merged, separate)
+    assert _rel(merged, separate) <= 1e-6

@@ -179,8 +179,9 @@ class GRNN(nn.Module):
 
     Without gradients (inference), both halves run as ONE GRU whose weights are the two GRUs'
     weights block-diagonally per gate (hidden state ``[h1, h2]``): the zero blocks add exact
-    zeros, so the outputs are bitwise those of the two GRUs, in half the sequential steps (a GRU
-    on CPU costs mostly per-step overhead; ~15 % of GTCRN's forward at batch 1, bench/bench_gtcrn.py).
+    zeros, so the outputs are those of the two GRUs up to the BLAS's summation order (bitwise in
+    float32 on this CPU, 2e-15 relative in float64), in half the sequential steps (a GRU on CPU
+    costs mostly per-step overhead: 1.15-1.18x GTCRN's forward at batch 1, bench/bench_gtcrn.py).
     The merged weights are rebuilt whenever ``rnn1``/``rnn2``'s parameters change; with hooks
     on ``rnn1``/``rnn2`` or with gradients the two GRUs run separately, as written.
     """
