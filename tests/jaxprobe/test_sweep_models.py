@@ -135,7 +135,7 @@ def test_gtcrn_c50_sweep_with_quality(tmp_path, monkeypatch):
 
     monkeypatch.setenv("JAXPROBE_CACHE", str(tmp_path / "cache"))
     levels = [4.0, 12.0, 20.0]
-    cfg = {"name": "g-c50", "model": {"name": "gtcrn", "batch_size": 1, "threads": 1},
+    cfg = {"name": "g-c50", "model": {"name": "gtcrn", "batch_size": 0, "threads": 1},  # 0: its own, 8
            "data": {"corpus_size": "tiny", "speech_split": "all", "utterances": 2, "noises": ["pink"]},
            "sweep": {"axis": "c50", "values": levels, "noise_snr": 20.0}, "quality": {"enabled": True},
            "cka": {"n_boot": 50, "protocols": ["utterance"], "estimators": ["biased"], "designs": ["hierarchical"]},
