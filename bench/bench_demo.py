@@ -249,6 +249,7 @@ def _cli(args) -> int:
     p = subprocess.run(cmd, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - t0
     r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    (out / "demo.log").write_text(p.stdout + p.stderr)  # its timestamped stage lines: the timeline
     if p.returncode != 0:
         sys.exit(f"jaxprobe demo failed ({p.returncode}):\n{p.stderr[-3000:]}")
     said = [ln for ln in p.stdout.splitlines() if ln.startswith("demo:")]

@@ -13,6 +13,7 @@ torch is imported only inside the data and dump stages, through torch_bridge.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -260,7 +261,11 @@ def _model_record(store_dir: Path) -> dict:
     return {**(manifest.get("model") or {}), **((manifest.get("extra") or {}).get("model_spec") or {})}
 
 
-def _analysis_stage(cfg, store_dir: Path, out: Path, data_desc: str) -> dict:
+def _analysis_stage(cfg, store_dir: Path, out: Path, data_desc: str, *, side_by_side: bool = False) -> dict:
+    """The analysis stage (cached). ``side_by_side``: the diffusion maps are computed in a
+    thread beside the CKA (XLA releases the GIL; the CKA holds no eigen-solver program, so the
+    diffusion's one-solver-in-flight rule stands): the same values, in about the longer of the
+    two times on two idle cores. Else one after the other."""
     from jaxprobe.bootstrap import n_distinct_resamples
     from jaxprobe.studies.sweep.analysis import (
         MIN_DISTINCT_RESAMPLES, CkaSettings, analyze_cka, resampling_summary,
@@ -304,12 +309,21 @@ def _analysis_stage(cfg, store_dir: Path, out: Path, data_desc: str) -> dict:
         _log(f"analysis: {len(mesh.devices.flat)} devices")
     _log(f"analysis: CKA of {len(layers)} layers x {len(noises) * len(snrs) * len(items)} noisy items "
          f"({', '.join(settings.protocols)}; {', '.join(settings.estimators)})")
-    cka_part = analyze_cka(noisy, clean, layers, snrs, noises, settings, mesh=mesh, log=_log)
-    t1 = time.perf_counter()
-    _log(f"analysis: CKA and bootstraps {t1 - t0:.1f} s; diffusion maps of {len(layers)} layers "
-         f"({len(noises) * len(snrs)} centroids each) ...")
-    diff_part = analyze_diffusion(noisy, layers, snrs, noises, cfg["diffusion"], seed=cfg["sweep"]["seed"])
-    t2 = time.perf_counter()
+    diffusion = functools.partial(analyze_diffusion, noisy, layers, snrs, noises, cfg["diffusion"],
+                                  seed=cfg["sweep"]["seed"])
+    if side_by_side:
+        _log(f"analysis: diffusion maps of {len(layers)} layers ({len(noises) * len(snrs)} centroids each) "
+             f"beside the CKA ...")
+        cka_part, t1, diff_part, t2 = _cka_beside_diffusion(
+            lambda: analyze_cka(noisy, clean, layers, snrs, noises, settings, mesh=mesh, log=_log), diffusion)
+        _log(f"analysis: CKA and bootstraps {t1 - t0:.1f} s; diffusion maps {t2 - t1:.1f} s after the CKA")
+    else:
+        cka_part = analyze_cka(noisy, clean, layers, snrs, noises, settings, mesh=mesh, log=_log)
+        t1 = time.perf_counter()
+        _log(f"analysis: CKA and bootstraps {t1 - t0:.1f} s; diffusion maps of {len(layers)} layers "
+             f"({len(noises) * len(snrs)} centroids each) ...")
+        diff_part = diffusion()
+        t2 = time.perf_counter()
     quality_part, quality_arrays = {}, {}
     if quality_on:
         import jax
@@ -376,6 +390,38 @@ def _analysis_stage(cfg, store_dir: Path, out: Path, data_desc: str) -> dict:
     return results
 
 
+def _cka_beside_diffusion(cka, diffusion):
+    """``cka()`` in this thread while ``diffusion()`` runs in another; returns (cka result, its
+    end time, diffusion result, its end time, not before the CKA's). A failure of either is
+    raised as it was raised (the CKA's when both fail), after both have ended; an interrupt
+    (Ctrl-C) is raised at once (the diffusion thread is a daemon: it ends with the process)."""
+    import threading
+
+    box: dict = {}
+
+    def side():
+        try:
+            box["out"] = diffusion()
+        except BaseException as exc:  # handed to the caller's thread below
+            box["error"] = exc
+        box["t"] = time.perf_counter()
+
+    thread = threading.Thread(target=side, name="diffusion", daemon=True)
+    thread.start()
+    try:
+        cka_part = cka()
+    except KeyboardInterrupt:
+        raise
+    except BaseException:
+        thread.join()
+        raise
+    t1 = time.perf_counter()
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    return cka_part, t1, box["out"], max(t1, box["t"])
+
+
 def _tag_axis(cka_part: dict, axis: str) -> None:
     """Every CKA and regression record names its axis and level (records of the SNR axis keep
     ``snr`` too; on the other axes the level is the axis's value and ``snr`` is dropped)."""
@@ -389,7 +435,8 @@ def _tag_axis(cka_part: dict, axis: str) -> None:
         r["axis"] = axis
 
 
-def _analyse_repairing(cfg, out: Path, checkpoint: str | None, store_dir: Path, desc: str) -> dict:
+def _analyse_repairing(cfg, out: Path, checkpoint: str | None, store_dir: Path, desc: str, *,
+                       side_by_side: bool = False) -> dict:
     """The analysis stage. The dump stage checks the store's sizes and seals only; every file is
     checksummed when the analysis first reads it, so damage found there is repaired here: the
     whole store is verified, its damaged chunks recomputed by the dump stage, and the analysis
@@ -397,14 +444,14 @@ def _analyse_repairing(cfg, out: Path, checkpoint: str | None, store_dir: Path, 
     from torch_bridge.store import StoreIntegrityError, verify_store
 
     try:
-        return _analysis_stage(cfg, store_dir, out, desc)
+        return _analysis_stage(cfg, store_dir, out, desc, side_by_side=side_by_side)
     except StoreIntegrityError as exc:
         if not exc.chunks:
             raise
         _log(f"analysis: the store is damaged ({exc.problems[0][0]}: {exc.problems[0][1]}); verifying it")
         bad = sorted(set(exc.chunks) | set(verify_store(store_dir).problems))
         store_dir, desc, _ = _dump_stage(cfg, out, checkpoint, recompute=bad)
-        return _analysis_stage(cfg, store_dir, out, desc)
+        return _analysis_stage(cfg, store_dir, out, desc, side_by_side=side_by_side)
 
 
 # ----------------------------------------------------------------------------- entry point
@@ -432,12 +479,13 @@ def _preflight(cfg: dict, out_dir, checkpoint: str | None) -> Path:
 
 @locks_output_folder("sweep")
 def run(config, out_dir, *, checkpoint: str | None = None, devices: str | None = None, model: str | None = None,
-        layers=None, workers: int | None = None) -> dict:
+        layers=None, workers: int | None = None, on_results=None) -> dict:
     """Run (or resume) the sweep study. ``config``: a path, a shipped name ("demo",
     "paper") or a dict; ``model`` / ``layers`` override ``model.name`` / ``model.layers``
     (any ``torch_bridge.load_model`` name; glob patterns over module paths); ``workers``
-    overrides ``model.workers`` (parallel dump workers; 0 = auto). Returns the paths of the
-    outputs."""
+    overrides ``model.workers`` (parallel dump workers; 0 = auto). ``on_results``: optional
+    ``on_results(results)``, called once results.json is written, before the report (the demo
+    starts its comparison there). Returns the paths of the outputs."""
     over: dict = {"compute": {"devices": str(devices)}} if devices else {}
     if model:
         over["model"] = {"name": str(model)}
@@ -449,8 +497,13 @@ def run(config, out_dir, *, checkpoint: str | None = None, devices: str | None =
     out = _preflight(cfg, out_dir, checkpoint)
     _enable_compilation_cache()
     _atomic_json(out / "config.json", cfg)
+    # two or more workers (chosen before this run loads the machine): the analysis's independent
+    # parts side by side too; one worker (a loaded machine): one after the other
+    side_by_side = (cfg["model"]["workers"] or auto_workers()) > 1
     store_dir, desc, _ = _dump_stage(cfg, out, checkpoint)
-    results = _analyse_repairing(cfg, out, checkpoint, store_dir, desc)
+    results = _analyse_repairing(cfg, out, checkpoint, store_dir, desc, side_by_side=side_by_side)
+    if on_results is not None:
+        on_results(results)
     from jaxprobe.report import write_report
 
     t0 = time.perf_counter()
