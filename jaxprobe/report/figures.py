@@ -419,8 +419,45 @@ def _read_index(path: Path) -> dict:
         return {}
 
 
+#: the figures drawn from the CKA tables alone (no diffusion or quality result): a study may draw them
+#: while its other analyses still run (:func:`render_cka_figures`, ``render_figures(drawn=...)``)
+CKA_FIGURES = (fig_cka_heatmap, fig_regression, fig_cka_curves)
+
+
+def _figure_calls(results, all_combos: bool, formats, cka_only: bool = False) -> list[tuple]:
+    """(call id, function, keyword arguments) of every figure, in the report's reading order."""
+    first, *others = R.combos(results)
+    kw = dict(zip(("protocol", "estimator"), first), formats=formats)
+    calls = [(fig_cka_heatmap, kw), (fig_regression, kw), (fig_diffusion_snr, {"formats": formats}),
+             (fig_inter_layer, {"snrs": _inter_snrs(results), "formats": formats}),
+             (fig_cka_curves, kw), (fig_dc1, {"formats": formats})]
+    if cka_only:
+        calls = [c for c in calls if c[0] in CKA_FIGURES]
+    else:
+        if "inter_layer_maps" in R.diffusion(results) and not R.diffusion(results).get("inter_layer"):
+            calls.remove(calls[3])  # no two blocks share a width: no inter-layer distances (the notes say so)
+        if results.get("quality"):
+            from jaxprobe.report.quality_figures import fig_correlations, fig_quality
+
+            calls += [(fig_quality, {"formats": formats})]
+            if results.get("correlations"):
+                calls += [(fig_correlations, {"formats": formats})]
+    for protocol, estimator in others if all_combos else ():
+        kw = {"protocol": protocol, "estimator": estimator, "formats": formats}
+        calls += [(fig_cka_heatmap, kw), (fig_regression, kw), (fig_cka_curves, kw)]
+    return [(f"{fn.__name__}({', '.join(f'{a}={k[a]!r}' for a in sorted(k))})", fn, k) for fn, k in calls]
+
+
+def render_cka_figures(results, out_dir, *, all_combos: bool = True, formats=FORMATS) -> dict:
+    """Draw now the figures of :data:`CKA_FIGURES` (``results`` needs its CKA tables only: the
+    diffusion or quality parts may still be computing) -> {call id: Figure}, for
+    ``render_figures(..., drawn=...)`` once the results are complete (the same files: each is
+    drawn from the CKA tables alone)."""
+    return {cid: fn(results, out_dir, **k) for cid, fn, k in _figure_calls(results, all_combos, formats, True)}
+
+
 def render_figures(results, out_dir, *, all_combos: bool = True, formats=FORMATS, cache: bool = True,
-                   log=None) -> list[Figure]:
+                   log=None, drawn: dict | None = None) -> list[Figure]:
     """Draw every figure into ``out_dir`` in the report's reading order: Fig. 2-5, the CKA
     curves and DC1 trajectories for the primary protocol/estimator, then Fig. 2, Fig. 3 and
     the CKA curves of every other protocol/estimator present (unless ``all_combos=False``).
@@ -430,35 +467,26 @@ def render_figures(results, out_dir, *, all_combos: bool = True, formats=FORMATS
     code) are unchanged since it was last drawn into ``out_dir``, and whose files are all
     there, is not drawn again: its record comes from ``out_dir/.figure_cache.json`` (paths
     relative to ``out_dir``, so a copied run folder keeps its cache). ``log``: optional
-    ``log(msg)`` for a summary line and a tqdm bar while drawing.
+    ``log(msg)`` for a summary line and a tqdm bar while drawing. ``drawn``: {call id: Figure}
+    of :func:`render_cka_figures` on these results' CKA tables: taken as drawn (and cached).
     """
     import json
     import os
 
-    first, *others = R.combos(results)
-    kw = dict(zip(("protocol", "estimator"), first), formats=formats)
-    calls = [(fig_cka_heatmap, kw), (fig_regression, kw), (fig_diffusion_snr, {"formats": formats}),
-             (fig_inter_layer, {"snrs": _inter_snrs(results), "formats": formats}),
-             (fig_cka_curves, kw), (fig_dc1, {"formats": formats})]
-    if "inter_layer_maps" in R.diffusion(results) and not R.diffusion(results).get("inter_layer"):
-        calls.remove(calls[3])  # no two blocks share a width: no inter-layer distances (the notes say so)
-    if results.get("quality"):
-        from jaxprobe.report.quality_figures import fig_correlations, fig_quality
-
-        calls += [(fig_quality, {"formats": formats})]
-        if results.get("correlations"):
-            calls += [(fig_correlations, {"formats": formats})]
-    for protocol, estimator in others if all_combos else ():
-        kw = {"protocol": protocol, "estimator": estimator, "formats": formats}
-        calls += [(fig_cka_heatmap, kw), (fig_regression, kw), (fig_cka_curves, kw)]
+    calls = _figure_calls(results, all_combos, formats)
+    drawn = {cid: f for cid, f in (drawn or {}).items()
+             if Path(f.png).is_file() and (f.pdf is None or Path(f.pdf).is_file())}
     out = Path(out_dir)
     index_path = out / _CACHE_INDEX
     index = _read_index(index_path) if cache else {}
     inputs = _figure_inputs_key(results, formats)
     todo = []
     figs: list[Figure | None] = []
-    for fn, k in calls:
-        call_id = f"{fn.__name__}({', '.join(f'{a}={k[a]!r}' for a in sorted(k))})"
+    for call_id, fn, k in calls:
+        if call_id in drawn:
+            figs.append(None)
+            todo.append((len(figs) - 1, call_id, lambda *a, f=drawn[call_id], **kw: f, k))
+            continue
         ent = index.get(call_id)
         files = [out / ent["png"]] + ([out / ent["pdf"]] if ent and ent.get("pdf") else []) if ent else []
         if ent and ent.get("inputs") == inputs and all(f.is_file() for f in files):
@@ -468,7 +496,8 @@ def render_figures(results, out_dir, *, all_combos: bool = True, formats=FORMATS
             figs.append(None)
             todo.append((len(figs) - 1, call_id, fn, k))
     if log is not None:
-        log(f"report: {len(calls) - len(todo)} of {len(calls)} figures unchanged (cached), drawing {len(todo)}")
+        log(f"report: {len(calls) - len(todo)} of {len(calls)} figures unchanged (cached), "
+            + (f"{len(drawn)} drawn beside the analysis, " if drawn else "") + f"drawing {len(todo) - len(drawn)}")
     steps = todo
     if log is not None and todo:
         from tqdm.auto import tqdm

@@ -249,8 +249,19 @@ def render_html(title, secs, out_dir: Path, csvs, *, files_note: str | None = No
     return "\n".join(parts)
 
 
+def draw_cka_figures(results, out_dir, *, formats=("png", "pdf")) -> dict:
+    """The report's figures drawn from the CKA tables alone (``jaxprobe.report.figures.CKA_FIGURES``),
+    drawn now into ``out_dir/figures`` from ``results`` whose other parts may still be computing;
+    give them to :func:`write_report` (``drawn=``) once the results are complete."""
+    from jaxprobe.report.axis import axis_of, set_axis, snr_view
+    from jaxprobe.report.figures import render_cka_figures
+
+    set_axis(axis_of(results))
+    return render_cka_figures(snr_view(results), Path(out_dir) / "figures", formats=formats)
+
+
 def write_report(results, out_dir, figures: list[Figure] | None = None, *,
-                 formats=("png", "pdf"), log=None) -> dict[str, Path]:
+                 formats=("png", "pdf"), log=None, drawn: dict | None = None) -> dict[str, Path]:
     """Write report.md, report.html and cka.csv / regression.csv / table1.csv into ``out_dir``.
 
     Parameters
@@ -265,6 +276,8 @@ def write_report(results, out_dir, figures: list[Figure] | None = None, *,
         Figure files to write: ("png", "pdf") or ("png",); PNG is always needed (embedded).
     log : callable, optional
         ``log(msg)`` for progress lines (figures reused from the cache, drawn, tqdm bar).
+    drawn : dict, optional
+        Figures :func:`draw_cka_figures` drew from these results' CKA tables (not drawn again).
 
     Returns
     -------
@@ -287,7 +300,7 @@ def write_report(results, out_dir, figures: list[Figure] | None = None, *,
     combo = R.primary_combo(results)
     secs = _sections(results, [], combo)  # validate everything before drawing anything
     if figures is None:
-        figures = render_figures(results, out / "figures", formats=formats, log=log)
+        figures = render_figures(results, out / "figures", formats=formats, log=log, drawn=drawn)
     secs = [(k, h, figures if k == "figures" else p) for k, h, p in secs]
     csvs = T.write_csvs(results, out)
     title = _title(results)

@@ -25,7 +25,8 @@ def small(tmp_path, rng):
     _write_store(store, layers, noisy, clean, noises)
     cfg = load_sweep_config({"sweep": {"snrs": [float(s) for s in SNRS]},
                              "cka": {"n_boot": 20, "estimators": ["biased"], "designs": ["noise"]},
-                             "diffusion": {"inter_snrs": [float(s) for s in SNRS], "n_boot": 20}})
+                             "diffusion": {"inter_snrs": [float(s) for s in SNRS], "n_boot": 20},
+                             "report": {"formats": ["png"]}})
     return cfg, store
 
 
@@ -35,20 +36,34 @@ def _without_timings(res):
     return res
 
 
-def test_side_by_side_analysis_equals_the_sequential_one(small, tmp_path, capsys):
+def test_side_by_side_analysis_and_report_equal_the_sequential_ones(small, tmp_path, capsys):
+    """The maps beside the CKA and the CKA figures drawn beside the maps: every number and every
+    PNG byte of the sequential path's, and the report takes the early figures as drawn."""
+    from jaxprobe.report import write_report
+
     cfg, store = small
     got = {}
     for side in (False, True):
         out = tmp_path / f"out-{side}"
         out.mkdir()
-        got[side] = (runner._analysis_stage(cfg, store, out, "synthetic", side_by_side=side),
-                     np.load(out / "cka_values.npz"))
-    assert "beside the CKA" in capsys.readouterr().out
-    (seq, seq_arr), (par, par_arr) = got[False], got[True]
+        early = {}
+        res = runner._analysis_stage(cfg, store, out, "synthetic", side_by_side=side, early_figures=early)
+        assert bool(early) is side and all(f.png.is_file() for f in early.values())
+        write_report(res, out, formats=("png",), drawn=early, log=print)
+        got[side] = (res, np.load(out / "cka_values.npz"), out)
+    log = capsys.readouterr().out
+    assert "beside the CKA" in log and "drawn beside the analysis, drawing 3" in log
+    (seq, seq_arr, seq_out), (par, par_arr, par_out) = got[False], got[True]
     assert par["diffusion"] and _without_timings(par) == _without_timings(seq)  # every number equal, bit for bit
     assert sorted(par_arr.files) == sorted(seq_arr.files)
     for k in seq_arr.files:
         np.testing.assert_array_equal(par_arr[k], seq_arr[k], err_msg=k)
+    pngs = sorted(p.name for p in (seq_out / "figures").glob("*.png"))
+    assert len(pngs) >= 6 and pngs == sorted(p.name for p in (par_out / "figures").glob("*.png"))
+    for name in pngs:
+        assert (par_out / "figures" / name).read_bytes() == (seq_out / "figures" / name).read_bytes(), name
+    assert ((par_out / "report.md").read_text().split("timings_s")[0]
+            == (seq_out / "report.md").read_text().split("timings_s")[0])
 
 
 def test_a_failing_side_task_surfaces_with_its_own_message(small, tmp_path, monkeypatch):
@@ -82,6 +97,14 @@ def test_cka_failure_is_raised_after_the_side_task_ends():
     assert ended.is_set()  # no diffusion thread left running behind the error
     cka_part, t1, diff_part, t2 = runner._cka_beside_diffusion(lambda: {"cka": 1}, lambda: {"d": 2})
     assert (cka_part, diff_part) == ({"cka": 1}, {"d": 2}) and t2 >= t1
+    ended.clear()
+
+    def bad_figures(cka_part):
+        raise OSError("figures/fig2.png: disk full (injected)")
+
+    with pytest.raises(OSError, match="disk full"):  # the step after the CKA, beside the maps, too
+        runner._cka_beside_diffusion(lambda: {}, slow_diffusion, then=bad_figures)
+    assert ended.is_set()
 
 
 @pytest.mark.parametrize("workers, side", [(1, False), (2, True)])
@@ -89,7 +112,7 @@ def test_one_worker_keeps_the_sweep_analysis_sequential(tmp_path, monkeypatch, w
     seen = {}
     monkeypatch.setattr(runner, "_dump_stage", lambda cfg, out, ckpt: (tmp_path / "store", "synthetic", []))
 
-    def analyse(cfg, out, ckpt, store_dir, desc, *, side_by_side):
+    def analyse(cfg, out, ckpt, store_dir, desc, *, side_by_side, early_figures):
         seen["side"] = side_by_side
         return {"r": 1}
 

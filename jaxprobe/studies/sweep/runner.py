@@ -261,11 +261,14 @@ def _model_record(store_dir: Path) -> dict:
     return {**(manifest.get("model") or {}), **((manifest.get("extra") or {}).get("model_spec") or {})}
 
 
-def _analysis_stage(cfg, store_dir: Path, out: Path, data_desc: str, *, side_by_side: bool = False) -> dict:
+def _analysis_stage(cfg, store_dir: Path, out: Path, data_desc: str, *, side_by_side: bool = False,
+                    early_figures: dict | None = None) -> dict:
     """The analysis stage (cached). ``side_by_side``: the diffusion maps are computed in a
     thread beside the CKA (XLA releases the GIL; the CKA holds no eigen-solver program, so the
-    diffusion's one-solver-in-flight rule stands): the same values, in about the longer of the
-    two times on two idle cores. Else one after the other."""
+    diffusion's one-solver-in-flight rule stands), and, when ``early_figures`` is a dict, the
+    report's CKA figures are drawn into it while the maps still compute
+    (``jaxprobe.report.html.draw_cka_figures``; without quality results): the same values and
+    files, in about the longer of the two times on two idle cores. Else one after the other."""
     from jaxprobe.bootstrap import n_distinct_resamples
     from jaxprobe.studies.sweep.analysis import (
         MIN_DISTINCT_RESAMPLES, CkaSettings, analyze_cka, resampling_summary,
@@ -309,16 +312,63 @@ def _analysis_stage(cfg, store_dir: Path, out: Path, data_desc: str, *, side_by_
         _log(f"analysis: {len(mesh.devices.flat)} devices")
     _log(f"analysis: CKA of {len(layers)} layers x {len(noises) * len(snrs) * len(items)} noisy items "
          f"({', '.join(settings.protocols)}; {', '.join(settings.estimators)})")
+    resampling, warnings = resampling_summary(len(noises), len(items), settings)
+    # the geometry bootstrap's "hierarchical" design also resamples items within each noise type
+    # (millions of distinct resamples even for 4 noise types x 4 items); "noise" alone does not
+    if (cfg["diffusion"]["design"] == "noise" and len(noises) >= 2
+            and n_distinct_resamples(len(noises)) < MIN_DISTINCT_RESAMPLES):
+        warnings.append(f"Diffusion intervals (design 'noise') resample {len(noises)} noise types: only "
+                        f"{n_distinct_resamples(len(noises))} distinct resamples exist; they mean little.")
+    import jax
+
+    def assemble(cka_part, diff_part, quality_part, timings):
+        return {
+            "settings": {
+                **cfg,
+                "analysis_fingerprint": key,
+                # relative to the run folder (plus its fingerprint), so a copied run folder stays valid
+                "store": os.path.relpath(store_dir, out),
+                "versions": {"jax": jax.__version__, "numpy": np.__version__},
+                "timings_s": timings,
+            },
+            "data": {
+                "corpus": data_desc, "n_utterances": len({u for u, _ in items}), "n_items": len(items),
+                "noises": noises, **({"snrs": snrs} if axis == "snr" else {}), "axis": axis, "levels": snrs,
+                "level_unit": AXIS_UNITS[axis][1], "n_windows": max(w for _, w in items) + 1,
+                "utterance_ids": sorted({u for u, _ in items}),
+            },
+            "model": _model_record(store_dir),
+            "layers": layers,
+            "cka": cka_part["cka"],
+            "regression": cka_part["regression"],
+            "trends": cka_part["trends"],
+            "diffusion": diff_part,
+            "bootstrap": {"designs": resampling, "min_distinct_resamples": MIN_DISTINCT_RESAMPLES},
+            "warnings": warnings,
+            **quality_part,
+        }
+
+    def cka_figures(cka_part):  # in this thread while the maps compute in the other
+        _tag_axis(cka_part, axis)
+        if early_figures is not None and not quality_on:
+            from jaxprobe.report.html import draw_cka_figures
+
+            early_figures.update(draw_cka_figures(assemble(cka_part, {}, {}, {}), out,
+                                                  formats=tuple(cfg["report"]["formats"])))
+            _log(f"report: {len(early_figures)} CKA figures drawn beside the diffusion maps")
+
     diffusion = functools.partial(analyze_diffusion, noisy, layers, snrs, noises, cfg["diffusion"],
                                   seed=cfg["sweep"]["seed"])
     if side_by_side:
         _log(f"analysis: diffusion maps of {len(layers)} layers ({len(noises) * len(snrs)} centroids each) "
              f"beside the CKA ...")
         cka_part, t1, diff_part, t2 = _cka_beside_diffusion(
-            lambda: analyze_cka(noisy, clean, layers, snrs, noises, settings, mesh=mesh, log=_log), diffusion)
+            lambda: analyze_cka(noisy, clean, layers, snrs, noises, settings, mesh=mesh, log=_log), diffusion,
+            then=cka_figures)
         _log(f"analysis: CKA and bootstraps {t1 - t0:.1f} s; diffusion maps {t2 - t1:.1f} s after the CKA")
     else:
         cka_part = analyze_cka(noisy, clean, layers, snrs, noises, settings, mesh=mesh, log=_log)
+        _tag_axis(cka_part, axis)
         t1 = time.perf_counter()
         _log(f"analysis: CKA and bootstraps {t1 - t0:.1f} s; diffusion maps of {len(layers)} layers "
              f"({len(noises) * len(snrs)} centroids each) ...")
@@ -337,43 +387,9 @@ def _analysis_stage(cfg, store_dir: Path, out: Path, data_desc: str, *, side_by_
             level=settings.level, log=_log)
         quality_part["correlations_cka"] = {"protocol": "utterance", "estimator": settings.estimators[0]}
     t3 = time.perf_counter()
-    _tag_axis(cka_part, axis)
-    resampling, warnings = resampling_summary(len(noises), len(items), settings)
-    # the geometry bootstrap's "hierarchical" design also resamples items within each noise type
-    # (millions of distinct resamples even for 4 noise types x 4 items); "noise" alone does not
-    if (cfg["diffusion"]["design"] == "noise" and len(noises) >= 2
-            and n_distinct_resamples(len(noises)) < MIN_DISTINCT_RESAMPLES):
-        warnings.append(f"Diffusion intervals (design 'noise') resample {len(noises)} noise types: only "
-                        f"{n_distinct_resamples(len(noises))} distinct resamples exist; they mean little.")
     for w in warnings:
         _log(f"analysis: warning: {w}")
-    import jax
-
-    results = {
-        "settings": {
-            **cfg,
-            "analysis_fingerprint": key,
-            # relative to the run folder (plus its fingerprint), so a copied run folder stays valid
-            "store": os.path.relpath(store_dir, out),
-            "versions": {"jax": jax.__version__, "numpy": np.__version__},
-            "timings_s": {"cka": t1 - t0, "diffusion": t2 - t1, "quality": t3 - t2},
-        },
-        "data": {
-            "corpus": data_desc, "n_utterances": len({u for u, _ in items}), "n_items": len(items),
-            "noises": noises, **({"snrs": snrs} if axis == "snr" else {}), "axis": axis, "levels": snrs,
-            "level_unit": AXIS_UNITS[axis][1], "n_windows": max(w for _, w in items) + 1,
-            "utterance_ids": sorted({u for u, _ in items}),
-        },
-        "model": _model_record(store_dir),
-        "layers": layers,
-        "cka": cka_part["cka"],
-        "regression": cka_part["regression"],
-        "trends": cka_part["trends"],
-        "diffusion": diff_part,
-        "bootstrap": {"designs": resampling, "min_distinct_resamples": MIN_DISTINCT_RESAMPLES},
-        "warnings": warnings,
-        **quality_part,
-    }
+    results = assemble(cka_part, diff_part, quality_part, {"cka": t1 - t0, "diffusion": t2 - t1, "quality": t3 - t2})
     _atomic_json(res_path, results)
     arrays = {k.replace("/", "__"): v for k, v in cka_part["arrays"].items()}
     tmp = out / ".cka_values.tmp.npz"
@@ -390,9 +406,10 @@ def _analysis_stage(cfg, store_dir: Path, out: Path, data_desc: str, *, side_by_
     return results
 
 
-def _cka_beside_diffusion(cka, diffusion):
-    """``cka()`` in this thread while ``diffusion()`` runs in another; returns (cka result, its
-    end time, diffusion result, its end time, not before the CKA's). A failure of either is
+def _cka_beside_diffusion(cka, diffusion, then=None):
+    """``cka()`` in this thread while ``diffusion()`` runs in another, then ``then(cka result)``
+    (optional) in this thread while it still runs; returns (cka result, the CKA's end time,
+    diffusion result, its end time, not before the CKA's). A failure of any is
     raised as it was raised (the CKA's when both fail), after both have ended; an interrupt
     (Ctrl-C) is raised at once (the diffusion thread is a daemon: it ends with the process)."""
     import threading
@@ -410,12 +427,14 @@ def _cka_beside_diffusion(cka, diffusion):
     thread.start()
     try:
         cka_part = cka()
+        t1 = time.perf_counter()
+        if then is not None:
+            then(cka_part)
     except KeyboardInterrupt:
         raise
     except BaseException:
         thread.join()
         raise
-    t1 = time.perf_counter()
     thread.join()
     if "error" in box:
         raise box["error"]
@@ -436,7 +455,7 @@ def _tag_axis(cka_part: dict, axis: str) -> None:
 
 
 def _analyse_repairing(cfg, out: Path, checkpoint: str | None, store_dir: Path, desc: str, *,
-                       side_by_side: bool = False) -> dict:
+                       side_by_side: bool = False, early_figures: dict | None = None) -> dict:
     """The analysis stage. The dump stage checks the store's sizes and seals only; every file is
     checksummed when the analysis first reads it, so damage found there is repaired here: the
     whole store is verified, its damaged chunks recomputed by the dump stage, and the analysis
@@ -444,14 +463,14 @@ def _analyse_repairing(cfg, out: Path, checkpoint: str | None, store_dir: Path, 
     from torch_bridge.store import StoreIntegrityError, verify_store
 
     try:
-        return _analysis_stage(cfg, store_dir, out, desc, side_by_side=side_by_side)
+        return _analysis_stage(cfg, store_dir, out, desc, side_by_side=side_by_side, early_figures=early_figures)
     except StoreIntegrityError as exc:
         if not exc.chunks:
             raise
         _log(f"analysis: the store is damaged ({exc.problems[0][0]}: {exc.problems[0][1]}); verifying it")
         bad = sorted(set(exc.chunks) | set(verify_store(store_dir).problems))
         store_dir, desc, _ = _dump_stage(cfg, out, checkpoint, recompute=bad)
-        return _analysis_stage(cfg, store_dir, out, desc, side_by_side=side_by_side)
+        return _analysis_stage(cfg, store_dir, out, desc, side_by_side=side_by_side, early_figures=early_figures)
 
 
 # ----------------------------------------------------------------------------- entry point
@@ -501,12 +520,14 @@ def run(config, out_dir, *, checkpoint: str | None = None, devices: str | None =
     # parts side by side too; one worker (a loaded machine): one after the other
     side_by_side = (cfg["model"]["workers"] or auto_workers()) > 1
     store_dir, desc, _ = _dump_stage(cfg, out, checkpoint)
-    results = _analyse_repairing(cfg, out, checkpoint, store_dir, desc, side_by_side=side_by_side)
+    early: dict = {}  # the CKA figures, drawn beside the diffusion maps when side by side
+    results = _analyse_repairing(cfg, out, checkpoint, store_dir, desc, side_by_side=side_by_side,
+                                 early_figures=early)
     if on_results is not None:
         on_results(results)
     from jaxprobe.report import write_report
 
     t0 = time.perf_counter()
-    paths = write_report(results, out, formats=tuple(cfg["report"]["formats"]), log=_log)
+    paths = write_report(results, out, formats=tuple(cfg["report"]["formats"]), log=_log, drawn=early)
     _log(f"report: {paths.get('html', out / 'report.html')} in {time.perf_counter() - t0:.1f} s")
     return {"results": str(out / "results.json"), **{k: str(v) for k, v in paths.items()}}
