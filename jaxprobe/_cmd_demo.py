@@ -10,7 +10,8 @@ models, MUSE and GTCRN (4 real utterances x 4 noise types x 9 SNRs each; the sam
 (`jaxprobe compare`). About 2 minutes on a 2-core CPU (112 s measured on an idle machine, cold XLA cache), most of
 it MUSE; the models run in parallel workers, one per CPU core the load average leaves idle
 (--workers), and with two or more the GTCRN sweep runs beside MUSE's in a child process
-(its log: OUT/gtcrn.log). Checkpoints are
+(its log: OUT/gtcrn.log), which then runs the comparison beside MUSE's report (OUT/compare.log); MUSE's
+diffusion maps run beside its CKA and CKA figures. Checkpoints are
 taken from --checkpoint / --gtcrn-checkpoint, $JAXPROBE_MUSE_CHECKPOINT /
 $JAXPROBE_GTCRN_CHECKPOINT, the cache, or downloaded once and verified."""
 
