@@ -43,7 +43,7 @@ _log = stage_logger("sweep")
 
 def _select_utterances(records, n: int, min_seconds: float):
     """Deterministic choice: long enough for one model window, round-robin over speakers."""
-    ok = [r for r in records if r.waveform.shape[0] / r.sample_rate >= min_seconds]
+    ok = [r for r in records if r.duration >= min_seconds]  # a corpus record knows its length unread
     by_spk: dict[str, list] = {}
     for r in sorted(ok, key=lambda r: r.id):
         by_spk.setdefault(str(r.speaker), []).append(r)
