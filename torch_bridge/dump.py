@@ -20,7 +20,7 @@ import torch
 from .hooks import PoolingSpec, capture
 from .store import Plan, StoreWriter
 
-__all__ = ["DumpModel", "DumpReport", "Item", "dump", "dump_snr_sweep", "dump_spec_sweep", "muse_dump_model", "parse_shard",
+__all__ = ["DumpModel", "DumpReport", "DumpStopped", "Item", "dump", "dump_snr_sweep", "dump_spec_sweep", "muse_dump_model", "parse_shard",
            "run_dump", "spec_batch_size", "spec_model_info", "sweep_items"]
 
 
@@ -93,6 +93,10 @@ def _describe(spec: Any) -> Any:
     return spec
 
 
+class DumpStopped(RuntimeError):
+    """A dump was asked to stop (its ``stop`` event was set) before it finished."""
+
+
 def dump(
     model: torch.nn.Module,
     layers: Sequence[Any],
@@ -116,6 +120,7 @@ def dump(
     log: Callable[[str], None] | None = None,
     check: str = "full",
     recompute: Sequence[int] = (),
+    stop: Any = None,
 ) -> DumpReport:
     """Run ``model`` on every item of this shard that the store at ``out`` lacks and commit
     the pooled activations of ``layers``. Committed chunks of the shard are checked first
@@ -144,6 +149,10 @@ def dump(
         read every file next anyway, where each file is checksummed on first read)
     recompute : chunk ids to recompute even if they pass the check (e.g. the chunks named by
         a StoreIntegrityError raised while reading)
+    stop : a ``threading.Event`` (or anything with ``is_set()``), optional: checked before every
+        forward pass; once set, the dump raises :class:`DumpStopped` without committing the chunk
+        in progress (committed chunks stay; a re-run resumes). Lets a caller stop worker threads
+        promptly (Ctrl-C, or another worker's failure) instead of waiting for their whole share.
     """
     if isinstance(shard, str):
         shard = parse_shard(shard)
@@ -209,6 +218,9 @@ def dump(
         infos: list[dict] = []
         order: list[int] = []
         for start in range(r.start, r.stop, batch_size):
+            if stop is not None and stop.is_set():
+                raise DumpStopped(f"Dump into {out} stopped before item {start} of {len(items)}; the chunks "
+                                  "committed so far are kept and a re-run resumes after them.")
             batch, batch_info = [], []
             for pos in range(start, min(start + batch_size, r.stop)):
                 got = load(items[pos])

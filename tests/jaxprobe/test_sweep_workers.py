@@ -94,3 +94,36 @@ def test_demo_side_sweep_failure_is_the_demos_with_its_log(tmp_path):
     with pytest.raises(RuntimeError, match="(?s)failed with exit status 1.*Unknown model 'gtcrm'"):
         _finish_sweep_process(child)
     assert child.log == tmp_path / "g.log" and child.log.stat().st_size > 0
+
+
+def test_parallel_dump_stops_the_other_workers_when_one_fails(monkeypatch):
+    """One worker's error ends the others at their next forward pass (their stop event), and is
+    the error raised: not a wait for their whole share, not their DumpStopped."""
+    import threading
+    import time
+
+    from torch_bridge.dump import DumpStopped
+    from torch_bridge.models import registry
+
+    from jaxprobe.studies.sweep import runner
+
+    monkeypatch.setattr(registry, "load_model", lambda *a, **k: "second")
+    passes, started = [], threading.Barrier(2, timeout=30)
+
+    def fake_dump(spec, sweep, out, *, threads, stop, progress, **kw):
+        started.wait()
+        if spec == "first":
+            raise ValueError("worker one broke")
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 60:  # a long share of items, one "forward pass" per 10 ms
+            if stop.is_set():
+                raise DumpStopped("stopped")
+            passes.append(1)
+            time.sleep(0.01)
+        raise AssertionError("the stop event was never set")
+
+    cfg = {"model": {"name": "x", "checkpoint": "", "layers": [], "threads": 1}}
+    t0 = time.monotonic()
+    with pytest.raises(ValueError, match="worker one broke"):
+        runner._parallel_dump(fake_dump, "first", None, "store", 2, cfg, None, {})
+    assert time.monotonic() - t0 < 20 and len(passes) < 2000

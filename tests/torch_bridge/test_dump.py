@@ -402,3 +402,36 @@ def test_spec_sweeps_use_the_models_own_batch_size_for_zero(monkeypatch, module,
     for given in ({"batch_size": 0}, {}, {"batch_size": 2}):
         getattr(mod, fn)(spec, None, "out", **given)
     assert seen == [5, 5, 2]
+
+
+def test_stop_event_ends_the_dump_at_the_next_forward_pass_and_a_rerun_resumes(tmp_path):
+    """dump(stop=): set before the first pass, nothing runs; set during a chunk, the dump raises
+    DumpStopped before its next pass without committing that chunk, and a re-run completes a
+    store equal to an uninterrupted one."""
+    import threading
+
+    from torch_bridge.dump import DumpStopped
+
+    model, items = worker.make_model(), worker.items()[:20]  # chunks of 16 + 4
+    kw = dict(progress=False, durable=False, batch_size=2)
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(DumpStopped, match="re-run resumes"):
+        dump(model, worker.LAYERS, items, worker.load, tmp_path / "s", stop=stop, **kw)
+    assert open_store(tmp_path / "s").done_chunks() == []
+
+    stop, passes = threading.Event(), []
+
+    def forward(m, batch):  # the 3rd pass (items 4-5 of chunk 0) asks the dump to stop
+        passes.append(batch.shape[0])
+        if len(passes) == 3:
+            stop.set()
+        return m(batch)
+
+    with pytest.raises(DumpStopped):
+        dump(model, worker.LAYERS, items, worker.load, tmp_path / "s", stop=stop, forward=forward, **kw)
+    assert len(passes) == 3 and open_store(tmp_path / "s").done_chunks() == []  # chunk 0 not committed
+    rep = dump(model, worker.LAYERS, items, worker.load, tmp_path / "s", stop=threading.Event(), **kw)
+    assert rep.items_written == 20
+    dump(model, worker.LAYERS, items, worker.load, tmp_path / "ref", **kw)
+    _assert_equal_stores(tmp_path / "s", tmp_path / "ref")

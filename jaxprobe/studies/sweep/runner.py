@@ -182,8 +182,10 @@ def _parallel_dump(dump_fn, spec, sweep, store_dir: Path, workers: int, cfg: dic
     Independent one-thread workers use the cores without OpenMP's spin-waits, which stall
     a multi-threaded forward pass when the machine is shared. Every item's activations are
     those of a one-worker dump (each window is its own forward pass)."""
-    from concurrent.futures import ThreadPoolExecutor
+    import threading
+    from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 
+    from torch_bridge.dump import DumpStopped
     from torch_bridge.models import registry
 
     m = cfg["model"]
@@ -192,11 +194,23 @@ def _parallel_dump(dump_fn, spec, sweep, store_dir: Path, workers: int, cfg: dic
     _log(f"dump: {workers} workers, {m['threads'] or 1} torch thread(s) each")
     import torch
 
+    # Ctrl-C here, or one worker's failure, stops the others at their next forward pass (their
+    # committed chunks stay) instead of after their whole share of the items.
+    stop = threading.Event()
     old_threads, t0 = torch.get_num_threads(), time.perf_counter()
     try:
         with ThreadPoolExecutor(workers, thread_name_prefix="dump") as pool:
-            futures = [pool.submit(dump_fn, s, sweep, str(store_dir), threads=m["threads"] or 1,
+            futures = [pool.submit(dump_fn, s, sweep, str(store_dir), threads=m["threads"] or 1, stop=stop,
                                    **{**kwargs, "progress": i == 0}) for i, s in enumerate(specs)]
+            try:
+                wait(futures, return_when=FIRST_EXCEPTION)
+            finally:
+                if not all(f.done() and f.exception() is None for f in futures):
+                    stop.set()
+            failed = [f.exception() for f in futures if f.exception() is not None]
+            first = next((e for e in failed if not isinstance(e, DumpStopped)), failed[0] if failed else None)
+            if first is not None:
+                raise first
             reports = [f.result() for f in futures]
     finally:  # each worker's capture() restores the count it found, which may be another's
         torch.set_num_threads(old_threads)
