@@ -53,27 +53,11 @@ def _module_at(rev: str, path: str, name: str):
     return mod
 
 
-def _select(records, n: int, min_seconds: float, seconds):
-    """The sweep runner's utterance rule (jaxprobe.studies.sweep.runner, private there): long
-    enough for one model window, sorted by id, round-robin over speakers. ``seconds`` measures a
-    record: its decoded length, as the runner does today, or ``record.duration``."""
-    by_spk: dict[str, list] = {}
-    for r in sorted((r for r in records if seconds(r) >= min_seconds), key=lambda r: r.id):
-        by_spk.setdefault(str(r.speaker), []).append(r)
-    out, i = [], 0
-    while (n == 0 or len(out) < n) and any(by_spk.values()):
-        spk = sorted(by_spk)[i % len(by_spk)]
-        if by_spk[spk]:
-            out.append(by_spk[spk].pop(0))
-        i += 1
-    return out
-
-
 def _prepare(load_corpus, mix_at_snr, cfg, by_duration: bool = False, phases: dict | None = None):
     """The demo's signals in the dump's order; ``phases`` gets the CPU seconds of the corpus load +
     selection and of the mixing."""
     from jaxprobe.studies.sweep.config import level_grid
-    from jaxprobe.studies.sweep.runner import SELECT_WINDOW_S
+    from jaxprobe.studies.sweep.runner import SELECT_WINDOW_S, _select_utterances
 
     d, sw = cfg["data"], cfg["sweep"]
     c0 = process_cpu()
@@ -81,7 +65,7 @@ def _prepare(load_corpus, mix_at_snr, cfg, by_duration: bool = False, phases: di
     split = d["speech_split"]
     pool = (corpus.real_speech if split == "real" else
             [u for u in corpus.utterances if split == "all" or u.meta.get("split") == split])
-    utts = _select(pool, d["utterances"], SELECT_WINDOW_S + 0.1,
+    utts = _select_utterances(pool, d["utterances"], SELECT_WINDOW_S + 0.1,
                    (lambda r: r.duration) if by_duration else (lambda r: r.waveform.shape[0] / r.sample_rate))
     noises = [corpus.noises[k] for k in (d["noises"] or sorted(corpus.noises))]
     snrs = level_grid(cfg)
@@ -156,8 +140,8 @@ def main() -> None:
     payload = {
         "what": f"demo input preparation ({args.config}): load_corpus + {len(new)} signals (clean refs + mixtures)",
         "baseline_rev": args.baseline, "rounds": args.rounds, "items": len(new),
-        "ways": {"old": "baseline code", "new": "this tree, runner selecting utterances by waveform length",
-                 "new_duration": "this tree, selection by record.duration (runner.py one-line change)"},
+        "ways": {"old": "baseline code", "new": "this tree, utterances selected by decoded waveform length (the runner before it read record.duration)",
+                 "new_duration": "this tree, selection by record.duration (the runner's rule now)"},
         **{w: med[w] for w in med}, "per_round": times,
         "speedup_wall_median": speedup("new", "wall_s"), "speedup_cpu_median": speedup("new", "cpu_s"),
         "speedup_wall_median_duration": speedup("new_duration", "wall_s"),

@@ -41,9 +41,12 @@ _log = stage_logger("sweep")
 
 # ----------------------------------------------------------------------------- data + dump
 
-def _select_utterances(records, n: int, min_seconds: float):
-    """Deterministic choice: long enough for one model window, round-robin over speakers."""
-    ok = [r for r in records if r.duration >= min_seconds]  # a corpus record knows its length unread
+def _select_utterances(records, n: int, min_seconds: float, seconds=None):
+    """Deterministic choice: long enough for one model window, round-robin over speakers.
+    ``seconds`` measures a record (default ``record.duration``: a corpus record knows its
+    length from the manifest, unread)."""
+    seconds = seconds or (lambda r: r.duration)
+    ok = [r for r in records if seconds(r) >= min_seconds]
     by_spk: dict[str, list] = {}
     for r in sorted(ok, key=lambda r: r.id):
         by_spk.setdefault(str(r.speaker), []).append(r)
