@@ -57,7 +57,7 @@ def _prepare(load_corpus, mix_at_snr, cfg, by_duration: bool = False, phases: di
     """The demo's signals in the dump's order; ``phases`` gets the CPU seconds of the corpus load +
     selection and of the mixing."""
     from jaxprobe.studies.sweep.config import level_grid
-    from jaxprobe.studies.sweep.runner import SELECT_WINDOW_S, _select_utterances
+    from jaxprobe.studies.sweep.runner import SELECT_WINDOW_S, select_utterances
 
     d, sw = cfg["data"], cfg["sweep"]
     c0 = process_cpu()
@@ -65,7 +65,7 @@ def _prepare(load_corpus, mix_at_snr, cfg, by_duration: bool = False, phases: di
     split = d["speech_split"]
     pool = (corpus.real_speech if split == "real" else
             [u for u in corpus.utterances if split == "all" or u.meta.get("split") == split])
-    utts = _select_utterances(pool, d["utterances"], SELECT_WINDOW_S + 0.1,
+    utts = select_utterances(pool, d["utterances"], SELECT_WINDOW_S + 0.1,
                    (lambda r: r.duration) if by_duration else (lambda r: r.waveform.shape[0] / r.sample_rate))
     noises = [corpus.noises[k] for k in (d["noises"] or sorted(corpus.noises))]
     snrs = level_grid(cfg)

@@ -41,7 +41,7 @@ _log = stage_logger("sweep")
 
 # ----------------------------------------------------------------------------- data + dump
 
-def _select_utterances(records, n: int, min_seconds: float, seconds=None):
+def select_utterances(records, n: int, min_seconds: float, seconds=None):
     """Deterministic choice: long enough for one model window, round-robin over speakers.
     ``seconds`` measures a record (default ``record.duration``: a corpus record knows its
     length from the manifest, unread)."""
@@ -98,7 +98,7 @@ def _load_data(cfg: dict, window: int | None = MUSE_WINDOW):
         if not pool:
             raise DataError(f"Configuration key 'data.speech_split' = {split!r} selects no utterance of the "
                             f"embedded corpus ({d['corpus_size']}); use train, dev, test, all or real.")
-        utts = _select_utterances(pool, d["utterances"], window_s + 0.1)
+        utts = select_utterances(pool, d["utterances"], window_s + 0.1)
         noises = corpus.noises
         desc = f"embedded corpus ({d['corpus_size']}, {corpus.root})"
     else:
@@ -106,7 +106,7 @@ def _load_data(cfg: dict, window: int | None = MUSE_WINDOW):
 
         pool = list(VoiceBank(d["voicebank"]))
         n_pool = len(pool)
-        utts = _select_utterances(pool, d["utterances"], window_s + 0.1)
+        utts = select_utterances(pool, d["utterances"], window_s + 0.1)
         noises = {r.id: r for r in Demand(d["demand"])}
         desc = f"VoiceBank {d['voicebank']} + DEMAND {d['demand']}"
     noise_map = noises if isinstance(noises, dict) else {r.id: r for r in noises}
