@@ -154,6 +154,10 @@ def block_energies(x: np.ndarray, sample_rate: int, *, name: str = "signal") -> 
         raise AudioError(f"{name} is {x.shape[0] / sample_rate:.3f} s long; loudness (BS.1770) needs "
                          "more than one 400 ms block. Use longer audio.")
     y = np.asarray(x, dtype=np.float64)
+    if not np.isfinite(y).all():
+        bad = int(np.flatnonzero(~np.isfinite(y))[0])
+        raise AudioError(f"{name} holds non-finite samples (first at sample {bad}: {y[bad]}); loudness needs "
+                         "finite audio. Remove or repair the NaN/inf samples.")
     for gain, b, a in _k_weighting(sample_rate):
         y = gain * lfilter(b, a, y)
     y2 = np.square(y)  # squared once; each block sums its slice as pyloudnorm's np.sum(np.square(.)) does

@@ -528,3 +528,17 @@ def test_clean_reference_is_normalised_once_per_utterance(monkeypatch, utt, noi)
     for k in range(20):  # bounded
         M._clean_reference(utt.astype(np.float64) * (1 + k), SR, -23.0, f"u{k}")
     assert len(M._CLEAN_MEMO) == M._CLEAN_MEMO_SIZE
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_loudness_of_non_finite_audio_is_an_error_not_silence(bad):
+    """A NaN/inf sample is named as such (with its position), not reported as a silent signal."""
+    from torch_bridge.mixing import AudioError, block_energies, loudness, normalise_gain
+
+    x = np.random.default_rng(0).standard_normal(16000) * 0.1
+    x[5] = bad
+    for call in (lambda: loudness(x, 16000, name="probe signal"),
+                 lambda: block_energies(x, 16000, name="probe signal"),
+                 lambda: normalise_gain(x, 16000, -23.0, "probe signal")):
+        with pytest.raises(AudioError, match=r"probe signal holds non-finite samples \(first at sample 5"):
+            call()
