@@ -169,7 +169,9 @@ def _side_main(argv) -> int:
     from pathlib import Path
 
     from jaxprobe.studies.sweep import run
+    from torch_bridge.runtime import retain_freed_memory
 
+    retain_freed_memory()  # as jaxprobe.cli.main does for the parent (no torch imported by it)
     out, checkpoint, model, *rest = argv
     p = run("demo", out, checkpoint=checkpoint or None, model=model, workers=1)
     Path(out, ".demo-outputs.json").write_text(json.dumps(p))

@@ -293,3 +293,16 @@ def test_help_opens_for_users_and_every_command_documents_itself(capsys):
         text = capsys.readouterr().out
         assert "example" in text and "outputs" in text, name
         assert len(text.split("\n\n")[1]) > 80, name  # a description, not the one-line help
+
+
+def test_every_command_runs_with_freed_memory_retained(tmp_path, capsys, monkeypatch, no_model):
+    """The CLI is the application, so it sets the process-wide allocator option (glibc keeps
+    freed memory: no page faults for a forward pass's temporaries, bench/bench_retain.py) once,
+    before the command runs, and the command's outcome is unchanged."""
+    import torch_bridge.runtime as runtime
+
+    calls = []
+    monkeypatch.setattr(runtime, "retain_freed_memory", lambda: calls.append(1) or True)
+    assert cli.main(["sweep", "--config", _toml(tmp_path, "[cka]\nlevel = 1.5"), "--out", str(tmp_path / "r")]) == 2
+    assert calls == [1]
+    _one_error_line(capsys.readouterr().err, "sweep")
