@@ -8,7 +8,8 @@ import resource
 import time
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
+# $JAXPROBE_BENCH_RESULTS redirects the JSON files (the GPU script writes them under $OUT there).
+RESULTS = Path(os.environ.get("JAXPROBE_BENCH_RESULTS") or Path(__file__).resolve().parent / "results")
 
 
 def machine() -> dict:

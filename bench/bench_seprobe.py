@@ -64,7 +64,7 @@ def torch_cka(X, Y):
     import torch
 
     n = X.shape[-2]
-    H = torch.eye(n, dtype=X.dtype) - 1.0 / n
+    H = torch.eye(n, dtype=X.dtype, device=X.device) - 1.0 / n
     K = H @ (X @ X.transpose(-1, -2)) @ H
     L = H @ (Y @ Y.transpose(-1, -2)) @ H
     hsic = (K * L).sum(dim=(-2, -1))
@@ -76,7 +76,7 @@ def torch_layer_cka(clean, noisy):
     import torch
 
     S, K = noisy.shape[:2]
-    out = torch.empty(S, K, noisy.shape[2])
+    out = torch.empty(S, K, noisy.shape[2], device=noisy.device)
     for s in range(S):
         for k in range(K):
             out[s, k] = torch_cka(clean, noisy[s, k])
@@ -110,8 +110,8 @@ def torch_maps(centroids, labels, S):
     import torch
 
     coords = torch_diffusion_map(centroids)
-    M = torch.zeros(S, centroids.shape[0], dtype=coords.dtype)
-    M[labels, torch.arange(centroids.shape[0])] = 1.0
+    M = torch.zeros(S, centroids.shape[0], dtype=coords.dtype, device=coords.device)
+    M[labels, torch.arange(centroids.shape[0], device=coords.device)] = 1.0
     M /= M.sum(1, keepdim=True)
     lc = M @ coords
     return coords[:, :3], torch.cdist(lc, lc)
@@ -234,8 +234,18 @@ def main():
     ap.add_argument("--torch-threads", type=int, default=1,
                     help="torch intra-op threads for the baseline (1: on this contended 2-core machine, 2 threads "
                          "measured 50-80x slower per call; the faster setting is the fair baseline)")
+    ap.add_argument("--torch-device", default="cpu",
+                    help="where the torch baseline runs (cuda on a GPU machine; jaxprobe uses JAX's default device)")
+    ap.add_argument("--tag", default=None, help="results name suffix: seprobe_TAG.json")
     args = ap.parse_args()
     import torch
+
+    dev = torch.device(args.torch_device)
+
+    def sync(out):  # wait for both frameworks: torch's CUDA calls return before the GPU is done
+        jax.block_until_ready(out)
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
 
     torch.set_num_threads(args.torch_threads)
     L, S, K, N, C, F = (2, 9, 6, 50, 16, 128) if args.small else (24, 41, 18, 50, 16, 128)
@@ -261,7 +271,8 @@ def main():
     # device-resident inputs
     clean_d, noisy_d, cent_d = jax.device_put(clean), jax.device_put(noisy), jax.device_put(cent)
     jax.block_until_ready((clean_d, noisy_d, cent_d))
-    clean_t, noisy_t, cent_t = torch.from_numpy(clean), torch.from_numpy(noisy), torch.from_numpy(cent)
+    clean_t, noisy_t, cent_t = (torch.from_numpy(a).to(dev) for a in (clean, noisy, cent))
+    labels_t = torch.from_numpy(labels).to(dev)
     noisy_items_t = noisy_t.reshape(-1, C, F)  # a view
     key = jax.random.key(0)
     cells = max(1, min(S * K, (1 << 20) // (N * C * F * 4)))
@@ -269,19 +280,19 @@ def main():
         cells -= 1
 
     # ---- correctness in the same run
-    ref = torch_layer_cka(clean_t, noisy_t).numpy()
+    ref = torch_layer_cka(clean_t, noisy_t).cpu().numpy()
     pub = np.asarray(jaxprobe.cka(clean_d, noisy_d))
     ein = np.asarray(best_einsum(clean_d, noisy_d))
     chk = np.asarray(best_chunked(clean_d, noisy_d, cells=cells))
     raw = np.asarray(best_raw_chunked(clean_d, noisy_d, cells=cells))
     err_cka = {k: float(np.max(np.abs(v - ref))) for k, v in (("public", pub), ("einsum", ein), ("chunked", chk),
                                                               ("raw_chunked", raw))}
-    dct, ldt = torch_maps(cent_t, torch.from_numpy(labels), S)
+    dct, ldt = torch_maps(cent_t, labels_t, S)
     dcp, ldp = dc_and_levels_public(cent_d, snr_pts, S, labels)
     Mlev = np.asarray(jax.nn.one_hot(labels, S, dtype=np.float32)).T
     Mlev = Mlev / Mlev.sum(1, keepdims=True)
     dcn, ldn, closed = dc_and_levels_needs(cent_d, snr_pts, Mlev, key)
-    dct, ldt = dct.numpy(), ldt.numpy()
+    dct, ldt = dct.cpu().numpy(), ldt.cpu().numpy()
     sgn = np.sign(np.sum(dct * np.asarray(dcp), 0))
     err_maps = {
         "dc13_public_vs_torch": float(np.max(np.abs(np.asarray(dcp) - dct * sgn))),
@@ -297,7 +308,7 @@ def main():
     # same load over time); a method's time is the sum over the L layers, best of --repeat rounds.
     fns = {
         "torch_cka": lambda: torch_layer_cka(clean_t, noisy_t),
-        "torch_maps": lambda: torch_maps(cent_t, torch.from_numpy(labels), S),
+        "torch_maps": lambda: torch_maps(cent_t, labels_t, S),
         "jax_cka_public": lambda: jaxprobe.cka(clean_d, noisy_d),
         "jax_cka_einsum": lambda: best_einsum(clean_d, noisy_d),
         "jax_cka_chunked": lambda: best_chunked(clean_d, noisy_d, cells=cells),
@@ -311,14 +322,14 @@ def main():
         "torch_gram_bmm": lambda: torch_gram_bmm(noisy_items_t),
     }
     for fn in fns.values():  # compile (and warm) every program before timing
-        jax.block_until_ready(fn())
+        sync(fn())
     t = {k: float("inf") for k in fns}
     for r in range(args.repeat):
         acc = dict.fromkeys(fns, 0.0)
         for layer in range(L):
             for k, fn in fns.items():
                 t0 = time.perf_counter()
-                jax.block_until_ready(fn())
+                sync(fn())
                 acc[k] += time.perf_counter() - t0
             print(f"\rround {r + 1}/{args.repeat}, layer {layer + 1}/{L}", end="", flush=True)
         t = {k: min(t[k], acc[k]) for k in fns}
@@ -369,8 +380,12 @@ def main():
     need = flop / 1e9 / max(1e-9, torch_total / 10 - t["jax_maps_public"])
     print(f"10x end to end needs the CKA at {need:.1f} GFLOP/s (maps as measured)" if torch_total / 10 >
           t["jax_maps_public"] else "10x end to end: the maps alone exceed a tenth of the torch time")
-    out = write_results("seprobe" if not args.small else "seprobe_small", {
-        "command": "bench/bench_seprobe.py" + (" --small" if args.small else ""),
+    name = "seprobe" + ("_small" if args.small else "") + (f"_{args.tag}" if args.tag else "")
+    out = write_results(name, {
+        "command": "bench/bench_seprobe.py" + (" --small" if args.small else "")
+                   + (f" --torch-device {args.torch_device}" if args.torch_device != "cpu" else ""),
+        "devices": {"jax": [str(d) for d in jax.devices()], "torch": str(dev),
+                    "torch_device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"},
         "shapes": {"layers": L, "clean": [N, C, F], "noisy": [S, K, N, C, F], "cka_values": L * S * K * N,
                    "map_points": S * K, "map_dim": C * F, "levels": S},
         "settings": {"t": T, "energy": ENERGY, "epsilon": "median", "cells_per_step": cells},
