@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     prog = f"jaxprobe {args.command}"
     # The CLI is the application, so it owns the process-wide allocator setting: glibc keeps
     # freed heap memory for reuse instead of trimming it, so the many multi-MB temporaries of a
-    # model's forward pass (and of XLA's executions) are not page-faulted in anew each time.
+    # model's forward pass are not page-faulted in anew each time (the process keeps its peak heap).
     # No result changes; a MUSE window costs 1.08x less CPU (bench/bench_retain.py). Plain
     # ctypes, no torch; a no-op off glibc.
     from torch_bridge.runtime import retain_freed_memory
