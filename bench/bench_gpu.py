@@ -87,9 +87,13 @@ def main() -> None:
     golden, rows = {}, {}
     paths = {"fast": fast, "reference": ref}
     with torch.inference_mode():
-        for name, model in paths.items():
-            got = model(mag, pha)[0][0].double().cpu()
-            golden[name] = float((got - want).abs().max() / want.abs().max())
+        for name, model in list(paths.items()):
+            try:
+                got = model(mag, pha)[0][0].double().cpu()
+                golden[name] = float((got - want).abs().max() / want.abs().max())
+            except RuntimeError as exc:  # a path that cannot run on this device: say so, time the other
+                golden[name] = " ".join(str(exc).split())[:300]
+                del paths[name]
         print(f"est_mag_c vs the official golden output (max rel): {golden}", flush=True)
         for b in batches:
             mb, pb = mag.expand(b, -1, -1).contiguous(), pha.expand(b, -1, -1).contiguous()
