@@ -1,6 +1,8 @@
-"""MUSE forward pass: the fast implementation (torch_bridge.models.muse) against the reference
-path (torch_bridge.models.muse.reference, the first plain-torch implementation, unchanged), at
-1 and 2 threads, batch 1 and batch 8.
+"""MUSE forward pass: the fast implementation (torch_bridge.models.muse, with its C kernels,
+torch_bridge/native) against the reference path (torch_bridge.models.muse.reference, the first
+plain-torch implementation, unchanged), at 1 and 2 threads, batch 1 and batch 8. Each round also
+times the fast implementation with the C kernels switched off (``JAXPROBE_NATIVE=0``: its
+torch formulation, "fast_torch"), so the kernels' own gain is a same-run ratio too.
 
 Baseline: the bench holds no re-implementation that follows the official code's structure, and
 the official code itself needs torchvision (absent here), so the **reference path is the
@@ -30,6 +32,7 @@ bench stops if est_mag_c differs by more than 1e-5. Writes bench/results/muse_fo
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import resource
 import statistics
@@ -49,6 +52,25 @@ from _common import write_results  # noqa: E402
 SHARED_MUSE = ROOT.parent / "shared" / "muse"
 # Issue 19's measurement on this CPU (one thread): official code 2.0 s, reference path 1.35 s.
 OFFICIAL_OVER_REFERENCE = 2.0 / 1.35
+
+
+@contextlib.contextmanager
+def _native_off():
+    """The fast model's torch formulation: the C kernels switched off for the duration."""
+    old = os.environ.get("JAXPROBE_NATIVE")
+    os.environ["JAXPROBE_NATIVE"] = "0"
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ["JAXPROBE_NATIVE"]
+        else:
+            os.environ["JAXPROBE_NATIVE"] = old
+
+
+def _fast_torch(fast, mag, pha):
+    with _native_off():
+        return fast(mag, pha)
 
 
 def _loadavg() -> list[float]:
@@ -170,8 +192,16 @@ def _thread_noise(checks, fast, ref, gold):
     print(f"wrote {out}", flush=True)
 
 
+def _c_kernels() -> dict:
+    from torch_bridge.native import library
+    from torch_bridge.native.build import FLAGS
+
+    return {"library": library(required=True)._name, "flags": list(FLAGS)}
+
+
 def _write(checks, per_threads, retained, load_start, floors=None):
     return write_results("muse_forward", {
+        "c_kernels": _c_kernels(),
         "baseline": "reference path (torch_bridge.models.muse.reference); the official code is not re-run "
                     "(needs torchvision); vs-official ratios scale by issue 19's quoted 2.0 s / 1.35 s",
         "official_over_reference_quoted": OFFICIAL_OVER_REFERENCE,
@@ -213,8 +243,9 @@ def main() -> None:
     checks = {}
     with torch.inference_mode():
         for name, (mag, pha) in _inputs(gold).items():
-            f, r = fast(mag, pha), ref(mag, pha)
-            checks[name] = {"est_mag_c": _rel(f[0], r[0]), "com": _rel(f[2], r[2])}
+            f, r, t = fast(mag, pha), ref(mag, pha), _fast_torch(fast, mag, pha)
+            checks[name] = {"est_mag_c": _rel(f[0], r[0]), "com": _rel(f[2], r[2]),
+                            "fast_torch_est_mag_c": _rel(t[0], r[0])}
         mag, pha = _inputs(gold)["golden"]
         mag_b, pha_b = mag.expand(big, -1, -1).contiguous(), pha.expand(big, -1, -1).contiguous()
         checks[f"batch{big}_vs_batch1"] = _rel(fast(mag_b, pha_b)[0][:1], fast(mag, pha)[0])
@@ -234,6 +265,7 @@ def main() -> None:
             for i in range(args.rounds):
                 row = {
                     "reference": _timed(lambda: ref(mag, pha), 1),
+                    "fast_torch": _timed(lambda: _fast_torch(fast, mag, pha), 1),
                     "fast": _timed(lambda: fast(mag, pha), 1),
                     f"fast_batch{big}": _timed(lambda: fast(mag_b, pha_b), big),
                 }
@@ -246,7 +278,9 @@ def main() -> None:
         summary = {}
         for kind in ("cpu", "wall"):
             summary[kind] = {
-                "median_s_per_window": {k: _median(rows, k, kind) for k in ("reference", "fast", f"fast_batch{big}")},
+                "median_s_per_window": {k: _median(rows, k, kind)
+                                        for k in ("reference", "fast_torch", "fast", f"fast_batch{big}")},
+                "c_kernels_speedup": statistics.median(r["fast_torch"][kind] / r["fast"][kind] for r in rows),
                 "reference_batch_s_per_window_once": ref_big[kind],
                 "speedup_vs_reference": statistics.median(r["reference"][kind] / r["fast"][kind] for r in rows),
                 f"batch{big}_throughput_over_batch1": statistics.median(
@@ -260,7 +294,9 @@ def main() -> None:
         per_threads[str(nt)] = {"summary": summary, "rounds": rows}
         _write(checks, per_threads, None, load_start)  # finished phases are kept if a later one is cut short
         c, w = summary["cpu"], summary["wall"]
-        print(f"threads {nt}: fast {c['median_s_per_window']['fast']:.3f} s cpu ({w['median_s_per_window']['fast']:.3f} wall), "
+        print(f"threads {nt}: fast {c['median_s_per_window']['fast']:.3f} s cpu ({w['median_s_per_window']['fast']:.3f} wall; "
+              f"torch formulation {c['median_s_per_window']['fast_torch']:.3f} s cpu, C kernels "
+              f"{c['c_kernels_speedup']:.2f}x), "
               f"{c['speedup_vs_reference']:.2f}x the reference in cpu ({w['speedup_vs_reference']:.2f}x wall), "
               f"~{c['speedup_vs_official_estimated']:.2f}x the official code; batch {big} throughput / batch 1: "
               f"{c[f'batch{big}_throughput_over_batch1']:.2f}x cpu ({w[f'batch{big}_throughput_over_batch1']:.2f}x wall)", flush=True)
@@ -275,18 +311,23 @@ def main() -> None:
             f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             row = {"fast": _timed(lambda: fast(mag, pha), 1)}
             row["minor_faults"] = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
+            row["fast_torch"] = _timed(lambda: _fast_torch(fast, mag, pha), 1)
             row["reference"] = _timed(lambda: ref(mag, pha), 1)
             row["loadavg"] = _loadavg()
             rows.append(row)
     retained["rounds"] = rows
     retained["fast_cpu_s_per_window"] = _median(rows, "fast", "cpu")
+    retained["fast_torch_cpu_s_per_window"] = _median(rows, "fast_torch", "cpu")
     retained["speedup_vs_reference_cpu"] = statistics.median(r["reference"]["cpu"] / r["fast"]["cpu"] for r in rows)
+    retained["c_kernels_speedup_cpu"] = statistics.median(r["fast_torch"]["cpu"] / r["fast"]["cpu"] for r in rows)
     retained["minor_faults_per_window"] = statistics.median(r["minor_faults"] for r in rows)
     print(f"retained freed memory: fast {retained['fast_cpu_s_per_window']:.3f} s cpu, "
           f"{retained['speedup_vs_reference_cpu']:.2f}x the reference, "
+          f"{retained['c_kernels_speedup_cpu']:.2f}x its torch formulation, "
           f"{retained['minor_faults_per_window']} minor faults per window", flush=True)
 
-    floors = _floors(fast, mag, pha)
+    with _native_off():  # the floors of the eager torch formulation (aten ops are what it counts)
+        floors = _floors(fast, mag, pha)
     print(f"floors: {floors['gflop_per_window_counted']:.1f} GFLOP counted -> {floors['compute_floor_s']:.3f} s at "
           f"{floors['one_thread_sgemm_2048_gflops']:.0f} GFLOP/s (one-thread 2048^2 GEMM); {floors['aten_ops_per_window']} "
           f"aten ops moving {floors['operand_gb_per_window']:.2f} GB -> {floors['traffic_floor_s']:.3f} s at "

@@ -10,7 +10,7 @@ from tests.reference.deform_ref import deform_conv2d_depthwise_ref
 from torch_bridge.models.muse.deform import deform_conv2d_depthwise
 
 
-@pytest.mark.parametrize("method", ["grid", "grid_cl", "gather"])
+@pytest.mark.parametrize("method", ["grid", "grid_cl", "native", "gather"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("kernel", [3, 5])
 def test_matches_loop_reference(rng, dtype, kernel, method):
@@ -27,7 +27,7 @@ def test_matches_loop_reference(rng, dtype, kernel, method):
     np.testing.assert_allclose(got.numpy(), want, rtol=tol, atol=tol)
 
 
-@pytest.mark.parametrize("method", ["grid", "grid_cl", "gather"])
+@pytest.mark.parametrize("method", ["grid", "grid_cl", "native", "gather"])
 def test_zero_offsets_is_depthwise_conv(rng, method):
     x = torch.tensor(rng.standard_normal((1, 4, 9, 11)))
     wgt = torch.tensor(rng.standard_normal((4, 1, 3, 3)))

@@ -15,6 +15,18 @@ BETA = 2.0
 
 
 
+def native_kernels(x):
+    """The C kernels (``torch_bridge.native``) when they apply to ``x``: a float32 CPU map in
+    channels-last order, no autograd; else None (the torch formulation runs)."""
+    if x.dtype != torch.float32 or x.device.type != "cpu" or not x.is_contiguous(memory_format=_CL):
+        return None
+    if torch.is_grad_enabled() and not torch.is_inference_mode_enabled():
+        return None
+    from torch_bridge.native import library
+
+    return library()
+
+
 def make_conv(c_in, c_out, kernel=1, *, padding=0, stride=1, dilation=1, groups=1, bias=False):
     return nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=padding, dilation=dilation,
                      groups=groups, bias=bias)
@@ -268,7 +280,7 @@ class DeformConv(nn.Module):
         self.weight = nn.Parameter(torch.zeros(c, 1, 3, 3))
 
     def forward(self, x, offset):
-        return deform_conv2d_depthwise(x, offset, self.weight, method="grid_cl")
+        return deform_conv2d_depthwise(x, offset, self.weight, method="native")
 
 
 class DeformPatchConv(nn.Module):

@@ -26,6 +26,15 @@ chunk of rows; the dense encoder and decoders, deformable embeddings, LayerNorms
 FFNs run one batch item at a time (``blocks.per_item``: a batch of 8 spilled the cache and ran
 slower per window than 1), the last three writing into their slice of the batch output.
 Forward hooks see the same ``(B, C, T, F)`` shapes as before (channels-last strides).
+
+On CPU in float32 without autograd, four parts run as C kernels (``torch_bridge.native``,
+compiled on first use; the torch formulation above stays the fallback and the yardstick): the
+deformable sampling (``deform_dw3x3``), the gated FFN (``gated_ffn``), the Taylor attention of
+the 16- and 32-channel levels (``taylor_attention_d16``), and, in ``TransformerBlock``, norm2
+and both residual adds folded into those two (``ffn_block``). Each walks the map once row by
+row with its intermediates in the cache, where the torch formulation writes and re-reads each
+multi-megabyte intermediate (bench/bench_muse.py gives the same-run ratio). The probed norm1
+stays a module call; a hook on a fused module makes that block run module by module.
 """
 from __future__ import annotations
 
@@ -34,8 +43,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from torch_bridge.models.muse.blocks import (DenseEncoder, MaskDecoder, PatchEmbed, PhaseDecoder, PixelShuffleCL,
-                                            PixelUnshuffleCL, from_tokens, linear_out, make_conv, per_item,
-                                            pointwise, to_tokens)
+                                            PixelUnshuffleCL, from_tokens, linear_out, make_conv, native_kernels,
+                                            per_item, pointwise, to_tokens)
+from torch_bridge.native import pointer
 
 FFN_EXPANSION = 2.66
 # Stage name -> (channels, heads). The refinement stages run at level-1 width.
@@ -122,6 +132,9 @@ class TaylorAttention(nn.Module):
 
     def _forward_one(self, u, out=None):
         b, c, h, w = u.shape
+        lib = native_kernels(u) if self.native_applies(c) else None
+        if lib is not None:
+            return self._native_one(lib, u, out)
         n, heads = h * w, self.heads
         d = c // heads
         ut = to_tokens(u)  # (B, H, W, C)
@@ -157,6 +170,28 @@ class TaylorAttention(nn.Module):
         o = o.mul_(s.view(b, 1, 1, c)).mul_(torch.ops.aten.gelu_(to_tokens(g)))
         return linear_out(o, self.project_out.weight.flatten(1), out)
 
+    def native_applies(self, c: int) -> bool:
+        """True when ``taylor_attention_d16`` computes this attention (heads of 16 channels, at most
+        two) and no hook waits on the refine conv it would skip."""
+        return c == 16 * self.heads <= 32 and not _hooked(self.refine_att)
+
+    def _native_one(self, lib, u, out, residual=None):
+        """``taylor_attention_d16`` (torch_bridge/native/muse_kernels.c) on one channels-last item:
+        the same arithmetic in two passes over the rows, no map-sized intermediate but the
+        (H+2, W+2, 2C) q̂/k̂ scratch; with ``residual``, ``out = residual + attention``."""
+        _, c, h, w = u.shape
+        if out is None:
+            out = torch.empty_like(u, memory_format=torch.channels_last)
+        scratch = u.new_empty((h + 2) * (w + 2) * 2 * c)
+        conv_r = self.refine_att.conv_list[0]
+        rc = lib.taylor_attention_d16(
+            pointer(u), pointer(self.sca[1].weight), pointer(self.sca[1].bias), pointer(self.dwconv[0].weight),
+            pointer(self.dwconv[1].weight), pointer(self.qkv.weight), pointer(self.qkv_dwconv.weight),
+            pointer(conv_r.weight), pointer(conv_r.bias), pointer(self.temperature), pointer(self.project_out.weight),
+            None if residual is None else pointer(residual), pointer(scratch), pointer(out), h, w, self.heads)
+        _check_rc(rc, "taylor_attention_d16", u)
+        return out
+
     def _gate(self, u):
         """``dwconv``: 1x1 conv C→2C, then the grouped 3x3 conv (2 inputs per output) computed
         as a depthwise 3x3 conv on the 2C channels plus a pairwise sum (oneDNN's grouped
@@ -176,6 +211,16 @@ class TaylorAttention(nn.Module):
         return (head[:, None] == head[None, :]).to(like.dtype)
 
 
+def _check_rc(rc: int, kernel: str, x) -> None:
+    if rc != 0:
+        raise ValueError(f"The C kernel {kernel} does not handle a map of shape {tuple(x.shape)} (returned {rc}).")
+
+
+def _hooked(module) -> bool:
+    """True when ``module`` has forward hooks of its own (a fused kernel would skip its call)."""
+    return bool(module._forward_hooks or module._forward_pre_hooks)
+
+
 class GatedFFN(nn.Module):
     """1x1 conv to 2m → depthwise 3x3 → GELU(a)·b → 1x1 conv back to C; m = int(2.66 C)."""
 
@@ -189,9 +234,32 @@ class GatedFFN(nn.Module):
     def forward(self, x):
         return per_item(self._forward_one, x, writes_out=True)
 
-    def _forward_one(self, x, out=None):
-        # The two halves a, b are computed as separate maps so GELU runs on contiguous memory.
+    def native_applies(self, c: int) -> bool:
+        """True when the C kernels compute this FFN (C a multiple of 16, at most 48)."""
+        return c % 16 == 0 and c <= 48
+
+    def _native_one(self, lib, x, out, ln_weight=None):
+        """``gated_ffn`` (torch_bridge/native/muse_kernels.c) on one channels-last item: one pass
+        over the rows, the 2M-channel intermediates never leave the cache. With ``ln_weight``
+        (``ffn_block``): ``out = x + ffn(LayerNorm(x))``, and ``out`` may be ``x``."""
+        _, c, h, w = x.shape
         m = self.project_out.weight.shape[1]
+        if out is None:
+            out = torch.empty_like(x, memory_format=torch.channels_last)
+        weights = (pointer(self.project_in.weight), pointer(self.dwconv.weight), pointer(self.project_out.weight))
+        if ln_weight is None:
+            rc = lib.gated_ffn(pointer(x), *weights, pointer(out), h, w, c, m)
+        else:
+            rc = lib.ffn_block(pointer(x), pointer(ln_weight), *weights, pointer(out), h, w, c, m)
+        _check_rc(rc, "gated_ffn", x)
+        return out
+
+    def _forward_one(self, x, out=None):
+        m = self.project_out.weight.shape[1]
+        lib = native_kernels(x) if self.native_applies(x.shape[1]) else None
+        if lib is not None:
+            return self._native_one(lib, x, out)
+        # The two halves a, b are computed as separate maps so GELU runs on contiguous memory.
         w_in, w_dw = self.project_in.weight.flatten(1), self.dwconv.weight
         a, b = (
             to_tokens(F.conv2d(from_tokens(F.linear(to_tokens(x), w_in[sl])), w_dw[sl], padding=1, groups=m))
@@ -201,7 +269,14 @@ class GatedFFN(nn.Module):
 
 
 class TransformerBlock(nn.Module):
-    """``y = x + attn(norm1(x)); z = y + ffn(norm2(y))``."""
+    """``y = x + attn(norm1(x)); z = y + ffn(norm2(y))``.
+
+    With the C kernels (levels 1 and 2), norm1 runs as a module (its output is the probed map,
+    and its hooks fire); then, per batch item, ``taylor_attention_d16`` writes
+    ``y = x + attn(u)`` and ``ffn_block`` turns ``y`` into ``y + ffn(norm2(y))`` in place: the
+    residual adds and norm2 are folded into the kernels' row passes. Where a hook waits on
+    attn, norm2 or ffn (or their kernels do not apply) the modules run one by one as above.
+    """
 
     def __init__(self, c: int, heads: int):
         super().__init__()
@@ -211,8 +286,21 @@ class TransformerBlock(nn.Module):
         self.ffn = GatedFFN(c)
 
     def forward(self, x):
-        x = x + self.attn(self.norm1(x))
-        return x + self.ffn(self.norm2(x))
+        c = x.shape[1]
+        lib = None
+        if (self.attn.native_applies(c) and self.ffn.native_applies(c)
+                and not any(_hooked(m) for m in (self.attn, self.norm2, self.norm2.body, self.ffn))):
+            lib = native_kernels(x)
+        if lib is None:
+            x = x + self.attn(self.norm1(x))
+            return x + self.ffn(self.norm2(x))
+        u = self.norm1(x).contiguous(memory_format=torch.channels_last)  # a no-op unless a hook replaced it
+        y = torch.empty_like(x, memory_format=torch.channels_last)
+        for i in range(x.shape[0]):
+            yi = y[i : i + 1]
+            self.attn._native_one(lib, u[i : i + 1], yi, residual=x[i : i + 1])
+            self.ffn._native_one(lib, yi, yi, ln_weight=self.norm2.body.weight)
+        return y
 
 
 class _TransformerStack(nn.Module):
