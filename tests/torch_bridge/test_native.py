@@ -15,6 +15,7 @@ import torch
 from scipy import special
 
 from tests.reference.deform_ref import deform_conv2d_depthwise_ref
+from torch_bridge.models.muse.blocks import DenseBlock
 from torch_bridge.models.muse.deform import deform_conv2d_depthwise
 from torch_bridge.models.muse.model import GatedFFN, TaylorAttention, TransformerBlock
 from torch_bridge.native import NativeUnavailable, build_library, library, load_library, pointer
@@ -181,6 +182,29 @@ def test_fused_block_against_float64_and_the_module_path(rng, c, heads, h, w):
     assert fused.is_contiguous(memory_format=torch.channels_last)
 
 
+@pytest.mark.parametrize("h,w,layout", [(308, 256, "contiguous"), (308, 128, "channels_last"), (9, 5, "contiguous"),
+                                      (2, 3, "channels_last")])
+def test_dense_block_kernel_against_float64_and_the_module_path(rng, h, w, layout):
+    """Four dilated steps (dilation 1, 2, 4, 8 on the time axis, so the small maps read mostly
+    padding) with InstanceNorm and PReLU, from either memory order; a hook on one step makes
+    the block run module by module."""
+    blk = _randomised(DenseBlock(16))
+    x = torch.tensor(rng.standard_normal((2, 16, h, w)), dtype=torch.float32)
+    x = cl(x) if layout == "channels_last" else x.contiguous()
+    with torch.inference_mode():
+        got = blk(x)
+        want = _f64(DenseBlock, blk, 16)(x.double())
+        seen = []
+        handle = blk.dense_block[2][1].register_forward_hook(lambda _m, _i, o: seen.append(o.shape))
+        try:
+            by_module = blk(x)
+        finally:
+            handle.remove()
+    assert seen == [(1, 16, h, w)] * 2
+    assert got.is_contiguous(memory_format=torch.channels_last)
+    assert rel(got, want) < BLOCK_TOL and rel(by_module, want) < BLOCK_TOL
+
+
 def test_kernels_stay_out_of_autograd(rng):
     """With gradients wanted the torch formulation runs (the kernels have no backward)."""
     ffn = _randomised(GatedFFN(16))
@@ -205,5 +229,7 @@ def test_muse_with_and_without_kernels_matches_the_official_output(monkeypatch):
         native = model(mag, pha)[0]
         monkeypatch.setenv("JAXPROBE_NATIVE", "0")
         plain = model(mag, pha)[0]
+    # Each path sits 1-7e-6 off the official output (the torch parts round differently at one and
+    # two threads), and the two can sit on opposite sides: 1.4e-5 apart at two threads.
     assert rel(native, want) < 1e-5 and rel(plain, want) < 1e-5
-    assert rel(native, plain) < 1e-5
+    assert rel(native, plain) < 2e-5

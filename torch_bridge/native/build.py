@@ -28,6 +28,7 @@ _SIGNATURES = {
     "gated_ffn": [_F32P] * 5 + [ctypes.c_int] * 4,
     "ffn_block": [_F32P] * 6 + [ctypes.c_int] * 4,
     "gelu_array": [_F32P, _F32P, ctypes.c_int],
+    "dense_step": [_F32P, ctypes.c_int] + [_F32P] * 5 + [_F32P, ctypes.c_int] + [ctypes.c_int] * 4,
     "taylor_attention_d16": [_F32P] * 14 + [ctypes.c_int] * 3,
 }
 
@@ -123,7 +124,7 @@ def load_library(path: Path) -> ctypes.CDLL:
     for name, argtypes in _SIGNATURES.items():
         fn = getattr(lib, name)
         fn.argtypes = argtypes
-        fn.restype = None if name in ("deform_dw3x3", "gelu_array") else ctypes.c_int
+        fn.restype = None if name in ("deform_dw3x3", "gelu_array", "dense_step") else ctypes.c_int
     return lib
 
 

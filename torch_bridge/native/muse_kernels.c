@@ -583,4 +583,176 @@ int taylor_attention_d16(const float *u, const float *w_sca, const float *b_sca,
         return -1;
     return 0;
 }
+/* ------------------------------------------------------------------------------------------
+ * One step of a MUSE dense block (blocks.DenseBlock): a 3x3 conv with dilation (d, 1) and
+ * padding (d, 1), Cin -> 16 channels with bias, then InstanceNorm (affine, eps 1e-5, statistics
+ * in float64 as torch's kernel) and PReLU (one slope per channel).
+ * The conv: Cout = 16 = one register per output pixel; a tile of PT consecutive output pixels
+ * of one row keeps PT accumulators; each kernel row is summed from zero over (kx, Cin) with the
+ * input value broadcast, then added to the output row (three shorter summation chains, as a
+ * blocked GEMM). Zero padding: out-of-range kernel rows are skipped, and the first and last tile
+ * of a row drop their out-of-range column taps at compile time. Output rows are visited by
+ * residue class mod d, so consecutive ones share two of their three input rows in the cache.
+ * Input and output are channels-last with pixel strides (a channel slice of the block's
+ * concatenation buffer).
+ * ------------------------------------------------------------------------------------------ */
+#define PT 4 /* output pixels per register tile; 4 was the fastest of 4..16 on this CPU */
+
+#define AI static inline __attribute__((always_inline))
+
+/* acc[p] += sum_c in[p*xs + c] * wk[c]   for p in [p0, p1)  */
+AI void accum(const int P, const int p0, const int p1, v16 *acc,
+              const float *in, const v16 *wk, int xs, int Cin)
+{
+    for (int c = 0; c < Cin; c++) {
+        v16 wv = wk[c];
+        #pragma GCC unroll 16
+        for (int p = 0; p < P; p++)
+            if (p >= p0 && p < p1)
+                acc[p] += in[(long)p * xs + c] * wv;
+    }
+}
+
+/* P output pixels starting at column x0 for one kernel row.
+ * L: tile touches the left border (x0 == 0), R: the right border
+ * (x0 + P == W).  first: store bias + acc, else out += acc.           */
+AI void tile(const int P, const int L, const int R, const float *row,
+             const v16 *wr, int first, int xs, int Cin, int x0, v16 bias,
+             float *out, int os)
+{
+    v16 acc[P];
+    #pragma GCC unroll 16
+    for (int p = 0; p < P; p++) acc[p] = (v16){0};
+    const float *in = row + (long)x0 * xs;
+    /* kx = 0 reads column x0+p-1, kx = 1 column x0+p, kx = 2 column x0+p+1 */
+    accum(P, L ? 1 : 0, P, acc, in - xs, wr, xs, Cin);
+    accum(P, 0, P, acc, in, wr + Cin, xs, Cin);
+    accum(P, 0, R ? P - 1 : P, acc, in + xs, wr + 2 * Cin, xs, Cin);
+    #pragma GCC unroll 16
+    for (int p = 0; p < P; p++) {
+        float *o = out + (long)(x0 + p) * os;
+        v16 t;
+        if (first) t = bias;
+        else memcpy(&t, o, 64);
+        t += acc[p];
+        memcpy(o, &t, 64);
+    }
+}
+
+#define RCASE(L, n) case n: tile(n, L, 1, row, wr, first, xs, Cin, x, bias, orow, os); break;
+
+/* Right-most tile of a row (width n = 1..PT), L says whether it is also the
+ * left-most one.                                                        */
+#define LAST_TILE(L)                                                        \
+    switch (W - x) {                                                       \
+        RCASE(L, 1) RCASE(L, 2) RCASE(L, 3) RCASE(L, 4) RCASE(L, 5) RCASE(L, 6) RCASE(L, 7)     \
+        RCASE(L, 8) RCASE(L, 9) RCASE(L, 10) RCASE(L, 11) RCASE(L, 12) RCASE(L, 13)          \
+        RCASE(L, 14) RCASE(L, 15) RCASE(L, 16)                                      \
+        default: break;                                                    \
+    }
+
+typedef float v8f __attribute__((vector_size(32)));
+typedef double v8d __attribute__((vector_size(64)));
+
+/* stats[0..3] += the float64 sums of y (channels 0-7, 8-15) and y^2 over one finished output row */
+static inline void row_stats(const float *orow, int W, int os, v8d *stats)
+{
+    for (int p = 0; p < W; p++) {
+        v8f lo, hi;
+        memcpy(&lo, orow + (size_t)p * os, sizeof lo);
+        memcpy(&hi, orow + (size_t)p * os + 8, sizeof hi);
+        const v8d dl = __builtin_convertvector(lo, v8d), dh = __builtin_convertvector(hi, v8d);
+        stats[0] += dl;
+        stats[1] += dh;
+        stats[2] += dl * dl;
+        stats[3] += dh * dh;
+    }
+}
+
+static void dense_conv3x3_s(const float *x, int x_pixel_stride, const float *w,
+                            const float *b, float *out, int out_pixel_stride,
+                            int H, int W, int Cin, int d, v8d *stats)
+{
+    const int xs = x_pixel_stride, os = out_pixel_stride;
+    /* pack weights: wp[(ky*3 + kx)*Cin + c][co] = w[co][c][ky][kx] */
+    v16 *wp = aligned_alloc(64, sizeof(v16) * 9 * Cin);
+    for (int ky = 0; ky < 3; ky++)
+        for (int kx = 0; kx < 3; kx++)
+            for (int c = 0; c < Cin; c++)
+                for (int co = 0; co < 16; co++)
+                    wp[(ky * 3 + kx) * Cin + c][co] = w[((co * Cin + c) * 3 + ky) * 3 + kx];
+    v16 bias;
+    memcpy(&bias, b, 64);
+
+    /* Output rows are visited by residue class mod d so that consecutive
+     * output rows (y, y+d) share two of their three input rows (cache reuse). */
+    for (int r0 = 0; r0 < d && r0 < H; r0++)
+    for (int y = r0; y < H; y += d) {
+        float *orow = out + (long)y * W * os;
+        int first = 1;
+        for (int ky = 0; ky < 3; ky++) {
+            int yy = y + (ky - 1) * d;
+            if (yy < 0 || yy >= H) continue;
+            const float *row = x + (long)yy * W * xs;
+            const v16 *wr = wp + ky * 3 * Cin;
+            int x = 0;
+            if (W <= PT) {
+                LAST_TILE(1)
+            } else {
+                tile(PT, 1, 0, row, wr, first, xs, Cin, 0, bias, orow, os);
+                x = PT;
+                for (; x + PT < W; x += PT)
+                    tile(PT, 0, 0, row, wr, first, xs, Cin, x, bias, orow, os);
+                LAST_TILE(0)
+            }
+            first = 0;
+        }
+        row_stats(orow, W, os, stats);  /* while the row is in the cache */
+    }
+    free(wp);
+}
+
+
+/*   x      (H, W, >= Cin) channels-last, pixel stride xs (a channel slice of a wider buffer)
+ *   w      (16, Cin, 3, 3), b (16)      conv weight and bias
+ *   in_w, in_b (16)                     InstanceNorm affine weight and bias
+ *   slope  (16)                         PReLU slopes
+ *   out    (H, W, >= 16), pixel stride os; it must not overlap x's channels
+ * y = conv(x); per channel mean and var of y over the H W pixels in float64 (one pass); then
+ * alpha = in_w / sqrt(var + 1e-5), beta = in_b - mean alpha (rounded to float32) and
+ * out = prelu(y alpha + beta). */
+void dense_step(const float *x, int xs, const float *w, const float *b, const float *in_w, const float *in_b,
+                const float *slope, float *out, int os, int H, int W, int Cin, int d)
+{
+    /* the conv accumulates the float64 sums of y and y^2 row by row (var = E[y^2] - mean^2 is
+     * exact enough in float64, as in blocks._InstanceNormCL) */
+    v8d stats[4] = {{0}, {0}, {0}, {0}};
+    dense_conv3x3_s(x, xs, w, b, out, os, H, W, Cin, d, stats);
+    const size_t n = (size_t)H * W;
+    double sum[16], sq[16];
+    for (int c = 0; c < 8; c++) {
+        sum[c] = stats[0][c];
+        sum[8 + c] = stats[1][c];
+        sq[c] = stats[2][c];
+        sq[8 + c] = stats[3][c];
+    }
+    double mean[16];
+    for (int c = 0; c < 16; c++) {
+        mean[c] = sum[c] / (double)n;
+        sq[c] = sq[c] / (double)n - mean[c] * mean[c];
+    }
+    float alpha[16], beta[16];
+    for (int c = 0; c < 16; c++) {
+        const double a = (double)in_w[c] / sqrt(sq[c] + 1e-5);
+        alpha[c] = (float)a;
+        beta[c] = (float)((double)in_b[c] - mean[c] * a);
+    }
+    const v16 av = ld16(alpha), bv = ld16(beta), sv = ld16(slope), zero = splat16(0.0f);
+    for (size_t p = 0; p < n; p++) {
+        float *o = out + p * os;
+        const v16 y = fma16(ld16(o), av, bv);
+        const v16i keep = y >= zero;  /* lanes of -1 where y >= 0 */
+        st16(o, (v16)(((v16i)y & keep) | ((v16i)(y * sv) & ~keep)));
+    }
+}
 #pragma GCC pop_options

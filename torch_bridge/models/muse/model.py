@@ -43,8 +43,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from torch_bridge.models.muse.blocks import (DenseEncoder, MaskDecoder, PatchEmbed, PhaseDecoder, PixelShuffleCL,
-                                            PixelUnshuffleCL, from_tokens, linear_out, make_conv, native_kernels,
-                                            per_item, pointwise, to_tokens)
+                                            PixelUnshuffleCL, from_tokens, hooked, linear_out, make_conv,
+                                            native_kernels, per_item, pointwise, to_tokens)
 from torch_bridge.native import pointer
 
 FFN_EXPANSION = 2.66
@@ -173,7 +173,7 @@ class TaylorAttention(nn.Module):
     def native_applies(self, c: int) -> bool:
         """True when ``taylor_attention_d16`` computes this attention (heads of 16 channels, at most
         two) and no hook waits on the refine conv it would skip."""
-        return c == 16 * self.heads <= 32 and not _hooked(self.refine_att)
+        return c == 16 * self.heads <= 32 and not hooked(self.refine_att)
 
     def _native_one(self, lib, u, out, residual=None):
         """``taylor_attention_d16`` (torch_bridge/native/muse_kernels.c) on one channels-last item:
@@ -214,11 +214,6 @@ class TaylorAttention(nn.Module):
 def _check_rc(rc: int, kernel: str, x) -> None:
     if rc != 0:
         raise ValueError(f"The C kernel {kernel} does not handle a map of shape {tuple(x.shape)} (returned {rc}).")
-
-
-def _hooked(module) -> bool:
-    """True when ``module`` has forward hooks of its own (a fused kernel would skip its call)."""
-    return bool(module._forward_hooks or module._forward_pre_hooks)
 
 
 class GatedFFN(nn.Module):
@@ -289,7 +284,7 @@ class TransformerBlock(nn.Module):
         c = x.shape[1]
         lib = None
         if (self.attn.native_applies(c) and self.ffn.native_applies(c)
-                and not any(_hooked(m) for m in (self.attn, self.norm2, self.norm2.body, self.ffn))):
+                and not any(hooked(m) for m in (self.attn, self.norm2, self.norm2.body, self.ffn))):
             lib = native_kernels(x)
         if lib is None:
             x = x + self.attn(self.norm1(x))
