@@ -233,3 +233,16 @@ def test_muse_with_and_without_kernels_matches_the_official_output(monkeypatch):
     # two threads), and the two can sit on opposite sides: 1.4e-5 apart at two threads.
     assert rel(native, want) < 1e-5 and rel(plain, want) < 1e-5
     assert rel(native, plain) < 2e-5
+
+
+@pytest.mark.parametrize("c", [16, 32, 48])
+def test_layer_norm_kernel_against_float64(rng, c):
+    from torch_bridge.models.muse.model import LayerNorm2d
+
+    ln = _randomised(LayerNorm2d(c), std=1.0)
+    x = cl(torch.tensor(rng.standard_normal((2, c, 13, 11)) * 3 + 1, dtype=torch.float32))
+    with torch.inference_mode():
+        got = ln(x)
+        want = _f64(LayerNorm2d, ln, c)(x.double())
+    assert got.is_contiguous(memory_format=torch.channels_last)
+    assert rel(got, want) < BLOCK_TOL

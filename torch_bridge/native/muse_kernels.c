@@ -26,7 +26,8 @@
  *   weight (C, 9)        depthwise kernel
  *   out    (H, W, C)
  */
-void deform_dw3x3(const float *x, const float *off, const float *weight, float *out, int H, int W, int C)
+static inline __attribute__((always_inline)) void deform_rows(const float *x, const float *off, const float *weight,
+                                                              float *out, int H, int W, const int C)
 {
     double *kd = malloc(sizeof(double) * TAPS * C);  /* kd[k * C + c] = weight[c, k] */
     double *acc = malloc(sizeof(double) * C);
@@ -80,6 +81,19 @@ void deform_dw3x3(const float *x, const float *off, const float *weight, float *
     free(kd);
     free(acc);
     free(s);
+}
+
+void deform_dw3x3(const float *x, const float *off, const float *weight, float *out, int H, int W, int C)
+{
+    /* MUSE's channel counts as compile-time constants (the channel loops unroll), then any C */
+    if (C == 16)
+        deform_rows(x, off, weight, out, H, W, 16);
+    else if (C == 32)
+        deform_rows(x, off, weight, out, H, W, 32);
+    else if (C == 48)
+        deform_rows(x, off, weight, out, H, W, 48);
+    else
+        deform_rows(x, off, weight, out, H, W, C);
 }
 
 /* ------------------------------------------------------------------------------------------
@@ -754,5 +768,22 @@ void dense_step(const float *x, int xs, const float *w, const float *b, const fl
         const v16i keep = y >= zero;  /* lanes of -1 where y >= 0 */
         st16(o, (v16)(((v16i)y & keep) | ((v16i)(y * sv) & ~keep)));
     }
+}
+
+/* The bias-free LayerNorm of MUSE's transformer blocks (model.BiasFreeLayerNormBody) on npix
+ * channels-last pixels of C channels (16, 32 or 48; else -1): out = x / sqrt(var_C(x) + 1e-5) * w,
+ * the mean kept in the numerator, mean and variance (two-pass) over the C channels in float32. */
+int layer_norm_cl(const float *x, const float *w, float *out, int npix, int C)
+{
+    if (C != 16 && C != 32 && C != 48) return -1;
+    for (size_t p = 0; p < (size_t)npix; p++) {
+        if (C == 16)
+            layer_norm_px(x + p * 16, w, out + p * 16, 1);
+        else if (C == 32)
+            layer_norm_px(x + p * 32, w, out + p * 32, 2);
+        else
+            layer_norm_px(x + p * 48, w, out + p * 48, 3);
+    }
+    return 0;
 }
 #pragma GCC pop_options
