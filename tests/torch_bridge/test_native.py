@@ -61,6 +61,20 @@ def test_builds_into_a_fresh_cache_and_reuses_it(tmp_path):
     assert hasattr(load_library(path), "ffn_block")
 
 
+def test_source_compiles_without_warnings(tmp_path):
+    import shutil
+    import subprocess
+
+    from torch_bridge.native.build import FLAGS, SOURCE
+
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no C compiler on this machine")
+    proc = subprocess.run([cc, *FLAGS, "-Werror", "-Wextra", "-Wno-unused-parameter", str(SOURCE), "-o",
+                           str(tmp_path / "k.so"), "-lm"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
 def test_missing_compiler_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("CC", "no-such-compiler-here")
     with pytest.raises(NativeUnavailable, match="no C compiler found.*no-such-compiler-here"):

@@ -17,7 +17,9 @@ log = logging.getLogger(__name__)
 SOURCE = Path(__file__).with_name("muse_kernels.c")
 # -O3 and the host's vector units; no -ffast-math: the kernels fix their own summation order and
 # rounding (float64 where the values must match torch's float64 paths).
-FLAGS = ("-O3", "-march=native", "-fPIC", "-shared", "-std=c11", "-fno-math-errno", "-Wall", "-Werror")
+# (No -Werror here: a newer compiler's new warning must not switch the kernels off for a user;
+# tests/torch_bridge/test_native.py compiles with -Werror to keep the source warning-free.)
+FLAGS = ("-O3", "-march=native", "-fPIC", "-shared", "-std=c11", "-fno-math-errno", "-Wall")
 ENV_SWITCH = "JAXPROBE_NATIVE"
 
 _F32P = ctypes.POINTER(ctypes.c_float)
