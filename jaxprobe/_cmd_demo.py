@@ -7,8 +7,8 @@ from __future__ import annotations
 DESCRIPTION = """Run the main job on the embedded default: the SNR-sweep study of two speech-enhancement
 models, MUSE and GTCRN (4 real utterances x 4 noise types x 9 SNRs each; the same as
 `jaxprobe sweep --config demo --model muse|gtcrn`), then the comparison report of the two
-(`jaxprobe compare`). About 2 minutes on a 2-core CPU (102-133 s measured, cold XLA cache), most of
-it MUSE; the models run in parallel workers, one per CPU core the load average leaves idle
+(`jaxprobe compare`). About 80 s on a 2-core CPU (72-83 s measured, cold XLA cache, with MUSE's C
+kernels; 104-123 s without them), most of it MUSE; the models run in parallel workers, one per CPU core the load average leaves idle
 (--workers), and with two or more the GTCRN sweep runs beside MUSE's in a child process
 (its log: OUT/gtcrn.log), which then runs the comparison beside MUSE's report (OUT/compare.log); MUSE's
 diffusion maps run beside its CKA and CKA figures. Checkpoints are
