@@ -141,6 +141,14 @@ def test_deform_kernel_is_the_grid_cl_sampler_to_one_ulp(lib, rng, c, h, w):
         np.testing.assert_allclose(got.numpy(), ref, rtol=1e-5, atol=1e-5)
 
 
+def test_deform_native_keeps_gradients(rng):
+    x = torch.tensor(rng.standard_normal((1, 4, 6, 7)), dtype=torch.float32, requires_grad=True)
+    off = torch.tensor(rng.uniform(-1, 1, (1, 18, 6, 7)), dtype=torch.float32)
+    wgt = torch.tensor(rng.standard_normal((4, 1, 3, 3)), dtype=torch.float32)
+    deform_conv2d_depthwise(x, off, wgt, method="native").sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
 def test_deform_native_falls_back_where_it_does_not_apply(rng):
     """float64 input and 5x5 kernels are not the kernel's: the torch sampler runs instead."""
     x = torch.tensor(rng.standard_normal((2, 3, 6, 7)))
@@ -217,6 +225,21 @@ def test_dense_block_kernel_against_float64_and_the_module_path(rng, h, w, layou
     assert seen == [(1, 16, h, w)] * 2
     assert got.is_contiguous(memory_format=torch.channels_last)
     assert rel(got, want) < BLOCK_TOL and rel(by_module, want) < BLOCK_TOL
+
+
+def test_parameters_the_kernels_cannot_read_as_arrays_take_the_torch_path(rng):
+    """A non-contiguous weight (a transposed view) would be read in the wrong order by a kernel:
+    the block runs its torch formulation instead and stays right."""
+    blk = _randomised(TransformerBlock(16, 1), std=0.2)
+    x = cl(torch.tensor(rng.standard_normal((1, 16, 9, 8)), dtype=torch.float32))
+    with torch.inference_mode():
+        want = _f64(TransformerBlock, blk, 16, 1)(x.double())
+    w = blk.attn.project_out.weight.detach().clone()
+    blk.attn.project_out.weight = torch.nn.Parameter(w[:, :, 0, 0].t().contiguous().t()[:, :, None, None])
+    assert not blk.attn.project_out.weight.is_contiguous()
+    with torch.inference_mode():
+        got = blk(x)
+    assert rel(got, want) < BLOCK_TOL
 
 
 def test_kernels_stay_out_of_autograd(rng):

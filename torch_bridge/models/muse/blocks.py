@@ -16,12 +16,15 @@ BETA = 2.0
 
 
 
-def native_kernels(x):
-    """The C kernels (``torch_bridge.native``) when they apply to ``x``: a float32 CPU map in
-    channels-last order, no autograd; else None (the torch formulation runs)."""
+def native_kernels(x, module):
+    """The C kernels (``torch_bridge.native``) when they apply to ``x`` and ``module``: a float32
+    CPU map in channels-last order, no autograd, and the module's parameters float32, on the CPU
+    and contiguous (the kernels read them as plain arrays); else None (the torch formulation runs)."""
     if x.dtype != torch.float32 or x.device.type != "cpu" or not x.is_contiguous(memory_format=_CL):
         return None
     if torch.is_grad_enabled() and not torch.is_inference_mode_enabled():
+        return None
+    if not all(p.dtype == torch.float32 and p.device.type == "cpu" and p.is_contiguous() for p in module.parameters()):
         return None
     from torch_bridge.native import library
 
@@ -161,7 +164,7 @@ class DenseBlock(nn.Module):
     def forward(self, x):
         lib = None
         if x.shape[1] == 16 and not any(hooked(m) for step in self.dense_block for m in (step, *step)):
-            lib = native_kernels(_cl(x))
+            lib = native_kernels(_cl(x), self)
         if lib is not None:
             return per_item(lambda xi: self._native_one(lib, xi), _cl(x))
         return per_item(self._forward_one, x.contiguous())

@@ -27,14 +27,16 @@ FFNs run one batch item at a time (``blocks.per_item``: a batch of 8 spilled the
 slower per window than 1), the last three writing into their slice of the batch output.
 Forward hooks see the same ``(B, C, T, F)`` shapes as before (channels-last strides).
 
-On CPU in float32 without autograd, four parts run as C kernels (``torch_bridge.native``,
-compiled on first use; the torch formulation above stays the fallback and the yardstick): the
-deformable sampling (``deform_dw3x3``), the gated FFN (``gated_ffn``), the Taylor attention of
-the 16- and 32-channel levels (``taylor_attention_d16``), and, in ``TransformerBlock``, norm2
-and both residual adds folded into those two (``ffn_block``). Each walks the map once row by
-row with its intermediates in the cache, where the torch formulation writes and re-reads each
-multi-megabyte intermediate (bench/bench_muse.py gives the same-run ratio). The probed norm1
-stays a module call; a hook on a fused module makes that block run module by module.
+On CPU in float32 without autograd (and with float32, contiguous parameters), these parts run
+as C kernels (``torch_bridge.native``, compiled on first use; the torch formulation above stays
+the fallback and the yardstick): the deformable sampling (``deform_dw3x3``), the dense blocks
+(``dense_step``: dilated conv, InstanceNorm, PReLU), the LayerNorms (``layer_norm_cl``), the
+gated FFN (``gated_ffn``), the Taylor attention of the 16- and 32-channel levels
+(``taylor_attention_d16``), and, in ``TransformerBlock``, norm2 and both residual adds folded
+into those two (``ffn_block``). Each walks the map once row by row with its intermediates in
+the cache, where the torch formulation writes and re-reads each multi-megabyte intermediate
+(bench/bench_muse.py gives the same-run ratio). The probed norm1 stays a module call; a hook
+on a fused module (its own forward or pre-forward hook) makes that block run module by module.
 """
 from __future__ import annotations
 
@@ -90,7 +92,7 @@ class LayerNorm2d(nn.Module):
 
     def forward(self, x):
         c = x.shape[1]
-        lib = native_kernels(x) if c in (16, 32, 48) and not hooked(self.body) else None
+        lib = native_kernels(x, self) if c in (16, 32, 48) and not hooked(self.body) else None
         if lib is not None:  # layer_norm_cl (torch_bridge/native/muse_kernels.c): one pass
             out = torch.empty_like(x, memory_format=torch.channels_last)
             _check_rc(lib.layer_norm_cl(pointer(x), pointer(self.body.weight), pointer(out), x.numel() // c, c),
@@ -140,7 +142,7 @@ class TaylorAttention(nn.Module):
 
     def _forward_one(self, u, out=None):
         b, c, h, w = u.shape
-        lib = native_kernels(u) if self.native_applies(c) else None
+        lib = native_kernels(u, self) if self.native_applies(c) else None
         if lib is not None:
             return self._native_one(lib, u, out)
         n, heads = h * w, self.heads
@@ -254,12 +256,12 @@ class GatedFFN(nn.Module):
             rc = lib.gated_ffn(pointer(x), *weights, pointer(out), h, w, c, m)
         else:
             rc = lib.ffn_block(pointer(x), pointer(ln_weight), *weights, pointer(out), h, w, c, m)
-        _check_rc(rc, "gated_ffn", x)
+        _check_rc(rc, "gated_ffn" if ln_weight is None else "ffn_block", x)
         return out
 
     def _forward_one(self, x, out=None):
         m = self.project_out.weight.shape[1]
-        lib = native_kernels(x) if self.native_applies(x.shape[1]) else None
+        lib = native_kernels(x, self) if self.native_applies(x.shape[1]) else None
         if lib is not None:
             return self._native_one(lib, x, out)
         # The two halves a, b are computed as separate maps so GELU runs on contiguous memory.
@@ -293,7 +295,7 @@ class TransformerBlock(nn.Module):
         lib = None
         if (self.attn.native_applies(c) and self.ffn.native_applies(c)
                 and not any(hooked(m) for m in (self.attn, self.norm2, self.norm2.body, self.ffn))):
-            lib = native_kernels(x)
+            lib = native_kernels(x, self)
         if lib is None:
             x = x + self.attn(self.norm1(x))
             return x + self.ffn(self.norm2(x))
