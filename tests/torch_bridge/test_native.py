@@ -141,6 +141,30 @@ def test_deform_kernel_is_the_grid_cl_sampler_to_one_ulp(lib, rng, c, h, w):
         np.testing.assert_allclose(got.numpy(), ref, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("c,h,w", [(16, 308, 128), (32, 23, 17), (48, 5, 4)])
+def test_fused_embedding_against_float64_and_the_module_path(rng, c, h, w):
+    """Offsets (depthwise 3x3, 1x1, clamp), the deformable sampling, the 1x1 conv and Hardswish
+    in one kernel; weights scaled so that many offsets clamp at +-1 and Hardswish's three
+    pieces all occur. Both float32 paths round the sampling position in float32 (as torchvision
+    does: ulp(300) = 3e-5 px), which puts them ~9e-6 off float64 at 308 rows; the kernel is held
+    to the module path (<1e-6) and to no more than its distance from float64."""
+    from torch_bridge.models.muse.blocks import DeformPatchConv
+
+    emb = _randomised(DeformPatchConv(c), std=0.5)
+    x = cl(torch.tensor(rng.standard_normal((2, c, h, w)) * 2, dtype=torch.float32))
+    with torch.inference_mode():
+        got = emb(x)
+        want = _f64(DeformPatchConv, emb, c)(x.double())
+        handle = emb.pwconv.register_forward_hook(lambda *_: None)
+        try:
+            by_module = emb(x)
+        finally:
+            handle.remove()
+    assert got.is_contiguous(memory_format=torch.channels_last)
+    assert rel(got, by_module) < BLOCK_TOL
+    assert rel(got, want) < 1.05 * rel(by_module, want) + BLOCK_TOL
+
+
 def test_deform_native_keeps_gradients(rng):
     x = torch.tensor(rng.standard_normal((1, 4, 6, 7)), dtype=torch.float32, requires_grad=True)
     off = torch.tensor(rng.uniform(-1, 1, (1, 18, 6, 7)), dtype=torch.float32)

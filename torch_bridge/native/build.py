@@ -30,6 +30,7 @@ _SIGNATURES = {
     "gated_ffn": [_F32P] * 5 + [ctypes.c_int] * 4,
     "ffn_block": [_F32P] * 6 + [ctypes.c_int] * 4,
     "gelu_array": [_F32P, _F32P, ctypes.c_int],
+    "deform_embed": [_F32P] * 6 + [ctypes.c_int] * 3,
     "layer_norm_cl": [_F32P, _F32P, _F32P, ctypes.c_int, ctypes.c_int],
     "dense_step": [_F32P, ctypes.c_int] + [_F32P] * 5 + [_F32P, ctypes.c_int] + [ctypes.c_int] * 4,
     "taylor_attention_d16": [_F32P] * 14 + [ctypes.c_int] * 3,

@@ -26,65 +26,82 @@
  *   weight (C, 9)        depthwise kernel
  *   out    (H, W, C)
  */
+/* One output pixel (y, xx) of deform_dw3x3: o points at its 18 offsets, kd at the kernel as
+ * kd[k * C + c] = weight[c, k] in float64, dst at its C outputs. */
+static inline __attribute__((always_inline)) void deform_px(const float *x, const float *o, const double *kd,
+                                                            float *dst, int H, int W, const int C, int y, int xx)
+{
+    double acc[64], s[64];  /* C <= 64 (deform_dw3x3 checks) */
+    for (int k = 0; k < TAPS; k++) {
+        const float py = (float)(y + k / 3 - 1) + o[2 * k];
+        const float px = (float)(xx + k % 3 - 1) + o[2 * k + 1];
+        const double iy = py, ix = px;
+        const double fy = floor(iy), fx = floor(ix);
+        const int y0 = (int)fy, x0 = (int)fx;
+        /* grid_sample's weights: nw = (x_se - x)(y_se - y), ne = (x - x_sw)(y_sw - y),
+         * sw = (x_ne - x)(y - y_ne), se = (x - x_nw)(y - y_nw). */
+        const double dx1 = (fx + 1.0) - ix, dx0 = ix - fx;
+        const double dy1 = (fy + 1.0) - iy, dy0 = iy - fy;
+        double wgt[4] = {dx1 * dy1, dx0 * dy1, dx1 * dy0, dx0 * dy0};
+        const int cy[4] = {y0, y0, y0 + 1, y0 + 1}, cx[4] = {x0, x0 + 1, x0, x0 + 1};
+        const float *v[4];
+        for (int q = 0; q < 4; q++) {
+            const int inside = cy[q] >= 0 && cy[q] < H && cx[q] >= 0 && cx[q] < W;
+            if (!inside) wgt[q] = 0.0;  /* adds an exact +0 in place of the term */
+            const int qy = cy[q] < 0 ? 0 : (cy[q] >= H ? H - 1 : cy[q]);
+            const int qx = cx[q] < 0 ? 0 : (cx[q] >= W ? W - 1 : cx[q]);
+            v[q] = x + ((size_t)qy * W + qx) * C;
+        }
+        const double *kk = kd + k * C;
+        if (k == 0) {
+            for (int c = 0; c < C; c++) {
+                s[c] = (double)v[0][c] * wgt[0] + (double)v[1][c] * wgt[1] + (double)v[2][c] * wgt[2]
+                       + (double)v[3][c] * wgt[3];
+                acc[c] = s[c] * kk[c];
+            }
+        } else {
+            for (int c = 0; c < C; c++) {
+                s[c] = (double)v[0][c] * wgt[0] + (double)v[1][c] * wgt[1] + (double)v[2][c] * wgt[2]
+                       + (double)v[3][c] * wgt[3];
+                acc[c] = acc[c] + s[c] * kk[c];
+            }
+        }
+    }
+    for (int c = 0; c < C; c++)
+        dst[c] = (float)acc[c];
+}
+
+/* deform_px with MUSE's channel counts as constants, callable from code compiled with other
+ * options (the fused embedding below): not inlined there, so this arithmetic stays uncontracted. */
+static __attribute__((noinline)) void deform_px_c(const float *x, const float *o, const double *kd, float *dst, int H,
+                                                  int W, int C, int y, int xx)
+{
+    if (C == 16)
+        deform_px(x, o, kd, dst, H, W, 16, y, xx);
+    else if (C == 32)
+        deform_px(x, o, kd, dst, H, W, 32, y, xx);
+    else if (C == 48)
+        deform_px(x, o, kd, dst, H, W, 48, y, xx);
+    else
+        deform_px(x, o, kd, dst, H, W, C, y, xx);
+}
+
 static inline __attribute__((always_inline)) void deform_rows(const float *x, const float *off, const float *weight,
                                                               float *out, int H, int W, const int C)
 {
     double *kd = malloc(sizeof(double) * TAPS * C);  /* kd[k * C + c] = weight[c, k] */
-    double *acc = malloc(sizeof(double) * C);
-    double *s = malloc(sizeof(double) * C);
     for (int c = 0; c < C; c++)
         for (int k = 0; k < TAPS; k++)
             kd[k * C + c] = (double)weight[c * TAPS + k];
-    for (int y = 0; y < H; y++) {
-        for (int xx = 0; xx < W; xx++) {
-            const float *o = off + ((size_t)y * W + xx) * (2 * TAPS);
-            for (int k = 0; k < TAPS; k++) {
-                const float py = (float)(y + k / 3 - 1) + o[2 * k];
-                const float px = (float)(xx + k % 3 - 1) + o[2 * k + 1];
-                const double iy = py, ix = px;
-                const double fy = floor(iy), fx = floor(ix);
-                const int y0 = (int)fy, x0 = (int)fx;
-                /* grid_sample's weights: nw = (x_se - x)(y_se - y), ne = (x - x_sw)(y_sw - y),
-                 * sw = (x_ne - x)(y - y_ne), se = (x - x_nw)(y - y_nw). */
-                const double dx1 = (fx + 1.0) - ix, dx0 = ix - fx;
-                const double dy1 = (fy + 1.0) - iy, dy0 = iy - fy;
-                double wgt[4] = {dx1 * dy1, dx0 * dy1, dx1 * dy0, dx0 * dy0};
-                const int cy[4] = {y0, y0, y0 + 1, y0 + 1}, cx[4] = {x0, x0 + 1, x0, x0 + 1};
-                const float *v[4];
-                for (int q = 0; q < 4; q++) {
-                    const int inside = cy[q] >= 0 && cy[q] < H && cx[q] >= 0 && cx[q] < W;
-                    if (!inside) wgt[q] = 0.0;  /* adds an exact +0 in place of the term */
-                    const int qy = cy[q] < 0 ? 0 : (cy[q] >= H ? H - 1 : cy[q]);
-                    const int qx = cx[q] < 0 ? 0 : (cx[q] >= W ? W - 1 : cx[q]);
-                    v[q] = x + ((size_t)qy * W + qx) * C;
-                }
-                const double *kk = kd + k * C;
-                if (k == 0) {
-                    for (int c = 0; c < C; c++) {
-                        s[c] = (double)v[0][c] * wgt[0] + (double)v[1][c] * wgt[1] + (double)v[2][c] * wgt[2]
-                               + (double)v[3][c] * wgt[3];
-                        acc[c] = s[c] * kk[c];
-                    }
-                } else {
-                    for (int c = 0; c < C; c++) {
-                        s[c] = (double)v[0][c] * wgt[0] + (double)v[1][c] * wgt[1] + (double)v[2][c] * wgt[2]
-                               + (double)v[3][c] * wgt[3];
-                        acc[c] = acc[c] + s[c] * kk[c];
-                    }
-                }
-            }
-            float *dst = out + ((size_t)y * W + xx) * C;
-            for (int c = 0; c < C; c++)
-                dst[c] = (float)acc[c];
-        }
-    }
+    for (int y = 0; y < H; y++)
+        for (int xx = 0; xx < W; xx++)
+            deform_px(x, off + ((size_t)y * W + xx) * (2 * TAPS), kd, out + ((size_t)y * W + xx) * C, H, W, C, y, xx);
     free(kd);
-    free(acc);
-    free(s);
 }
 
 void deform_dw3x3(const float *x, const float *off, const float *weight, float *out, int H, int W, int C)
 {
+    if (C > 64) return;  /* the Python caller sends at most 64 channels */
     /* MUSE's channel counts as compile-time constants (the channel loops unroll), then any C */
     if (C == 16)
         deform_rows(x, off, weight, out, H, W, 16);
@@ -784,6 +801,82 @@ int layer_norm_cl(const float *x, const float *w, float *out, int npix, int C)
         else
             layer_norm_px(x + p * 48, w, out + p * 48, 3);
     }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * A deformable patch embedding, fused (blocks.DeformPatchConv), for C = 16, 32 or 48 (else -1):
+ *   offsets = clamp(W_off (dw3x3_off(x)), -1, 1)     (depthwise 3x3, zero padding; 1x1 C -> 18)
+ *   y = hardswish(W_pw deform_dw3x3(x, offsets))     (the sampler of deform_dw3x3, float64)
+ * per pixel in one pass; the offsets never reach memory.
+ *   x (H, W, C); w_odw (C, 9); w_opw (18, C); w_dcn (C, 9); w_pw (C, C); out (H, W, C)
+ * ------------------------------------------------------------------------------------------ */
+static inline __attribute__((always_inline)) void embed_rows(const float *x, const float *w_odw_t,
+                                                             const float *w_opw, const double *kd,
+                                                             const float *w_pw_t, float *out, int H, int W,
+                                                             const int NB)
+{
+    const int C = 16 * NB;
+    const v16 zero = splat16(0.0f), three = splat16(3.0f), six = splat16(6.0f);
+    for (int y = 0; y < H; y++)
+        for (int xx = 0; xx < W; xx++) {
+            v16 od[3];
+            for (int b = 0; b < NB; b++) od[b] = zero;
+            for (int t = 0; t < 9; t++) {
+                const int yy = y + t / 3 - 1, xs = xx + t % 3 - 1;
+                if (yy < 0 || yy >= H || xs < 0 || xs >= W) continue;
+                const float *src = x + ((size_t)yy * W + xs) * C;
+                for (int b = 0; b < NB; b++) od[b] = fma16(ld16(src + 16 * b), ld16(w_odw_t + t * C + 16 * b), od[b]);
+            }
+            float odt[48], off[2 * TAPS], smp[48];
+            for (int b = 0; b < NB; b++) st16(odt + 16 * b, od[b]);
+            for (int k = 0; k < 2 * TAPS; k++) {
+                float acc = 0.0f;
+                for (int c = 0; c < C; c++) acc = fmaf(w_opw[k * C + c], odt[c], acc);
+                off[k] = acc < -1.0f ? -1.0f : (acc > 1.0f ? 1.0f : acc);
+            }
+            deform_px_c(x, off, kd, smp, H, W, C, y, xx);
+            v16 p4[4][3];
+            for (int q = 0; q < 4; q++)
+                for (int b = 0; b < NB; b++) p4[q][b] = zero;
+            for (int k = 0; k < C; k += 4)
+                for (int q = 0; q < 4; q++) {
+                    const v16 sk = splat16(smp[k + q]);
+                    for (int b = 0; b < NB; b++) p4[q][b] = fma16(sk, ld16(w_pw_t + (k + q) * C + 16 * b), p4[q][b]);
+                }
+            float *dst = out + ((size_t)y * W + xx) * C;
+            for (int b = 0; b < NB; b++) {
+                const v16 v = (p4[0][b] + p4[1][b]) + (p4[2][b] + p4[3][b]);
+                v16 r = v + three;  /* hardswish: v * min(max(v + 3, 0), 6) / 6 */
+                const v16i lo = r < zero, hi = r > six;
+                r = (v16)(((v16i)r & ~lo) & ~hi) + (v16)((v16i)six & hi);
+                st16(dst + 16 * b, (v * r) / six);
+            }
+        }
+}
+
+int deform_embed(const float *x, const float *w_odw, const float *w_opw, const float *w_dcn, const float *w_pw,
+                 float *out, int H, int W, int C)
+{
+    if (C != 16 && C != 32 && C != 48) return -1;
+    float *w_odw_t = malloc(sizeof(float) * 9 * C), *w_pw_t = malloc(sizeof(float) * C * C);
+    double *kd = malloc(sizeof(double) * TAPS * C);
+    for (int c = 0; c < C; c++)
+        for (int t = 0; t < 9; t++) {
+            w_odw_t[t * C + c] = w_odw[c * 9 + t];
+            kd[t * C + c] = (double)w_dcn[c * 9 + t];
+        }
+    for (int o = 0; o < C; o++)
+        for (int k = 0; k < C; k++) w_pw_t[k * C + o] = w_pw[o * C + k];
+    if (C == 16)
+        embed_rows(x, w_odw_t, w_opw, kd, w_pw_t, out, H, W, 1);
+    else if (C == 32)
+        embed_rows(x, w_odw_t, w_opw, kd, w_pw_t, out, H, W, 2);
+    else
+        embed_rows(x, w_odw_t, w_opw, kd, w_pw_t, out, H, W, 3);
+    free(w_odw_t);
+    free(w_pw_t);
+    free(kd);
     return 0;
 }
 #pragma GCC pop_options

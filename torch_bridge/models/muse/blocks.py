@@ -325,7 +325,24 @@ class DeformPatchConv(nn.Module):
         self.act = nn.Hardswish()
 
     def forward(self, x):
+        lib = None
+        if x.shape[1] in (16, 32, 48) and not any(hooked(m) for m in self.modules() if m is not self):
+            lib = native_kernels(_cl(x), self)
+        if lib is not None:
+            return per_item(lambda xi: self._native_one(lib, xi), _cl(x))
         return per_item(self._forward_one, x)
+
+    def _native_one(self, lib, x):
+        """``deform_embed`` (torch_bridge/native/muse_kernels.c): offsets, sampling, 1x1 conv and
+        Hardswish per pixel in one pass (the offsets never reach memory)."""
+        _, c, h, w = x.shape
+        out = torch.empty_like(x, memory_format=_CL)
+        dw, pw = self.offset_generator
+        rc = lib.deform_embed(pointer(x), pointer(dw.weight), pointer(pw.weight), pointer(self.dcn.weight),
+                              pointer(self.pwconv.weight), pointer(out), h, w, c)
+        if rc != 0:
+            raise ValueError(f"The C kernel deform_embed does not handle a map of shape {tuple(x.shape)}.")
+        return out
 
     def _forward_one(self, x):
         dw, pw = self.offset_generator
