@@ -263,61 +263,105 @@ static inline __attribute__((always_inline)) void layer_norm_px(const float *res
  * LayerNorm (norm2: x / sqrt(var_C(x) + 1e-5) * ln_w, mean kept in the numerator) and the
  * output is the residual x + ffn(LN(x)). out may be x itself: input row y is last read (its
  * residual) just before output row y is written. */
+/* P consecutive pixels at src (pixel stride C) -> their 1x1 outputs at dst (pixel stride S);
+ * the weight vectors are loaded once for the P pixels. */
+static inline __attribute__((always_inline)) void ffn_in_px(const float *src, const float *restrict ln_w,
+                                                            const float *restrict w_in_t, float *restrict dst,
+                                                            const int NB, const int NS, const int BLOCK,
+                                                            const int P)
+{
+    const int C = 16 * NB, S = 16 * NS;
+    float xn[2][16 * 3];
+    const float *xin[2];
+    for (int p = 0; p < P; p++) {
+        if (BLOCK) layer_norm_px(src + p * C, ln_w, xn[p], NB);
+        xin[p] = BLOCK ? xn[p] : src + p * C;
+    }
+    v16 acc[2][16];
+    for (int p = 0; p < P; p++)
+        for (int o = 0; o < NS; o++) acc[p][o] = splat16(0.0f);
+    for (int k = 0; k < C; k++) {
+        v16 xv[2];
+        for (int p = 0; p < P; p++) xv[p] = splat16(xin[p][k]);
+        for (int o = 0; o < NS; o++) {
+            const v16 w = ld16(w_in_t + (size_t)k * S + 16 * o);
+            for (int p = 0; p < P; p++) acc[p][o] = fma16(xv[p], w, acc[p][o]);
+        }
+    }
+    for (int p = 0; p < P; p++)
+        for (int o = 0; o < NS; o++) st16(dst + (size_t)p * S + 16 * o, acc[p][o]);
+}
+
+/* Output pixels px .. px + P - 1 of row y: depthwise 3x3 on the ring rows, gelu(a) * b, the
+ * 1x1 out (four partial sums), the residual when BLOCK. */
+static inline __attribute__((always_inline)) void ffn_out_px(const float *const *rows3, const float *x,
+                                                             const float *restrict w_dw_t,
+                                                             const float *restrict w_out_t, float *dst,
+                                                             float *restrict u, float *restrict d, int y, int px,
+                                                             int W, const int NB, const int NS, const int BLOCK,
+                                                             const int P)
+{
+    const int C = 16 * NB, S = 16 * NS, MP = S / 2;
+    v16 acc[2][16];
+    for (int p = 0; p < P; p++)
+        for (int o = 0; o < NS; o++) acc[p][o] = splat16(0.0f);
+    for (int t = 0; t < 9; t++) {
+        /* ring pixel px + j holds map column px + j - 1 */
+        const float *src = rows3[t / 3] + (size_t)(px + t % 3) * S;
+        for (int o = 0; o < NS; o++) {
+            const v16 w = ld16(w_dw_t + (size_t)t * S + 16 * o);
+            for (int p = 0; p < P; p++) acc[p][o] = fma16(ld16(src + (size_t)p * S + 16 * o), w, acc[p][o]);
+        }
+    }
+    for (int p = 0; p < P; p++) {
+        for (int o = 0; o < NS; o++) st16(d + 16 * o, acc[p][o]);
+        for (int j = 0; j < MP; j++) u[p * MP + j] = gelu_erf(d[j]) * d[MP + j];
+    }
+    v16 oacc[2][4][3];
+    for (int p = 0; p < P; p++)
+        for (int q = 0; q < 4; q++)
+            for (int c = 0; c < NB; c++) oacc[p][q][c] = splat16(0.0f);
+    for (int j = 0; j < MP; j += 4)
+        for (int q = 0; q < 4; q++)
+            for (int c = 0; c < NB; c++) {
+                const v16 w = ld16(w_out_t + (size_t)(j + q) * C + 16 * c);
+                for (int p = 0; p < P; p++) oacc[p][q][c] = fma16(splat16(u[p * MP + j + q]), w, oacc[p][q][c]);
+            }
+    for (int p = 0; p < P; p++)
+        for (int c = 0; c < NB; c++) {
+            const v16 f = (oacc[p][0][c] + oacc[p][1][c]) + (oacc[p][2][c] + oacc[p][3][c]);
+            float *o = dst + (size_t)p * C + 16 * c;
+            st16(o, BLOCK ? ld16(x + ((size_t)y * W + px + p) * C + 16 * c) + f : f);
+        }
+}
+
 static inline __attribute__((always_inline)) void ffn_rows(
     const float *x, const float *restrict ln_w, const float *restrict w_in_t, const float *restrict w_dw_t,
     const float *restrict w_out_t, float *out, float *restrict ring, const float *restrict zero_row,
     float *restrict u, float *restrict d, const int H, const int W, const int NB, const int NS, const int BLOCK)
 {
-    const int C = 16 * NB, S = 16 * NS, MP = S / 2;
+    /* two pixels at a time where their accumulators fit the 32 vector registers (level 1) */
+    const int C = 16 * NB, S = 16 * NS, P = NS <= 12 ? 2 : 1;
     const size_t row = (size_t)(W + 2) * S;
     for (int y = -1; y < H; y++) {
         /* the 1x1 outputs of input row y + 1 into ring slot (y + 1) % 3 (pixels 1..W) */
         if (y + 1 < H) {
             float *dst = ring + (size_t)((y + 1) % 3) * row + S;
             const float *src = x + (size_t)(y + 1) * W * C;
-            for (int px = 0; px < W; px++, dst += S, src += C) {
-                float xn[16 * 3];
-                if (BLOCK) layer_norm_px(src, ln_w, xn, NB);
-                const float *xin = BLOCK ? xn : src;
-                v16 acc[NS];
-                for (int o = 0; o < NS; o++) acc[o] = splat16(0.0f);
-                for (int k = 0; k < C; k++) {
-                    const v16 xv = splat16(xin[k]);
-                    for (int o = 0; o < NS; o++) acc[o] = fma16(xv, ld16(w_in_t + (size_t)k * S + 16 * o), acc[o]);
-                }
-                for (int o = 0; o < NS; o++) st16(dst + 16 * o, acc[o]);
-            }
+            int px = 0;
+            for (; px + P <= W; px += P) ffn_in_px(src + (size_t)px * C, ln_w, w_in_t, dst + (size_t)px * S, NB, NS, BLOCK, P);
+            for (; px < W; px++) ffn_in_px(src + (size_t)px * C, ln_w, w_in_t, dst + (size_t)px * S, NB, NS, BLOCK, 1);
         }
         if (y < 0) continue;
         const float *rows3[3] = {y >= 1 ? ring + (size_t)((y - 1) % 3) * row : zero_row,
                                  ring + (size_t)(y % 3) * row,
                                  y + 1 < H ? ring + (size_t)((y + 1) % 3) * row : zero_row};
         float *dst = out + (size_t)y * W * C;
-        for (int px = 0; px < W; px++, dst += C) {
-            /* depthwise 3x3 at (y, px): ring pixel px + j holds map column px + j - 1 */
-            v16 acc[NS];
-            for (int o = 0; o < NS; o++) acc[o] = splat16(0.0f);
-            for (int t = 0; t < 9; t++) {
-                const float *src = rows3[t / 3] + (size_t)(px + t % 3) * S;
-                for (int o = 0; o < NS; o++) acc[o] = fma16(ld16(src + 16 * o), ld16(w_dw_t + (size_t)t * S + 16 * o), acc[o]);
-            }
-            for (int o = 0; o < NS; o++) st16(d + 16 * o, acc[o]);
-            for (int j = 0; j < MP; j++) u[j] = gelu_erf(d[j]) * d[MP + j];
-            /* four partial sums (j = 4i + q) so the FMA latency overlaps; MP is a multiple of 16 */
-            v16 oacc[4][NB];
-            for (int q = 0; q < 4; q++)
-                for (int c = 0; c < NB; c++) oacc[q][c] = splat16(0.0f);
-            for (int j = 0; j < MP; j += 4)
-                for (int q = 0; q < 4; q++) {
-                    const v16 uj = splat16(u[j + q]);
-                    for (int c = 0; c < NB; c++)
-                        oacc[q][c] = fma16(uj, ld16(w_out_t + (size_t)(j + q) * C + 16 * c), oacc[q][c]);
-                }
-            for (int c = 0; c < NB; c++) {
-                const v16 f = (oacc[0][c] + oacc[1][c]) + (oacc[2][c] + oacc[3][c]);
-                st16(dst + 16 * c, BLOCK ? ld16(x + (size_t)y * W * C + (size_t)px * C + 16 * c) + f : f);
-            }
-        }
+        int px = 0;
+        for (; px + P <= W; px += P)
+            ffn_out_px(rows3, x, w_dw_t, w_out_t, dst + (size_t)px * C, u, d, y, px, W, NB, NS, BLOCK, P);
+        for (; px < W; px++)
+            ffn_out_px(rows3, x, w_dw_t, w_out_t, dst + (size_t)px * C, u, d, y, px, W, NB, NS, BLOCK, 1);
     }
 }
 
@@ -331,7 +375,7 @@ static void ffn_any(const float *x, const float *ln_w, const float *w_in, const 
     float *w_out_t = calloc((size_t)MP * C, sizeof(float));
     float *ring = calloc((size_t)3 * (W + 2) * S, sizeof(float));
     float *zero_row = calloc((size_t)(W + 2) * S, sizeof(float));
-    float *u = calloc((size_t)MP, sizeof(float));
+    float *u = calloc((size_t)2 * MP, sizeof(float));
     float *d = calloc((size_t)S, sizeof(float));
     for (int h = 0; h < 2; h++)
         for (int m = 0; m < M; m++) {
