@@ -98,4 +98,8 @@ def test_gtcrn_whole_utterances_batch_like_alone(tmp_path, n_items, batch_size):
     alone = [_alone(spec.model, names, spec.pooling, it, spec.forward_fn) for it in items]
     for name in names:
         want = np.stack([a[name] for a in alone])
-        np.testing.assert_allclose(st.read(name), want, rtol=1e-5, atol=1e-6, err_msg=name)
+        # Relative to the layer's largest value, as elsewhere: the batched convolutions round
+        # differently from single items (oneDNN picks its algorithm by batch size), and a value
+        # near zero moved by 1.26e-6 (0.00336 against a layer peak ~2) in one CI run.
+        err = np.abs(st.read(name) - want).max() / np.abs(want).max()
+        assert err < 1e-5, (name, err)
