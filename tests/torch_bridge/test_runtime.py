@@ -47,4 +47,8 @@ def test_retained_memory_stops_page_faults_and_keeps_results():
     assert same
     if not ok:
         pytest.skip("the C library is not glibc; retain_freed_memory changed nothing")
-    assert faults_after < faults_before / 4, (faults_before, faults_after)
+    # With glibc's defaults the steady state usually faults (13,576-54,374 minor faults for the
+    # 20 rounds of 8 MB temporaries in three runs here), but glibc moves its own mmap and trim
+    # thresholds after large frees, and one CI run of session 11 saw a fault-free steady state:
+    # (0, 0). What the setting guarantees is the second half: once set, the temporaries stop faulting.
+    assert faults_after <= faults_before / 4 + 16, (faults_before, faults_after)
