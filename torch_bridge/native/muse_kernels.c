@@ -121,9 +121,11 @@ void deform_dw3x3(const float *x, const float *off, const float *weight, float *
  * One pass over the rows: the 1x1 outputs of rows y-1, y, y+1 live in a ring of three
  * zero-padded rows (3 x (W + 2) x 2MP floats, ~150 kB at MUSE's first level), so the 2M-channel
  * intermediates are never written to memory. MP is M rounded up to 16 (padded channels have
- * zero weights); C must be a multiple of 16 up to 48 (MUSE's 16, 32, 48; else it returns -1). Products are fused
- * multiply-adds in a fixed order: k = 0..C-1 for the 1x1 in, taps row-major for the depthwise
- * conv; for the 1x1 out, four partial sums over j = 4i + q, added as (s0 + s1) + (s2 + s3).
+ * zero weights); C must be a multiple of 16 up to 48 and M at most 128 (MUSE: C = 16, 32, 48
+ * with M = 42, 85, 127; else it returns -1). Products are fused multiply-adds in a fixed order:
+ * k = 0..C-1 for the 1x1 in, taps row-major for the depthwise conv; for the 1x1 out, four
+ * partial sums over j = 4i + q, added as (s0 + s1) + (s2 + s3). Two pixels are computed per
+ * step where their accumulators fit the registers (C <= 32), sharing the weight loads.
  *   x     (H, W, C)       input (the block's norm2 output)
  *   w_in  (2M, C)         project_in weight (rows 0..M-1 give a, M..2M-1 give b)
  *   w_dw  (2M, 9)         depthwise weight
@@ -414,7 +416,7 @@ static void ffn_any(const float *x, const float *ln_w, const float *w_in, const 
 int gated_ffn(const float *x, const float *w_in, const float *w_dw, const float *w_out, float *out, int H, int W,
               int C, int M)
 {
-    if (C % 16 || C > 48) return -1;
+    if (C % 16 || C > 48 || M < 1 || M > 128) return -1;  /* the register blocks hold up to 48 and 128 channels */
     ffn_any(x, NULL, w_in, w_dw, w_out, out, H, W, C, M);
     return 0;
 }
@@ -423,7 +425,7 @@ int gated_ffn(const float *x, const float *w_in, const float *w_dw, const float 
 int ffn_block(const float *x, const float *ln_w, const float *w_in, const float *w_dw, const float *w_out, float *out,
               int H, int W, int C, int M)
 {
-    if (C % 16 || C > 48) return -1;
+    if (C % 16 || C > 48 || M < 1 || M > 128) return -1;  /* the register blocks hold up to 48 and 128 channels */
     ffn_any(x, ln_w, w_in, w_dw, w_out, out, H, W, C, M);
     return 0;
 }

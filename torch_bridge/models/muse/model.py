@@ -240,8 +240,9 @@ class GatedFFN(nn.Module):
         return per_item(self._forward_one, x, writes_out=True)
 
     def native_applies(self, c: int) -> bool:
-        """True when the C kernels compute this FFN (C a multiple of 16, at most 48)."""
-        return c % 16 == 0 and c <= 48
+        """True when the C kernels compute this FFN (C a multiple of 16, at most 48; at most 128
+        hidden channels per half)."""
+        return c % 16 == 0 and c <= 48 and self.project_out.weight.shape[1] <= 128
 
     def _native_one(self, lib, x, out, ln_weight=None):
         """``gated_ffn`` (torch_bridge/native/muse_kernels.c) on one channels-last item: one pass
