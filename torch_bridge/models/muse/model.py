@@ -183,7 +183,7 @@ class TaylorAttention(nn.Module):
     def native_applies(self, c: int) -> bool:
         """True when ``taylor_attention_d16`` computes this attention (heads of 16 channels, at most
         two) and no hook waits on the refine conv it would skip."""
-        return c == 16 * self.heads <= 32 and not hooked(self.refine_att)
+        return c == 16 * self.heads <= 32 and not any(hooked(m) for m in self.refine_att.modules())
 
     def _native_one(self, lib, u, out, residual=None):
         """``taylor_attention_d16`` (torch_bridge/native/muse_kernels.c) on one channels-last item:
