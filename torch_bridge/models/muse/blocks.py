@@ -36,6 +36,13 @@ def hooked(module) -> bool:
     return bool(module._forward_hooks or module._forward_pre_hooks)
 
 
+def check_rc(rc: int, kernel: str, x) -> None:
+    """Raise when a C kernel returned non-zero: it does not handle ``x``'s shape (the callers'
+    ``native_applies`` checks keep this from happening; the kernels check again)."""
+    if rc != 0:
+        raise ValueError(f"The C kernel {kernel} does not handle a map of shape {tuple(x.shape)} (returned {rc}).")
+
+
 def make_conv(c_in, c_out, kernel=1, *, padding=0, stride=1, dilation=1, groups=1, bias=False):
     return nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=padding, dilation=dilation,
                      groups=groups, bias=bias)
@@ -340,8 +347,7 @@ class DeformPatchConv(nn.Module):
         dw, pw = self.offset_generator
         rc = lib.deform_embed(pointer(x), pointer(dw.weight), pointer(pw.weight), pointer(self.dcn.weight),
                               pointer(self.pwconv.weight), pointer(out), h, w, c)
-        if rc != 0:
-            raise ValueError(f"The C kernel deform_embed does not handle a map of shape {tuple(x.shape)}.")
+        check_rc(rc, "deform_embed", x)
         return out
 
     def _forward_one(self, x):

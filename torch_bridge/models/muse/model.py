@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from torch_bridge.models.muse.blocks import (DenseEncoder, MaskDecoder, PatchEmbed, PhaseDecoder, PixelShuffleCL,
-                                            PixelUnshuffleCL, from_tokens, hooked, linear_out, make_conv,
+                                            PixelUnshuffleCL, check_rc, from_tokens, hooked, linear_out, make_conv,
                                             native_kernels, per_item, pointwise, to_tokens)
 from torch_bridge.native import pointer
 
@@ -95,7 +95,7 @@ class LayerNorm2d(nn.Module):
         lib = native_kernels(x, self) if c in (16, 32, 48) and not hooked(self.body) else None
         if lib is not None:  # layer_norm_cl (torch_bridge/native/muse_kernels.c): one pass
             out = torch.empty_like(x, memory_format=torch.channels_last)
-            _check_rc(lib.layer_norm_cl(pointer(x), pointer(self.body.weight), pointer(out), x.numel() // c, c),
+            check_rc(lib.layer_norm_cl(pointer(x), pointer(self.body.weight), pointer(out), x.numel() // c, c),
                       "layer_norm_cl", x)
             return out
 
@@ -199,7 +199,7 @@ class TaylorAttention(nn.Module):
             pointer(self.dwconv[1].weight), pointer(self.qkv.weight), pointer(self.qkv_dwconv.weight),
             pointer(conv_r.weight), pointer(conv_r.bias), pointer(self.temperature), pointer(self.project_out.weight),
             None if residual is None else pointer(residual), pointer(scratch), pointer(out), h, w, self.heads)
-        _check_rc(rc, "taylor_attention_d16", u)
+        check_rc(rc, "taylor_attention_d16", u)
         return out
 
     def _gate(self, u):
@@ -219,11 +219,6 @@ class TaylorAttention(nn.Module):
     def _block_mask(c, d, like):
         head = torch.arange(c, device=like.device) // d
         return (head[:, None] == head[None, :]).to(like.dtype)
-
-
-def _check_rc(rc: int, kernel: str, x) -> None:
-    if rc != 0:
-        raise ValueError(f"The C kernel {kernel} does not handle a map of shape {tuple(x.shape)} (returned {rc}).")
 
 
 class GatedFFN(nn.Module):
@@ -257,7 +252,7 @@ class GatedFFN(nn.Module):
             rc = lib.gated_ffn(pointer(x), *weights, pointer(out), h, w, c, m)
         else:
             rc = lib.ffn_block(pointer(x), pointer(ln_weight), *weights, pointer(out), h, w, c, m)
-        _check_rc(rc, "gated_ffn" if ln_weight is None else "ffn_block", x)
+        check_rc(rc, "gated_ffn" if ln_weight is None else "ffn_block", x)
         return out
 
     def _forward_one(self, x, out=None):
