@@ -8,7 +8,7 @@ PY_STAMP := $(VENV)/.installed
 DEB_STAMP := $(VENV)/.debs
 # Debian packages used by the embedded corpus and the tests (speech synthesis, sound tools), and
 # the C compiler for MUSE's fused CPU kernels (torch_bridge/native).
-DEB_PACKAGES := gcc libc6-dev flite espeak-ng sox asterisk-core-sounds-en asterisk-core-sounds-en-g722 asterisk-core-sounds-es asterisk-core-sounds-es-g722 asterisk-core-sounds-fr asterisk-core-sounds-fr-g722 asterisk-core-sounds-it asterisk-core-sounds-it-g722 asterisk-core-sounds-ru asterisk-core-sounds-ru-g722 ufoai-sound openttd-opensfx chromium
+DEB_PACKAGES := gcc g++ libc6-dev flite espeak-ng sox asterisk-core-sounds-en asterisk-core-sounds-en-g722 asterisk-core-sounds-es asterisk-core-sounds-es-g722 asterisk-core-sounds-fr asterisk-core-sounds-fr-g722 asterisk-core-sounds-it asterisk-core-sounds-it-g722 asterisk-core-sounds-ru asterisk-core-sounds-ru-g722 ufoai-sound openttd-opensfx chromium
 
 # The demo uses the bundled MUSE and GTCRN checkpoints when ../shared has them (offline here).
 SHARED_G_BEST := $(abspath ../shared/muse/g_best)

@@ -296,12 +296,13 @@ def _items_against_references(X, Y, *, debiased, scaled):
     """Many items (..., U, n, d) against one reference per item (U, n, d), in either
     argument order: the shared per-item implementation (``jaxprobe._cka_items``, also the
     sweep's), the references' Grams once. None for other shapes."""
-    from jaxprobe import _cka_items
+    from jaxprobe import _cka_items, native
 
     for A, B, swap in ((X, Y, False), (Y, X, True)):
         if B.ndim == 3 and A.ndim > 3 and A.shape[-3] == B.shape[0]:
             cells = _cka_items.cells_for(A.shape[-3:], A.dtype, int(np.prod(A.shape[:-3])))
-            out, ra, rb = _cka_items.item_cka(A, B, debiased_flags=(debiased,), cells=cells, scaled=scaled)
+            out, ra, rb = _cka_items.item_cka(A, B, debiased_flags=(debiased,), cells=cells, scaled=scaled,
+                                              native=native.usable(A, scaled=scaled))
             out = out[0]
             rb = jnp.broadcast_to(rb, out.shape)
             return (out, rb, ra) if swap else (out, ra, rb)

@@ -183,8 +183,8 @@ def _unit(G, debiased_flags, n=None):
     return out
 
 
-@partial(jax.jit, static_argnames=("debiased_flags", "orientation", "cells", "scaled"))
-def item_cka(X, Y, n_valid=None, *, debiased_flags, orientation="channels", cells, scaled=False):
+@partial(jax.jit, static_argnames=("debiased_flags", "orientation", "cells", "scaled", "native"))
+def item_cka(X, Y, n_valid=None, *, debiased_flags, orientation="channels", cells, scaled=False, native=False):
     """X (..., U, C, F) items, Y (U, C, F) their references -> (E, ..., U) CKA (one row per
     estimator of ``debiased_flags``), the constant statistics of the X items (..., U) and
     of the Y items (U,).
@@ -197,7 +197,11 @@ def item_cka(X, Y, n_valid=None, *, debiased_flags, orientation="channels", cell
     slices of X (X itself is the loop's input: no padded or sliced copy); when ``cells``
     does not divide P the last step re-reads the last ``cells`` cells and keeps the new
     ones. Every item is computed by the same loop body, so values do not depend on P or
-    on where an item sits (the sweep's device pieces rely on this). Needs P >= cells."""
+    on where an item sits (the sweep's device pieces rely on this). Needs P >= cells.
+
+    ``native`` (static; only where ``jaxprobe.native.usable(X, scaled=scaled)``): the noisy
+    items go to the native CPU kernel instead (one pass per item over its centred data,
+    every item by the same instructions too; ``cells`` is then unused)."""
     bshape, (U, n, d) = X.shape[:-3], X.shape[-3:]
     P = math.prod(bshape)
     E = len(debiased_flags)
@@ -206,6 +210,12 @@ def item_cka(X, Y, n_valid=None, *, debiased_flags, orientation="channels", cell
     Xf = X.reshape((P, U, n, d))
     n = None if n_valid is None else jnp.asarray(n_valid, jnp.int32)
     gy, ry = unit_grams(orient(Y, orientation), debiased_flags, scaled, n)  # the references' Grams once
+    if native:
+        from jaxprobe import native as _native
+
+        out, rx = _native.cka_items(X, jnp.stack(gy), n, debiased_flags=debiased_flags,
+                                    trans=orientation != "channels")
+        return out, rx, ry
 
     def cka_of(grams):
         gx, rx = grams

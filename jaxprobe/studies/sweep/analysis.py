@@ -25,7 +25,7 @@ import numpy as np
 
 from jaxprobe._validate import as_float_array, check_finite, check_not_constant
 from jaxprobe.bootstrap import bootstrap_mean, n_distinct_resamples
-from jaxprobe import _cka_items
+from jaxprobe import _cka_items, native
 from jaxprobe._cka import cka, needs_rescue
 from jaxprobe.stats import linregress_fields, percentile_interval
 
@@ -153,8 +153,9 @@ def per_item_cka_all(noisy, clean, *, estimators=ESTIMATORS, orientation="channe
         # One device: the whole (K, S, U, C, F) array is the loop's input, read in place
         # (jaxprobe._cka_items.item_cka: no padded, reshaped or sliced copy).
         if len(devices) == 1 and devices[0] is None:
-            o, rx, ry = _cka_items.item_cka(_as_device(X), Yd[None], n_valid, debiased_flags=flags,
-                                            orientation=orientation, cells=cells, scaled=scaled)
+            xd = _as_device(X)
+            o, rx, ry = _cka_items.item_cka(xd, Yd[None], n_valid, debiased_flags=flags, orientation=orientation,
+                                            cells=cells, scaled=scaled, native=native.usable(xd, scaled=scaled))
             return np.asarray(o), np.asarray(rx), np.asarray(ry)
         flat = X.reshape((M,) + X.shape[2:])
         outs, rxs, ry = [], [], None
@@ -167,7 +168,7 @@ def per_item_cka_all(noisy, clean, *, estimators=ESTIMATORS, orientation="channe
             dev = devices[i % len(devices)]
             xd = _as_device(x) if dev is None else jax.device_put(x, dev)
             o, rx, ry = _cka_items.item_cka(xd, Yd[dev], n_valid, debiased_flags=flags, orientation=orientation,
-                                            cells=cells, scaled=scaled)
+                                            cells=cells, scaled=scaled, native=native.usable(xd, scaled=scaled))
             outs.append(o)
             rxs.append(rx)
         out = np.concatenate([np.asarray(o) for o in outs], axis=1)[:, :M].reshape(len(flags), K, S, U)

@@ -1,0 +1,74 @@
+"""A native CPU kernel for per-item linear CKA, called from jitted programs as an XLA FFI
+custom call.
+
+Why: the per-utterance CKA of a sweep is hundreds of thousands of tiny (16 x 128) Gram
+products. XLA's CPU code runs them as a batched small GEMM at ~25-36 GFLOP/s useful
+(bench/bench_seprobe.py), well below what the CPU does on the same arithmetic, and it reads
+each item two or three times (Gram, centring, estimators). ``cka_items.c`` does the whole
+item in one pass from L1 (centring, a symmetric register-tiled Gram, both estimators,
+the reference's inner product and the constant statistic), so a sweep streams its
+activations once at memory speed. ``ffi.cc`` binds it to XLA's FFI and splits the items
+over threads; ``build.py`` compiles both with the system compilers on first use into
+``$JAXPROBE_CACHE/native`` and registers the target.
+
+Everything here is optional: on other platforms (GPU, TPU), without compilers, for
+non-float32 items, sharded inputs, or with ``JAXPROBE_NATIVE=0`` the XLA program of
+``jaxprobe._cka_items`` runs instead; both give the same values to float32 rounding
+(tests/jaxprobe/test_native_cka.py states the tolerances).
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxprobe.native.build import (ENV_SWITCH, ENV_THREADS, TARGET, NativeUnavailable, build_library, library,
+                                   load_library, native_enabled, native_threads)
+
+__all__ = ["ENV_SWITCH", "ENV_THREADS", "NativeUnavailable", "build_library", "cka_items", "library",
+           "load_library", "native_enabled", "native_threads", "usable"]
+
+
+def usable(X, *, scaled: bool) -> bool:
+    """Whether per-item CKA of ``X`` can run on the native kernel: float32 items on one CPU
+    device (a numpy array: JAX's default device is a CPU), unscaled, the library available."""
+    if scaled or np.dtype(X.dtype) != np.float32:
+        return False
+    if isinstance(X, jax.Array):
+        devices = X.sharding.device_set if hasattr(X, "sharding") else set()
+        if len(devices) != 1 or next(iter(devices)).platform != "cpu":
+            return False
+    elif jax.default_backend() != "cpu":
+        return False
+    return library() is not None
+
+
+def cka_items(X, refs, n_valid, *, debiased_flags, trans, threads=None):
+    """Per-item CKA on the native kernel (call inside a jitted function; needs ``library()``).
+
+    Parameters
+    ----------
+    X : float32 array (..., U, a, b): the items; samples are the a rows (``trans`` False) or the
+        b columns (``trans`` True).
+    refs : float32 array (E, U, n, n): each item's reference unit Gram per estimator (zero
+        outside the leading ``n_valid`` block).
+    n_valid : int32 scalar (traced) or None: the real samples of every item (the rest zero padding).
+    debiased_flags : tuple of E bools; threads : worker threads (default ``native_threads()``).
+
+    Returns
+    -------
+    out : (E, ..., U) CKA values; r : (..., U) constant statistics (-1: a Gram norm outside
+    float32's normal range, the caller redoes those calls scaled).
+    """
+    n = X.shape[-1] if trans else X.shape[-2]
+    nv = jnp.asarray(n if n_valid is None else n_valid, jnp.int32)
+    lead = X.shape[:-2]
+    count = int(np.prod(lead))
+    out, r = jax.ffi.ffi_call(
+        TARGET,
+        (jax.ShapeDtypeStruct((len(debiased_flags), count), jnp.float32), jax.ShapeDtypeStruct((count,), jnp.float32)),
+        vmap_method="sequential",
+    )(X, refs.astype(jnp.float32), nv, trans=np.int64(bool(trans)),
+      debiased=np.asarray([int(bool(f)) for f in debiased_flags], np.int64),
+      threads=np.int64(native_threads() if threads is None else threads))
+    return out.reshape((len(debiased_flags),) + lead), r.reshape(lead)
