@@ -22,6 +22,10 @@ layer computing only what the results need (``n_components=8`` by the Krylov top
 for DC1-DC3, ``group_means`` = the SNR levels: their distances from the all-component
 closed form at t = 1/2 where the 8 components hold less than the 99 % energy share) and,
 for comparison, with a full eigh of every component.
+On the CPU ``jaxprobe.cka`` runs the native per-item kernel (``jaxprobe.native``, an XLA FFI custom
+call); ``jax_cka_xla`` times the XLA program it replaces (``jaxprobe._cka_items.item_cka`` with
+``native=False``, the path GPUs and TPUs take) and ``jax_cka_native_direct`` the kernel's own call
+without the public API around it.
 "Best formulation": the fastest plain jitted program measured on the same device arrays
 (centred data then Gram, one batch or chunked; or the Gram of the data as read, centred
 afterwards, which ``jaxprobe._cka_items`` uses with a guard).
@@ -52,6 +56,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import peak_rss_mb, write_results  # noqa: E402
 
 import jaxprobe  # noqa: E402
+from jaxprobe import native  # noqa: E402
+from jaxprobe._cka_items import cells_for, item_cka  # noqa: E402
 from jaxprobe_kernels.gram import sq_distances  # noqa: E402
 
 T, ENERGY = 0.5, 0.99
@@ -282,11 +288,14 @@ def main():
     # ---- correctness in the same run
     ref = torch_layer_cka(clean_t, noisy_t).cpu().numpy()
     pub = np.asarray(jaxprobe.cka(clean_d, noisy_d))
+    native_on = native.usable(noisy_d, scaled=False)
+    item_cells = cells_for(noisy_d.shape[-3:], noisy_d.dtype, S * K)
+    xla = np.asarray(item_cka(noisy_d, clean_d, debiased_flags=(False,), cells=item_cells, native=False)[0][0])
     ein = np.asarray(best_einsum(clean_d, noisy_d))
     chk = np.asarray(best_chunked(clean_d, noisy_d, cells=cells))
     raw = np.asarray(best_raw_chunked(clean_d, noisy_d, cells=cells))
-    err_cka = {k: float(np.max(np.abs(v - ref))) for k, v in (("public", pub), ("einsum", ein), ("chunked", chk),
-                                                              ("raw_chunked", raw))}
+    err_cka = {k: float(np.max(np.abs(v - ref))) for k, v in (("public", pub), ("xla_program", xla), ("einsum", ein),
+                                                              ("chunked", chk), ("raw_chunked", raw))}
     dct, ldt = torch_maps(cent_t, labels_t, S)
     dcp, ldp = dc_and_levels_public(cent_d, snr_pts, S, labels)
     Mlev = np.asarray(jax.nn.one_hot(labels, S, dtype=np.float32)).T
@@ -310,6 +319,9 @@ def main():
         "torch_cka": lambda: torch_layer_cka(clean_t, noisy_t),
         "torch_maps": lambda: torch_maps(cent_t, labels_t, S),
         "jax_cka_public": lambda: jaxprobe.cka(clean_d, noisy_d),
+        "jax_cka_xla": lambda: item_cka(noisy_d, clean_d, debiased_flags=(False,), cells=item_cells, native=False),
+        "jax_cka_native_direct": lambda: item_cka(noisy_d, clean_d, debiased_flags=(False,), cells=item_cells,
+                                                  native=True),
         "jax_cka_einsum": lambda: best_einsum(clean_d, noisy_d),
         "jax_cka_chunked": lambda: best_chunked(clean_d, noisy_d, cells=cells),
         "jax_maps_public_eigh": lambda: dc_and_levels_public(cent_d, snr_pts, S, labels),
@@ -336,13 +348,16 @@ def main():
     print()
     load1 = open("/proc/loadavg").read().split()[:3]
 
-    best = min(t["jax_cka_einsum"], t["jax_cka_chunked"], t["jax_cka_raw_chunked"])
+    best = min(t["jax_cka_einsum"], t["jax_cka_chunked"], t["jax_cka_raw_chunked"], t["jax_cka_xla"],
+               t["jax_cka_native_direct"] if native_on else float("inf"))
     gram_best = min(t["jax_gram_only_c1"], t["jax_gram_only_c2"])
     torch_total = t["torch_cka"] + t["torch_maps"]
     jax_total = t["jax_cka_public"] + t["jax_maps_public"]
     ratios = {
         "end_to_end_vs_torch": torch_total / jax_total,
         "cka_public_vs_torch": t["torch_cka"] / t["jax_cka_public"],
+        "cka_xla_program_vs_torch": t["torch_cka"] / t["jax_cka_xla"],
+        "cka_public_over_xla_program": t["jax_cka_public"] / t["jax_cka_xla"],
         "maps_public_vs_torch": t["torch_maps"] / t["jax_maps_public"],
         "maps_public_eigh_vs_torch": t["torch_maps"] / t["jax_maps_public_eigh"],
         "cka_public_over_best": t["jax_cka_public"] / best,
@@ -388,6 +403,7 @@ def main():
                     "torch_device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"},
         "shapes": {"layers": L, "clean": [N, C, F], "noisy": [S, K, N, C, F], "cka_values": L * S * K * N,
                    "map_points": S * K, "map_dim": C * F, "levels": S},
+        "native_cka_kernel": native_on,
         "settings": {"t": T, "energy": ENERGY, "epsilon": "median", "cells_per_step": cells},
         "threads": {"torch": torch.get_num_threads(), "xla_flags": os.environ.get("XLA_FLAGS", ""),
                     "cpu_count": os.cpu_count()},
