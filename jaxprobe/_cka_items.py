@@ -14,6 +14,12 @@ Each noisy item's Gram is the product of the item as read (no centred copy), cen
 afterwards as H G H; an item whose constant statistic says its row mean dominates
 (``RAW_MIN_RATIO``) is recomputed from its column-centred data, so every value keeps the
 rounding of the centred formulation (bench/bench_seprobe.py times both).
+
+On a CPU the noisy items go instead to the native kernel (``jaxprobe.native``, an XLA FFI
+call inside the same jitted program: ``item_cka(..., native=True)``), which centres each
+item's data in L1 and needs no raw-Gram guard; the callers pick it with
+``jaxprobe.native.usable`` (float32, one CPU device, library built). Everywhere else, and for
+the scaled recomputation of out-of-range Grams, this module's XLA program runs.
 """
 from __future__ import annotations
 
