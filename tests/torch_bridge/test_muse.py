@@ -416,3 +416,43 @@ def test_enhance_extreme_scales_are_finite(scale, rng):
 def test_enhance_rejects_values_beyond_float32():
     with pytest.raises(ValueError, match="'waveform'.*beyond float32"):
         enhance(_Identity(), np.full(100, 1e300))
+
+
+def test_batch_items_run_side_by_side_bit_identical(model):
+    """With two torch threads a batch's items run one per thread (``blocks.run_items``), each at one
+    torch thread: the same bits as each window alone at one thread, torch's thread count restored
+    after. A hook inside a per-item module (a LayerNorm's body, which the C kernel would skip)
+    sends it through its module path on one thread, items in order (the hook sees item 0, then
+    item 1, as a capture expects)."""
+    from torch_bridge.models.muse.blocks import item_workers
+
+    rng = np.random.default_rng(19)
+    noise = np.stack([muse_normalise(rng.standard_normal(S).astype(np.float32))[0] for _ in range(2)])
+    mag, pha = muse_forward_inputs(torch.from_numpy(noise))
+    inner = dict(model.named_modules())["TCFTransformer.encoder_level1.mhca_blks.0.transformer_layers.0.norm1.body"]
+    threads = torch.get_num_threads()
+    seen = []
+    try:
+        torch.set_num_threads(1)
+        with torch.inference_mode():
+            singles = [model(mag[i : i + 1], pha[i : i + 1]) for i in range(2)]
+        torch.set_num_threads(2)
+        with torch.inference_mode():
+            assert item_workers(mag) == 2
+            out = model(mag, pha)
+            assert torch.get_num_threads() == 2
+            h = inner.register_forward_hook(lambda _m, i, o: seen.append(i[0].clone()))
+            try:
+                hooked_out = model(mag, pha)
+                model(mag[:1], pha[:1])  # item 0 alone: the hook's third call
+            finally:
+                h.remove()
+    finally:
+        torch.set_num_threads(threads)
+    for i in range(2):
+        for k in (0, 2):
+            assert torch.equal(out[k][i : i + 1], singles[i][k])
+    assert rel_err(hooked_out[0].numpy(), out[0].numpy()) < 1e-5  # the module path: equal to rounding
+    assert len(seen) == 3 and all(t.shape[0] == 1 for t in seen)
+    # item 0 first, then item 1 (item 0 alone ran at two torch threads: equal to rounding)
+    assert rel_err(seen[0].numpy(), seen[2].numpy()) < 1e-5 and rel_err(seen[1].numpy(), seen[2].numpy()) > 0.01

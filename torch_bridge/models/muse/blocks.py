@@ -4,6 +4,9 @@ dense encoder, the mask and phase decoders, and the deformable patch embeddings.
 so: ``model.py``'s docstring."""
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -77,24 +80,92 @@ def pointwise(conv, x):
     return from_tokens(F.linear(to_tokens(x), w.reshape(w.shape[0], w.shape[1]), conv.bias))
 
 
-def per_item(forward_one, x, *, writes_out=False):
-    """``forward_one`` on each batch item of ``x`` in turn, outputs gathered on the batch axis
-    (memory order kept). The items are independent in every layer of MUSE; one at a time, a
-    level-1 block's working set (~2.5 MB per 16-channel map) stays cache-resident, where a
-    batch of 8 spilled and ran ~1.6x slower per window than a batch of 1. With
-    ``writes_out``, ``forward_one(x_i, out=o_i)`` writes items 2.. straight into their slice of
-    the batch output (no gathering copy)."""
-    if x.shape[0] == 1:
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+_ITEMS = threading.local()  # .running: this thread is inside a side-by-side item run
+
+
+def item_workers(x) -> int:
+    """Threads that run the items of batch ``x`` side by side: torch's intra-op thread count (at most
+    the batch size) for a CPU batch of several items outside autograd; 1 otherwise, and inside an
+    item run. The C kernels and most of MUSE's small per-item ops use one core each, so a batch
+    gains from whole items per core where one item gains little from a second thread."""
+    if x.shape[0] < 2 or x.device.type != "cpu" or getattr(_ITEMS, "running", False):
+        return 1
+    if torch.is_grad_enabled() and not torch.is_inference_mode_enabled():
+        return 1
+    return min(torch.get_num_threads(), x.shape[0])
+
+
+def run_items(fn, items, workers):
+    """``fn(i)`` for each i of ``items`` on ``workers`` threads (this one included), each at one
+    torch thread, with the caller's grad and inference modes (thread-local in torch); returns the
+    results in order. torch's thread count is process-wide: it is 1 for the duration and restored
+    after (another model running at several threads in the same process meanwhile would see 1)."""
+    global _POOL
+    items = list(items)
+    if workers <= 1 or len(items) <= 1:
+        return [fn(i) for i in items]
+    grad, inference = torch.is_grad_enabled(), torch.is_inference_mode_enabled()
+
+    def one(i):
+        _ITEMS.running = True
+        try:
+            with torch.inference_mode(inference), torch.set_grad_enabled(grad):
+                return fn(i)
+        finally:
+            _ITEMS.running = False
+
+    with _POOL_LOCK:
+        if _POOL is None or _POOL._max_workers < workers - 1:
+            _POOL = ThreadPoolExecutor(max_workers=workers - 1, thread_name_prefix="muse-items")
+        pool = _POOL
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        # items dealt round-robin: worker w takes items w, w + workers, ...; this thread is worker 0
+        lanes = [items[w::workers] for w in range(workers)]
+        futures = [pool.submit(lambda lane: [one(i) for i in lane], lane) for lane in lanes[1:]]
+        mine = [one(i) for i in lanes[0]]
+        done = [mine] + [f.result() for f in futures]
+    finally:
+        torch.set_num_threads(threads)
+    out = [None] * len(items)
+    for w, lane in enumerate(done):
+        out[w::workers] = lane
+    return out
+
+
+def per_item(forward_one, x, *, writes_out=False, module=None):
+    """``forward_one`` on each batch item of ``x``, outputs gathered on the batch axis (memory
+    order kept). The items are independent in every layer of MUSE; one at a time, a level-1
+    block's working set (~2.5 MB per 16-channel map) stays cache-resident, where a batch of 8
+    spilled and ran ~1.6x slower per window than a batch of 1. With several torch threads the
+    items run side by side, one per thread (``item_workers``), bit-identical to one at a time.
+    With ``writes_out``, ``forward_one(x_i, out=o_i)`` writes the items after the first round
+    straight into their slice of the batch output (no gathering copy). ``module``: the caller;
+    a forward hook on it or any module inside keeps the items in order on this thread (a hook
+    called per item sees them one after another, as a capture expects)."""
+    B = x.shape[0]
+    if B == 1:
         return forward_one(x)
-    first = forward_one(x[:1])
+    workers = item_workers(x)
+    if workers > 1 and module is not None and any(hooked(m) for m in module.modules()):
+        workers = 1
+    head = run_items(lambda i: forward_one(x[i : i + 1]), range(workers), workers)
+    first = head[0]
     fmt = torch.contiguous_format if first.is_contiguous() else _CL
-    out = torch.empty((x.shape[0], *first.shape[1:]), dtype=first.dtype, device=first.device, memory_format=fmt)
-    out[:1] = first
-    for i in range(1, x.shape[0]):
+    out = torch.empty((B, *first.shape[1:]), dtype=first.dtype, device=first.device, memory_format=fmt)
+    for i, o in enumerate(head):
+        out[i : i + 1] = o
+
+    def rest(i):
         if writes_out:
             forward_one(x[i : i + 1], out=out[i : i + 1])
         else:
             out[i : i + 1] = forward_one(x[i : i + 1])
+
+    run_items(rest, range(workers, B), workers)
     return out
 
 
@@ -173,8 +244,8 @@ class DenseBlock(nn.Module):
         if x.shape[1] == 16 and not any(hooked(m) for step in self.dense_block for m in (step, *step)):
             lib = native_kernels(_cl(x), self)
         if lib is not None:
-            return per_item(lambda xi: self._native_one(lib, xi), _cl(x))
-        return per_item(self._forward_one, x.contiguous())
+            return per_item(lambda xi: self._native_one(lib, xi), _cl(x), module=self)
+        return per_item(self._forward_one, x.contiguous(), module=self)
 
     def _native_one(self, lib, x):
         """``dense_step`` (torch_bridge/native/muse_kernels.c) four times on a channels-last
@@ -219,7 +290,7 @@ class DenseEncoder(nn.Module):
         )
 
     def forward(self, x):
-        return per_item(self._forward_one, x)
+        return per_item(self._forward_one, x, module=self)
 
     def _forward_one(self, x):
         return _cl(self.dense_conv_2(self.dense_block(self.dense_conv_1(x))))
@@ -278,7 +349,7 @@ class MaskDecoder(nn.Module):
         self.lsigmoid = LearnableSigmoid()
 
     def forward(self, x):
-        return per_item(self._forward_one, x)
+        return per_item(self._forward_one, x, module=self)
 
     def _forward_one(self, x):
         return self.lsigmoid(_mask_tail(self.mask_conv, self.dense_block(x)))
@@ -301,7 +372,7 @@ class PhaseDecoder(nn.Module):
         self.phase_conv_i = make_conv(c, 1, 1, bias=True)
 
     def forward(self, x):
-        return per_item(self._forward_one, x)
+        return per_item(self._forward_one, x, module=self)
 
     def _forward_one(self, x):
         x = _mask_tail(self.phase_conv, self.dense_block(x))
@@ -336,8 +407,8 @@ class DeformPatchConv(nn.Module):
         if x.shape[1] in (16, 32, 48) and not any(hooked(m) for m in self.modules() if m is not self):
             lib = native_kernels(_cl(x), self)
         if lib is not None:
-            return per_item(lambda xi: self._native_one(lib, xi), _cl(x))
-        return per_item(self._forward_one, x)
+            return per_item(lambda xi: self._native_one(lib, xi), _cl(x), module=self)
+        return per_item(self._forward_one, x, module=self)
 
     def _native_one(self, lib, x):
         """``deform_embed`` (torch_bridge/native/muse_kernels.c): offsets, sampling, 1x1 conv and

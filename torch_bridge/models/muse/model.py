@@ -45,8 +45,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from torch_bridge.models.muse.blocks import (DenseEncoder, MaskDecoder, PatchEmbed, PhaseDecoder, PixelShuffleCL,
-                                            PixelUnshuffleCL, check_rc, from_tokens, hooked, linear_out, make_conv,
-                                            native_kernels, per_item, pointwise, to_tokens)
+                                            PixelUnshuffleCL, check_rc, from_tokens, hooked, item_workers, linear_out,
+                                            make_conv, native_kernels, per_item, pointwise, run_items, to_tokens)
 from torch_bridge.native import pointer
 
 FFN_EXPANSION = 2.66
@@ -103,7 +103,7 @@ class LayerNorm2d(nn.Module):
         def one(xi, out=None):
             return from_tokens(self.body(to_tokens(xi), out=None if out is None else to_tokens(out)))
 
-        return per_item(one, x, writes_out=True)
+        return per_item(one, x, writes_out=True, module=self)
 
 
 class RefineAttention(nn.Module):
@@ -138,7 +138,7 @@ class TaylorAttention(nn.Module):
         self.refine_att = RefineAttention(c // heads, heads)
 
     def forward(self, u):
-        return per_item(self._forward_one, u, writes_out=True)
+        return per_item(self._forward_one, u, writes_out=True, module=self)
 
     def _forward_one(self, u, out=None):
         b, c, h, w = u.shape
@@ -182,8 +182,9 @@ class TaylorAttention(nn.Module):
 
     def native_applies(self, c: int) -> bool:
         """True when ``taylor_attention_d16`` computes this attention (heads of 16 channels, at most
-        two) and no hook waits on the refine conv it would skip."""
-        return c == 16 * self.heads <= 32 and not any(hooked(m) for m in self.refine_att.modules())
+        two) and no hook waits on a module inside that it would skip (the qkv and project convs,
+        the channel attention, the refine convs)."""
+        return c == 16 * self.heads <= 32 and not any(hooked(m) for m in self.modules() if m is not self)
 
     def _native_one(self, lib, u, out, residual=None):
         """``taylor_attention_d16`` (torch_bridge/native/muse_kernels.c) on one channels-last item:
@@ -232,11 +233,11 @@ class GatedFFN(nn.Module):
         self.project_out = make_conv(m, c, 1)
 
     def forward(self, x):
-        return per_item(self._forward_one, x, writes_out=True)
+        return per_item(self._forward_one, x, writes_out=True, module=self)
 
     def native_applies(self, c: int) -> bool:
         """True when the C kernels compute this FFN (C a multiple of 16, at most 48; at most 128
-        hidden channels per half)."""
+        hidden channels per half). (Both paths read the convs' weights; neither calls them as modules.)"""
         return c % 16 == 0 and c <= 48 and self.project_out.weight.shape[1] <= 128
 
     def _native_one(self, lib, x, out, ln_weight=None):
@@ -290,17 +291,20 @@ class TransformerBlock(nn.Module):
         c = x.shape[1]
         lib = None
         if (self.attn.native_applies(c) and self.ffn.native_applies(c)
-                and not any(hooked(m) for m in (self.attn, self.norm2, self.norm2.body, self.ffn))):
+                and not any(hooked(m) for m in (*self.attn.modules(), *self.norm2.modules(), self.ffn))):
             lib = native_kernels(x, self)
         if lib is None:
             x = x + self.attn(self.norm1(x))
             return x + self.ffn(self.norm2(x))
         u = self.norm1(x).contiguous(memory_format=torch.channels_last)  # a no-op unless a hook replaced it
         y = torch.empty_like(x, memory_format=torch.channels_last)
-        for i in range(x.shape[0]):
+
+        def one(i):
             yi = y[i : i + 1]
             self.attn._native_one(lib, u[i : i + 1], yi, residual=x[i : i + 1])
             self.ffn._native_one(lib, yi, yi, ln_weight=self.norm2.body.weight)
+
+        run_items(one, range(x.shape[0]), item_workers(x))
         return y
 
 
