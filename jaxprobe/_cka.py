@@ -282,6 +282,8 @@ def _cka_dispatch(X, Y, *, kernel, sigma, debiased, mesh, fn, scaled):
                                scaled=scaled)
         if not features:
             items = _items_against_references(X, Y, debiased=debiased, scaled=scaled)
+            if items is None:
+                items = _pairs_on_native_kernel(X, Y, debiased=debiased, scaled=scaled)
             if items is not None:
                 return items
         return _linear_cka_batched(X, Y, debiased=debiased, features=features, scaled=scaled)
@@ -307,6 +309,28 @@ def _items_against_references(X, Y, *, debiased, scaled):
             rb = jnp.broadcast_to(rb, out.shape)
             return (out, rb, ra) if swap else (out, ra, rb)
     return None
+
+
+def _pairs_on_native_kernel(X, Y, *, debiased, scaled):
+    """Independent (X_b, Y_b) pairs (..., n, d1) and (..., n, d2) of float32 CPU items on the
+    native kernel (``jaxprobe.native``): the Y items' unit Grams, then each X item against its
+    partner's. None where the kernel does not apply (the XLA programs run)."""
+    from jaxprobe import native
+
+    if X.ndim < 3 or X.shape[:-2] != Y.shape[:-2] or not (native.usable(X, scaled=scaled)
+                                                            and native.usable(Y, scaled=scaled)):
+        return None
+    return _native_pairs(X, Y, debiased=debiased)
+
+
+@partial(jax.jit, static_argnames=("debiased",))
+def _native_pairs(X, Y, *, debiased):
+    from jaxprobe import native
+
+    flags = (debiased,)
+    gy, ry = native.unit_grams(Y, None, debiased_flags=flags, trans=False)
+    out, rx = native.cka_items(X, gy.reshape((1, -1) + gy.shape[-2:]), None, debiased_flags=flags, trans=False)
+    return out[0], rx, ry
 
 
 def normed_grams(Xs, *, kernel="linear", sigma=None, debiased=False, name="Xs", fn="cka_matrix"):

@@ -22,11 +22,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprobe.native.build import (ENV_SWITCH, ENV_THREADS, TARGET, NativeUnavailable, build_library, library,
-                                   load_library, native_enabled, native_threads)
+from jaxprobe.native.build import (ENV_SWITCH, ENV_THREADS, TARGET, TARGET_GRAMS, NativeUnavailable, build_library,
+                                   library, load_library, native_enabled, native_threads)
 
 __all__ = ["ENV_SWITCH", "ENV_THREADS", "NativeUnavailable", "build_library", "cka_items", "library",
-           "load_library", "native_enabled", "native_threads", "usable"]
+           "load_library", "native_enabled", "native_threads", "unit_grams", "usable"]
 
 
 def usable(X, *, scaled: bool) -> bool:
@@ -50,8 +50,9 @@ def cka_items(X, refs, n_valid, *, debiased_flags, trans, threads=None):
     ----------
     X : float32 array (..., U, a, b): the items; samples are the a rows (``trans`` False) or the
         b columns (``trans`` True).
-    refs : float32 array (E, U, n, n): each item's reference unit Gram per estimator (zero
-        outside the leading ``n_valid`` block).
+    refs : float32 array (E, R, n, n): the references' unit Grams per estimator (zero outside the
+        leading ``n_valid`` block); item k of the flattened (..., U) items meets reference k % R
+        (R = U: one per utterance; R = the item count: one per item, ``unit_grams`` of partners).
     n_valid : int32 scalar (traced) or None: the real samples of every item (the rest zero padding).
     debiased_flags : tuple of E bools; threads : worker threads (default ``native_threads()``).
 
@@ -68,7 +69,31 @@ def cka_items(X, refs, n_valid, *, debiased_flags, trans, threads=None):
         TARGET,
         (jax.ShapeDtypeStruct((len(debiased_flags), count), jnp.float32), jax.ShapeDtypeStruct((count,), jnp.float32)),
         vmap_method="sequential",
-    )(X, refs.astype(jnp.float32), nv, trans=np.int64(bool(trans)),
-      debiased=np.asarray([int(bool(f)) for f in debiased_flags], np.int64),
-      threads=np.int64(native_threads() if threads is None else threads))
+    )(X, refs.astype(jnp.float32), nv, **_attrs(debiased_flags, trans, threads))
     return out.reshape((len(debiased_flags),) + lead), r.reshape(lead)
+
+
+def _attrs(debiased_flags, trans, threads):
+    return dict(trans=np.int64(bool(trans)), debiased=np.asarray([int(bool(f)) for f in debiased_flags], np.int64),
+                threads=np.int64(native_threads() if threads is None else threads))
+
+
+def unit_grams(X, n_valid, *, debiased_flags, trans, threads=None):
+    """Each item's unit estimator Grams on the native kernel (inside a jitted function): the
+    matrices ``cka_items`` takes the inner product with, bit for bit.
+
+    Returns
+    -------
+    grams : (E, ..., n, n); r : (...) constant statistics (-1 as in ``cka_items``).
+    """
+    n = X.shape[-1] if trans else X.shape[-2]
+    nv = jnp.asarray(n if n_valid is None else n_valid, jnp.int32)
+    lead = X.shape[:-2]
+    count = int(np.prod(lead))
+    E = len(debiased_flags)
+    grams, r = jax.ffi.ffi_call(
+        TARGET_GRAMS,
+        (jax.ShapeDtypeStruct((E, count, n, n), jnp.float32), jax.ShapeDtypeStruct((count,), jnp.float32)),
+        vmap_method="sequential",
+    )(X, nv, **_attrs(debiased_flags, trans, threads))
+    return grams.reshape((E,) + lead + (n, n)), r.reshape(lead)

@@ -23,6 +23,7 @@ CXX_FLAGS = ("-O3", "-march=native", "-fPIC", "-std=c++17", "-Wall")
 ENV_SWITCH = "JAXPROBE_NATIVE"
 ENV_THREADS = "JAXPROBE_NATIVE_THREADS"
 TARGET = "jaxprobe_cka_items"
+TARGET_GRAMS = "jaxprobe_unit_grams"
 
 
 class NativeUnavailable(RuntimeError):
@@ -134,13 +135,13 @@ _LOCK = threading.Lock()
 
 
 def load_library(path: Path) -> ctypes.CDLL:
-    """Load a built library (its C entry point ``cka_items_f32`` gets its ctypes signature)."""
+    """Load a built library (its C entry points ``cka_items_f32`` and ``unit_grams_f32`` get their
+    ctypes signatures)."""
     lib = ctypes.CDLL(str(path))
-    fn = lib.cka_items_f32
-    f32p, i64 = ctypes.POINTER(ctypes.c_float), ctypes.c_int64
-    fn.argtypes = [f32p, i64, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int, f32p, i64, ctypes.c_int,
-                   ctypes.POINTER(ctypes.c_int), f32p, f32p]
-    fn.restype = ctypes.c_int
+    f32p, i64, i32, i32p = ctypes.POINTER(ctypes.c_float), ctypes.c_int64, ctypes.c_int, ctypes.POINTER(ctypes.c_int)
+    lib.cka_items_f32.argtypes = [f32p, i64, i32, i32, i32, i32, f32p, i64, i32, i32p, f32p, f32p]
+    lib.unit_grams_f32.argtypes = [f32p, i64, i32, i32, i32, i32, i32, i32p, f32p, f32p]
+    lib.cka_items_f32.restype = lib.unit_grams_f32.restype = ctypes.c_int
     return lib
 
 
@@ -163,6 +164,7 @@ def library(*, required: bool = False) -> ctypes.CDLL | None:
 
             lib = load_library(build_library())
             jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(lib.jaxprobe_cka_items), platform="cpu")
+            jax.ffi.register_ffi_target(TARGET_GRAMS, jax.ffi.pycapsule(lib.jaxprobe_unit_grams), platform="cpu")
         except (NativeUnavailable, OSError) as err:
             if required:
                 raise NativeUnavailable(str(err)) from err

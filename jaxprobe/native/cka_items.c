@@ -8,6 +8,11 @@
  *   trans == 1 : item stored (d,16); Gram = sum_f c_f c_f^T with broadcast FMAs.
  * Everything else goes through a generic float64 path (exact formula, slow).
  *
+ * Two entry points share all of the per-item code (one driver, specialised at compile time):
+ *   cka_items_f32  : <unit estimator Gram, reference block> per item and estimator;
+ *   unit_grams_f32 : the unit estimator Grams themselves (n x n blocks), e.g. as the
+ *                    references of a later cka_items_f32 call (per-pair CKA).
+ *
  * All accumulation orders are fixed and independent of the item's address,
  * so the same item gives the same bits wherever it sits.
  */
@@ -83,9 +88,24 @@ static inline v16f red16(const v16f *x) {
    recomputed on the exact float64 path.  Never triggers for the main case (ratio ~7e-7). */
 #define GUARD_FACTOR (2.5e-6 * 16777216.0)
 
-static inline __attribute__((always_inline)) int post16(const v16f *G, int nv, double mean_ss,
+/* (float)(g * s) lane by lane, the product taken in float64 */
+static inline v16f scale16(v16f g, double s)
+{
+    v8f lo = __builtin_convertvector(lo8d(g) * splatd(s), v8f);
+    v8f hi = __builtin_convertvector(hi8d(g) * splatd(s), v8f);
+    return __builtin_shufflevector(lo, hi, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15);
+}
+
+/* One item's estimator matrices M_e (the Gram G, or U(G) for a debiased estimator) and
+   their Frobenius norms, followed by one of two consumers (`unit` is a compile-time
+   constant at every call site, so each entry point gets its own specialised copy):
+     unit == 0 : out[e*count + k] = <M_e, ref block> / ||M_e||   (cka_items_f32)
+     unit == 1 : Gu + (e*count + k)*256 = (float)(M_e * (1/||M_e||)), zero outside nv (unit_grams_f32)
+   M_e and ||M_e|| come from the same instructions in both modes.
+   Returns 1 when the debiased guard asks for the exact float64 path. */
+static inline __attribute__((always_inline)) int post16(const int unit, const v16f *G, int nv, double mean_ss,
                           const float *ref, int64_t nref, int64_t k, int64_t count,
-                          int E, const int *debiased, float *out, float *r)
+                          int E, const int *debiased, float *out, float *r, float *Gu)
 {
     v8d s0 = splatd(0), s1 = splatd(0);
     for (int i = 0; i < 16; i++) {
@@ -95,7 +115,12 @@ static inline __attribute__((always_inline)) int post16(const v16f *G, int nv, d
     double g2 = hsumd(s0 + s1);
     if (!(isfinite(g2) && g2 >= (double)FLT_MIN && isfinite(mean_ss))) {
         r[k] = -1.0f;
-        for (int e = 0; e < E; e++) out[(int64_t)e * count + k] = NAN;
+        for (int e = 0; e < E; e++) {
+            if (unit) {
+                float *B = Gu + ((int64_t)e * count + k) * 256;
+                for (int i = 0; i < 16; i++) stu(B + 16 * i, splat(NAN));
+            } else out[(int64_t)e * count + k] = NAN;
+        }
         return 0;
     }
     double sg = sqrt(g2);
@@ -104,9 +129,17 @@ static inline __attribute__((always_inline)) int post16(const v16f *G, int nv, d
     const int64_t kr = k % nref;
     const v16i lane = {0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15};
     for (int e = 0; e < E; e++) {
-        const float *R = ref + ((int64_t)e * nref + kr) * 256;
         double res;
         if (!debiased[e]) {
+            if (unit) {
+                float *B = Gu + ((int64_t)e * count + k) * 256;
+                const double is = 1.0 / sg;
+                const v16i live = lane < nv;
+                for (int i = 0; i < 16; i++)
+                    stu(B + 16 * i, i < nv ? keep(live, scale16(G[i], is)) : splat(0));
+                continue;
+            }
+            const float *R = ref + ((int64_t)e * nref + kr) * 256;
             v8d d0 = splatd(0), d1 = splatd(0);
             for (int i = 0; i < 16; i++) {
                 v16f rr = ldu(R + 16 * i);
@@ -128,15 +161,25 @@ static inline __attribute__((always_inline)) int post16(const v16f *G, int nv, d
             for (int i = 0; i < nv; i++) {
                 v16f u = K[i] - splat(c[i]) - c;
                 u = keep((lane != i) & (lane < nv), u);
-                v16f rr = ldu(R + 16 * i);
                 v8d ul = lo8d(u), uh = hi8d(u);
                 n0 += ul * ul; n1 += uh * uh;
-                d0 += ul * lo8d(rr); d1 += uh * hi8d(rr);
+                if (unit) K[i] = u;   /* U row i, kept for the scaling pass */
+                else {
+                    v16f rr = ldu(ref + ((int64_t)e * nref + kr) * 256 + 16 * i);
+                    d0 += ul * lo8d(rr); d1 += uh * hi8d(rr);
+                }
             }
             double nu = sqrt(hsumd(n0 + n1));
             double tr = 0;
             for (int i = 0; i < nv; i++) tr += (double)G[i][i];
             if (!(tr <= GUARD_FACTOR * nu)) return 1;
+            if (unit) {
+                float *B = Gu + ((int64_t)e * count + k) * 256;
+                const double is = 1.0 / nu;
+                for (int i = 0; i < 16; i++)
+                    stu(B + 16 * i, i < nv ? scale16(K[i], is) : splat(0));
+                continue;
+            }
             res = hsumd(d0 + d1) / nu;
         }
         out[(int64_t)e * count + k] = (float)res;
@@ -253,11 +296,13 @@ void item_t1(const float *A, int d, int nv, float *restrict buf, v16f *G, double
 /* ---- exact float64 path for one item (generic shapes and guarded fallback) ---- */
 static size_t exact_ws(int d, int nv) { return (size_t)nv * d + (size_t)nv * nv + (size_t)d + nv; }
 
-static void exact_item(const float *A, int n, int d, int nv, int trans,
+/* Same two consumers as post16 (see there); the unit Gram entries are (float)(M_ij / ||M||). */
+static void exact_item(const int unit, const float *A, int n, int d, int nv, int trans,
                        const float *ref, int64_t nref, int64_t k, int64_t count, int E,
-                       const int *debiased, float *out, float *r, double *ws)
+                       const int *debiased, float *out, float *r, float *Gu, double *ws)
 {
     double *Ac = ws, *G = Ac + (size_t)nv * d, *m = G + (size_t)nv * nv, *c = m + d;
+    const int64_t nn = (int64_t)n * n;
     for (int f = 0; f < d; f++) m[f] = 0;
     for (int i = 0; i < nv; i++)
         for (int f = 0; f < d; f++)
@@ -279,15 +324,27 @@ static void exact_item(const float *A, int n, int d, int nv, int trans,
         }
     if (!(isfinite(g2) && g2 >= (double)FLT_MIN && isfinite(mss))) {
         r[k] = -1.0f;
-        for (int e = 0; e < E; e++) out[(int64_t)e * count + k] = NAN;
+        for (int e = 0; e < E; e++) {
+            if (unit) {
+                float *B = Gu + ((int64_t)e * count + k) * nn;
+                for (int64_t q = 0; q < nn; q++) B[q] = NAN;
+            } else out[(int64_t)e * count + k] = NAN;
+        }
         return;
     }
     double sg = sqrt(g2), den = sg + mss;
     r[k] = den > 0 ? (float)(sg / den) : 0.0f;
     for (int e = 0; e < E; e++) {
-        const float *R = ref + ((int64_t)e * nref + k % nref) * (int64_t)n * n;
+        const float *R = unit ? NULL : ref + ((int64_t)e * nref + k % nref) * nn;
+        float *B = unit ? Gu + ((int64_t)e * count + k) * nn : NULL;
+        if (unit) memset(B, 0, sizeof(float) * (size_t)nn);
         double dot = 0, nrm;
         if (!debiased[e]) {
+            if (unit) {
+                for (int i = 0; i < nv; i++)
+                    for (int j = 0; j < nv; j++) B[(int64_t)i * n + j] = (float)(G[(size_t)i * nv + j] / sg);
+                continue;
+            }
             for (int i = 0; i < nv; i++)
                 for (int j = 0; j < nv; j++) dot += G[(size_t)i * nv + j] * R[(int64_t)i * n + j];
             nrm = sg;
@@ -306,9 +363,15 @@ static void exact_item(const float *A, int n, int d, int nv, int trans,
                 for (int j = 0; j < nv; j++) {
                     double u = i == j ? 0.0 : G[(size_t)i * nv + j] - c[i] - c[j];
                     n2 += u * u;
-                    dot += u * R[(int64_t)i * n + j];
+                    if (!unit) dot += u * R[(int64_t)i * n + j];
                 }
             nrm = sqrt(n2);
+            if (unit) {
+                for (int i = 0; i < nv; i++)
+                    for (int j = 0; j < nv; j++)
+                        if (i != j) B[(int64_t)i * n + j] = (float)((G[(size_t)i * nv + j] - c[i] - c[j]) / nrm);
+                continue;
+            }
         }
         out[(int64_t)e * count + k] = (float)(dot / nrm);
     }
@@ -320,15 +383,17 @@ static void exact_item(const float *A, int n, int d, int nv, int trans,
         double mss;                                                                     \
         const float *A = X + k * isz;                                                   \
         CALL;                                                                           \
-        if (post16(G, NV, mss, ref, nref, k, count, E, debiased, out, r)) {             \
+        if (post16(unit, G, NV, mss, ref, nref, k, count, E, debiased, out, r, Gu)) {   \
             if (!ws && !(ws = malloc(sizeof(double) * exact_ws(d, nv)))) return -1;     \
-            exact_item(A, n, d, nv, trans, ref, nref, k, count, E, debiased, out, r, ws);\
+            exact_item(unit, A, n, d, nv, trans, ref, nref, k, count, E, debiased, out, r, Gu, ws);\
         }                                                                               \
     }
 
-int cka_items_f32(const float *X, int64_t count, int n, int d, int nv, int trans,
-                  const float *ref, int64_t nref, int E, const int *debiased,
-                  float *out, float *r)
+/* Shared driver of both entry points; `unit` selects the consumer (see post16). */
+static inline __attribute__((always_inline))
+int run_items(const int unit, const float *X, int64_t count, int n, int d, int nv, int trans,
+              const float *ref, int64_t nref, int E, const int *debiased,
+              float *out, float *r, float *Gu)
 {
     double *ws = NULL;
     if (n == 16 && nv >= 1 && nv <= 16 && d >= 1 && d <= FAST_DMAX) {
@@ -351,7 +416,26 @@ int cka_items_f32(const float *X, int64_t count, int n, int d, int nv, int trans
     ws = malloc(sizeof(double) * exact_ws(d, nv));
     if (!ws) return -1;
     for (int64_t k = 0; k < count; k++)
-        exact_item(X + k * (int64_t)n * d, n, d, nv, trans, ref, nref, k, count, E, debiased, out, r, ws);
+        exact_item(unit, X + k * (int64_t)n * d, n, d, nv, trans, ref, nref, k, count, E, debiased, out, r, Gu, ws);
     free(ws);
     return 0;
+}
+
+int cka_items_f32(const float *X, int64_t count, int n, int d, int nv, int trans,
+                  const float *ref, int64_t nref, int E, const int *debiased,
+                  float *out, float *r)
+{
+    return run_items(0, X, count, n, d, nv, trans, ref, nref, E, debiased, out, r, NULL);
+}
+
+/* Unit estimator Grams of `count` items: G_out + (e*count + k)*n*n receives item k's unit Gram
+   for estimator e as an n x n row-major block, zero outside the leading nv x nv block; r as in
+   cka_items_f32 (-1: out-of-range item, its blocks are filled with NaN).  The matrix written is
+   the one whose inner product cka_items_f32 takes (same Gram, same centring, same norm), so with
+   refs = unit_grams_f32(Y) laid out (E, count, n, n), cka_items_f32(X, ..., refs, nref = count, ...)
+   gives the per-pair CKA of X_k and Y_k.  Returns 0, or -1 if scratch memory cannot be allocated. */
+int unit_grams_f32(const float *X, int64_t count, int n, int d, int nv, int trans,
+                   int E, const int *debiased, float *G_out, float *r)
+{
+    return run_items(1, X, count, n, d, nv, trans, NULL, 1, E, debiased, NULL, r, G_out);
 }

@@ -1,6 +1,7 @@
 // XLA FFI binding of cka_items.c: per-item linear CKA as a CPU custom call, so that
 // jaxprobe's jitted programs call the kernel on their own device buffers (no copy, no
 // host round trip). The items are split over `threads` worker threads by leading index.
+#include <algorithm>
 #include <cstdint>
 #include <thread>
 #include <vector>
@@ -12,46 +13,112 @@ extern "C" int cka_items_f32(const float *X, int64_t count, int n, int d, int nv
 
 namespace ffi = xla::ffi;
 
-// x (..., U, a, b) float32 items; ref (E, U, n, n) the references' unit Grams; nvalid () int32,
-// the real samples of every item. out (E, count), r (count). trans: 0 when an item's samples are
-// its a rows, 1 when they are its b columns. debiased: E flags. threads: >= 1.
+extern "C" int unit_grams_f32(const float *X, int64_t count, int n, int d, int nv, int trans, int E,
+                              const int *debiased, float *G, float *r);
+
+namespace {
+
+struct Shape {
+  int64_t a, b, count;
+  int n, d;
+};
+
+ffi::Error item_shape(const ffi::AnyBuffer &x, int64_t trans, Shape *s) {
+  if (x.element_type() != ffi::DataType::F32) return ffi::Error::InvalidArgument("x must be float32");
+  auto dims = x.dimensions();
+  if (dims.size() < 2) return ffi::Error::InvalidArgument("x must be (..., a, b)");
+  s->a = dims[dims.size() - 2];
+  s->b = dims[dims.size() - 1];
+  s->count = (s->a > 0 && s->b > 0) ? static_cast<int64_t>(x.element_count()) / (s->a * s->b) : 0;
+  s->n = static_cast<int>(trans ? s->b : s->a);
+  s->d = static_cast<int>(trans ? s->a : s->b);
+  return ffi::Error::Success();
+}
+
+ffi::Error flags_of(ffi::Span<const int64_t> debiased, int flags[2], int *E) {
+  *E = static_cast<int>(debiased.size());
+  if (*E < 1 || *E > 2) return ffi::Error::InvalidArgument("one or two estimators");
+  for (int e = 0; e < *E; ++e) flags[e] = static_cast<int>(debiased[e]);
+  return ffi::Error::Success();
+}
+
+// work(k0, m, slot): items [k0, k0 + m) on `threads` threads in chunks whose starts are multiples of
+// `unit`; slot is the chunk's index (for private buffers). The calling thread takes chunk 0.
+template <class F>
+void split(int64_t count, int64_t unit, int64_t threads, F work) {
+  const int64_t groups = count / unit, T = std::max<int64_t>(1, std::min<int64_t>(threads, groups));
+  auto run = [&](int64_t t) {
+    const int64_t g0 = groups * t / T, g1 = groups * (t + 1) / T;
+    if (g1 > g0) work(g0 * unit, (g1 - g0) * unit, t);
+  };
+  std::vector<std::thread> pool;
+  for (int64_t t = 1; t < T; ++t) pool.emplace_back(run, t);
+  run(0);
+  for (auto &th : pool) th.join();
+}
+
+}  // namespace
+
+// x (..., a, b) float32 items; ref (E, R, n, n) unit Grams, item k meeting block k % R (R the
+// references, dividing the item count: one per utterance, or one per item); nvalid () int32, the
+// real samples of every item. out (E, count), r (count). trans: 0 when an item's samples are its
+// a rows, 1 when they are its b columns. debiased: E flags. threads: >= 1.
 static ffi::Error CkaItemsImpl(ffi::AnyBuffer x, ffi::Buffer<ffi::F32> ref, ffi::Buffer<ffi::S32> nvalid,
                                ffi::ResultBuffer<ffi::F32> out, ffi::ResultBuffer<ffi::F32> r, int64_t trans,
                                ffi::Span<const int64_t> debiased, int64_t threads) {
-  if (x.element_type() != ffi::DataType::F32) return ffi::Error::InvalidArgument("cka_items: x must be float32");
-  auto dims = x.dimensions();
+  Shape s;
+  if (auto err = item_shape(x, trans, &s); err.failure()) return err;
+  int flags[2] = {0, 0}, E = 0;
+  if (auto err = flags_of(debiased, flags, &E); err.failure()) return err;
   auto rdims = ref.dimensions();
-  if (dims.size() < 3 || rdims.size() != 4) return ffi::Error::InvalidArgument("cka_items: bad ranks");
-  const int64_t a = dims[dims.size() - 2], b = dims[dims.size() - 1], U = dims[dims.size() - 3];
-  const int n = static_cast<int>(trans ? b : a), d = static_cast<int>(trans ? a : b);
-  const int E = static_cast<int>(debiased.size());
-  if (E < 1 || E > 2 || rdims[0] != E || rdims[1] != U || rdims[2] != n || rdims[3] != n)
-    return ffi::Error::InvalidArgument("cka_items: ref must be (E, U, n, n)");
-  const int64_t count = static_cast<int64_t>(x.element_count()) / (a * b);
-  const int64_t P = count / U;
-  int flags[2] = {0, 0};
-  for (int e = 0; e < E; ++e) flags[e] = static_cast<int>(debiased[e]);
+  if (rdims.size() != 4 || rdims[0] != E || rdims[2] != s.n || rdims[3] != s.n || rdims[1] < 1 ||
+      s.count % rdims[1] != 0)
+    return ffi::Error::InvalidArgument("cka_items: ref must be (E, R, n, n) with R dividing the item count");
+  const int64_t R = rdims[1];
   const int nv = nvalid.typed_data()[0];
-  if (nv < 1 || nv > n) return ffi::Error::InvalidArgument("cka_items: n_valid out of range");
+  if (nv < 1 || nv > s.n) return ffi::Error::InvalidArgument("cka_items: n_valid out of range");
   const float *X = static_cast<const float *>(x.untyped_data());
   float *o = out->typed_data(), *rr = r->typed_data();
-  const int64_t T = std::max<int64_t>(1, std::min<int64_t>(threads, P));
-  // thread t takes leading indices [P t / T, P (t + 1) / T): whole groups of U items, so every
-  // item meets its own reference; each writes its (E, items) values to a private buffer first
-  std::vector<std::vector<float>> part(T);
-  auto work = [&](int64_t t) {
-    const int64_t p0 = P * t / T, p1 = P * (t + 1) / T, k0 = p0 * U, m = (p1 - p0) * U;
-    if (m == 0) return;
+  const int64_t count = s.count, ab = s.a * s.b, nn = static_cast<int64_t>(s.n) * s.n;
+  // chunks start at multiples of R (each item meets block k % R), or anywhere with one reference
+  // per item, the reference pointer then moved to the chunk's first block
+  const int64_t unit = R == count ? 1 : R;
+  std::vector<std::vector<float>> part(static_cast<size_t>(std::max<int64_t>(1, threads)));
+  split(count, unit, threads, [&](int64_t k0, int64_t m, int64_t t) {
     part[t].resize(static_cast<size_t>(E * m));
-    cka_items_f32(X + k0 * a * b, m, n, d, nv, static_cast<int>(trans), ref.typed_data(), U, E, flags,
-                  part[t].data(), rr + k0);
+    cka_items_f32(X + k0 * ab, m, s.n, s.d, nv, static_cast<int>(trans), ref.typed_data() + (k0 % R) * nn, R, E,
+                  flags, part[t].data(), rr + k0);
     for (int e = 0; e < E; ++e)
       for (int64_t k = 0; k < m; ++k) o[e * count + k0 + k] = part[t][e * m + k];
-  };
-  std::vector<std::thread> pool;
-  for (int64_t t = 1; t < T; ++t) pool.emplace_back(work, t);
-  work(0);
-  for (auto &th : pool) th.join();
+  });
+  return ffi::Error::Success();
+}
+
+// x (..., a, b) float32 items; nvalid () int32. grams (E, count, n, n): each item's unit Gram per
+// estimator; r (count). trans, debiased, threads: as above.
+static ffi::Error UnitGramsImpl(ffi::AnyBuffer x, ffi::Buffer<ffi::S32> nvalid, ffi::ResultBuffer<ffi::F32> grams,
+                                ffi::ResultBuffer<ffi::F32> r, int64_t trans, ffi::Span<const int64_t> debiased,
+                                int64_t threads) {
+  Shape s;
+  if (auto err = item_shape(x, trans, &s); err.failure()) return err;
+  int flags[2] = {0, 0}, E = 0;
+  if (auto err = flags_of(debiased, flags, &E); err.failure()) return err;
+  const int nv = nvalid.typed_data()[0];
+  if (nv < 1 || nv > s.n) return ffi::Error::InvalidArgument("unit_grams: n_valid out of range");
+  const float *X = static_cast<const float *>(x.untyped_data());
+  float *G = grams->typed_data(), *rr = r->typed_data();
+  const int64_t count = s.count, ab = s.a * s.b, nn = static_cast<int64_t>(s.n) * s.n;
+  std::vector<std::vector<float>> part(static_cast<size_t>(std::max<int64_t>(1, threads)));
+  split(count, 1, threads, [&](int64_t k0, int64_t m, int64_t t) {
+    if (E == 1) {  // one estimator: the chunk's blocks are contiguous in the output
+      unit_grams_f32(X + k0 * ab, m, s.n, s.d, nv, static_cast<int>(trans), E, flags, G + k0 * nn, rr + k0);
+      return;
+    }
+    part[t].resize(static_cast<size_t>(E * m * nn));
+    unit_grams_f32(X + k0 * ab, m, s.n, s.d, nv, static_cast<int>(trans), E, flags, part[t].data(), rr + k0);
+    for (int e = 0; e < E; ++e)
+      std::copy(part[t].begin() + e * m * nn, part[t].begin() + (e + 1) * m * nn, G + (e * count + k0) * nn);
+  });
   return ffi::Error::Success();
 }
 
@@ -59,6 +126,16 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(jaxprobe_cka_items, CkaItemsImpl,
                               ffi::Ffi::Bind()
                                   .Arg<ffi::AnyBuffer>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<int64_t>("trans")
+                                  .Attr<ffi::Span<const int64_t>>("debiased")
+                                  .Attr<int64_t>("threads"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(jaxprobe_unit_grams, UnitGramsImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::AnyBuffer>()
                                   .Arg<ffi::Buffer<ffi::S32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()

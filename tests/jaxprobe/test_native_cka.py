@@ -189,3 +189,46 @@ def test_missing_compiler_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("CXX", "no-such-compiler-here")
     with pytest.raises(native.NativeUnavailable, match="no C\\+\\+ compiler found"):
         build.build_library(tmp_path)
+
+
+# ----------------------------------------------------------------------------- independent pairs
+def unit_gram64(A, *, debiased, trans=False):
+    A = A.astype(np.float64)
+    A = A.T if trans else A
+    Ac = A - A.mean(0, keepdims=True)
+    G = Ac @ Ac.T
+    if debiased:
+        n = G.shape[0]
+        Kt = G * (1 - np.eye(n))
+        r = Kt.sum(0) / (n - 2)
+        r = r - r.sum() / (2 * (n - 1))
+        G = (Kt - r[None, :] - r[:, None]) * (1 - np.eye(n))
+    return G / np.linalg.norm(G)
+
+
+@pytest.mark.parametrize("trans", [False, True])
+def test_unit_grams_against_float64(trans):
+    rng = np.random.default_rng(7)
+    items = (rng.standard_normal((3, 5, 16, 24)) + 3.0).astype(np.float32)
+    g, r = jax.jit(lambda X: native.unit_grams(X, None, debiased_flags=(False, True), trans=trans))(items)
+    g = np.asarray(g)
+    for idx in np.ndindex(3, 5):
+        for e, deb in enumerate((False, True)):
+            assert np.max(np.abs(g[(e,) + idx] - unit_gram64(items[idx], debiased=deb, trans=trans))) <= TOL
+    assert np.all(np.asarray(r) > 0)
+
+
+@pytest.mark.parametrize("debiased", [False, True])
+def test_public_cka_of_independent_pairs(debiased):
+    rng = np.random.default_rng(8)
+    X = rng.standard_normal((6, 7, 16, 40)).astype(np.float32)
+    Y = (X[..., :24] + 0.5 * rng.standard_normal((6, 7, 16, 24))).astype(np.float32)  # other feature count
+    assert jaxprobe._cka._pairs_on_native_kernel(X, Y, debiased=debiased, scaled=False) is not None
+    got = np.asarray(jaxprobe.cka(X, Y, debiased=debiased))
+    want = np.array([[np.sum(unit_gram64(X[i, j], debiased=debiased) * unit_gram64(Y[i, j], debiased=debiased))
+                      for j in range(7)] for i in range(6)])
+    assert np.max(np.abs(got - want)) <= TOL
+    bad = Y.copy()
+    bad[2, 3, 0, 0] = np.inf
+    with pytest.raises(ValueError, match="non-finite|inf"):
+        jaxprobe.cka(X, bad, debiased=debiased)
