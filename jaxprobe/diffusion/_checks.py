@@ -26,7 +26,7 @@ DENSE_MAX_N = 8192  # above this n, affinities are built in tiles (block_size=No
 AUTO_EIGH_MAX_N = 256  # solver="auto" uses eigh up to this n
 KRYLOV_STEPS = 4  # block Krylov: basis [Q, SQ, ..., S^4 Q] of blocks k + KRYLOV_EXTRA wide
 KRYLOV_EXTRA = 2
-KRYLOV_RESTART = True  # a second Krylov basis from the Ritz vectors before any LOBPCG refinement
+RESTART_STEPS = 4  # a second Krylov basis from the Ritz vectors before any LOBPCG refinement (0: none)
 BLOCK_SIZE = 1024
 EPSILON_SUBSAMPLE = 2048  # the tiled path estimates epsilon rules on this many points
 ALMOST_ONE = 0.99  # smallest off-diagonal affinity above this: kernel ~ all ones

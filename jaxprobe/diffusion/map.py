@@ -60,7 +60,7 @@ from jaxprobe.diffusion._checks import (
     ALMOST_ZERO,
     EPSILON_SUBSAMPLE,
     KRYLOV_EXTRA,
-    KRYLOV_RESTART,
+    RESTART_STEPS,
     KRYLOV_STEPS,
     check_group_means,
     check_outputs,
@@ -299,19 +299,20 @@ def _one_cloud(X, eps_value, alpha, t, energy, align, key, M=None, *, rule, k, s
         if solver == "krylov":
             # LOBPCG's own test decides; a pair that fails it sends the Ritz vectors to a second
             # Krylov basis, then (failing again) to LOBPCG as its start (under lax.map only the
-            # branch taken runs). bench_seprobe's clustered DC2-DC8: 21.5-25 ms per 738-point map
-            # with the restart, 25.6-38.7 without (LOBPCG ran, and stopped short of the test)
+            # branch taken runs). bench_seprobe's clustered DC2-DC8 (738 points): 21.2-32.8 ms per
+            # map with a 4-step restart (worst residual 3.5e-4), 26.2-36.0 without (LOBPCG ran:
+            # 5.5e-4); an 8-step restart reaches 3e-7 but took 35-44 ms in the same runs
             v0 = jnp.sqrt(deg / jnp.sum(deg))[:, None]
             X0 = jax.random.normal(kinit, (n, k + KRYLOV_EXTRA), X.dtype)
             w, V, SV = block_krylov_eigh(apply, X0, v0, k=k, steps=KRYLOV_STEPS)
             tol_k = jnp.finfo(X.dtype).eps if tol is None else tol
             ok = converged(w, V, SV, tol_k)
-            if KRYLOV_RESTART:
+            if RESTART_STEPS:
                 def restart(V):
                     # a second Krylov basis from the Ritz vectors (and the start's extra columns):
                     # converges where the first stopped short, at a quarter of LOBPCG's cost
                     w2, V2, SV2 = block_krylov_eigh(apply, jnp.concatenate([V, X0[:, k:]], axis=1), v0, k=k,
-                                                    steps=KRYLOV_STEPS)
+                                                    steps=RESTART_STEPS)
                     return jax.lax.cond(converged(w2, V2, SV2, tol_k), lambda V: (w2, V), run_lobpcg, V2)
 
                 w, V = jax.lax.cond(ok, lambda V: (w, V), restart, V)
