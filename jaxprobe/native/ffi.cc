@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "xla/ffi/api/ffi.h"
@@ -122,23 +123,22 @@ static ffi::Error UnitGramsImpl(ffi::AnyBuffer x, ffi::Buffer<ffi::S32> nvalid, 
   return ffi::Error::Success();
 }
 
+// The two results (values, constant statistics) and the settings both handlers take.
+template <class Binding>
+auto results_and_settings(Binding binding) {
+  return std::move(binding)
+      .template Ret<ffi::Buffer<ffi::F32>>()
+      .template Ret<ffi::Buffer<ffi::F32>>()
+      .template Attr<int64_t>("trans")
+      .template Attr<ffi::Span<const int64_t>>("debiased")
+      .template Attr<int64_t>("threads");
+}
+
 XLA_FFI_DEFINE_HANDLER_SYMBOL(jaxprobe_cka_items, CkaItemsImpl,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::S32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Attr<int64_t>("trans")
-                                  .Attr<ffi::Span<const int64_t>>("debiased")
-                                  .Attr<int64_t>("threads"));
+                              results_and_settings(ffi::Ffi::Bind()
+                                                       .Arg<ffi::AnyBuffer>()
+                                                       .Arg<ffi::Buffer<ffi::F32>>()
+                                                       .Arg<ffi::Buffer<ffi::S32>>()));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(jaxprobe_unit_grams, UnitGramsImpl,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Arg<ffi::Buffer<ffi::S32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Attr<int64_t>("trans")
-                                  .Attr<ffi::Span<const int64_t>>("debiased")
-                                  .Attr<int64_t>("threads"));
+                              results_and_settings(ffi::Ffi::Bind().Arg<ffi::AnyBuffer>().Arg<ffi::Buffer<ffi::S32>>()));
