@@ -95,8 +95,13 @@ class LayerNorm2d(nn.Module):
         lib = native_kernels(x, self) if c in (16, 32, 48) and not hooked(self.body) else None
         if lib is not None:  # layer_norm_cl (torch_bridge/native/muse_kernels.c): one pass
             out = torch.empty_like(x, memory_format=torch.channels_last)
-            check_rc(lib.layer_norm_cl(pointer(x), pointer(self.body.weight), pointer(out), x.numel() // c, c),
-                      "layer_norm_cl", x)
+            pixels = x[0].numel() // c
+
+            def one(i):  # items side by side at several torch threads (blocks.run_items)
+                check_rc(lib.layer_norm_cl(pointer(x[i]), pointer(self.body.weight), pointer(out[i]), pixels, c),
+                         "layer_norm_cl", x)
+
+            run_items(one, range(x.shape[0]), item_workers(x))
             return out
 
         # Channels-last: the tokens (B, H, W, C) are a view of the map, and so is the result.
