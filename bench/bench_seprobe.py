@@ -288,7 +288,7 @@ def main():
     # ---- correctness in the same run
     ref = torch_layer_cka(clean_t, noisy_t).cpu().numpy()
     pub = np.asarray(jaxprobe.cka(clean_d, noisy_d))
-    native_on = native.usable(noisy_d, scaled=False)
+    native_on = native.usable(noisy_d, scaled=False, n=C, d=F)
     item_cells = cells_for(noisy_d.shape[-3:], noisy_d.dtype, S * K)
     xla = np.asarray(item_cka(noisy_d, clean_d, debiased_flags=(False,), cells=item_cells, native=False)[0][0])
     ein = np.asarray(best_einsum(clean_d, noisy_d))

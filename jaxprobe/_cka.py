@@ -304,7 +304,7 @@ def _items_against_references(X, Y, *, debiased, scaled):
         if B.ndim == 3 and A.ndim > 3 and A.shape[-3] == B.shape[0]:
             cells = _cka_items.cells_for(A.shape[-3:], A.dtype, int(np.prod(A.shape[:-3])))
             out, ra, rb = _cka_items.item_cka(A, B, debiased_flags=(debiased,), cells=cells, scaled=scaled,
-                                              native=native.usable(A, scaled=scaled))
+                                              native=native.usable(A, scaled=scaled, n=A.shape[-2], d=A.shape[-1]))
             out = out[0]
             rb = jnp.broadcast_to(rb, out.shape)
             return (out, rb, ra) if swap else (out, ra, rb)
@@ -317,8 +317,9 @@ def _pairs_on_native_kernel(X, Y, *, debiased, scaled):
     partner's. None where the kernel does not apply (the XLA programs run)."""
     from jaxprobe import native
 
-    if X.ndim < 3 or X.shape[:-2] != Y.shape[:-2] or not (native.usable(X, scaled=scaled)
-                                                            and native.usable(Y, scaled=scaled)):
+    n = X.shape[-2]
+    if X.ndim < 3 or X.shape[:-2] != Y.shape[:-2] or not (native.usable(X, scaled=scaled, n=n, d=X.shape[-1])
+                                                            and native.usable(Y, scaled=scaled, n=n, d=Y.shape[-1])):
         return None
     return _native_pairs(X, Y, debiased=debiased)
 

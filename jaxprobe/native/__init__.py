@@ -25,14 +25,27 @@ import numpy as np
 from jaxprobe.native.build import (ENV_SWITCH, ENV_THREADS, TARGET, TARGET_GRAMS, NativeUnavailable, build_library,
                                    library, load_library, native_enabled, native_threads)
 
-__all__ = ["ENV_SWITCH", "ENV_THREADS", "NativeUnavailable", "build_library", "cka_items", "library",
+__all__ = ["ENV_SWITCH", "ENV_THREADS", "FAST_SAMPLES", "NativeUnavailable", "build_library", "cka_items", "covers", "library",
            "load_library", "native_enabled", "native_threads", "unit_grams", "usable"]
 
 
-def usable(X, *, scaled: bool) -> bool:
-    """Whether per-item CKA of ``X`` can run on the native kernel: float32 items on one CPU
-    device (a numpy array: JAX's default device is a CPU), unscaled, the library available."""
-    if scaled or np.dtype(X.dtype) != np.float32:
+# Item shapes the kernel's register-tiled path handles (n samples, d features); other shapes
+# take its float64 path, correct but 1.3-2x slower than the XLA program (n = 32, 48 measured),
+# so they are left to XLA.
+FAST_SAMPLES = (16,)
+FAST_MAX_FEATURES = 1024
+
+
+def covers(n: int, d: int) -> bool:
+    """Whether (n samples, d features) items run on the kernel's fast path."""
+    return n in FAST_SAMPLES and 1 <= d <= FAST_MAX_FEATURES
+
+
+def usable(X, *, scaled: bool, n: int, d: int) -> bool:
+    """Whether per-item CKA of ``X``'s (n samples, d features) items (after orientation and
+    padding) runs on the native kernel: float32 items on one CPU device (a numpy array: JAX's
+    default device is a CPU), unscaled, a shape the fast path covers, the library available."""
+    if scaled or np.dtype(X.dtype) != np.float32 or not covers(n, d):
         return False
     if isinstance(X, jax.Array):
         devices = X.sharding.device_set if hasattr(X, "sharding") else set()
@@ -61,6 +74,7 @@ def cka_items(X, refs, n_valid, *, debiased_flags, trans, threads=None):
     out : (E, ..., U) CKA values; r : (..., U) constant statistics (-1: a Gram norm outside
     float32's normal range, the caller redoes those calls scaled).
     """
+    library(required=True)  # built and registered (a no-op after the first call)
     n = X.shape[-1] if trans else X.shape[-2]
     nv = jnp.asarray(n if n_valid is None else n_valid, jnp.int32)
     lead = X.shape[:-2]
@@ -86,6 +100,7 @@ def unit_grams(X, n_valid, *, debiased_flags, trans, threads=None):
     -------
     grams : (E, ..., n, n); r : (...) constant statistics (-1 as in ``cka_items``).
     """
+    library(required=True)
     n = X.shape[-1] if trans else X.shape[-2]
     nv = jnp.asarray(n if n_valid is None else n_valid, jnp.int32)
     lead = X.shape[:-2]

@@ -131,7 +131,7 @@ def test_public_cka_and_its_errors_run_on_the_kernel():
     rng = np.random.default_rng(5)
     clean = rng.standard_normal((4, 16, 32)).astype(np.float32)
     noisy = (clean[None] + rng.standard_normal((3, 4, 16, 32))).astype(np.float32)
-    assert native.usable(jnp.asarray(noisy), scaled=False)
+    assert native.usable(jnp.asarray(noisy), scaled=False, n=16, d=32)
     got = np.asarray(jaxprobe.cka(clean, noisy))
     want = reference_cka(noisy, clean, debiased=False)
     assert np.max(np.abs(got - want)) <= TOL
@@ -162,13 +162,21 @@ def test_the_kernel_reports_out_of_range_grams():
 
 
 def test_not_used_where_it_does_not_apply(monkeypatch):
-    x32 = jnp.zeros((2, 3, 4, 5), jnp.float32)
-    assert native.usable(x32, scaled=False)
-    assert not native.usable(x32, scaled=True)
-    assert not native.usable(jnp.zeros((2, 3, 4, 5), jnp.float16), scaled=False)
-    assert not native.usable(np.zeros((2, 3, 4, 5), np.float64), scaled=False)
+    x32 = jnp.zeros((2, 3, 16, 5), jnp.float32)
+    assert native.usable(x32, scaled=False, n=16, d=5)
+    assert not native.usable(x32, scaled=True, n=16, d=5)
+    assert not native.usable(jnp.zeros((2, 3, 16, 5), jnp.float16), scaled=False, n=16, d=5)
+    assert not native.usable(np.zeros((2, 3, 16, 5), np.float64), scaled=False, n=16, d=5)
+    # shapes off the fast path (its float64 path is slower than XLA's program there)
+    assert not native.usable(x32, scaled=False, n=32, d=64) and not native.usable(x32, scaled=False, n=16, d=2048)
+    rng = np.random.default_rng(9)
+    clean = rng.standard_normal((4, 32, 24)).astype(np.float32)
+    noisy = (clean[None] + rng.standard_normal((3, 4, 32, 24))).astype(np.float32)
+    assert jaxprobe._cka._pairs_on_native_kernel(noisy[0], clean, debiased=False, scaled=False) is None
+    np.testing.assert_allclose(np.asarray(jaxprobe.cka(clean, noisy)), reference_cka(noisy, clean, debiased=False),
+                               atol=TOL)
     monkeypatch.setenv("JAXPROBE_NATIVE", "0")
-    assert not native.usable(x32, scaled=False)
+    assert not native.usable(x32, scaled=False, n=16, d=5)
     with pytest.raises(native.NativeUnavailable, match="switched off"):
         native.library(required=True)
 

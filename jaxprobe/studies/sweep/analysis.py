@@ -148,6 +148,10 @@ def per_item_cka_all(noisy, clean, *, estimators=ESTIMATORS, orientation="channe
     piece = cells * -(-(-(-M // cells)) // len(devices))  # whole map steps, one piece per device
     Yd = {None: _as_device(Y)} if mesh is None else {d: jax.device_put(Y, d) for d in devices}
     flags = tuple(e == "debiased" for e in estimators)
+    n_items, d_items = X.shape[-2:] if orientation == "channels" else X.shape[-2:][::-1]  # after padding
+
+    def on_kernel(x, scaled):
+        return native.usable(x, scaled=scaled, n=n_items, d=d_items)
 
     def run(scaled):
         # One device: the whole (K, S, U, C, F) array is the loop's input, read in place
@@ -155,7 +159,7 @@ def per_item_cka_all(noisy, clean, *, estimators=ESTIMATORS, orientation="channe
         if len(devices) == 1 and devices[0] is None:
             xd = _as_device(X)
             o, rx, ry = _cka_items.item_cka(xd, Yd[None], n_valid, debiased_flags=flags, orientation=orientation,
-                                            cells=cells, scaled=scaled, native=native.usable(xd, scaled=scaled))
+                                            cells=cells, scaled=scaled, native=on_kernel(xd, scaled))
             return np.asarray(o), np.asarray(rx), np.asarray(ry)
         flat = X.reshape((M,) + X.shape[2:])
         outs, rxs, ry = [], [], None
@@ -168,7 +172,7 @@ def per_item_cka_all(noisy, clean, *, estimators=ESTIMATORS, orientation="channe
             dev = devices[i % len(devices)]
             xd = _as_device(x) if dev is None else jax.device_put(x, dev)
             o, rx, ry = _cka_items.item_cka(xd, Yd[dev], n_valid, debiased_flags=flags, orientation=orientation,
-                                            cells=cells, scaled=scaled, native=native.usable(xd, scaled=scaled))
+                                            cells=cells, scaled=scaled, native=on_kernel(xd, scaled))
             outs.append(o)
             rxs.append(rx)
         out = np.concatenate([np.asarray(o) for o in outs], axis=1)[:, :M].reshape(len(flags), K, S, U)
