@@ -29,10 +29,10 @@ __all__ = ["ENV_SWITCH", "ENV_THREADS", "FAST_SAMPLES", "NativeUnavailable", "bu
            "load_library", "native_enabled", "native_threads", "unit_grams", "usable"]
 
 
-# Item shapes the kernel's register-tiled path handles (n samples, d features); other shapes
-# take its float64 path, correct but 1.3-2x slower than the XLA program (n = 32, 48 measured),
-# so they are left to XLA.
-FAST_SAMPLES = (16,)
+# Item shapes the kernel's register-tiled paths handle (n samples, d features); other shapes
+# take its float64 path, correct but slower than the XLA program (0.47-0.77x at n = 32, 48
+# before those got their own paths), so they are left to XLA.
+FAST_SAMPLES = (16, 32, 48, 64)
 FAST_MAX_FEATURES = 1024
 
 

@@ -6,6 +6,12 @@
  *       of 4x4 rows over 16-float feature chunks, each tile closed by one
  *       horizontal-reduction tree (16 accumulators -> one 16-float vector).
  *   trans == 1 : item stored (d,16); Gram = sum_f c_f c_f^T with broadcast FMAs.
+ * Fast paths (n == 32, 48, 64, 1 <= nv <= n, d <= FAST_DMAX), Gram as n rows of n/16 v16f:
+ *   trans == 0 : as for n == 16 (heap buffer of n x D16), 4x4 row tiles over the first
+ *       ceil(nv/4) row quads only (padded rows beyond nv are never read);
+ *   trans == 1 : broadcast-FMA tiles (4 rows x live column blocks), upper block triangle
+ *       computed, lower blocks mirrored.
+ *   Post-processing (postN) uses the n == 16 formulas on rows/columns < nv.
  * Everything else goes through a generic float64 path (exact formula, slow).
  *
  * Two entry points share all of the per-item code (one driver, specialised at compile time):
@@ -293,6 +299,271 @@ void item_t1(const float *A, int d, int nv, float *restrict buf, v16f *G, double
     for (int i = 0; i < 16; i++) G[i] = acc[i];
 }
 
+/* ==== fast paths for n = 16*NB, NB in {2,3,4} (n = 32, 48, 64), 1 <= nv <= n ====
+ * The Gram is held as n rows of NB v16f blocks (G[i*NB + b] = G[i][16b..16b+15]); only rows
+ * i < nv and blocks b < ceil(nv/16) are computed / read, lanes j >= nv are masked on use. */
+
+/* post-processing on the n x n Gram, same formulas and consumers as post16 */
+typedef double v16d __attribute__((vector_size(128)));
+/* float -> double halves through one 16-lane conversion (GCC splits the 8-lane
+   v8f -> v8d conversion into 128-bit pieces); same values as lo8d / hi8d */
+static inline v8d lo8w(v16f v) { v16d x = __builtin_convertvector(v, v16d); return __builtin_shufflevector(x, x, 0,1,2,3,4,5,6,7); }
+static inline v8d hi8w(v16f v) { v16d x = __builtin_convertvector(v, v16d); return __builtin_shufflevector(x, x, 8,9,10,11,12,13,14,15); }
+
+static inline __attribute__((always_inline))
+int postN(const int unit, const int NB, v16f *G, int nv, double mean_ss,
+          const float *ref, int64_t nref, int64_t k, int64_t count,
+          int E, const int *debiased, float *out, float *r, float *Gu, v16f *U)
+{
+    const int n = 16 * NB;
+    const int64_t nn = (int64_t)n * n;
+    const int nbv = (nv + 15) / 16;
+    const v16i lane = {0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15};
+    v16i live[4];
+    for (int b = 0; b < 4; b++) live[b] = (lane + 16 * b) < nv;
+    v8d s0 = splatd(0), s1 = splatd(0);
+    for (int i = 0; i < nv; i++)
+        for (int b = 0; b < nbv; b++) {
+            v16f g = keep(live[b], G[i * NB + b]);
+            G[i * NB + b] = g;
+            v8d l = lo8w(g), h = hi8w(g);
+            s0 += l * l; s1 += h * h;
+        }
+    double g2 = hsumd(s0 + s1);
+    if (!(isfinite(g2) && g2 >= (double)FLT_MIN && isfinite(mean_ss))) {
+        r[k] = -1.0f;
+        for (int e = 0; e < E; e++) {
+            if (unit) {
+                float *B = Gu + ((int64_t)e * count + k) * nn;
+                for (int q = 0; q < n * NB; q++) stu(B + 16 * q, splat(NAN));
+            } else out[(int64_t)e * count + k] = NAN;
+        }
+        return 0;
+    }
+    double sg = sqrt(g2);
+    double den = sg + mean_ss;
+    r[k] = den > 0 ? (float)(sg / den) : 0.0f;
+    const int64_t kr = k % nref;
+    for (int e = 0; e < E; e++) {
+        double res;
+        if (!debiased[e]) {
+            if (unit) {
+                float *B = Gu + ((int64_t)e * count + k) * nn;
+                const double is = 1.0 / sg;
+                for (int i = 0; i < n; i++)
+                    for (int b = 0; b < NB; b++)
+                        stu(B + i * n + 16 * b, (i < nv && b < nbv) ? scale16(G[i * NB + b], is) : splat(0));
+                continue;
+            }
+            const float *R = ref + ((int64_t)e * nref + kr) * nn;
+            v8d d0 = splatd(0), d1 = splatd(0);
+            for (int i = 0; i < nv; i++)
+                for (int b = 0; b < nbv; b++) {
+                    v16f rr = ldu(R + i * n + 16 * b), g = G[i * NB + b];
+                    d0 += lo8w(g) * lo8w(rr);
+                    d1 += hi8w(g) * hi8w(rr);
+                }
+            res = hsumd(d0 + d1) / sg;
+        } else {
+            v16f c[4];
+            for (int b = 0; b < 4; b++) c[b] = splat(0);
+            for (int i = 0; i < nv; i++)
+                for (int b = 0; b < nbv; b++) c[b] += keep((lane + 16 * b) != i, G[i * NB + b]);
+            const v16f sc = splat(1.0f / (float)(nv - 2));
+            v16f cs = splat(0);
+            for (int b = 0; b < nbv; b++) { c[b] *= sc; cs += c[b]; }
+            float mu = hsumf(cs) / (float)(2 * (nv - 1));
+            float cf[64];
+            for (int b = 0; b < nbv; b++) { c[b] -= splat(mu); stu(cf + 16 * b, c[b]); }
+            const float *R = unit ? NULL : ref + ((int64_t)e * nref + kr) * nn;
+            v8d n0 = splatd(0), n1 = splatd(0), d0 = splatd(0), d1 = splatd(0);
+            for (int i = 0; i < nv; i++)
+                for (int b = 0; b < nbv; b++) {
+                    v16f u = G[i * NB + b] - splat(cf[i]) - c[b];
+                    u = keep(((lane + 16 * b) != i) & live[b], u);
+                    v8d ul = lo8w(u), uh = hi8w(u);
+                    n0 += ul * ul; n1 += uh * uh;
+                    if (unit) U[i * NB + b] = u;
+                    else {
+                        v16f rr = ldu(R + i * n + 16 * b);
+                        d0 += ul * lo8w(rr); d1 += uh * hi8w(rr);
+                    }
+                }
+            double nu = sqrt(hsumd(n0 + n1));
+            double tr = 0;
+            for (int i = 0; i < nv; i++) tr += (double)G[i * NB + i / 16][i % 16];
+            if (!(tr <= GUARD_FACTOR * nu)) return 1;
+            if (unit) {
+                float *B = Gu + ((int64_t)e * count + k) * nn;
+                const double is = 1.0 / nu;
+                for (int i = 0; i < n; i++)
+                    for (int b = 0; b < NB; b++)
+                        stu(B + i * n + 16 * b, (i < nv && b < nbv) ? scale16(U[i * NB + b], is) : splat(0));
+                continue;
+            }
+            res = hsumd(d0 + d1) / nu;
+        }
+        out[(int64_t)e * count + k] = (float)res;
+    }
+    return 0;
+}
+
+/* load w (< 16) floats, zero-padded */
+static inline v16f ldw(const float *p, int w)
+{
+    float t[16] = {0};
+    memcpy(t, p, (size_t)w * sizeof(float));
+    return ldu(t);
+}
+
+/* trans == 0: item stored (n, d) row-major, rows = samples.  Centred rows go to buf
+   (row stride D16, zero-padded features); rows nv .. 4*ceil(nv/4)-1 are zero.
+   Gram from 4x4 register tiles (rows 4I.., rows 4J..), J >= I, mirrored. */
+static inline __attribute__((always_inline))
+void item_t0N(const int NB, const float *A, int d, int D16, int nv, float *restrict buf, v16f *G, double *mss,
+              const float *pf)
+{
+    const int n = 16 * NB;
+    const int nc = D16 / 16;
+    const int nq = (nv + 3) / 4;
+    v8d ms0 = splatd(0), ms1 = splatd(0);
+    for (int c = 0; c < nc; c++) {
+        const int w = d - 16 * c;
+        const float *a = A + 16 * c;
+        v16f s = w >= 16 ? ldu(a) : ldw(a, w);
+        for (int i = 1; i < nv; i++) s += w >= 16 ? ldu(a + (int64_t)i * d) : ldw(a + (int64_t)i * d, w);
+        v16f m = s / splat((float)nv);
+        for (int i = 0; i < nv; i++)
+            stu(buf + i * D16 + 16 * c, (w >= 16 ? ldu(a + (int64_t)i * d) : ldw(a + (int64_t)i * d, w)) - m);
+        for (int i = nv; i < 4 * nq; i++) stu(buf + i * D16 + 16 * c, splat(0));
+        v8d ml = lo8d(m), mh = hi8d(m);
+        ms0 += ml * ml; ms1 += mh * mh;
+    }
+    *mss = (double)nv * hsumd(ms0 + ms1);
+
+    float *Gf = (float *)G;
+    /* software prefetch of the next item's nv live rows (contiguous), spread over the tiles */
+    const int64_t pfl = ((int64_t)nv * d * 4 + 63) / 64, ntile = nq * (nq + 1) / 2;
+    const int64_t per = (pfl + ntile - 1) / ntile;
+    int64_t tnum = 0;
+    for (int I = 0; I < nq; I++) {
+        for (int J = I; J < nq; J++) {
+            if (pf) {
+                for (int64_t o = tnum * per; o < (tnum + 1) * per && o < pfl; o++)
+                    __builtin_prefetch((const char *)pf + 64 * o, 0, 0);
+                tnum++;
+            }
+            v16f acc[16];
+            for (int q = 0; q < 16; q++) acc[q] = splat(0);
+            const float *pa = buf + 4 * I * D16, *pb = buf + 4 * J * D16;
+            for (int c = 0; c < nc; c++) {
+                v16f a0 = ldu(pa + 16 * c), a1 = ldu(pa + D16 + 16 * c),
+                     a2 = ldu(pa + 2 * D16 + 16 * c), a3 = ldu(pa + 3 * D16 + 16 * c);
+                v16f b0 = ldu(pb + 16 * c), b1 = ldu(pb + D16 + 16 * c),
+                     b2 = ldu(pb + 2 * D16 + 16 * c), b3 = ldu(pb + 3 * D16 + 16 * c);
+                __asm__("" : "+v"(a0), "+v"(a1), "+v"(a2), "+v"(a3), "+v"(b0), "+v"(b1), "+v"(b2), "+v"(b3));
+                acc[0] += a0 * b0;  acc[1] += a0 * b1;  acc[2] += a0 * b2;  acc[3] += a0 * b3;
+                acc[4] += a1 * b0;  acc[5] += a1 * b1;  acc[6] += a1 * b2;  acc[7] += a1 * b3;
+                acc[8] += a2 * b0;  acc[9] += a2 * b1;  acc[10] += a2 * b2; acc[11] += a2 * b3;
+                acc[12] += a3 * b0; acc[13] += a3 * b1; acc[14] += a3 * b2; acc[15] += a3 * b3;
+            }
+            v16f v = red16(acc); /* lane 4a+b = G[4I+a][4J+b] */
+            float *g = Gf + 4 * I * n + 4 * J;
+            st4(g, __builtin_shufflevector(v, v, 0, 1, 2, 3));
+            st4(g + n, __builtin_shufflevector(v, v, 4, 5, 6, 7));
+            st4(g + 2 * n, __builtin_shufflevector(v, v, 8, 9, 10, 11));
+            st4(g + 3 * n, __builtin_shufflevector(v, v, 12, 13, 14, 15));
+            if (J != I) {
+                float *h = Gf + 4 * J * n + 4 * I;
+                v16f t = __builtin_shufflevector(v, v, 0,4,8,12,1,5,9,13,2,6,10,14,3,7,11,15);
+                st4(h, __builtin_shufflevector(t, t, 0, 1, 2, 3));
+                st4(h + n, __builtin_shufflevector(t, t, 4, 5, 6, 7));
+                st4(h + 2 * n, __builtin_shufflevector(t, t, 8, 9, 10, 11));
+                st4(h + 3 * n, __builtin_shufflevector(t, t, 12, 13, 14, 15));
+            }
+        }
+    }
+}
+
+/* trans == 1 Gram rows 4I..4I+3, column blocks B0..NBV-1, as broadcast-FMA tiles over the
+   features (each entry sum_f c_f[i] c_f[j] in feature order) */
+static inline __attribute__((always_inline))
+void t1quad(const int NB, const int NBV, const int B0, const float *buf, int d, int I, v16f *G, const float *pf)
+{
+    const int n = 16 * NB;
+    v16f acc[4][4];
+    for (int a = 0; a < 4; a++)
+        for (int b = B0; b < NBV; b++) acc[a][b] = splat(0);
+    for (int g = 0; g < d; g++) {
+        const float *p = buf + g * n;
+        /* software prefetch: the next item's live lanes of feature row g, during row quad 0 */
+        if (pf && I == 0)
+            for (int o = 0; o < 16 * NBV; o += 16) __builtin_prefetch(pf + (int64_t)g * n + o, 0, 0);
+        v16f cb[4];
+        for (int b = B0; b < NBV; b++) cb[b] = ldu(p + 16 * b);
+        for (int a = 0; a < 4; a++) {
+            v16f s = splat(p[4 * I + a]);
+            for (int b = B0; b < NBV; b++) acc[a][b] += s * cb[b];
+        }
+    }
+    for (int a = 0; a < 4; a++)
+        for (int b = B0; b < NBV; b++) G[(4 * I + a) * NB + b] = acc[a][b];
+}
+
+/* trans == 1: item stored (d, n), row f = feature f over the n samples.  Centred rows go to
+   buf (row stride n, lanes >= nv zero); Gram via t1quad over the NBV = ceil(nv/16) live
+   column blocks, upper block triangle computed, lower mirrored. */
+static inline __attribute__((always_inline))
+void item_t1N(const int NB, const int NBV, const float *A, int d, int nv, float *restrict buf, v16f *G, double *mss,
+              const float *pf)
+{
+    const int n = 16 * NB;
+    const v16i lane = {0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15};
+    v16i live[4];
+    for (int b = 0; b < 4; b++) live[b] = (lane + 16 * b) < nv;
+    float mean[16];
+    v8d ms0 = splatd(0), ms1 = splatd(0);
+    for (int f = 0; f < d; f += 16) {
+        int w = d - f < 16 ? d - f : 16;
+        v16f x[16];
+        for (int q = 0; q < 16; q++) {
+            if (q < w) {
+                const float *p = A + (int64_t)(f + q) * n;
+                v16f s = keep(live[0], ldu(p));
+                for (int b = 1; b < NBV; b++) s += keep(live[b], ldu(p + 16 * b));
+                x[q] = s;
+            } else x[q] = splat(0);
+        }
+        v16f m = red16(x) / splat((float)nv);
+        memcpy(mean, &m, sizeof mean);
+        for (int q = 0; q < w; q++) {
+            const float *p = A + (int64_t)(f + q) * n;
+            for (int b = 0; b < NBV; b++)
+                stu(buf + (f + q) * n + 16 * b, keep(live[b], ldu(p + 16 * b) - splat(mean[q])));
+        }
+        if (w < 16) m = keep(lane < w, m);
+        v8d ml = lo8d(m), mh = hi8d(m);
+        ms0 += ml * ml; ms1 += mh * mh;
+    }
+    *mss = (double)nv * hsumd(ms0 + ms1);
+    const int nq = (nv + 3) / 4;
+    for (int I = 0; I < nq; I++) {
+        /* column blocks >= the row block only; the rest mirrored below */
+        switch (I / 4) {
+        case 0: t1quad(NB, NBV, 0, buf, d, I, G, pf); break;
+        case 1: if (NBV > 1) t1quad(NB, NBV, 1, buf, d, I, G, pf); break;
+        case 2: if (NBV > 2) t1quad(NB, NBV, 2, buf, d, I, G, pf); break;
+        default: if (NBV > 3) t1quad(NB, NBV, 3, buf, d, I, G, pf); break;
+        }
+    }
+    /* G[i][j] = G[j][i] for j in blocks below i's block (same products in the same order,
+       so these are the bits a direct computation would give) */
+    float *Gf = (float *)G;
+    for (int i = 16; i < 4 * nq; i++)
+        for (int b = 0; b < i / 16; b++)
+            for (int jj = 0; jj < 16; jj++) Gf[i * n + 16 * b + jj] = Gf[(16 * b + jj) * n + i];
+}
+
 /* ---- exact float64 path for one item (generic shapes and guarded fallback) ---- */
 static size_t exact_ws(int d, int nv) { return (size_t)nv * d + (size_t)nv * nv + (size_t)d + nv; }
 
@@ -410,6 +681,47 @@ int run_items(const int unit, const float *X, int64_t count, int n, int d, int n
             else if (d == 128) { FAST_LOOP(nv, item_t1(A, 128, nv, buf, G, &mss, NULL)) }
             else          { FAST_LOOP(nv, item_t1(A, d, nv, buf, G, &mss, NULL)) }
         }
+        free(ws);
+        return 0;
+    }
+    if ((n == 32 || n == 48 || n == 64) && nv >= 1 && nv <= n && d >= 1 && d <= FAST_DMAX && (trans == 0 || trans == 1)) {
+        const int D16 = (d + 15) & ~15;
+        float *buf = aligned_alloc(64, sizeof(float) * (size_t)n * (size_t)D16);
+        if (!buf) return -1;
+        v16f G[64 * 4], U[64 * 4];
+        const int64_t isz = (int64_t)n * d;
+        const int nbv = (nv + 15) / 16;
+#define FAST_LOOPN(NB, CALL)                                                                 \
+        for (int64_t k = 0; k < count; k++) {                                               \
+            double mss;                                                                     \
+            const float *A = X + k * isz;                                                   \
+            CALL;                                                                           \
+            if (postN(unit, NB, G, nv, mss, ref, nref, k, count, E, debiased, out, r, Gu, U)) { \
+                if (!ws && !(ws = malloc(sizeof(double) * exact_ws(d, nv)))) { free(buf); return -1; } \
+                exact_item(unit, A, n, d, nv, trans, ref, nref, k, count, E, debiased, out, r, Gu, ws);\
+            }                                                                               \
+        }
+#define PFN (k + PFD < count ? A + PFD * isz : NULL)
+#define T0N(NB)                                                                              \
+        if (d == 128) { FAST_LOOPN(NB, item_t0N(NB, A, 128, 128, nv, buf, G, &mss, PFN)) }        \
+        else if (d == 64) { FAST_LOOPN(NB, item_t0N(NB, A, 64, 64, nv, buf, G, &mss, PFN)) }     \
+        else if (d == 32) { FAST_LOOPN(NB, item_t0N(NB, A, 32, 32, nv, buf, G, &mss, PFN)) }     \
+        else { FAST_LOOPN(NB, item_t0N(NB, A, d, D16, nv, buf, G, &mss, PFN)) }
+#define T1N(NB, NBV) FAST_LOOPN(NB, item_t1N(NB, NBV, A, d, nv, buf, G, &mss, PFN))
+        if (trans == 0) {
+            if (n == 32) { T0N(2) } else if (n == 48) { T0N(3) } else { T0N(4) }
+        } else if (n == 32) {
+            if (nbv == 1) { T1N(2, 1) } else { T1N(2, 2) }
+        } else if (n == 48) {
+            if (nbv == 1) { T1N(3, 1) } else if (nbv == 2) { T1N(3, 2) } else { T1N(3, 3) }
+        } else {
+            if (nbv == 1) { T1N(4, 1) } else if (nbv == 2) { T1N(4, 2) } else if (nbv == 3) { T1N(4, 3) } else { T1N(4, 4) }
+        }
+#undef T1N
+#undef PFN
+#undef T0N
+#undef FAST_LOOPN
+        free(buf);
         free(ws);
         return 0;
     }

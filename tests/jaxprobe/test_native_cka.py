@@ -63,7 +63,7 @@ def run(items, refs, *, flags, n_valid=None, orientation="channels", native_on=T
     return np.asarray(o), np.asarray(rx), np.asarray(ry)
 
 
-@pytest.mark.parametrize("shape", [(16, 128), (16, 100), (5, 3), (37, 20), (4, 6)])
+@pytest.mark.parametrize("shape", [(16, 128), (16, 100), (32, 64), (48, 32), (64, 17), (5, 3), (37, 20), (4, 6)])
 @pytest.mark.parametrize("orientation", ["channels", "frames"])
 @pytest.mark.parametrize("kind", ["normal", "offset", "tiny", "huge"])
 def test_against_float64(shape, orientation, kind):
@@ -89,9 +89,10 @@ def test_against_float64(shape, orientation, kind):
 
 
 @pytest.mark.parametrize("orientation", ["channels", "frames"])
-def test_padded_samples_take_no_part(orientation):
+@pytest.mark.parametrize("n, nv", [(16, 11), (48, 29)])
+def test_padded_samples_take_no_part(orientation, n, nv):
     rng = np.random.default_rng(3)
-    nv, n, d = 11, 16, 40
+    d = 40
     refs = np.zeros((2, n, d), np.float32)
     items = np.zeros((3, 2, n, d), np.float32)
     refs[:, :nv] = rng.standard_normal((2, nv, d))
@@ -168,10 +169,11 @@ def test_not_used_where_it_does_not_apply(monkeypatch):
     assert not native.usable(jnp.zeros((2, 3, 16, 5), jnp.float16), scaled=False, n=16, d=5)
     assert not native.usable(np.zeros((2, 3, 16, 5), np.float64), scaled=False, n=16, d=5)
     # shapes off the fast path (its float64 path is slower than XLA's program there)
-    assert not native.usable(x32, scaled=False, n=32, d=64) and not native.usable(x32, scaled=False, n=16, d=2048)
+    assert native.usable(x32, scaled=False, n=48, d=32)
+    assert not native.usable(x32, scaled=False, n=40, d=64) and not native.usable(x32, scaled=False, n=16, d=2048)
     rng = np.random.default_rng(9)
-    clean = rng.standard_normal((4, 32, 24)).astype(np.float32)
-    noisy = (clean[None] + rng.standard_normal((3, 4, 32, 24))).astype(np.float32)
+    clean = rng.standard_normal((4, 40, 24)).astype(np.float32)
+    noisy = (clean[None] + rng.standard_normal((3, 4, 40, 24))).astype(np.float32)
     assert jaxprobe._cka._pairs_on_native_kernel(noisy[0], clean, debiased=False, scaled=False) is None
     np.testing.assert_allclose(np.asarray(jaxprobe.cka(clean, noisy)), reference_cka(noisy, clean, debiased=False),
                                atol=TOL)
