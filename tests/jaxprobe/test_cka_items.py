@@ -183,7 +183,9 @@ def test_bucketed_sweep_path_equals_unpadded(rng, orientation):
         if orientation == "channels":
             np.testing.assert_array_equal(np.asarray(same[est]), np.asarray(want[est]))
         np.testing.assert_allclose(np.asarray(same[est]), np.asarray(want[est]), rtol=0, atol=2e-7)
-        np.testing.assert_allclose(np.asarray(padded[est]), np.asarray(want[est]), rtol=0, atol=1e-6)
+        # padded to 48 samples, the items run on the native kernel (jaxprobe.native; the unpadded 33 stay on
+        # XLA's program): two float32 paths, each within 2e-6 of float64 (tests/jaxprobe/test_native_cka.py)
+        np.testing.assert_allclose(np.asarray(padded[est]), np.asarray(want[est]), rtol=0, atol=2e-6)
 
 
 def test_padded_items_keep_the_offset_guard(rng):
