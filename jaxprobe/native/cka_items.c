@@ -193,13 +193,53 @@ static inline __attribute__((always_inline)) int post16(const int unit, const v1
     return 0;
 }
 
+/* One 4x4 register tile of a Gram: rows 4I..4I+3 against rows 4J..4J+3 of buf (row stride D16,
+   nc chunks of 16 features), summed chunk by chunk; lane 4a+b = <row 4I+a, row 4J+b>. */
+static inline __attribute__((always_inline))
+v16f gram_tile(const float *buf, int D16, int nc, int I, int J)
+{
+    v16f acc[16];
+    for (int q = 0; q < 16; q++) acc[q] = splat(0);
+    const float *pa = buf + 4 * I * D16, *pb = buf + 4 * J * D16;
+    for (int c = 0; c < nc; c++) {
+        v16f a0 = ldu(pa + 16 * c), a1 = ldu(pa + D16 + 16 * c),
+             a2 = ldu(pa + 2 * D16 + 16 * c), a3 = ldu(pa + 3 * D16 + 16 * c);
+        v16f b0 = ldu(pb + 16 * c), b1 = ldu(pb + D16 + 16 * c),
+             b2 = ldu(pb + 2 * D16 + 16 * c), b3 = ldu(pb + 3 * D16 + 16 * c);
+        __asm__("" : "+v"(a0), "+v"(a1), "+v"(a2), "+v"(a3), "+v"(b0), "+v"(b1), "+v"(b2), "+v"(b3));
+        acc[0] += a0 * b0;  acc[1] += a0 * b1;  acc[2] += a0 * b2;  acc[3] += a0 * b3;
+        acc[4] += a1 * b0;  acc[5] += a1 * b1;  acc[6] += a1 * b2;  acc[7] += a1 * b3;
+        acc[8] += a2 * b0;  acc[9] += a2 * b1;  acc[10] += a2 * b2; acc[11] += a2 * b3;
+        acc[12] += a3 * b0; acc[13] += a3 * b1; acc[14] += a3 * b2; acc[15] += a3 * b3;
+    }
+    return red16(acc);
+}
+
+/* Store tile v (lane 4a+b) at G[4I+a][4J+b] (row stride n) and, off the diagonal, its mirror. */
+static inline __attribute__((always_inline))
+void put_tile(float *Gf, int n, int I, int J, v16f v)
+{
+    float *g = Gf + 4 * I * n + 4 * J;
+    st4(g, __builtin_shufflevector(v, v, 0, 1, 2, 3));
+    st4(g + n, __builtin_shufflevector(v, v, 4, 5, 6, 7));
+    st4(g + 2 * n, __builtin_shufflevector(v, v, 8, 9, 10, 11));
+    st4(g + 3 * n, __builtin_shufflevector(v, v, 12, 13, 14, 15));
+    if (J != I) {
+        float *h = Gf + 4 * J * n + 4 * I;
+        v16f t = __builtin_shufflevector(v, v, 0,4,8,12,1,5,9,13,2,6,10,14,3,7,11,15);
+        st4(h, __builtin_shufflevector(t, t, 0, 1, 2, 3));
+        st4(h + n, __builtin_shufflevector(t, t, 4, 5, 6, 7));
+        st4(h + 2 * n, __builtin_shufflevector(t, t, 8, 9, 10, 11));
+        st4(h + 3 * n, __builtin_shufflevector(t, t, 12, 13, 14, 15));
+    }
+}
+
 /* ---- fast path: trans == 0, n == 16, any nv <= 16, d <= FAST_DMAX ---- */
 static inline __attribute__((always_inline))
 void item_t0(const float *A, int d, int D16, int nv, float *restrict buf, v16f *G, double *mss,
              const float *pf, int64_t pfbytes)
 {
     const int nc = D16 / 16;
-    const float inv = 1.0f / (float)nv;
     v8d ms0 = splatd(0), ms1 = splatd(0);
     for (int c = 0; c < nc; c++) {
         v16f x[16];
@@ -215,7 +255,6 @@ void item_t0(const float *A, int d, int D16, int nv, float *restrict buf, v16f *
         v16f s = x[0];
         for (int i = 1; i < nv; i++) s += x[i];
         v16f m = s / splat((float)nv);
-        (void)inv;
         for (int i = 0; i < nv; i++) stu(buf + i * D16 + 16 * c, x[i] - m);
         for (int i = nv; i < 16; i++) stu(buf + i * D16 + 16 * c, splat(0));
         v8d ml = lo8d(m), mh = hi8d(m);
@@ -226,40 +265,14 @@ void item_t0(const float *A, int d, int D16, int nv, float *restrict buf, v16f *
     float *Gf = (float *)G;
     for (int I = 0; I < 4; I++) {
         for (int J = I; J < 4; J++) {
-            v16f acc[16];
-            for (int q = 0; q < 16; q++) acc[q] = splat(0);
-            const float *pa = buf + 4 * I * D16, *pb = buf + 4 * J * D16;
-            for (int c = 0; c < nc; c++) {
-                v16f a0 = ldu(pa + 16 * c), a1 = ldu(pa + D16 + 16 * c),
-                     a2 = ldu(pa + 2 * D16 + 16 * c), a3 = ldu(pa + 3 * D16 + 16 * c);
-                v16f b0 = ldu(pb + 16 * c), b1 = ldu(pb + D16 + 16 * c),
-                     b2 = ldu(pb + 2 * D16 + 16 * c), b3 = ldu(pb + 3 * D16 + 16 * c);
-                __asm__("" : "+v"(a0), "+v"(a1), "+v"(a2), "+v"(a3), "+v"(b0), "+v"(b1), "+v"(b2), "+v"(b3));
-                acc[0] += a0 * b0;  acc[1] += a0 * b1;  acc[2] += a0 * b2;  acc[3] += a0 * b3;
-                acc[4] += a1 * b0;  acc[5] += a1 * b1;  acc[6] += a1 * b2;  acc[7] += a1 * b3;
-                acc[8] += a2 * b0;  acc[9] += a2 * b1;  acc[10] += a2 * b2; acc[11] += a2 * b3;
-                acc[12] += a3 * b0; acc[13] += a3 * b1; acc[14] += a3 * b2; acc[15] += a3 * b3;
-            }
+            v16f v = gram_tile(buf, D16, nc, I, J);
             /* software prefetch of a later item, spread over the 10 tiles */
             if (pf) {
                 const int64_t t = (int64_t)(I * 4 + J - (I * (I + 1)) / 2);
                 for (int64_t o = t * 64 * 13; o < (t + 1) * 64 * 13 && o < pfbytes; o += 64)
                     __builtin_prefetch((const char *)pf + o, 0, 0);
             }
-            v16f v = red16(acc); /* lane 4a+b = G[4I+a][4J+b] */
-            float *g = Gf + 4 * I * 16 + 4 * J;
-            st4(g, __builtin_shufflevector(v, v, 0, 1, 2, 3));
-            st4(g + 16, __builtin_shufflevector(v, v, 4, 5, 6, 7));
-            st4(g + 32, __builtin_shufflevector(v, v, 8, 9, 10, 11));
-            st4(g + 48, __builtin_shufflevector(v, v, 12, 13, 14, 15));
-            if (J != I) {
-                float *h = Gf + 4 * J * 16 + 4 * I;
-                v16f t = __builtin_shufflevector(v, v, 0,4,8,12,1,5,9,13,2,6,10,14,3,7,11,15);
-                st4(h, __builtin_shufflevector(t, t, 0, 1, 2, 3));
-                st4(h + 16, __builtin_shufflevector(t, t, 4, 5, 6, 7));
-                st4(h + 32, __builtin_shufflevector(t, t, 8, 9, 10, 11));
-                st4(h + 48, __builtin_shufflevector(t, t, 12, 13, 14, 15));
-            }
+            put_tile(Gf, 16, I, J, v);
         }
     }
 }
@@ -453,34 +466,7 @@ void item_t0N(const int NB, const float *A, int d, int D16, int nv, float *restr
                     __builtin_prefetch((const char *)pf + 64 * o, 0, 0);
                 tnum++;
             }
-            v16f acc[16];
-            for (int q = 0; q < 16; q++) acc[q] = splat(0);
-            const float *pa = buf + 4 * I * D16, *pb = buf + 4 * J * D16;
-            for (int c = 0; c < nc; c++) {
-                v16f a0 = ldu(pa + 16 * c), a1 = ldu(pa + D16 + 16 * c),
-                     a2 = ldu(pa + 2 * D16 + 16 * c), a3 = ldu(pa + 3 * D16 + 16 * c);
-                v16f b0 = ldu(pb + 16 * c), b1 = ldu(pb + D16 + 16 * c),
-                     b2 = ldu(pb + 2 * D16 + 16 * c), b3 = ldu(pb + 3 * D16 + 16 * c);
-                __asm__("" : "+v"(a0), "+v"(a1), "+v"(a2), "+v"(a3), "+v"(b0), "+v"(b1), "+v"(b2), "+v"(b3));
-                acc[0] += a0 * b0;  acc[1] += a0 * b1;  acc[2] += a0 * b2;  acc[3] += a0 * b3;
-                acc[4] += a1 * b0;  acc[5] += a1 * b1;  acc[6] += a1 * b2;  acc[7] += a1 * b3;
-                acc[8] += a2 * b0;  acc[9] += a2 * b1;  acc[10] += a2 * b2; acc[11] += a2 * b3;
-                acc[12] += a3 * b0; acc[13] += a3 * b1; acc[14] += a3 * b2; acc[15] += a3 * b3;
-            }
-            v16f v = red16(acc); /* lane 4a+b = G[4I+a][4J+b] */
-            float *g = Gf + 4 * I * n + 4 * J;
-            st4(g, __builtin_shufflevector(v, v, 0, 1, 2, 3));
-            st4(g + n, __builtin_shufflevector(v, v, 4, 5, 6, 7));
-            st4(g + 2 * n, __builtin_shufflevector(v, v, 8, 9, 10, 11));
-            st4(g + 3 * n, __builtin_shufflevector(v, v, 12, 13, 14, 15));
-            if (J != I) {
-                float *h = Gf + 4 * J * n + 4 * I;
-                v16f t = __builtin_shufflevector(v, v, 0,4,8,12,1,5,9,13,2,6,10,14,3,7,11,15);
-                st4(h, __builtin_shufflevector(t, t, 0, 1, 2, 3));
-                st4(h + n, __builtin_shufflevector(t, t, 4, 5, 6, 7));
-                st4(h + 2 * n, __builtin_shufflevector(t, t, 8, 9, 10, 11));
-                st4(h + 3 * n, __builtin_shufflevector(t, t, 12, 13, 14, 15));
-            }
+            put_tile(Gf, n, I, J, gram_tile(buf, D16, nc, I, J));
         }
     }
 }
