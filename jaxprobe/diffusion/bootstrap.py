@@ -97,11 +97,19 @@ def _fits(snrs, dc1):
 # ----------------------------------------------------------------------------- the programs of a replicate
 # A replicate is three dispatches, none of them compiled for the bootstrap alone where it can be helped:
 #
-# 1. ``_slot_centroids``: the centroids of the replicate as ONE GEMM, a (K, K*U) weight matrix (slot j
-#    <- noise type index[j], items weighted by weights[j]) times the items laid out once as (K*U, L*S*D).
-#    Gathering the resampled noise types and contracting the items inside a batched einsum instead cost
-#    ~40 ms per MUSE replicate in transposes (nearly all of the bootstrap's warm time); the GEMM gives the
-#    same centroids bit for bit (the zero weights add exact zeros, the nonzero terms keep their order).
+# 1. the centroids, computed for a chunk of up to R replicates at once (``_chunk_groups``, then ``_pick``
+#    per replicate, in the layouts its map calls take, into reused buffers): the items
+#    are laid out once as (K, U, L*S*D) (noise type, item, features), the chunk's slots are grouped by the
+#    noise type they drew, and one batched GEMM over the noise types contracts each group's weights
+#    (K, M, U) with its noise type's items. Each replicate reads the items once per chunk instead of once
+#    per replicate, and does U multiply-adds per centroid value instead of the K * U of a one-hot
+#    (K, K*U) GEMM (``_slot_centroids``, kept for the rare replicate that alone fills more than M slots
+#    with one noise type). At the paper's shape (24 layers x 18 x 41 x 50 items of up to 2,048 features)
+#    the one-hot GEMM took ~0.8 s a replicate, for the intra- and again for the inter-layer maps. The
+#    chunk's shapes depend on the data only (R from CHUNK_BYTES, M = max(2R, 8)), so every chunk runs
+#    one compiled program; every slot's centroid is its own GEMM row, the same whatever else the chunk
+#    holds. The groups and each replicate's clouds are written into the previous ones' buffers (see
+#    ``_chunk_groups``).
 # 2. ``diffusion_map_batched`` with exactly the static settings and shapes of the full-data call that
 #    made ``maps`` (``_map_call``): the replicate's maps reuse the full-data map's compiled program
 #    instead of compiling their own.
@@ -114,6 +122,44 @@ def _fits(snrs, dc1):
 # in ``BlockingCounter::Wait`` under ``lapack_ssyevd_ffi``. So every map call is waited for before the
 # next is dispatched (the pooled maps before the per-noise maps; a replicate's statistics, fetched, before
 # the next replicate), and the map program holds the only solver call (tests/jaxprobe/test_diffusion_bootstrap.py checks both programs' solver calls).
+
+
+class SlotItems:
+    """Items of L layers laid out for the replicates' centroid GEMMs: ``XT`` (K * U, L * S * D), rows
+    (noise type, item), columns (layer, SNR, feature), for ``shape`` (L, K, S, U, D). Pass it where
+    the replicate functions take X to skip their own layout copy (see :func:`slot_items`)."""
+
+    ndim = 5
+
+    def __init__(self, XT, shape):
+        self.XT, self.shape = XT, tuple(int(v) for v in shape)
+
+    @property
+    def dtype(self):
+        return self.XT.dtype
+
+
+def slot_items(arrays) -> SlotItems:
+    """L item arrays of shape (K, S, U, D_l) (numpy or JAX; narrower layers zero-padded to the widest)
+    -> :class:`SlotItems`, written layer by layer into one 64-byte-aligned host buffer that the CPU
+    backend then uses without a copy: one copy of the items in the replicate layout, where stacking
+    them as (L, K, S, U, D) first holds two (7 GiB each at the SE paper's shape)."""
+    arrays = list(arrays)
+    if not arrays or any(np.ndim(a) != 4 or np.shape(a)[:3] != np.shape(arrays[0])[:3] for a in arrays):
+        raise ValueError("The 'arrays' parameter of slot_items must be a non-empty list of (K, S, U, D) item arrays "
+                         f"sharing K, S and U; got shapes {[np.shape(a) for a in arrays]}.")
+    K, S, U = np.shape(arrays[0])[:3]
+    L, D = len(arrays), max(np.shape(a)[3] for a in arrays)
+    dtype = np.result_type(*[a.dtype for a in arrays])
+    n = K * U * L * S * D * dtype.itemsize
+    raw = np.empty(n + 64, np.uint8)
+    off = (-raw.ctypes.data) % 64
+    buf = raw[off:off + n].view(dtype).reshape(K, U, L, S, D)
+    for l, a in enumerate(arrays):
+        d = np.shape(a)[3]
+        buf[:, :, l, :, :d] = np.swapaxes(np.asarray(a), 1, 2)
+        buf[:, :, l, :, d:] = 0
+    return SlotItems(jax.device_put(buf.reshape(K * U, L * S * D)), (L, K, S, U, D))
 
 
 @jax.jit
@@ -131,6 +177,115 @@ def _slot_centroids(XT, index, weights, *, L, S, D):
     W = jax.nn.one_hot(index, K, dtype=XT.dtype)[:, :, None] * weights.astype(XT.dtype)[:, None, :]
     C = (W.reshape(K, K * U) @ XT).reshape(K, L, S, D)
     return jnp.transpose(C, (1, 0, 2, 3))
+
+
+CHUNK_BYTES = 3 << 29  # sizes R: a chunk's (K, M, L*S*D) groups, M ~ 2R, plus slack, held at once
+CHUNK_MAX = 16
+
+
+def _chunk_shape(shape, dtype):
+    """(R, M): replicates per chunk and slots per noise type of the chunk's GEMM, from the data's shape."""
+    L, K, S, _, D = shape
+    per = 3 * K * L * S * D * np.dtype(dtype).itemsize  # ~2 group rows per slot, and slack
+    R = int(max(1, min(CHUNK_MAX, CHUNK_BYTES // per)))
+    return R, max(2 * R, 8)
+
+
+def _chunks(index, R: int, M: int):
+    """Greedy runs [start, end) of at most R replicates in which no noise type fills more than M slots;
+    a replicate that alone overfills one is a run of its own with ``fits`` False."""
+    B, K = index.shape
+    start = 0
+    while start < B:
+        counts, end = np.zeros(K, np.int64), start
+        while end < B and end - start < R:
+            c = counts + np.bincount(index[end], minlength=K)
+            if c.max() > M:
+                break
+            counts, end = c, end + 1
+        if end == start:
+            yield start, start + 1, False
+            start += 1
+        else:
+            yield start, end, True
+            start = end
+
+
+def _chunk_design(index, weights, R: int, M: int):
+    """Host layout of one chunk (r < R replicates): group weights (K, M, U) and, for each of the R * K
+    (replicate, slot) rows, its row in the flattened (K * M) groups."""
+    r, K = index.shape
+    U = weights.shape[-1]
+    W = np.zeros((K, M, U), weights.dtype)
+    fill = np.zeros(K, np.int64)
+    pos = np.zeros(R * K, np.int32)  # rows of replicates r.. R-1 (a short last chunk): any row, discarded
+    for b in range(r):
+        for j in range(K):
+            k = int(index[b, j])
+            W[k, fill[k]] = weights[b, j]
+            pos[b * K + j] = k * M + fill[k]
+            fill[k] += 1
+    return W, pos
+
+
+# A chunk's groups and each replicate's centroids go into buffers that the next chunk and replicate
+# reuse (donated): fresh multi-hundred-MB XLA buffers per call cost more in page faults than their
+# arithmetic (at the paper's shape, 212 s of kernel time in a 306 s 200-replicate bootstrap).
+@partial(jax.jit, donate_argnums=(2,), keep_unused=True)
+def _chunk_groups(XT, W, into):
+    """(K, M, L*S*D) group centroids of a chunk (see ``_chunk_design``), written into ``into``."""
+    K, M, U = W.shape
+    return jnp.einsum("kmu,kux->kmx", W.astype(XT.dtype), XT.reshape(K, U, -1))
+
+
+def _layouts(C, layouts):
+    """Centroids C (L, K, S, D) as the clouds of the replicate's map calls."""
+    L, K, S, D = C.shape
+    views = {"pooled": lambda: C.reshape(L, K * S, D),  # one cloud per layer, noise-major points
+             "per_noise": lambda: C.reshape(L * K, S, D),  # one cloud per (layer, slot)
+             "by_snr": lambda: jnp.transpose(C, (2, 0, 1, 3)).reshape(S, L * K, D),  # layer-major, per SNR
+             "noise_mean": lambda: jnp.transpose(jnp.mean(C, axis=1), (1, 0, 2))}  # one point per layer, per SNR
+    return tuple(views[name]() for name in layouts)
+
+
+@partial(jax.jit, static_argnames=("L", "S", "D", "layout"), donate_argnums=(2,), keep_unused=True)
+def _pick(G, rows, into, *, L, S, D, layout):
+    """One replicate's centroids in one layout: its K slots' rows of the chunk's groups, written into
+    ``into``. One layout per call: two outputs of one gather would hold the gather as a fresh temporary."""
+    if layout == "noise_mean":  # summed row by row: a gather feeding the mean would be a fresh temporary
+        flat = G.reshape(-1, L * S * D)
+        total = jax.lax.fori_loop(0, rows.shape[0], lambda j, acc: acc + flat[rows[j]], jnp.zeros_like(flat[0]))
+        return jnp.transpose((total / rows.shape[0]).reshape(L, S, D), (1, 0, 2))
+    C = jnp.transpose(G.reshape(-1, L, S, D)[rows], (1, 0, 2, 3))
+    return _layouts(C, (layout,))[0]
+
+
+@partial(jax.jit, static_argnames=("layouts",))
+def _layouts_of(C, *, layouts):
+    return _layouts(C, layouts)
+
+
+def _replicate_centroids(XT, index, weights, shape, layouts):
+    """Yield (b, clouds) for every replicate b of the design, chunk by chunk: its centroids
+    (L, K, S, D) in each of ``layouts`` (see ``_layouts``). A yielded replicate's arrays are reused
+    for the next one: finish with them first."""
+    L, K, S, U, D = shape
+    R, M = _chunk_shape(shape, XT.dtype)
+    G = out = None
+    for start, end, fits in _chunks(index, R, M):
+        if not fits:
+            C = _slot_centroids(XT, index[start], weights[start], L=L, S=S, D=D)
+            yield start, _layouts_of(C, layouts=layouts)
+            continue
+        W, pos = _chunk_design(index[start:end], weights[start:end], R, M)
+        G = _chunk_groups(XT, W, jnp.zeros((K, M, L * S * D), XT.dtype) if G is None else G)
+        for b in range(start, end):
+            if out is None:
+                out = tuple(jnp.zeros(v.shape, v.dtype) for v in
+                            jax.eval_shape(lambda c: _layouts(c, layouts), jax.ShapeDtypeStruct((L, K, S, D), XT.dtype)))
+            rows = pos[(b - start) * K:(b - start + 1) * K]
+            out = tuple(_pick(G, rows, o, L=L, S=S, D=D, layout=name) for o, name in zip(out, layouts))
+            yield b, out
 
 
 def _map_call(maps, group_means: bool, closed=None):
@@ -208,19 +363,6 @@ def _inter_statistics(out, membership, *, convert):
     return {"group_distances": jnp.sqrt(jax.vmap(sq_distances)(groups)), "ok": ok, "max_residual": res}
 
 
-@jax.jit
-def _noise_mean(C):
-    """(L, K, S, D) -> (S, L, D): each layer's centroid over the slots, per SNR."""
-    return jnp.transpose(jnp.mean(C, axis=1), (1, 0, 2))
-
-
-@jax.jit
-def _by_snr(C):
-    """(L, K, S, D) -> (S, L * K, D): the layer-major (layer, slot) points of each SNR."""
-    L, K, S, D = C.shape
-    return jnp.transpose(C, (2, 0, 1, 3)).reshape(S, L * K, D)
-
-
 def _stack(parts):
     return {k: np.stack([p[k] for p in parts]) for k in parts[0]}
 
@@ -268,7 +410,8 @@ def intra_replicates(X, index, weights, snrs, maps, maps_per_noise, *, key, symm
     Parameters
     ----------
     X : array of shape (L, K, S, U, D), items of L layers (pad narrower layers' features with
-        zeros: distances, hence maps, are unchanged, and one compiled call serves all layers).
+        zeros: distances, hence maps, are unchanged, and one compiled call serves all layers), or
+        the same as :class:`SlotItems` (:func:`slot_items`).
     index, weights : the replicate design of :func:`resample`, (B, K) and (B, K, U).
     snrs : array of shape (S,).
     maps : DiffusionMap of the full-data pooled clouds, batch (L,), n = K * S points
@@ -277,7 +420,7 @@ def intra_replicates(X, index, weights, snrs, maps, maps_per_noise, *, key, symm
     key : PRNG key (start blocks of the top-k solvers).
     symmetric : distances between levels in symmetric coordinates instead of Markov.
     """
-    X = jnp.asarray(X)
+    X = X if isinstance(X, SlotItems) else jnp.asarray(X)
     _check_design(X, index, weights, "intra_replicates")
     L, K, S, U, D = X.shape
     if np.shape(snrs) != (S,) or maps.coords.shape[:-1] != (L, K * S) or maps_per_noise.coords.shape[:-1] != (L, K, S):
@@ -300,14 +443,13 @@ def intra_replicates(X, index, weights, snrs, maps, maps_per_noise, *, key, symm
     scal, scal_pn, snrs = _scalars(maps, X.dtype), _scalars(maps_per_noise, X.dtype), jnp.asarray(snrs)
     M = jnp.asarray(np.tile(np.eye(S), (1, K)) / K, X.dtype)  # level s <- points k * S + s (noise-major)
     M_pn = jnp.asarray(np.eye(S), X.dtype)
-    XT = _items_by_slot(X)
+    XT = X.XT if isinstance(X, SlotItems) else _items_by_slot(X)
     parts = []
-    for b in range(int(index.shape[0])):
+    for b, (pooled, per_noise) in _replicate_centroids(XT, index, weights, X.shape, ("pooled", "per_noise")):
         kb = jax.random.fold_in(key, b)
-        C = _slot_centroids(XT, index[b], weights[b], L=L, S=S, D=D)
         out = jax.block_until_ready(diffusion_map_batched(  # waits: one solver program in flight
-            C.reshape(L, K * S, D), *scal, align[:, index[b]].reshape(L, K * S), kb, M, **st))
-        out_pn = diffusion_map_batched(C.reshape(L * K, S, D), *scal_pn, align_pn[:, index[b]].reshape(L * K, S),
+            pooled, *scal, align[:, index[b]].reshape(L, K * S), kb, M, **st))
+        out_pn = diffusion_map_batched(per_noise, *scal_pn, align_pn[:, index[b]].reshape(L * K, S),
                                        jax.random.fold_in(kb, 1), M_pn, **st_pn)
         one = _intra_statistics(out, out_pn, snrs, markov_pn=not st_pn["symmetric"], **stats)
         parts.append(jax.tree_util.tree_map(np.asarray, one))  # waits: one solver program in flight
@@ -320,7 +462,8 @@ def inter_replicates(X, index, weights, maps, membership, *, key, symmetric=Fals
 
     Parameters
     ----------
-    X : array of shape (L, K, S, U, D), items of the L layers of the inter-layer cloud.
+    X : array of shape (L, K, S, U, D), items of the L layers of the inter-layer cloud, or the same as
+        :class:`SlotItems` (:func:`slot_items`).
     maps : DiffusionMap of the full-data clouds, batch (S,), n = L * K points (layer-major),
         or n = L with ``pool_noises`` (one point per layer: its centroid over noise types).
     membership : array of shape (G, n), rows summing to 1 (group averaging).
@@ -329,7 +472,7 @@ def inter_replicates(X, index, weights, maps, membership, *, key, symmetric=Fals
     -------
     (group distances of shape (B, S, G, G), largest solver residual).
     """
-    X = jnp.asarray(X)
+    X = X if isinstance(X, SlotItems) else jnp.asarray(X)
     _check_design(X, index, weights, "inter_replicates")
     L, K, S, U, D = X.shape
     n = L if pool_noises else L * K
@@ -342,14 +485,11 @@ def inter_replicates(X, index, weights, maps, membership, *, key, symmetric=Fals
     st = _map_call(maps, False)
     convert = None if st["symmetric"] == bool(symmetric) else "to_symmetric" if symmetric else "to_markov"
     align, member, scal = np.asarray(maps.coords, X.dtype)[..., 0], jnp.asarray(membership), _scalars(maps, X.dtype)
-    XT = _items_by_slot(X)
+    XT = X.XT if isinstance(X, SlotItems) else _items_by_slot(X)
     parts = []
-    for b in range(int(index.shape[0])):
-        C = _slot_centroids(XT, index[b], weights[b], L=L, S=S, D=D)  # (L, K, S, D)
-        if pool_noises:  # one point per layer: the mean over the (resampled) noise types
-            cloud, a = _noise_mean(C), align.reshape(S, L)
-        else:
-            cloud, a = _by_snr(C), align.reshape(S, L, K)[:, :, index[b]].reshape(S, L * K)
+    layout = "noise_mean" if pool_noises else "by_snr"  # one point per layer (mean over the slots), or per (layer, slot)
+    for b, (cloud,) in _replicate_centroids(XT, index, weights, X.shape, (layout,)):
+        a = align.reshape(S, L) if pool_noises else align.reshape(S, L, K)[:, :, index[b]].reshape(S, L * K)
         out = diffusion_map_batched(cloud, *scal, a, jax.random.fold_in(key, b), None, **st)
         parts.append(jax.tree_util.tree_map(np.asarray, _inter_statistics(out, member, convert=convert)))
     arrays, res = _finish(_stack(parts), "inter_replicates")

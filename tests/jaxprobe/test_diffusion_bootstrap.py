@@ -174,6 +174,78 @@ def test_slot_centroids_are_the_resampled_means(rng, dtype, tol, request):
         np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
 
 
+@pytest.mark.parametrize("chunk_max", [1, 2, 16])
+def test_chunked_centroids_are_the_resampled_means(rng, x64, monkeypatch, chunk_max):
+    """Every replicate's centroids from the chunked GEMM, in the four layouts the map calls take, against
+    c[j, s] = sum_u w[j, u] x[k_j, s, u] in numpy float64 (to 1e-12), in chunks of 1, 2 or 16 replicates (M = 8, 8, 32 slots per noise type), one
+    replicate drawing one noise type in all 10 slots: more than M = 8, so it then goes alone through the
+    one-hot GEMM."""
+    monkeypatch.setattr(DB, "CHUNK_MAX", chunk_max)
+    L, K, S, U, D = 2, 10, 3, 4, 5
+    X = rng.normal(size=(L, K, S, U, D))
+    idx, w = DB.resample(jax.random.key(8), 7, K, U)
+    idx, w = np.array(idx), np.asarray(w, np.float64)
+    idx[3] = 6  # one noise type in every slot
+    runs = list(DB._chunks(idx, *DB._chunk_shape(X.shape, X.dtype)))
+    assert ((3, 4, False) in runs) == (chunk_max < 16) and sum(e - s for s, e, _ in runs) == 7
+    assert max(e - s for s, e, _ in runs) <= chunk_max
+    got = {}  # each replicate's arrays are reused for the next: copy them out
+    for b, (pooled, per_noise, by_snr, noise_mean) in DB._replicate_centroids(
+            DB._items_by_slot(jnp.asarray(X)), idx, w, X.shape, ("pooled", "per_noise", "by_snr", "noise_mean")):
+        got[b] = [np.array(v) for v in (pooled, per_noise, by_snr, noise_mean)]
+    assert sorted(got) == list(range(7))
+    for b in range(7):
+        want = np.einsum("ju,ljsud->ljsd", w[b], X[:, idx[b]])  # (L, K, S, D)
+        for g, v in zip(got[b], (want.reshape(L, K * S, D), want.reshape(L * K, S, D),
+                                 np.transpose(want, (2, 0, 1, 3)).reshape(S, L * K, D),
+                                 np.transpose(want.mean(axis=1), (1, 0, 2)))):
+            np.testing.assert_allclose(g, v, rtol=1e-12, atol=1e-12)
+
+
+def test_replicates_write_into_reused_buffers(rng):
+    """The chunk's groups and each replicate's clouds are written into the previous ones' buffers
+    (donated): no fresh multi-hundred-MB buffer, hence no page faults, per replicate at the paper's
+    shape. No layout's program holds the replicate's gathered (L, K, S, D) centroids as a temporary."""
+    L, K, S, U, D = 2, 6, 5, 4, 64
+    X = rng.normal(size=(L, K, S, U, D)).astype(np.float32)
+    idx, w = DB.resample(jax.random.key(9), 9, K, U)
+    layouts = ("pooled", "per_noise", "by_snr", "noise_mean")
+    seen = set()
+    for _, clouds in DB._replicate_centroids(DB._items_by_slot(jnp.asarray(X)), np.asarray(idx), np.asarray(w),
+                                             X.shape, layouts):
+        seen.add(tuple(c.unsafe_buffer_pointer() for c in clouds))
+    assert len(seen) == 1, seen
+    R, M = DB._chunk_shape(X.shape, X.dtype)
+    G = jnp.zeros((K, M, L * S * D), jnp.float32)
+    for name in layouts:
+        into = DB._layouts(jnp.zeros((L, K, S, D), jnp.float32), (name,))[0]
+        mem = DB._pick.lower(G, np.zeros(K, np.int32), into, L=L, S=S, D=D, layout=name).compile().memory_analysis()
+        assert mem.alias_size_in_bytes == into.nbytes and mem.temp_size_in_bytes <= L * K * S * D * 4 // 4, name
+
+
+def test_slot_items_give_the_replicates_of_the_stacked_items(rng):
+    """Items handed over as ``slot_items`` of per-layer arrays of two widths (the narrower zero-padded)
+    give bit for bit the replicates of the same items stacked as (L, K, S, U, D); bad input is named."""
+    X = _items(rng, L=3)
+    L, K, S, U, D = X.shape
+    parts = [X[0], X[1, ..., : D - 3], X[2]]  # layer 1 narrower: its padding is zeros
+    stacked = np.stack([X[0], np.concatenate([X[1, ..., : D - 3], np.zeros((K, S, U, 3), X.dtype)], -1), X[2]])
+    res, pn = _full_maps(stacked, 0.99)
+    idx, w = DB.resample(jax.random.key(6), 4, K, U)
+    items = DB.slot_items(parts)
+    assert items.shape == stacked.shape and items.dtype == stacked.dtype
+    a = DB.intra_replicates(stacked, idx, w, SNRS, res.maps, pn.maps, key=jax.random.key(0))
+    b = DB.intra_replicates(items, idx, w, SNRS, res.maps, pn.maps, key=jax.random.key(0))
+    for f in a._fields:
+        np.testing.assert_array_equal(getattr(a, f), getattr(b, f), err_msg=f)
+    maps, member = _inter_full(stacked)
+    ga, _ = DB.inter_replicates(stacked, idx, w, maps, member, key=jax.random.key(0))
+    gb, _ = DB.inter_replicates(items, idx, w, maps, member, key=jax.random.key(0))
+    np.testing.assert_array_equal(ga, gb)
+    with pytest.raises(ValueError, match="'arrays' parameter of slot_items"):
+        DB.slot_items([X[0], X[1, :2]])
+
+
 def _inter_full(X):
     """Full-data inter-layer maps over the L x K (layer, noise) centroids of each SNR, and the
     per-layer membership."""
@@ -211,7 +283,7 @@ def test_replicates_reuse_the_full_data_map_programs(rng):
         DB.intra_replicates(X, idx, w, SNRS, res.maps, pn.maps, key=jax.random.key(0))
         DB.inter_replicates(X, idx, w, maps, member, key=jax.random.key(0))
     # no map program (nor a replicate program holding one): only the small centroid and statistics steps
-    assert "jit(_slot_centroids)" in first and not [nm for nm in first if "diffusion_map" in nm
+    assert {"jit(_chunk_groups)", "jit(_pick)"} <= set(first) and not [nm for nm in first if "diffusion_map" in nm
                                                    or "replicates" in nm], first
     idx, w = DB.resample(jax.random.key(3), 5, 3, 5)
     with _compiles() as second:
@@ -236,8 +308,8 @@ def test_each_replicate_program_holds_at_most_one_solver_call(rng, monkeypatch, 
     res, pn = _full_maps(X, 0.99)
     idx, w = DB.resample(jax.random.key(2), 3, 3, 4)
     seen = {}
-    names = ["diffusion_map_batched", "_items_by_slot", "_slot_centroids", "_intra_statistics",
-             "_inter_statistics", "_noise_mean", "_by_snr"]
+    names = ["diffusion_map_batched", "_items_by_slot", "_chunk_groups", "_pick", "_slot_centroids",
+             "_layouts_of", "_intra_statistics", "_inter_statistics"]
     for name in names:
         real = getattr(DB, name)
 
@@ -248,11 +320,11 @@ def test_each_replicate_program_holds_at_most_one_solver_call(rng, monkeypatch, 
         monkeypatch.setattr(DB, name, spy)
     if which == "intra":
         DB.intra_replicates(X, idx, w, SNRS, res.maps, pn.maps, key=jax.random.key(0))
-        assert {"_slot_centroids", "_intra_statistics"} <= set(seen)
+        assert {"_chunk_groups", "_pick", "_intra_statistics"} <= set(seen)
     else:
         maps, member = _inter_full(X)
         DB.inter_replicates(X, idx, w, maps, member, key=jax.random.key(0))
-        assert {"_slot_centroids", "_inter_statistics", "_by_snr"} <= set(seen)
+        assert {"_chunk_groups", "_pick", "_inter_statistics"} <= set(seen)
     for name, (real, args, kwargs) in seen.items():
         assert _solver_calls(real, args, kwargs) == (1 if name == "diffusion_map_batched" else 0), name
 

@@ -215,9 +215,10 @@ def analyze_diffusion(noisy: dict, layers: list, snrs, noises, dcfg: dict, *, se
     n_kept = np.where(np.asarray(res_used.maps.group_closed), K * S - 1, np.asarray(res_used.maps.n_kept))
     epsilon = np.asarray(res.maps.epsilon)
     all_pts = np.stack([np.asarray(res_used.spearman), np.asarray(res_used.r2)], -1)
-    X = jnp.stack([jnp.asarray(pad(items[nm])) for nm in names])  # (L, K, S, U, D)
+    X = DB.slot_items([items[nm] for nm in names])  # (L, K, S, U, D), narrower layers zero-padded
     rep = DB.intra_replicates(X, index, weights, snrs, res.maps, pn.maps, key=jax.random.fold_in(key, 10),
                               symmetric=symmetric)
+    del X  # the items' replicate layout (7 GiB at the paper's shape) before the inter-layer maps build theirs
     reps = rep._asdict()
     residual = rep.max_residual
     pos = {nm: i for i, nm in enumerate(names)}
@@ -294,7 +295,7 @@ def analyze_diffusion(noisy: dict, layers: list, snrs, noises, dcfg: dict, *, se
         m = 1 if pool else K
         labels = np.repeat([inter.groups.index(nm if grouping == "layer" else block_of[nm]) for nm in inter.layers], m)
         membership = group_membership(labels, len(inter.groups), jnp.float32)
-        Xi = jnp.stack([jnp.asarray(items[nm]) for nm in inter.layers])  # (Li, K, S, U, D)
+        Xi = DB.slot_items([items[nm] for nm in inter.layers])  # (Li, K, S, U, D)
         gd_reps, res_i = DB.inter_replicates(Xi, index, weights, inter.maps, membership,
                                               key=jax.random.fold_in(key, salt + 18), symmetric=symmetric,
                                               pool_noises=pool)
