@@ -11,14 +11,20 @@ replicate, the CKA-vs-SNR line per layer, the Spearman rho of slope and of inter
 against depth and the block means, then percentile intervals; diffusion maps: one
 intra-layer map per layer over its 18 x 41 centroids (DC1 vs SNR per noise type), one
 per (layer, noise type) over its 41 centroids, and one inter-layer map per SNR over the
-first layer of each block (latent excluded).
+first layer of each block (latent excluded); and the geometry bootstrap: in each of
+`--n-boot-maps` replicates (default: the sweep's `diffusion.n_boot`, 200) the noise types and,
+within each, the utterances are redrawn, the centroids recomputed, and every map above with its
+statistics recomputed.
 
 jaxprobe runs `analyze_cka` and `analyze_diffusion` as the sweep does (which also write the
 records, Table 1 with its bootstrap, and the diffusion distances). The baseline is a
 per-call CKA loop, a Python-loop bootstrap (np.polyfit and scipy.stats.spearmanr per
-replicate) and per-map scipy.linalg.eigh diffusion maps. Everything is run in full unless
-`--baseline-layers N` (N < 24) is given: then the baseline CKA loop runs on N layers and
-is scaled linearly to 24, which the output says ("cka_loop_extrapolated").
+replicate) and per-map scipy.linalg.eigh diffusion maps, and a per-replicate loop of the same
+for the geometry bootstrap. The baseline CKA loop runs in full unless `--baseline-layers N`
+(N < 24) is given: then it runs on N layers and is scaled linearly to 24, which the output
+says ("cka_loop_extrapolated"). The baseline geometry bootstrap runs `--baseline-map-reps`
+replicates (default 3: ~10 s each here) and is scaled linearly to `--n-boot-maps`
+("geometry_bootstrap_extrapolated"); every replicate is the same work on other draws.
 
 jaxprobe is timed on a first call (including compilation) and then best of `--repeat`
 calls; the baseline once. The machine's load average is recorded around each part (the
@@ -30,7 +36,8 @@ jax's CPU eigh run on OpenBLAS here; on this 2-core machine shared with other jo
 average 4-5), 20 jax eighs of 738 x 738 took 1.9-45 s over repeated runs with OpenBLAS's
 default threads and a steady 0.63 s with one thread.
 
-    .venv/bin/python bench/bench_sweep.py [--quick] [--baseline-layers N] [--repeat R]
+    .venv/bin/python bench/bench_sweep.py [--quick] [--baseline-layers N] [--n-boot-maps B]
+        [--baseline-map-reps N] [--repeat R]
 """
 from __future__ import annotations
 
@@ -168,18 +175,37 @@ def baseline_diffusion(cloud, t=0.5):
     return w[1:], psi[:, 1:] * np.abs(w[1:]) ** t
 
 
-def baseline_diffusion_all(noisy, layers, snrs, K, S, t_intra=0.5, t_inter=5.0):
-    """The three diffusion analyses of the sweep, one scipy eigh per map."""
-    cents = {}
+def full_centroids(noisy, layers, K, S):
+    """The full-data centroids: per layer, the mean over utterances, (K, S, D) float64."""
+    return {l["name"]: noisy[l["name"]].mean(axis=2).reshape(K, S, -1).astype(np.float64) for l in layers}
+
+
+def replicate_centroids(noisy, layers, ks, w):
+    """One replicate's centroids: slot j holds noise type ks[j], its utterances weighted by w[j] (U,)."""
+    out = {}
     for l in layers:
-        c = noisy[l["name"]].mean(axis=2)  # (K, S, C, F)
-        cents[l["name"]] = c.reshape(K, S, -1).astype(np.float64)
-    for l in layers:  # intra-layer: one map over the K x S centroids, DC1 vs SNR per noise type
+        a = noisy[l["name"]]
+        K, S, U = a.shape[:3]
+        c = np.empty((K, S, a[0, 0, 0].size))
+        for j, k in enumerate(ks):
+            c[j] = np.matmul(w[j], a[k].reshape(S, U, -1))  # (U,) @ (S, U, D) -> (S, D)
+        out[l["name"]] = c
+    return out
+
+
+def baseline_diffusion_all(cents, layers, snrs, K, S, t_intra=0.5, t_inter=5.0):
+    """The three diffusion analyses of the sweep on one set of centroids, one scipy eigh per map:
+    DC1 vs SNR per noise type and the distances between SNR levels of each layer's K x S map, one
+    map per (layer, noise type) over its S centroids, and per SNR one inter-layer map over the
+    first layer of each block (latent excluded) with the distances between the layers."""
+    for l in layers:  # intra-layer: one map over the K x S centroids
         _, coords = baseline_diffusion(cents[l["name"]].reshape(K * S, -1), t_intra)
         dc1 = coords[:, 0].reshape(K, S)
         for k in range(K):
             scipy.stats.spearmanr(snrs, dc1[k])
             scipy.stats.linregress(snrs, dc1[k])
+        levels = coords.reshape(K, S, -1).mean(axis=0)
+        scipy.spatial.distance.cdist(levels, levels)
     for l in layers:  # one map per (layer, noise type) over its S centroids
         for k in range(K):
             _, coords = baseline_diffusion(cents[l["name"]][k], t_intra)
@@ -193,6 +219,18 @@ def baseline_diffusion_all(noisy, layers, snrs, K, S, t_intra=0.5, t_inter=5.0):
         scipy.spatial.distance.cdist(g, g)
 
 
+def baseline_geometry_bootstrap(noisy, layers, snrs, K, S, n_reps, t_intra=0.5, t_inter=5.0, seed=0):
+    """The geometry bootstrap, replicate by replicate: draw K noise types with replacement and, per
+    slot, the utterances with replacement (the "hierarchical" design), recompute the centroids,
+    then every map and statistic as for the full data."""
+    rng = np.random.default_rng(seed)
+    U = next(iter(noisy.values())).shape[2]
+    for _ in range(n_reps):
+        ks = rng.integers(0, K, K)
+        w = np.stack([np.bincount(rng.integers(0, U, U), minlength=U) for _ in range(K)]).astype(np.float32) / U
+        baseline_diffusion_all(replicate_centroids(noisy, layers, ks, w), layers, snrs, K, S, t_intra, t_inter)
+
+
 # ----------------------------------------------------------------------------- main
 
 def _load():
@@ -204,8 +242,12 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="K=6, U=10 instead of 18 x 50")
     p.add_argument("--baseline-layers", type=int, default=24,
                    help="layers of the baseline CKA loop (< 24: scaled linearly to 24, and said so)")
-    p.add_argument("--n-boot", type=int, default=1000)
-    p.add_argument("--repeat", type=int, default=2, help="timed jaxprobe calls after the first (best is kept)")
+    p.add_argument("--n-boot", type=int, default=1000, help="replicates of the CKA bootstrap")
+    p.add_argument("--n-boot-maps", type=int, default=None,
+                   help="replicates of the geometry bootstrap (default: the sweep's, diffusion.n_boot)")
+    p.add_argument("--baseline-map-reps", type=int, default=3,
+                   help="geometry-bootstrap replicates the baseline runs (< --n-boot-maps: scaled linearly, and said so)")
+    p.add_argument("--repeat", type=int, default=1, help="timed jaxprobe calls after the first (best is kept)")
     a = p.parse_args(argv)
     K, S, U = (6, 41, 10) if a.quick else (18, 41, 50)
     t0 = time.perf_counter()
@@ -221,13 +263,14 @@ def main(argv=None):
     settings = CkaSettings(protocols=("utterance",), estimators=("biased", "debiased"), designs=("noise",),
                            n_boot=a.n_boot)
     dcfg = dict(SWEEP_DEFAULTS["diffusion"])
+    n_maps = int(dcfg["n_boot"] if a.n_boot_maps is None else a.n_boot_maps)
     parts = {}
 
     def ours():
         u0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
         r = analyze_cka(noisy, clean, layers, snrs, noises, settings)
         u1, t1 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
-        d = analyze_diffusion(noisy, layers, snrs, noises, dcfg, n_boot=a.n_boot)
+        d = analyze_diffusion(noisy, layers, snrs, noises, dcfg, n_boot=n_maps)
         u2, t2 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
         # kernel time and minor page faults per stage: fresh XLA buffers are faulted in
         parts.update(cka=t1 - t0, diffusion=t2 - t1,
@@ -286,22 +329,32 @@ def main(argv=None):
     trend_diff = max(abs(base_rho[0] - ours_rho["spearman_slope_depth"]),
                      abs(base_rho[1] - ours_rho["spearman_intercept_depth"]))
     t0 = time.perf_counter()
-    baseline_diffusion_all(noisy, layers, snrs, K, S, dcfg["t_intra"], dcfg["t_inter"])
+    baseline_diffusion_all(full_centroids(noisy, layers, K, S), layers, snrs, K, S, dcfg["t_intra"], dcfg["t_inter"])
     t_diff = time.perf_counter() - t0
+    load["after_baseline_diffusion"] = _load()
+    n_geo = min(a.baseline_map_reps, n_maps)
+    t0 = time.perf_counter()
+    baseline_geometry_bootstrap(noisy, layers, snrs, K, S, n_geo, dcfg["t_intra"], dcfg["t_inter"])
+    t_geo_sub = time.perf_counter() - t0
+    t_geo = t_geo_sub * n_maps / max(n_geo, 1)
     load["end"] = _load()
-    t_base = t_cka + t_boot + t_diff
-    print(f"baseline: CKA loop {t_cka:.1f} s, bootstrap loop {t_boot:.1f} s, diffusion {t_diff:.1f} s; "
-          f"total {t_base:.1f} s", flush=True)
+    t_base = t_cka + t_boot + t_diff + t_geo
+    print(f"baseline: CKA loop {t_cka:.1f} s, bootstrap loop {t_boot:.1f} s, diffusion {t_diff:.1f} s, geometry "
+          f"bootstrap {t_geo:.1f} s ({t_geo_sub:.1f} s for {n_geo} replicates"
+          + (f", scaled to {n_maps}" if n_geo < n_maps else "") + f"); total {t_base:.1f} s", flush=True)
     print(f"ratio baseline/jaxprobe: {t_base / t_ours:.1f}x (target 50x) | max |diff| CKA biased {diff:.1e}, "
           f"debiased {diff_d:.1e}; depth-trend rho {trend_diff:.1e} | load average {load}")
     out = write_results("sweep", {
         "quick": a.quick, "shape": {"layers": 24, "noises": K, "snrs": S, "utterances": U},
-        "activations_gib": gb, "n_boot": a.n_boot,
+        "activations_gib": gb, "n_boot": a.n_boot, "n_boot_maps": n_maps,
         "jaxprobe_s": t_ours, "jaxprobe_runs_s": runs, "jaxprobe_parts_s": ours_parts,
         "jaxprobe_first_call_s": first,
         "baseline_s": t_base,
         "baseline_parts_s": {"cka_loop": t_cka, "cka_loop_measured": t_cka_sub, "cka_loop_layers": len(names),
-                             "cka_loop_extrapolated": not full, "bootstrap": t_boot, "diffusion": t_diff},
+                             "cka_loop_extrapolated": not full, "bootstrap": t_boot, "diffusion": t_diff,
+                             "geometry_bootstrap": t_geo, "geometry_bootstrap_measured": t_geo_sub,
+                             "geometry_bootstrap_replicates": n_geo,
+                             "geometry_bootstrap_extrapolated": n_geo < n_maps},
         "ratio": t_base / t_ours, "max_abs_diff_cka": max(diff, diff_d), "max_abs_diff_depth_trend_rho": trend_diff,
         "load_average_1min": load, "openblas_num_threads": BLAS_THREADS, "peak_rss_mb": peak_rss_mb(), "target_ratio": 50, "target_agreement": 1e-5,
     })
