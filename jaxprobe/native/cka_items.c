@@ -102,6 +102,23 @@ static inline v16f scale16(v16f g, double s)
     return __builtin_shufflevector(lo, hi, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15);
 }
 
+/* An item whose squared Gram norm g2 is outside float32's normal range, or whose mean is not
+   finite: r = -1 (the caller redoes it scaled, or names the input) and NaN results (nn floats
+   per unit Gram). Returns 1 if so. */
+static inline int out_of_range(const int unit, double g2, double mean_ss, int64_t nn, int64_t k, int64_t count,
+                               int E, float *out, float *r, float *Gu)
+{
+    if (isfinite(g2) && g2 >= (double)FLT_MIN && isfinite(mean_ss)) return 0;
+    r[k] = -1.0f;
+    for (int e = 0; e < E; e++) {
+        if (unit) {
+            float *B = Gu + ((int64_t)e * count + k) * nn;
+            for (int64_t q = 0; q < nn; q += 16) stu(B + q, splat(NAN));
+        } else out[(int64_t)e * count + k] = NAN;
+    }
+    return 1;
+}
+
 /* One item's estimator matrices M_e (the Gram G, or U(G) for a debiased estimator) and
    their Frobenius norms, followed by one of two consumers (`unit` is a compile-time
    constant at every call site, so each entry point gets its own specialised copy):
@@ -119,16 +136,7 @@ static inline __attribute__((always_inline)) int post16(const int unit, const v1
         s0 += l * l; s1 += h * h;
     }
     double g2 = hsumd(s0 + s1);
-    if (!(isfinite(g2) && g2 >= (double)FLT_MIN && isfinite(mean_ss))) {
-        r[k] = -1.0f;
-        for (int e = 0; e < E; e++) {
-            if (unit) {
-                float *B = Gu + ((int64_t)e * count + k) * 256;
-                for (int i = 0; i < 16; i++) stu(B + 16 * i, splat(NAN));
-            } else out[(int64_t)e * count + k] = NAN;
-        }
-        return 0;
-    }
+    if (out_of_range(unit, g2, mean_ss, 256, k, count, E, out, r, Gu)) return 0;
     double sg = sqrt(g2);
     double den = sg + mean_ss;
     r[k] = den > 0 ? (float)(sg / den) : 0.0f;
@@ -323,6 +331,15 @@ typedef double v16d __attribute__((vector_size(128)));
 static inline v8d lo8w(v16f v) { v16d x = __builtin_convertvector(v, v16d); return __builtin_shufflevector(x, x, 0,1,2,3,4,5,6,7); }
 static inline v8d hi8w(v16f v) { v16d x = __builtin_convertvector(v, v16d); return __builtin_shufflevector(x, x, 8,9,10,11,12,13,14,15); }
 
+/* The n x n unit Gram M * is (M: n rows of NB v16f), zero outside the nv live rows and columns. */
+static inline void store_unit(float *B, const int NB, int nv, const v16f *M, double is)
+{
+    const int n = 16 * NB, nbv = (nv + 15) / 16;
+    for (int i = 0; i < n; i++)
+        for (int b = 0; b < NB; b++)
+            stu(B + i * n + 16 * b, (i < nv && b < nbv) ? scale16(M[i * NB + b], is) : splat(0));
+}
+
 static inline __attribute__((always_inline))
 int postN(const int unit, const int NB, v16f *G, int nv, double mean_ss,
           const float *ref, int64_t nref, int64_t k, int64_t count,
@@ -343,16 +360,7 @@ int postN(const int unit, const int NB, v16f *G, int nv, double mean_ss,
             s0 += l * l; s1 += h * h;
         }
     double g2 = hsumd(s0 + s1);
-    if (!(isfinite(g2) && g2 >= (double)FLT_MIN && isfinite(mean_ss))) {
-        r[k] = -1.0f;
-        for (int e = 0; e < E; e++) {
-            if (unit) {
-                float *B = Gu + ((int64_t)e * count + k) * nn;
-                for (int q = 0; q < n * NB; q++) stu(B + 16 * q, splat(NAN));
-            } else out[(int64_t)e * count + k] = NAN;
-        }
-        return 0;
-    }
+    if (out_of_range(unit, g2, mean_ss, nn, k, count, E, out, r, Gu)) return 0;
     double sg = sqrt(g2);
     double den = sg + mean_ss;
     r[k] = den > 0 ? (float)(sg / den) : 0.0f;
@@ -361,11 +369,7 @@ int postN(const int unit, const int NB, v16f *G, int nv, double mean_ss,
         double res;
         if (!debiased[e]) {
             if (unit) {
-                float *B = Gu + ((int64_t)e * count + k) * nn;
-                const double is = 1.0 / sg;
-                for (int i = 0; i < n; i++)
-                    for (int b = 0; b < NB; b++)
-                        stu(B + i * n + 16 * b, (i < nv && b < nbv) ? scale16(G[i * NB + b], is) : splat(0));
+                store_unit(Gu + ((int64_t)e * count + k) * nn, NB, nv, G, 1.0 / sg);
                 continue;
             }
             const float *R = ref + ((int64_t)e * nref + kr) * nn;
@@ -407,11 +411,7 @@ int postN(const int unit, const int NB, v16f *G, int nv, double mean_ss,
             for (int i = 0; i < nv; i++) tr += (double)G[i * NB + i / 16][i % 16];
             if (!(tr <= GUARD_FACTOR * nu)) return 1;
             if (unit) {
-                float *B = Gu + ((int64_t)e * count + k) * nn;
-                const double is = 1.0 / nu;
-                for (int i = 0; i < n; i++)
-                    for (int b = 0; b < NB; b++)
-                        stu(B + i * n + 16 * b, (i < nv && b < nbv) ? scale16(U[i * NB + b], is) : splat(0));
+                store_unit(Gu + ((int64_t)e * count + k) * nn, NB, nv, U, 1.0 / nu);
                 continue;
             }
             res = hsumd(d0 + d1) / nu;
