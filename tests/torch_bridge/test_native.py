@@ -307,3 +307,126 @@ def test_layer_norm_kernel_against_float64(rng, c):
         want = _f64(LayerNorm2d, ln, c)(x.double())
     assert got.is_contiguous(memory_format=torch.channels_last)
     assert rel(got, want) < BLOCK_TOL
+
+
+# ----------------------------------------------------------------------------- InstanceNorm + PReLU
+def _norm_prelu_f64(x, norm, act):
+    """InstanceNorm2d (affine) then PReLU in float64 torch modules: the yardstick."""
+    n64 = torch.nn.InstanceNorm2d(norm.num_features, affine=True, eps=norm.eps).double()
+    n64.load_state_dict(norm.state_dict())
+    a64 = torch.nn.PReLU(act.weight.numel()).double()
+    a64.load_state_dict(act.state_dict())
+    return a64(n64(x.double()))
+
+
+@pytest.mark.parametrize("c,slopes,h,w", [(16, 16, 308, 128), (16, 1, 5, 3), (1, 1, 308, 256), (1, 1, 2, 1)])
+def test_norm_prelu_kernel_against_float64_in_place_and_strided(lib, rng, c, slopes, h, w):
+    """norm_prelu_cl on a channel slice of a wider buffer (pixel stride 3c), in place, against
+    float64 modules; offset, scaled data so E[x^2] - mean^2 in float64 is exercised; relative
+    1e-6 (float32 output rounding: measured ~1e-7)."""
+    from torch_bridge.models.muse.blocks import _instance_norm
+
+    norm, act = _randomised(_instance_norm(c), std=1.0), _randomised(torch.nn.PReLU(slopes), std=0.5)
+    x = torch.tensor(rng.standard_normal((h, w, c)) * 4 + 3, dtype=torch.float32)
+    buf = torch.zeros(h, w, 3 * c)
+    buf[..., c : 2 * c] = x
+    rc = lib.norm_prelu_cl(pointer(buf[..., c:]), 3 * c, pointer(norm.weight), pointer(norm.bias), pointer(act.weight),
+                           slopes, pointer(buf[..., c:]), 3 * c, h * w, c)
+    assert rc == 0
+    with torch.no_grad():
+        want = _norm_prelu_f64(x.permute(2, 0, 1)[None], norm, act)[0].permute(1, 2, 0)
+    assert rel(buf[..., c : 2 * c], want) < 1e-6
+    assert not buf[..., :c].any() and not buf[..., 2 * c :].any()  # nothing outside the slice written
+
+
+def test_norm_prelu_kernel_refuses_what_it_does_not_handle(lib):
+    x = torch.zeros(4, 8)
+    w = torch.ones(8)
+    assert lib.norm_prelu_cl(pointer(x), 8, pointer(w), pointer(w), pointer(w), 8, pointer(x), 8, 4, 8) == -1
+    assert lib.norm_prelu_cl(pointer(x), 16, pointer(w), pointer(w), pointer(w), 3, pointer(x), 16, 2, 16) == -1
+
+
+def test_norm_prelu_helper_falls_back_for_hooks_and_other_widths(rng):
+    """blocks.norm_prelu: the kernel for 16 or 1 channels (both items of a batch), the two
+    module calls where a hook waits on either module or the width is another."""
+    from torch_bridge.models.muse.blocks import _instance_norm, norm_prelu
+
+    for c in (16, 1, 8):
+        norm, act = _randomised(_instance_norm(c), std=1.0), _randomised(torch.nn.PReLU(c), std=0.5)
+        x = cl(torch.tensor(rng.standard_normal((2, c, 9, 7)) * 2 + 1, dtype=torch.float32))
+        with torch.inference_mode():
+            want = _norm_prelu_f64(x, norm, act)
+            got = norm_prelu(library(), norm, act, x.clone())
+            seen = []
+            handle = act.register_forward_hook(lambda _m, _i, o: seen.append(o.shape))
+            try:
+                hooked_out = norm_prelu(library(), norm, act, x.clone())
+            finally:
+                handle.remove()
+        assert seen == [(2, c, 9, 7)]
+        assert rel(got, want) < 1e-6 and rel(hooked_out, want) < 1e-6
+
+
+@pytest.mark.parametrize("h,w", [(308, 256), (7, 5)])
+def test_dense_encoder_kernels_against_float64_and_the_module_path(rng, h, w):
+    """The dense encoder with its first stage (pw2_norm_prelu16, written into the dense block's
+    buffer), the block's steps and the last stage's InstanceNorm and PReLU in C, against float64
+    modules; a hook on the first stage's PReLU makes the encoder run module by module."""
+    from torch_bridge.models.muse.blocks import DenseEncoder
+
+    enc = _randomised(DenseEncoder(), std=0.3)
+    x = torch.tensor(rng.standard_normal((2, 2, h, w)), dtype=torch.float32)
+    with torch.inference_mode():
+        got = enc(x)
+        want = _f64(DenseEncoder, enc)(x.double())
+        seen = []
+        handle = enc.dense_conv_1[2].register_forward_hook(lambda _m, _i, o: seen.append(o.shape))
+        try:
+            by_module = enc(x)
+        finally:
+            handle.remove()
+    assert seen == [(1, 16, h, w)] * 2
+    assert got.shape == (2, 16, h, (w + 1) // 2) and got.is_contiguous(memory_format=torch.channels_last)
+    assert rel(got, want) < BLOCK_TOL and rel(by_module, want) < BLOCK_TOL
+
+
+@pytest.mark.parametrize("decoder", ["MaskDecoder", "PhaseDecoder"])
+def test_decoders_with_the_norm_kernel_against_float64(rng, decoder):
+    """The decoders' tails (16-channel and 1-channel InstanceNorm + PReLU through norm_prelu_cl)
+    against float64 modules. The mask is relative 1e-6; the phase, an atan2, absolute 1e-5 rad."""
+    from torch_bridge.models.muse import blocks
+
+    cls = getattr(blocks, decoder)
+    dec = _randomised(cls(), std=0.3)
+    x = cl(torch.tensor(rng.standard_normal((2, 16, 23, 128)), dtype=torch.float32))  # 256 mask slopes
+    with torch.inference_mode():
+        got = dec(x)
+        want = _f64(cls, dec)(x.double())
+    assert got.shape == (2, 1, 23, 256)
+    if decoder == "MaskDecoder":
+        assert rel(got, want) < BLOCK_TOL
+    else:
+        diff = torch.remainder(got.double() - want + torch.pi, 2 * torch.pi) - torch.pi
+        assert float(diff.abs().max()) < 1e-5
+
+
+# ----------------------------------------------------------------------------- refine conv
+def test_refine_convs_as_depthwise_plus_group_sum_against_float64(rng):
+    """The latent's grouped refine convs (2, 3, 3 heads; kernels 3, 5, 7; 12 inputs per head)
+    computed as depthwise convs plus a per-head GEMM sum: against a float64 grouped conv to 1e-6
+    after the sigmoid (measured ~4e-7; oneDNN's grouped conv ~1e-6); a hooked conv runs as the module."""
+    from torch_bridge.models.muse.model import RefineAttention
+
+    ra = _randomised(RefineAttention(6, 8), std=0.3)
+    qk = cl(torch.tensor(rng.standard_normal((2, 96, 13, 11)), dtype=torch.float32))
+    with torch.inference_mode():
+        got = ra(qk)
+        want = _f64(RefineAttention, ra, 6, 8)(qk.double())
+        seen = []
+        handle = ra.conv_list[1].register_forward_hook(lambda _m, _i, o: seen.append(o.shape))
+        try:
+            by_module = ra(qk)
+        finally:
+            handle.remove()
+    assert seen == [(2, 3, 13, 11)]
+    assert float((got.double() - want).abs().max()) < 1e-6 and float((by_module.double() - want).abs().max()) < 1e-6

@@ -19,11 +19,12 @@ BETA = 2.0
 
 
 
-def native_kernels(x, module):
+def native_kernels(x, module, *, memory_format=torch.channels_last):
     """The C kernels (``torch_bridge.native``) when they apply to ``x`` and ``module``: a float32
-    CPU map in channels-last order, no autograd, and the module's parameters float32, on the CPU
-    and contiguous (the kernels read them as plain arrays); else None (the torch formulation runs)."""
-    if x.dtype != torch.float32 or x.device.type != "cpu" or not x.is_contiguous(memory_format=_CL):
+    CPU map contiguous in ``memory_format`` (channels-last unless the kernel reads another order),
+    no autograd, and the module's parameters float32, on the CPU and contiguous (the kernels read
+    them as plain arrays); else None (the torch formulation runs)."""
+    if x.dtype != torch.float32 or x.device.type != "cpu" or not x.is_contiguous(memory_format=memory_format):
         return None
     if torch.is_grad_enabled() and not torch.is_inference_mode_enabled():
         return None
@@ -201,6 +202,25 @@ class _InstanceNormCL(nn.InstanceNorm2d):
         return from_tokens(out.view(b, h, w, c))
 
 
+def norm_prelu(lib, norm, act, y):
+    """``act(norm(y))`` for an ``_InstanceNormCL`` and a ``nn.PReLU``: with the C kernels
+    (``lib``, from ``native_kernels``) one ``norm_prelu_cl`` call on each channels-last item of
+    16 channels or 1 (in place: ``y`` must be a temporary of the caller), the statistics as
+    ``_InstanceNormCL``'s (float64) and one pass for the affine map and the PReLU, where the
+    torch formulation writes and re-reads float64 copies of the map (a phase decoder's 16 x 308 x
+    256: ~8 ms -> ~0.5 ms); else, or when a hook waits on either module, the two module calls."""
+    c = y.shape[1]
+    if (lib is None or c not in (1, 16) or act.weight.numel() not in (1, c) or hooked(norm) or hooked(act)
+            or not y.is_contiguous(memory_format=_CL) or not norm.affine):
+        return act(norm(y))
+    h, w = y.shape[2:]
+    for i in range(y.shape[0]):
+        yi = to_tokens(y[i : i + 1])
+        check_rc(lib.norm_prelu_cl(pointer(yi), c, pointer(norm.weight), pointer(norm.bias), pointer(act.weight),
+                                   act.weight.numel(), pointer(yi), c, h * w, c), "norm_prelu_cl", y)
+    return y
+
+
 class PixelShuffleCL(nn.PixelShuffle):
     """``PixelShuffle`` on channels-last maps: ``out[b, c, r*y+i, r*x+j] = in[b, r*r*c + r*i + j, y, x]``."""
 
@@ -242,9 +262,10 @@ class DenseBlock(nn.Module):
     def forward(self, x):
         lib = None
         if x.shape[1] == 16 and not any(hooked(m) for step in self.dense_block for m in (step, *step)):
-            lib = native_kernels(_cl(x), self)
+            x_cl = _cl(x)  # one conversion (a no-op for the decoders' channels-last input)
+            lib = native_kernels(x_cl, self)
         if lib is not None:
-            return per_item(lambda xi: self._native_one(lib, xi), _cl(x), module=self)
+            return per_item(lambda xi: self._native_one(lib, xi), x_cl, module=self)
         return per_item(self._forward_one, x.contiguous(), module=self)
 
     def _native_one(self, lib, x):
@@ -253,16 +274,27 @@ class DenseBlock(nn.Module):
         its inputs and writes its normalised, activated output into the slot before it; the
         last step's output is the block's, channels-last."""
         _, c, h, w = x.shape
-        depth = len(self.dense_block)
-        buf = x.new_empty(1, h, w, c * depth)
-        buf[..., (depth - 1) * c :] = to_tokens(x)
-        out = torch.empty_like(x, memory_format=_CL)
+        buf = self.native_buffer(x, h, w)
+        buf[..., (len(self.dense_block) - 1) * c :] = to_tokens(x)
+        return self.native_steps(lib, buf)
+
+    def native_buffer(self, like, h: int, w: int):
+        """The (1, h, w, 16 * depth) buffer of ``native_steps`` (``like``'s dtype and device); its last
+        16 channels take the input."""
+        return like.new_empty(1, h, w, DENSE_CHANNELS * len(self.dense_block))
+
+    def native_steps(self, lib, buf):
+        """The steps of ``_native_one`` on a buffer whose last 16 channels hold the input (a caller
+        that computes the input can write it there: ``DenseEncoder``)."""
+        _, h, w, _ = buf.shape
+        c, depth = DENSE_CHANNELS, len(self.dense_block)
+        out = buf.new_empty(1, h, w, c)
         for i, (conv, norm, act) in enumerate(self.dense_block):
-            dst, stride = (buf[..., (depth - 2 - i) * c :], c * depth) if i < depth - 1 else (to_tokens(out), c)
+            dst, stride = (buf[..., (depth - 2 - i) * c :], c * depth) if i < depth - 1 else (out, c)
             lib.dense_step(pointer(buf[..., (depth - 1 - i) * c :]), c * depth, pointer(conv.weight),
                            pointer(conv.bias), pointer(norm.weight), pointer(norm.bias), pointer(act.weight),
                            pointer(dst), stride, h, w, c * (i + 1), conv.dilation[0])
-        return out
+        return from_tokens(out)
 
     def _forward_one(self, x):
         # NCHW here, unlike the rest of the model: the newest-first concatenation is then a
@@ -293,7 +325,23 @@ class DenseEncoder(nn.Module):
         return per_item(self._forward_one, x, module=self)
 
     def _forward_one(self, x):
-        return _cl(self.dense_conv_2(self.dense_block(self.dense_conv_1(x))))
+        lib = None
+        if x.shape[1] == 2 and not any(hooked(m) for m in self.modules() if m is not self):
+            lib = native_kernels(x, self, memory_format=torch.contiguous_format)
+        if lib is None:
+            return _cl(self.dense_conv_2(self.dense_block(self.dense_conv_1(x))))
+        # pw2_norm_prelu16 (torch_bridge/native/muse_kernels.c): dense_conv_1 from the NCHW input
+        # straight into the dense block's buffer (no NCHW map, no layout copies); then the block's
+        # steps, and dense_conv_2's strided conv with its InstanceNorm and PReLU in place (norm_prelu).
+        _, _, h, w = x.shape
+        conv, norm, act = self.dense_conv_1
+        buf = self.dense_block.native_buffer(x, h, w)
+        lib.pw2_norm_prelu16(pointer(x), h * w, pointer(conv.weight), pointer(conv.bias), pointer(norm.weight),
+                             pointer(norm.bias), pointer(act.weight), pointer(buf[..., buf.shape[-1] - DENSE_CHANNELS :]),
+                             buf.shape[-1])
+        y = self.dense_block.native_steps(lib, buf)
+        conv2, norm2, act2 = self.dense_conv_2
+        return norm_prelu(lib, norm2, act2, _cl(conv2(y)))
 
 
 class LearnableSigmoid(nn.Module):
@@ -319,8 +367,17 @@ def _mask_tail(seq, x):
     b, _, h, wid = x.shape
     y = F.linear(to_tokens(x), w).reshape(b, h, wid * 2, c)  # (B, T, 2F, C): column 2f + j
     y = F.conv2d(from_tokens(y), dw.weight, padding=(0, 1), groups=c)
-    for m in rest:
-        y = pointwise(m, y) if isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1) else m(y)
+    i = 0
+    while i < len(rest):
+        m = rest[i]
+        if isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1):
+            y = pointwise(m, y)
+        elif isinstance(m, _InstanceNormCL) and i + 1 < len(rest) and isinstance(rest[i + 1], nn.PReLU):
+            y = norm_prelu(native_kernels(y, m), m, rest[i + 1], y)
+            i += 1
+        else:
+            y = m(y)
+        i += 1
     return y
 
 
