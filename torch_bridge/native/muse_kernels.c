@@ -869,26 +869,14 @@ int norm_prelu_cl(const float *x, int xs, const float *in_w, const float *in_b, 
     return 0;
 }
 
-/* The dense encoder's first stage (blocks.DenseEncoder.dense_conv_1) on one item: the 1x1 conv
- * 2 -> 16 of the NCHW planes x[0..n), x[n..2n) (y = (w[c,0] x0 + w[c,1] x1) + b[c]), then
- * InstanceNorm and PReLU, written channels-last (pixel stride os) straight into the dense block's
- * buffer. */
-void pw2_norm_prelu16(const float *x, int n, const float *w, const float *b, const float *in_w, const float *in_b,
-                      const float *slope, float *out, int os)
+/* An NCHW item of C channels (planes x[c * n .. (c + 1) * n)) written channels-last with pixel stride
+ * os: the dense encoder's first stage into the dense block's buffer (torch's strided copy of the
+ * same transpose ran ~2.5-5 ms per 308 x 256 map inside the forward pass). */
+void planes_to_cl(const float *x, int n, int C, float *out, int os)
 {
-    float w0[16], w1[16];
-    for (int c = 0; c < 16; c++) {
-        w0[c] = w[2 * c];
-        w1[c] = w[2 * c + 1];
-    }
-    const v16 w0v = ld16(w0), w1v = ld16(w1), bv = ld16(b);
-    v8d stats[4] = {{0}, {0}, {0}, {0}};
-    for (size_t p = 0; p < (size_t)n; p++) {
-        const v16 y = (w0v * splat16(x[p]) + w1v * splat16(x[(size_t)n + p])) + bv;
-        st16(out + p * os, y);
-    }
-    row_stats(out, n, os, stats);
-    norm_prelu16(out, os, (size_t)n, stats, in_w, in_b, slope, out, os);
+    for (size_t p = 0; p < (size_t)n; p++)
+        for (int c = 0; c < C; c++)
+            out[p * os + c] = x[(size_t)c * n + p];
 }
 
 /* The bias-free LayerNorm of MUSE's transformer blocks (model.BiasFreeLayerNormBody) on npix

@@ -330,15 +330,15 @@ class DenseEncoder(nn.Module):
             lib = native_kernels(x, self, memory_format=torch.contiguous_format)
         if lib is None:
             return _cl(self.dense_conv_2(self.dense_block(self.dense_conv_1(x))))
-        # pw2_norm_prelu16 (torch_bridge/native/muse_kernels.c): dense_conv_1 from the NCHW input
-        # straight into the dense block's buffer (no NCHW map, no layout copies); then the block's
-        # steps, and dense_conv_2's strided conv with its InstanceNorm and PReLU in place (norm_prelu).
+        # dense_conv_1 as modules (torch's NCHW conv, InstanceNorm and PReLU: the values every path
+        # has had), copied by planes_to_cl (torch_bridge/native/muse_kernels.c) straight into the
+        # dense block's buffer (no channels-last copy of the map first); then the block's steps, and
+        # dense_conv_2's strided conv with its InstanceNorm and PReLU in place (norm_prelu).
         _, _, h, w = x.shape
-        conv, norm, act = self.dense_conv_1
+        y1 = self.dense_conv_1(x).contiguous()
         buf = self.dense_block.native_buffer(x, h, w)
-        lib.pw2_norm_prelu16(pointer(x), h * w, pointer(conv.weight), pointer(conv.bias), pointer(norm.weight),
-                             pointer(norm.bias), pointer(act.weight), pointer(buf[..., buf.shape[-1] - DENSE_CHANNELS :]),
-                             buf.shape[-1])
+        lib.planes_to_cl(pointer(y1), h * w, DENSE_CHANNELS, pointer(buf[..., buf.shape[-1] - DENSE_CHANNELS :]),
+                         buf.shape[-1])
         y = self.dense_block.native_steps(lib, buf)
         conv2, norm2, act2 = self.dense_conv_2
         return norm_prelu(lib, norm2, act2, _cl(conv2(y)))
