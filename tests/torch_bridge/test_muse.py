@@ -375,21 +375,32 @@ def fast_vs_reference(model, golden):
 
     with torch.inference_mode():
         singles = [model(mag_c[i : i + 1], pha[i : i + 1]) for i in range(3)]
-    return dict(ref=run(ref, mag_c, pha), fast=run(model, mag_c, pha), singles=singles)
+        exact = MUSEReference().eval()
+        exact.load_state_dict(model.state_dict())
+        exact = exact.double()(mag_c.double(), pha.double())[0]
+    return dict(ref=run(ref, mag_c, pha), fast=run(model, mag_c, pha), singles=singles, exact=exact)
 
 
 @pytest.mark.parametrize("item", [0, 1, 2], ids=["golden", "random1", "random2"])
 def test_fast_path_equals_the_reference_path(fast_vs_reference, item):
-    """est_mag_c within 1e-5 relative at batch 3 and batch 1; the 24 captured layers (whole
-    tensors, not time means) within the golden tests' 1e-4 (measured up to 1.9e-5 on a noise
-    window). The phase is compared through the complex spectrum ``com``:
-    est_pha = atan2(i, r) is ill-conditioned where r, i ~ 0, and the reference itself moves
-    ``com`` by 3.4e-4 relative between 1 and 2 threads, so its bound is 1e-3."""
+    """est_mag_c at batch 3 and batch 1 as accurate as the reference path, measured against the
+    reference path in float64 (exact arithmetic here): within 2e-5 relative of it, and within
+    2e-5 of the float32 reference path. Both float32 paths carry rounding noise that the golden
+    window amplifies: at two threads the reference sits 7.8e-6 from float64 and the fast path
+    1.2e-5 (1.5e-5 before session 14's refine-conv and norm kernels), so a 1e-5 bound between
+    the two float32 paths held only where their roundings happened to agree (7.6e-6 before,
+    1.04e-5 after, for a change of 1.5-2.8e-6 in the fast output itself). The noise windows sit
+    at 1.2-4.3e-6. The 24 captured layers (whole tensors, not time means) within the golden tests'
+    1e-4 (measured up to 1.9e-5 on a noise window). The phase is compared through the complex
+    spectrum ``com``: est_pha = atan2(i, r) is ill-conditioned where r, i ~ 0, and the reference
+    itself moves ``com`` by 3.4e-4 relative between 1 and 2 threads, so its bound is 1e-3."""
     (ref_out, ref_acts), (fast_out, fast_acts) = fast_vs_reference["ref"], fast_vs_reference["fast"]
     single = fast_vs_reference["singles"][item]
     want_mag, want_com = ref_out[0][item].numpy(), ref_out[2][item].numpy()
-    assert rel_err(fast_out[0][item].numpy(), want_mag) < 1e-5
-    assert rel_err(single[0][0].numpy(), want_mag) < 1e-5
+    exact = fast_vs_reference["exact"][item].numpy()
+    for got in (fast_out[0][item].numpy(), single[0][0].numpy()):
+        assert rel_err(got, exact) < 2e-5 and rel_err(got, want_mag) < 2e-5
+    assert rel_err(want_mag, exact) < 1e-5  # the yardstick's own float32 error
     assert rel_err(fast_out[2][item].numpy(), want_com) < 1e-3
     assert rel_err(single[2][0].numpy(), want_com) < 1e-3
     worst = max(rel_err(fast_acts[n][item].numpy(), ref_acts[n][item].numpy()) for n in ref_acts)
