@@ -369,7 +369,7 @@ def test_norm_prelu_helper_falls_back_for_hooks_and_other_widths(rng):
 
 @pytest.mark.parametrize("h,w", [(308, 256), (7, 5)])
 def test_dense_encoder_with_kernels_against_float64_and_the_module_path(rng, h, w):
-    """The dense encoder with its first stage copied by planes_to_cl into the dense block's
+    """The dense encoder with its first stage copied by copy_pixels into the dense block's
     buffer, the block's steps and the last stage's InstanceNorm and PReLU in C, against float64
     modules; a hook on the first stage's PReLU makes the encoder run module by module. The two
     agree to float32 rounding (the last stage's float64 statistics are summed in another order,

@@ -35,7 +35,7 @@ _SIGNATURES = {
     "dense_step": [_F32P, ctypes.c_int] + [_F32P] * 5 + [_F32P, ctypes.c_int] + [ctypes.c_int] * 4,
     "taylor_attention_d16": [_F32P] * 14 + [ctypes.c_int] * 3,
     "norm_prelu_cl": [_F32P, ctypes.c_int] + [_F32P] * 3 + [ctypes.c_int, _F32P] + [ctypes.c_int] * 3,
-    "planes_to_cl": [_F32P, ctypes.c_int, ctypes.c_int, _F32P, ctypes.c_int],
+    "copy_pixels": [_F32P] + [ctypes.c_int] * 4 + [_F32P, ctypes.c_int],
 }
 
 
@@ -130,7 +130,7 @@ def load_library(path: Path) -> ctypes.CDLL:
     for name, argtypes in _SIGNATURES.items():
         fn = getattr(lib, name)
         fn.argtypes = argtypes
-        fn.restype = None if name in ("deform_dw3x3", "gelu_array", "dense_step", "planes_to_cl") else ctypes.c_int
+        fn.restype = None if name in ("deform_dw3x3", "gelu_array", "dense_step", "copy_pixels") else ctypes.c_int
     return lib
 
 

@@ -869,14 +869,15 @@ int norm_prelu_cl(const float *x, int xs, const float *in_w, const float *in_b, 
     return 0;
 }
 
-/* An NCHW item of C channels (planes x[c * n .. (c + 1) * n)) written channels-last with pixel stride
- * os: the dense encoder's first stage into the dense block's buffer (torch's strided copy of the
- * same transpose ran ~2.5-5 ms per 308 x 256 map inside the forward pass). */
-void planes_to_cl(const float *x, int n, int C, float *out, int os)
+/* C channels of n pixels copied into a channels-last buffer with pixel stride os:
+ * out[p * os + c] = x[p * ps + c * cs] (an NCHW item: ps = 1, cs = n; channels-last: ps = C, cs = 1).
+ * The dense blocks' input into their concatenation buffer: torch's strided copies of the same maps
+ * took ~2.5-5 ms per 16 x 308 x 256 map inside the forward pass. */
+void copy_pixels(const float *x, int ps, int cs, int n, int C, float *out, int os)
 {
     for (size_t p = 0; p < (size_t)n; p++)
         for (int c = 0; c < C; c++)
-            out[p * os + c] = x[(size_t)c * n + p];
+            out[p * os + c] = x[p * ps + (size_t)c * cs];
 }
 
 /* The bias-free LayerNorm of MUSE's transformer blocks (model.BiasFreeLayerNormBody) on npix

@@ -275,7 +275,7 @@ class DenseBlock(nn.Module):
         last step's output is the block's, channels-last."""
         _, c, h, w = x.shape
         buf = self.native_buffer(x, h, w)
-        buf[..., (len(self.dense_block) - 1) * c :] = to_tokens(x)
+        lib.copy_pixels(pointer(x), c, 1, h * w, c, pointer(buf[..., buf.shape[-1] - c :]), buf.shape[-1])
         return self.native_steps(lib, buf)
 
     def native_buffer(self, like, h: int, w: int):
@@ -331,14 +331,14 @@ class DenseEncoder(nn.Module):
         if lib is None:
             return _cl(self.dense_conv_2(self.dense_block(self.dense_conv_1(x))))
         # dense_conv_1 as modules (torch's NCHW conv, InstanceNorm and PReLU: the values every path
-        # has had), copied by planes_to_cl (torch_bridge/native/muse_kernels.c) straight into the
+        # has had), copied by copy_pixels (torch_bridge/native/muse_kernels.c) straight into the
         # dense block's buffer (no channels-last copy of the map first); then the block's steps, and
         # dense_conv_2's strided conv with its InstanceNorm and PReLU in place (norm_prelu).
         _, _, h, w = x.shape
         y1 = self.dense_conv_1(x).contiguous()
         buf = self.dense_block.native_buffer(x, h, w)
-        lib.planes_to_cl(pointer(y1), h * w, DENSE_CHANNELS, pointer(buf[..., buf.shape[-1] - DENSE_CHANNELS :]),
-                         buf.shape[-1])
+        lib.copy_pixels(pointer(y1), 1, h * w, h * w, DENSE_CHANNELS, pointer(buf[..., buf.shape[-1] - DENSE_CHANNELS :]),
+                        buf.shape[-1])
         y = self.dense_block.native_steps(lib, buf)
         conv2, norm2, act2 = self.dense_conv_2
         return norm_prelu(lib, norm2, act2, _cl(conv2(y)))
