@@ -905,7 +905,7 @@ int layer_norm_cl(const float *x, const float *w, float *out, int npix, int C)
  *   x (H, W, C); w_odw (C, 9); w_opw (18, C); w_dcn (C, 9); w_pw (C, C); out (H, W, C)
  * ------------------------------------------------------------------------------------------ */
 static inline __attribute__((always_inline)) void embed_rows(const float *x, const float *w_odw_t,
-                                                             const float *w_opw, const double *kd,
+                                                             const float *w_opw_t, const double *kd,
                                                              const float *w_pw_t, float *out, int H, int W,
                                                              const int NB)
 {
@@ -921,13 +921,23 @@ static inline __attribute__((always_inline)) void embed_rows(const float *x, con
                 const float *src = x + ((size_t)yy * W + xs) * C;
                 for (int b = 0; b < NB; b++) od[b] = fma16(ld16(src + 16 * b), ld16(w_odw_t + t * C + 16 * b), od[b]);
             }
-            float odt[48], off[2 * TAPS], smp[48];
+            float odt[48], off[32], smp[48];
             for (int b = 0; b < NB; b++) st16(odt + 16 * b, od[b]);
-            for (int k = 0; k < 2 * TAPS; k++) {
-                float acc = 0.0f;
-                for (int c = 0; c < C; c++) acc = fmaf(w_opw[k * C + c], odt[c], acc);
-                off[k] = acc < -1.0f ? -1.0f : (acc > 1.0f ? 1.0f : acc);
+            /* the 18 offsets as two vectors of lanes k (16 + 2 used), each lane one fused
+             * multiply-add chain over c in order: the arithmetic of a scalar fmaf loop per k */
+            v16 o0 = zero, o1 = zero;
+            for (int c = 0; c < C; c++) {
+                const v16 s = splat16(odt[c]);
+                o0 = fma16(s, ld16(w_opw_t + c * 32), o0);
+                o1 = fma16(s, ld16(w_opw_t + c * 32 + 16), o1);
             }
+            const v16 lo1 = splat16(-1.0f), hi1 = splat16(1.0f);
+            o0 = (v16)(((v16i)o0 & ~(o0 < lo1)) | ((v16i)lo1 & (o0 < lo1)));
+            o0 = (v16)(((v16i)o0 & ~(o0 > hi1)) | ((v16i)hi1 & (o0 > hi1)));
+            o1 = (v16)(((v16i)o1 & ~(o1 < lo1)) | ((v16i)lo1 & (o1 < lo1)));
+            o1 = (v16)(((v16i)o1 & ~(o1 > hi1)) | ((v16i)hi1 & (o1 > hi1)));
+            st16(off, o0);
+            st16(off + 16, o1);
             deform_px_c(x, off, kd, smp, H, W, C, y, xx);
             v16 p4[4][3];
             for (int q = 0; q < 4; q++)
@@ -953,7 +963,10 @@ int deform_embed(const float *x, const float *w_odw, const float *w_opw, const f
 {
     if (C != 16 && C != 32 && C != 48) return -1;
     float *w_odw_t = malloc(sizeof(float) * 9 * C), *w_pw_t = malloc(sizeof(float) * C * C);
+    float *w_opw_t = calloc((size_t)32 * C, sizeof(float));  /* w_opw_t[c * 32 + k] = w_opw[k, c], k < 18 */
     double *kd = malloc(sizeof(double) * TAPS * C);
+    for (int k = 0; k < 2 * TAPS; k++)
+        for (int c = 0; c < C; c++) w_opw_t[c * 32 + k] = w_opw[k * C + c];
     for (int c = 0; c < C; c++)
         for (int t = 0; t < 9; t++) {
             w_odw_t[t * C + c] = w_odw[c * 9 + t];
@@ -962,12 +975,13 @@ int deform_embed(const float *x, const float *w_odw, const float *w_opw, const f
     for (int o = 0; o < C; o++)
         for (int k = 0; k < C; k++) w_pw_t[k * C + o] = w_pw[o * C + k];
     if (C == 16)
-        embed_rows(x, w_odw_t, w_opw, kd, w_pw_t, out, H, W, 1);
+        embed_rows(x, w_odw_t, w_opw_t, kd, w_pw_t, out, H, W, 1);
     else if (C == 32)
-        embed_rows(x, w_odw_t, w_opw, kd, w_pw_t, out, H, W, 2);
+        embed_rows(x, w_odw_t, w_opw_t, kd, w_pw_t, out, H, W, 2);
     else
-        embed_rows(x, w_odw_t, w_opw, kd, w_pw_t, out, H, W, 3);
+        embed_rows(x, w_odw_t, w_opw_t, kd, w_pw_t, out, H, W, 3);
     free(w_odw_t);
+    free(w_opw_t);
     free(w_pw_t);
     free(kd);
     return 0;
