@@ -30,7 +30,9 @@ Forward hooks see the same ``(B, C, T, F)`` shapes as before (channels-last stri
 On CPU in float32 without autograd (and with float32, contiguous parameters), these parts run
 as C kernels (``torch_bridge.native``, compiled on first use; the torch formulation above stays
 the fallback and the yardstick): the deformable sampling (``deform_dw3x3``), the dense blocks
-(``dense_step``: dilated conv, InstanceNorm, PReLU), the LayerNorms (``layer_norm_cl``), the
+(``dense_step``: dilated conv, InstanceNorm, PReLU; their input copied by ``copy_pixels``), the
+InstanceNorm + PReLU after the encoder's strided conv and in the decoders' tails (``norm_prelu_cl``),
+the LayerNorms (``layer_norm_cl``), the
 gated FFN (``gated_ffn``), the Taylor attention of the 16- and 32-channel levels
 (``taylor_attention_d16``), and, in ``TransformerBlock``, norm2 and both residual adds folded
 into those two (``ffn_block``). Each walks the map once row by row with its intermediates in
