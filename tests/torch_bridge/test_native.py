@@ -51,6 +51,16 @@ def _f64(module_cls, module, *args):
     return m.eval()
 
 
+def _run_hooked(module, fn):
+    """``fn()`` with a forward hook on ``module`` recording its output shapes: (result, shapes)."""
+    seen = []
+    handle = module.register_forward_hook(lambda _m, _i, o: seen.append(tuple(o.shape)))
+    try:
+        return fn(), seen
+    finally:
+        handle.remove()
+
+
 # ----------------------------------------------------------------------------- building
 def test_builds_into_a_fresh_cache_and_reuses_it(tmp_path):
     path = build_library(tmp_path)
@@ -217,12 +227,7 @@ def test_fused_block_against_float64_and_the_module_path(rng, c, heads, h, w):
     with torch.inference_mode():
         fused = blk(x)
         want = _f64(TransformerBlock, blk, c, heads)(x.double())
-        seen = []
-        handle = blk.attn.register_forward_hook(lambda _m, _i, o: seen.append(o.shape))
-        try:
-            by_module = blk(x)
-        finally:
-            handle.remove()
+        by_module, seen = _run_hooked(blk.attn, lambda: blk(x))
     assert seen == [(2, c, h, w)]  # the hook fired: the module path ran
     assert rel(fused, want) < BLOCK_TOL and rel(by_module, want) < BLOCK_TOL
     assert fused.is_contiguous(memory_format=torch.channels_last)
@@ -240,12 +245,7 @@ def test_dense_block_kernel_against_float64_and_the_module_path(rng, h, w, layou
     with torch.inference_mode():
         got = blk(x)
         want = _f64(DenseBlock, blk, 16)(x.double())
-        seen = []
-        handle = blk.dense_block[2][1].register_forward_hook(lambda _m, _i, o: seen.append(o.shape))
-        try:
-            by_module = blk(x)
-        finally:
-            handle.remove()
+        by_module, seen = _run_hooked(blk.dense_block[2][1], lambda: blk(x))
     assert seen == [(1, 16, h, w)] * 2
     assert got.is_contiguous(memory_format=torch.channels_last)
     assert rel(got, want) < BLOCK_TOL and rel(by_module, want) < BLOCK_TOL
@@ -357,12 +357,7 @@ def test_norm_prelu_helper_falls_back_for_hooks_and_other_widths(rng):
         with torch.inference_mode():
             want = _norm_prelu_f64(x, norm, act)
             got = norm_prelu(library(), norm, act, x.clone())
-            seen = []
-            handle = act.register_forward_hook(lambda _m, _i, o: seen.append(o.shape))
-            try:
-                hooked_out = norm_prelu(library(), norm, act, x.clone())
-            finally:
-                handle.remove()
+            hooked_out, seen = _run_hooked(act, lambda: norm_prelu(library(), norm, act, x.clone()))
         assert seen == [(2, c, 9, 7)]
         assert rel(got, want) < 1e-6 and rel(hooked_out, want) < 1e-6
 
@@ -381,12 +376,7 @@ def test_dense_encoder_with_kernels_against_float64_and_the_module_path(rng, h, 
     with torch.inference_mode():
         got = enc(x)
         want = _f64(DenseEncoder, enc)(x.double())
-        seen = []
-        handle = enc.dense_conv_1[2].register_forward_hook(lambda _m, _i, o: seen.append(o.shape))
-        try:
-            by_module = enc(x)
-        finally:
-            handle.remove()
+        by_module, seen = _run_hooked(enc.dense_conv_1[2], lambda: enc(x))
     assert seen == [(1, 16, h, w)] * 2
     assert got.shape == (2, 16, h, (w + 1) // 2) and got.is_contiguous(memory_format=torch.channels_last)
     assert rel(got, want) < BLOCK_TOL and rel(got, by_module) < BLOCK_TOL
@@ -424,11 +414,6 @@ def test_refine_convs_as_depthwise_plus_group_sum_against_float64(rng):
     with torch.inference_mode():
         got = ra(qk)
         want = _f64(RefineAttention, ra, 6, 8)(qk.double())
-        seen = []
-        handle = ra.conv_list[1].register_forward_hook(lambda _m, _i, o: seen.append(o.shape))
-        try:
-            by_module = ra(qk)
-        finally:
-            handle.remove()
+        by_module, seen = _run_hooked(ra.conv_list[1], lambda: ra(qk))
     assert seen == [(2, 3, 13, 11)]
     assert float((got.double() - want).abs().max()) < 1e-6 and float((by_module.double() - want).abs().max()) < 1e-6
