@@ -142,8 +142,8 @@ class RefineAttention(nn.Module):
         g, c_in, k = conv.weight.shape[:3]
         y = F.conv2d(p.contiguous(memory_format=torch.channels_last), conv.weight.reshape(g * c_in, 1, k, k),
                      padding=conv.padding, groups=g * c_in)
-        ones = torch.repeat_interleave(torch.eye(g, dtype=p.dtype, device=p.device), c_in, dim=1)  # (g, g * c_in)
-        return from_tokens(F.linear(to_tokens(y), ones, conv.bias))
+        heads = TaylorAttention._block_mask(g * c_in, c_in, p)[::c_in]  # (g, g * c_in): 1 on each head's inputs
+        return from_tokens(F.linear(to_tokens(y), heads, conv.bias))
 
 
 class TaylorAttention(nn.Module):
