@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxprobe import native
 from jaxprobe._validate import check_choice, check_positive
 from jaxprobe_kernels.affinity import default_gram_blocks, epsilon_bgh, epsilon_median, gaussian_affinity, symmetric_sq_distances
 from jaxprobe_kernels.diffusion_distance import group_sq_distances, group_sq_distances_t1
@@ -30,19 +31,22 @@ _FN = "diffusion_group_distances"
 EPSILON_RULES = ("median", "bgh")
 
 
-@partial(jax.jit, static_argnames=("rule", "t1"))
-def _one(X, M, eps_value, alpha, *, rule, t1):
+@partial(jax.jit, static_argnames=("rule", "t1", "native_median"))
+def _one(X, M, eps_value, alpha, *, rule, t1, native_median=False):
     D2 = symmetric_sq_distances(X) if default_gram_blocks(*X.shape) > 1 else sq_distances(X)
-    eps = epsilon_median(D2) if rule == "median" else epsilon_bgh(D2)[0] if rule == "bgh" else eps_value
+    if rule == "median":  # the same bits either way (jaxprobe.native.upper_median)
+        eps = native.upper_median(D2) if native_median else epsilon_median(D2)
+    else:
+        eps = epsilon_bgh(D2)[0] if rule == "bgh" else eps_value
     K = gaussian_affinity(D2, eps)
     qa = jnp.sum(K, axis=1) ** (-alpha)
     d2 = (group_sq_distances_t1 if t1 else group_sq_distances)(K, qa, M)
     return jnp.sqrt(d2)
 
 
-@partial(jax.jit, static_argnames=("rule", "t1"))
-def _batched(flat, M, eps_value, alpha, *, rule, t1):
-    return jax.lax.map(lambda x: _one(x, M, eps_value, alpha, rule=rule, t1=t1), flat)
+@partial(jax.jit, static_argnames=("rule", "t1", "native_median"))
+def _batched(flat, M, eps_value, alpha, *, rule, t1, native_median=False):
+    return jax.lax.map(lambda x: _one(x, M, eps_value, alpha, rule=rule, t1=t1, native_median=native_median), flat)
 
 
 def diffusion_group_distances(X, labels, *, epsilon="median", alpha=0.0, t=0.5):
@@ -87,5 +91,5 @@ def diffusion_group_distances(X, labels, *, epsilon="median", alpha=0.0, t=0.5):
     batch = X.shape[:-2]
     flat = X.reshape((-1,) + X.shape[-2:])
     out = _batched(flat, M, jnp.asarray(eps_value, X.dtype), jnp.asarray(alpha, X.dtype), rule=rule,
-                   t1=float(t) == 1.0)
+                   t1=float(t) == 1.0, native_median=rule == "median" and native.median_usable(X))
     return out.reshape(batch + out.shape[-2:])

@@ -182,7 +182,10 @@ def epsilon_median(D2):
 
     def halve(lohi):
         lo, hi = lohi
-        mid = lo + (hi - lo) // 2  # no overflow: both are non-negative bit patterns
+        # floor((lo + hi) / 2) without overflow: a NaN from non-finite data can be negative (its sign bit
+        # set), and hi - lo then overflowed and the loop never closed (the caller names the non-finite
+        # input after this returns)
+        mid = (lo >> 1) + (hi >> 1) + (lo & hi & 1)
         enough = n_at_most(mid) >= rank + 1
         return jnp.where(enough, lo, mid + 1), jnp.where(enough, mid, hi)
 

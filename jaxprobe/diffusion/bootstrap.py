@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxprobe import native
 from jaxprobe.diffusion._checks import BLOCK_SIZE, DENSE_MAX_N
 from jaxprobe.diffusion.map import diffusion_map_batched
 from jaxprobe.stats import linregress_fields, percentile_interval, rankdata
@@ -300,7 +301,8 @@ def _map_call(maps, group_means: bool, closed=None):
                 block_size=block_size, maxiter=0 if maps.solver == "eigh" else 100, tol=None,
                 use_energy=maps.energy is not None, use_align=True, symmetric=maps.coordinates == "symmetric",
                 closed=closed if group_means else None,
-                sequential=maps.solver in ("lobpcg", "krylov") and (block_size is None or maps.solver == "krylov"))
+                sequential=maps.solver in ("lobpcg", "krylov") and (block_size is None or maps.solver == "krylov"),
+                native_median=maps.epsilon_rule == "median" and native.median_usable(maps.coords))
 
 
 def _scalars(maps, dtype):

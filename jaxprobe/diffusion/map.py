@@ -56,6 +56,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental.sparse.linalg import lobpcg_standard
 
+from jaxprobe import native
 from jaxprobe.diffusion._checks import (
     ALMOST_ZERO,
     EPSILON_SUBSAMPLE,
@@ -145,9 +146,13 @@ class DiffusionMap:
 # ----------------------------------------------------------------------------- one cloud
 
 
-def _epsilon(D2, eps_value, rule):
+def _epsilon(D2, eps_value, rule, native_median=False):
+    """The bandwidth of one cloud's distances ``D2``. ``native_median`` (static): the median rule
+    on the native CPU library (``jaxprobe.native.upper_median``, the same bits as
+    ``epsilon_median`` in one radix pass instead of ~26 counting passes: 0.47 vs 3.6-4.2 ms for
+    738 points here)."""
     if rule == "median":
-        return epsilon_median(D2)
+        return native.upper_median(D2) if native_median else epsilon_median(D2)
     if rule == "bgh":
         return epsilon_bgh(D2)[0]
     return eps_value.astype(D2.dtype)
@@ -166,7 +171,7 @@ def _affinity_health_d2(D2, eps):
     return min_aff, jnp.sum(row_max < ALMOST_ZERO)
 
 
-def _dense_operator(X, eps_value, alpha, *, rule):
+def _dense_operator(X, eps_value, alpha, *, rule, native_median=False):
     """The deflated conjugate operator ``S - 2 v0 v0^T`` of one cloud (n, d), kept as
     the (n, n) affinity matrix ``K`` and one scaling vector ``c``.
 
@@ -180,7 +185,7 @@ def _dense_operator(X, eps_value, alpha, *, rule):
         D2 = symmetric_sq_distances(X)  # the Gram from its lower block triangle: fewer flops
     else:
         D2 = sq_distances(X)
-    eps = _epsilon(D2, eps_value, rule)
+    eps = _epsilon(D2, eps_value, rule, native_median)
     K = gaussian_affinity(D2, eps)
     min_aff, n_iso = _affinity_health_d2(D2, eps)
     q = jnp.sum(K, axis=1)
@@ -198,7 +203,7 @@ def _dense_operator(X, eps_value, alpha, *, rule):
     return apply, dense, eps, deg, q, min_aff, n_iso, K, qa, c
 
 
-def _blocked_operator(X, eps_value, alpha, key, *, rule, block_size):
+def _blocked_operator(X, eps_value, alpha, key, *, rule, block_size, native_median=False):
     """The same operator as a function, affinities rebuilt in tiles at every product.
 
     Epsilon rules and the degeneracy check use a random subsample of at most
@@ -208,7 +213,7 @@ def _blocked_operator(X, eps_value, alpha, key, *, rule, block_size):
     m = min(n, EPSILON_SUBSAMPLE)
     idx = jax.random.choice(key, n, (m,), replace=False) if m < n else jnp.arange(n)
     D2s = sq_distances(X[idx])
-    eps = _epsilon(D2s, eps_value, rule)
+    eps = _epsilon(D2s, eps_value, rule, native_median)
     min_aff, n_iso = _affinity_health_d2(D2s, eps)
 
     def kmv(V):
@@ -273,17 +278,18 @@ def _group_sq(coords, w, mask, total, energy, closed_sq, M, *, k, n, use_energy)
 
 
 def _one_cloud(X, eps_value, alpha, t, energy, align, key, M=None, *, rule, k, solver, block_size,
-               maxiter, tol, use_energy, use_align, symmetric=False, closed=None):
+               maxiter, tol, use_energy, use_align, symmetric=False, closed=None, native_median=False):
     """One cloud. ``M`` (G, n): group weights for group distances; ``closed``: None,
     "markov" or "symmetric", the coordinates of the group distances and of the t = 1/2 closed
     form to fall back on (static; the caller checks t)."""
     n = X.shape[0]
     ksub, kinit = jax.random.split(key)
     if block_size is None:
-        apply, dense, eps, deg, q, min_aff, n_iso, K, qa, c = _dense_operator(X, eps_value, alpha, rule=rule)
+        apply, dense, eps, deg, q, min_aff, n_iso, K, qa, c = _dense_operator(X, eps_value, alpha, rule=rule,
+                                                                              native_median=native_median)
     else:
         apply, eps, deg, q, min_aff, n_iso, c = _blocked_operator(
-            X, eps_value, alpha, ksub, rule=rule, block_size=block_size
+            X, eps_value, alpha, ksub, rule=rule, block_size=block_size, native_median=native_median
         )
     total = jnp.sum(c * c) - 1.0  # tr(S) - 1: K has a unit diagonal
     if solver == "eigh":
@@ -345,7 +351,7 @@ def _one_cloud(X, eps_value, alpha, t, energy, align, key, M=None, *, rule, k, s
 @partial(
     jax.jit,
     static_argnames=("rule", "k", "solver", "block_size", "maxiter", "tol", "use_energy", "use_align",
-                     "sequential", "symmetric", "closed"),
+                     "sequential", "symmetric", "closed", "native_median"),
 )
 def diffusion_map_batched(X, eps_value, alpha, t, energy, align, key, M=None, *, sequential, **static):
     """X (B, n, d), align (B, n), key: one PRNG key, M: None or group weights (G, n) shared by
@@ -485,6 +491,7 @@ def diffusion_map(
         rule=s.rule, k=s.k, solver=s.solver, block_size=s.block_size, maxiter=s.maxiter, tol=s.tol,
         use_energy=s.energy is not None, use_align=s.use_align, symmetric=s.coordinates == "symmetric",
         closed=s.coordinates if M is not None and s.t == 0.5 else None,
+        native_median=s.rule == "median" and native.median_usable(s.X),
         sequential=(s.solver in ("lobpcg", "krylov") and s.one_device
                     and (s.block_size is None or s.solver == "krylov")),
     )

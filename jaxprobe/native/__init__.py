@@ -11,6 +11,11 @@ activations once at memory speed. ``ffi.cc`` binds it to XLA's FFI and splits th
 over threads; ``build.py`` compiles both with the system compilers on first use into
 ``$JAXPROBE_CACHE/native`` and registers the target.
 
+``upper_median`` (same library, C++) is the diffusion maps' median rule: the median squared
+distance over the distinct pairs of a cloud, by one radix pass and a selection, where the XLA
+program (``kernels.affinity.epsilon_median``) bisects with ~26 counting passes; both return the
+same exact order statistics, bit for bit.
+
 Everything here is optional: on other platforms (GPU, TPU), without compilers, for
 non-float32 items, sharded inputs, or with ``JAXPROBE_NATIVE=0`` the XLA program of
 ``jaxprobe._cka_items`` runs instead; both give the same values to float32 rounding
@@ -22,11 +27,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprobe.native.build import (ENV_SWITCH, ENV_THREADS, TARGET, TARGET_GRAMS, NativeUnavailable, build_library,
-                                   library, load_library, native_enabled, native_threads)
+from jaxprobe.native.build import (ENV_SWITCH, ENV_THREADS, TARGET, TARGET_GRAMS, TARGET_MEDIAN, NativeUnavailable,
+                                   build_library, library, load_library, native_enabled, native_threads)
 
 __all__ = ["ENV_SWITCH", "ENV_THREADS", "FAST_SAMPLES", "NativeUnavailable", "build_library", "cka_items", "covers", "library",
-           "load_library", "native_enabled", "native_threads", "unit_grams", "usable"]
+           "load_library", "median_usable", "native_enabled", "native_threads", "unit_grams", "upper_median", "usable"]
 
 
 # Item shapes the kernel's register-tiled paths handle (n samples, d features); other shapes
@@ -45,15 +50,45 @@ def usable(X, *, scaled: bool, n: int, d: int) -> bool:
     """Whether per-item CKA of ``X``'s (n samples, d features) items (after orientation and
     padding) runs on the native kernel: float32 items on one CPU device (a numpy array: JAX's
     default device is a CPU), unscaled, a shape the fast path covers, the library available."""
-    if scaled or np.dtype(X.dtype) != np.float32 or not covers(n, d):
+    if scaled or not covers(n, d):
+        return False
+    return _float32_on_cpu(X) and library() is not None
+
+
+def median_usable(X) -> bool:
+    """Whether ``upper_median`` serves the median rule of ``X``'s clouds: float32 on one CPU
+    device (a numpy array: JAX's default device is a CPU), the library available."""
+    return _float32_on_cpu(X) and library() is not None
+
+
+def _float32_on_cpu(X) -> bool:
+    if np.dtype(X.dtype) != np.float32:
         return False
     if isinstance(X, jax.Array):
         devices = X.sharding.device_set if hasattr(X, "sharding") else set()
-        if len(devices) != 1 or next(iter(devices)).platform != "cpu":
-            return False
-    elif jax.default_backend() != "cpu":
-        return False
-    return library() is not None
+        return len(devices) == 1 and next(iter(devices)).platform == "cpu"
+    return jax.default_backend() == "cpu"
+
+
+def upper_median(D2):
+    """The median of each (n, n) matrix's values above the diagonal (``i < j``), n >= 2, on the
+    native library (call inside a jitted function; needs ``library()``): what
+    ``kernels.affinity.epsilon_median`` computes, bit for bit (the order statistics of the bit
+    patterns of ``max(D2, 0)``; the mean of the two middle values for an even pair count).
+
+    Parameters
+    ----------
+    D2 : float32 array (..., n, n)
+
+    Returns
+    -------
+    array of shape (...), float32.
+    """
+    library(required=True)
+    if D2.ndim < 2 or D2.shape[-1] != D2.shape[-2] or D2.shape[-1] < 2:
+        raise ValueError(f"upper_median needs square (..., n, n) matrices with n >= 2; got shape {tuple(D2.shape)}.")
+    return jax.ffi.ffi_call(TARGET_MEDIAN, jax.ShapeDtypeStruct(D2.shape[:-2], jnp.float32),
+                            vmap_method="sequential")(D2.astype(jnp.float32))
 
 
 def cka_items(X, refs, n_valid, *, debiased_flags, trans, threads=None):

@@ -24,6 +24,7 @@ ENV_SWITCH = "JAXPROBE_NATIVE"
 ENV_THREADS = "JAXPROBE_NATIVE_THREADS"
 TARGET = "jaxprobe_cka_items"
 TARGET_GRAMS = "jaxprobe_unit_grams"
+TARGET_MEDIAN = "jaxprobe_upper_median"
 
 
 class NativeUnavailable(RuntimeError):
@@ -165,6 +166,7 @@ def library(*, required: bool = False) -> ctypes.CDLL | None:
             lib = load_library(build_library())
             jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(lib.jaxprobe_cka_items), platform="cpu")
             jax.ffi.register_ffi_target(TARGET_GRAMS, jax.ffi.pycapsule(lib.jaxprobe_unit_grams), platform="cpu")
+            jax.ffi.register_ffi_target(TARGET_MEDIAN, jax.ffi.pycapsule(lib.jaxprobe_upper_median), platform="cpu")
         except (NativeUnavailable, OSError) as err:
             if required:
                 raise NativeUnavailable(str(err)) from err

@@ -2,6 +2,7 @@
 // jaxprobe's jitted programs call the kernel on their own device buffers (no copy, no
 // host round trip). The items are split over `threads` worker threads by leading index.
 #include <algorithm>
+#include <cstring>
 #include <cstdint>
 #include <thread>
 #include <utility>
@@ -142,3 +143,79 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(jaxprobe_cka_items, CkaItemsImpl,
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(jaxprobe_unit_grams, UnitGramsImpl,
                               results_and_settings(ffi::Ffi::Bind().Arg<ffi::AnyBuffer>().Arg<ffi::Buffer<ffi::S32>>()));
+
+// ---- the median rule's order statistics ----
+namespace {
+
+// Sort key of one distance: the bit pattern of max(v, 0) as XLA computes it (negatives and -0.0 give
+// +0.0, a NaN stays itself), in the order of those patterns read as signed int32 -- the order in
+// which kernels.affinity.epsilon_median bisects -- turned into unsigned order by flipping the sign bit.
+inline uint32_t median_key(float v) {
+  if (v <= 0.0f) v = 0.0f;
+  uint32_t u;
+  std::memcpy(&u, &v, sizeof u);
+  return u ^ 0x80000000u;
+}
+
+inline float key_value(uint32_t u) {
+  u ^= 0x80000000u;
+  float v;
+  std::memcpy(&v, &u, sizeof v);
+  return v;
+}
+
+// Calls visit(key) for every value D[i][j], i < j, of the n x n row-major matrix D.
+template <class F>
+void upper_pairs(const float *D, int64_t n, F visit) {
+  for (int64_t i = 0; i + 1 < n; ++i) {
+    const float *row = D + i * n;
+    for (int64_t j = i + 1; j < n; ++j) visit(median_key(row[j]));
+  }
+}
+
+// The median of the n (n - 1) / 2 values above the diagonal (the mean of the two middle values for
+// an even count, as 0.5f * (lower + upper)): exact order statistics by one radix pass over the top
+// 16 bits of the keys (65,536 counts), then a selection inside the bucket that holds the lower
+// middle value (and, when the upper middle value is the next bucket's smallest, one more pass).
+float upper_median(const float *D, int64_t n, std::vector<int64_t> &hist, std::vector<uint32_t> &bucket) {
+  const int64_t m = n * (n - 1) / 2, rank = (m - 1) / 2;
+  hist.assign(65536, 0);
+  upper_pairs(D, n, [&](uint32_t u) { ++hist[u >> 16]; });
+  int64_t before = 0;
+  uint32_t b = 0;
+  while (before + hist[b] <= rank) before += hist[b++];
+  bucket.clear();
+  bucket.reserve(static_cast<size_t>(hist[b]));
+  upper_pairs(D, n, [&](uint32_t u) { if ((u >> 16) == b) bucket.push_back(u); });
+  const int64_t r = rank - before;
+  std::nth_element(bucket.begin(), bucket.begin() + r, bucket.end());
+  const uint32_t lo = bucket[static_cast<size_t>(r)];
+  if (m % 2) return key_value(lo);
+  uint32_t hi;
+  if (r + 1 < static_cast<int64_t>(bucket.size())) {
+    hi = *std::min_element(bucket.begin() + r + 1, bucket.end());
+  } else {  // the upper middle value is the smallest key of the next non-empty bucket
+    uint32_t b2 = b + 1;
+    while (hist[b2] == 0) ++b2;
+    hi = 0xffffffffu;
+    upper_pairs(D, n, [&](uint32_t u) { if ((u >> 16) == b2 && u < hi) hi = u; });
+  }
+  return 0.5f * (key_value(lo) + key_value(hi));
+}
+
+}  // namespace
+
+// d2 (..., n, n) float32, n >= 2; out (...): each matrix's median over the pairs i < j.
+static ffi::Error UpperMedianImpl(ffi::Buffer<ffi::F32> d2, ffi::ResultBuffer<ffi::F32> out) {
+  auto dims = d2.dimensions();
+  if (dims.size() < 2 || dims[dims.size() - 1] != dims[dims.size() - 2] || dims[dims.size() - 1] < 2)
+    return ffi::Error::InvalidArgument("upper_median: d2 must be (..., n, n) with n >= 2");
+  const int64_t n = dims[dims.size() - 1], count = static_cast<int64_t>(d2.element_count()) / (n * n);
+  std::vector<int64_t> hist;
+  std::vector<uint32_t> bucket;
+  for (int64_t k = 0; k < count; ++k) out->typed_data()[k] = upper_median(d2.typed_data() + k * n * n, n, hist, bucket);
+  return ffi::Error::Success();
+}
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(jaxprobe_upper_median, UpperMedianImpl,
+                              ffi::Ffi::Bind().Arg<ffi::Buffer<ffi::F32>>().Ret<ffi::Buffer<ffi::F32>>());

@@ -35,6 +35,16 @@ def test_median_matches_numpy_float64(x64, rng, n):
     assert float(epsilon_median(jnp.asarray(D2))) == ref.median_epsilon(D2)
 
 
+def test_median_bisection_ends_with_nans_of_both_signs():
+    """NaN distances (from non-finite data, which the maps then name) may carry either sign bit;
+    the bisection's midpoint overflowed between a negative and a positive bit pattern and the loop
+    never ended. The value is that of the native selection (tests/jaxprobe/test_native_median.py)."""
+    D = np.random.default_rng(2).standard_normal((9, 9)).astype(np.float32)
+    D[0, 3], D[2, 5], D[1, 8] = np.nan, -np.nan, np.inf
+    assert np.float32(-np.nan).view(np.int32) < 0  # the sign bit this test is about
+    assert np.isfinite(float(jax.jit(epsilon_median)(D)))
+
+
 @pytest.mark.parametrize("n", [5, 6, 33])
 def test_median_matches_numpy_float32_and_keeps_dtype(rng, n):
     D2 = np.asarray(sq_distances(jnp.asarray(rng.normal(size=(n, 3)), jnp.float32)))
