@@ -87,8 +87,10 @@ def upper_median(D2):
     library(required=True)
     if D2.ndim < 2 or D2.shape[-1] != D2.shape[-2] or D2.shape[-1] < 2:
         raise ValueError(f"upper_median needs square (..., n, n) matrices with n >= 2; got shape {tuple(D2.shape)}.")
+    if np.dtype(D2.dtype) != np.float32:  # a silent cast would give another median than epsilon_median's
+        raise TypeError(f"upper_median needs float32 distances; got {np.dtype(D2.dtype)} (use epsilon_median).")
     return jax.ffi.ffi_call(TARGET_MEDIAN, jax.ShapeDtypeStruct(D2.shape[:-2], jnp.float32),
-                            vmap_method="sequential")(D2.astype(jnp.float32))
+                            vmap_method="sequential")(D2)
 
 
 def cka_items(X, refs, n_valid, *, debiased_flags, trans, threads=None):

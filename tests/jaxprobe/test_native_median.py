@@ -93,6 +93,8 @@ def test_upper_median_refuses_non_square_input():
         native.upper_median(jnp.zeros((3, 4), jnp.float32))
     with pytest.raises(ValueError, match=r"n >= 2.*shape \(1, 1\)"):
         native.upper_median(jnp.zeros((1, 1), jnp.float32))
+    with pytest.raises(TypeError, match="float32 distances; got float64"):
+        native.upper_median(np.zeros((3, 3), np.float64))
 
 
 def test_median_usable_only_for_float32_on_the_cpu():
